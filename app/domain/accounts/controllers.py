@@ -1,0 +1,231 @@
+"""Sign-up, sign-in, sign-out, password reset and change."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from litestar import Controller, Request, Response, get, post
+from litestar.di import Provide
+from litestar.params import FromPath, FromQuery, URLEncodedBody
+from litestar.response import Template
+
+from app.db import models as m
+from app.domain.accounts.deps import provide_account_service, provide_email_service, provide_login_throttle
+from app.domain.accounts.lockout import LoginThrottle
+from app.domain.accounts.services import AccountService
+from app.lib.exceptions import FormError, RateLimitedError
+from app.lib.htmx import flash, redirect, render
+from app.lib.permissions import is_staff
+from app.lib.runtime import Runtime
+from app.server.auth import SESSION_AUTH_AT_KEY, SESSION_EPOCH_KEY, SESSION_USER_KEY, current_user, requires_login
+from app.server.sessions import rotate_session, set_session_lifetime
+
+Form = URLEncodedBody[dict[str, str]]
+
+
+def safe_next(url: str | None, default: str = "/") -> str:
+    """Only same-site relative paths: an open redirect after login is a phishing tool."""
+    if not url:
+        return default
+    parts = urlsplit(url)
+    if parts.scheme or parts.netloc or not url.startswith("/") or url.startswith("//"):
+        return default
+    return url
+
+
+def start_session(request: Request[Any, Any, Any], user: m.User, runtime: Runtime, *, remember: bool) -> None:
+    """Sign ``user`` in on a fresh session id (no fixation); staff get short, non-persistent sessions."""
+    request.session.clear()
+    request.session.update(
+        {SESSION_USER_KEY: str(user.id), SESSION_EPOCH_KEY: user.session_epoch, SESSION_AUTH_AT_KEY: time.time()}
+    )
+    rotate_session(request)
+    settings = runtime.settings
+    if is_staff(user.role):
+        set_session_lifetime(request, settings.staff_idle_seconds)
+    elif remember:
+        set_session_lifetime(request, settings.remember_me_seconds, persistent=True)
+    else:
+        set_session_lifetime(request, settings.customer_session_seconds)
+
+
+class AccountController(Controller):
+    dependencies = {
+        "email_service": Provide(provide_email_service, sync_to_thread=False),
+        "account_service": Provide(provide_account_service, sync_to_thread=False),
+        "login_throttle": Provide(provide_login_throttle, sync_to_thread=False),
+    }
+
+    @get("/login", name="accounts:login")
+    async def login_page(self, request: Request[Any, Any, Any], next_url: FromQuery[str | None] = None) -> Template:
+        return render(request, "accounts/login.html.j2", {"form": {}, "errors": {}, "next": safe_next(next_url, "")})
+
+    @post("/login", name="accounts:login.submit")
+    async def login(
+        self,
+        request: Request[Any, Any, Any],
+        data: Form,
+        account_service: AccountService,
+        login_throttle: LoginThrottle,
+        runtime: Runtime,
+    ) -> Response[Any]:
+        email = data.get("email", "")
+        next_url = safe_next(data.get("next"), "")
+        ip = request.client.host if request.client else "unknown"
+        try:
+            user = await account_service.authenticate(
+                email=email, password=data.get("password", ""), ip=ip, throttle=login_throttle
+            )
+        except (FormError, RateLimitedError) as exc:
+            errors = exc.errors if isinstance(exc, FormError) else {"password": exc.message}
+            return render(
+                request,
+                "accounts/login.html.j2",
+                {"form": {"email": email, "remember": data.get("remember")}, "errors": errors, "next": next_url},
+                fragment="accounts/_login_form.html.j2",
+                status_code=exc.status_code,
+            )
+        start_session(request, user, runtime, remember=data.get("remember") == "on")
+        flash(request, f"Welcome back, {user.display_name}.", "success")
+        default = request.url_for("admin:dashboard") if is_staff(user.role) else request.url_for("accounts:overview")
+        return redirect(request, next_url or default)
+
+    @post("/logout", name="accounts:logout")
+    async def logout(self, request: Request[Any, Any, Any]) -> Response[Any]:
+        request.clear_session()
+        return redirect(request, request.url_for("catalog:home"))
+
+    @get("/register", name="accounts:register")
+    async def register_page(self, request: Request[Any, Any, Any]) -> Template:
+        return render(request, "accounts/register.html.j2", {"form": {}, "errors": {}})
+
+    @post("/register", name="accounts:register.submit")
+    async def register(
+        self, request: Request[Any, Any, Any], data: Form, account_service: AccountService, runtime: Runtime
+    ) -> Response[Any]:
+        try:
+            user = await account_service.register(
+                email=data.get("email", ""), password=data.get("password", ""), name=data.get("name", "")
+            )
+        except FormError as exc:
+            form = {"email": data.get("email", ""), "name": data.get("name", "")}
+            return render(
+                request,
+                "accounts/register.html.j2",
+                {"form": form, "errors": exc.errors},
+                fragment="accounts/_register_form.html.j2",
+                status_code=exc.status_code,
+            )
+        start_session(request, user, runtime, remember=False)
+        flash(request, "Your account is ready. Welcome to Cartwright!", "success")
+        return redirect(request, request.url_for("accounts:overview"))
+
+    @get("/forgot-password", name="accounts:forgot")
+    async def forgot_page(self, request: Request[Any, Any, Any]) -> Template:
+        return render(request, "accounts/forgot.html.j2", {"form": {}, "errors": {}, "sent": False})
+
+    @post("/forgot-password", name="accounts:forgot.submit")
+    async def forgot(self, request: Request[Any, Any, Any], data: Form, account_service: AccountService) -> Template:
+        email = data.get("email", "").strip()
+        if not email:
+            return render(
+                request,
+                "accounts/forgot.html.j2",
+                {"form": {}, "errors": {"email": "Enter your email address."}, "sent": False},
+                fragment="accounts/_forgot_form.html.j2",
+                status_code=422,
+            )
+        await account_service.request_password_reset(email)
+        # The same answer whether or not the account exists.
+        return render(
+            request,
+            "accounts/forgot.html.j2",
+            {"form": {"email": email}, "errors": {}, "sent": True},
+            fragment="accounts/_forgot_form.html.j2",
+        )
+
+    @get("/reset-password/{token:str}", name="accounts:reset")
+    async def reset_page(
+        self, request: Request[Any, Any, Any], token: FromPath[str], account_service: AccountService
+    ) -> Template:
+        valid = await account_service.valid_reset_token(token) is not None
+        return render(
+            request,
+            "accounts/reset.html.j2",
+            {"token": token, "valid": valid, "errors": {}},
+            status_code=200 if valid else 410,
+        )
+
+    @post("/reset-password/{token:str}", name="accounts:reset.submit")
+    async def reset(
+        self, request: Request[Any, Any, Any], token: FromPath[str], data: Form, account_service: AccountService
+    ) -> Response[Any]:
+        password = data.get("password", "")
+        if password != data.get("password_confirm", ""):
+            errors = {"password_confirm": "The two passwords don't match."}
+            return render(
+                request,
+                "accounts/reset.html.j2",
+                {"token": token, "valid": True, "errors": errors},
+                fragment="accounts/_reset_form.html.j2",
+                status_code=422,
+            )
+        try:
+            user = await account_service.reset_password(token, password)
+        except FormError as exc:
+            return render(
+                request,
+                "accounts/reset.html.j2",
+                {"token": token, "valid": True, "errors": exc.errors},
+                fragment="accounts/_reset_form.html.j2",
+                status_code=422,
+            )
+        if user is None:
+            return render(
+                request,
+                "accounts/reset.html.j2",
+                {"token": token, "valid": False, "errors": {}},
+                fragment="accounts/_reset_form.html.j2",
+                status_code=410,
+            )
+        request.clear_session()
+        flash(request, "Your password has been changed. Sign in with your new password.", "success")
+        return redirect(request, request.url_for("accounts:login"))
+
+    @get("/account", name="accounts:overview", guards=[requires_login])
+    async def overview(self, request: Request[Any, Any, Any]) -> Template:
+        return render(request, "accounts/overview.html.j2", {"user": current_user(request)})
+
+    @get("/account/password", name="accounts:password", guards=[requires_login])
+    async def password_page(self, request: Request[Any, Any, Any]) -> Template:
+        return render(request, "accounts/password.html.j2", {"errors": {}})
+
+    @post("/account/password", name="accounts:password.submit", guards=[requires_login])
+    async def change_password(
+        self, request: Request[Any, Any, Any], data: Form, account_service: AccountService, runtime: Runtime
+    ) -> Response[Any]:
+        user = current_user(request)
+        assert user is not None  # guaranteed by requires_login
+        errors: dict[str, str] = {}
+        if data.get("new_password", "") != data.get("new_password_confirm", ""):
+            errors["new_password_confirm"] = "The two passwords don't match."
+        else:
+            try:
+                user = await account_service.change_password(
+                    user, current=data.get("current_password", ""), new=data.get("new_password", "")
+                )
+            except FormError as exc:
+                errors = exc.errors
+        if errors:
+            return render(
+                request,
+                "accounts/password.html.j2",
+                {"errors": errors},
+                fragment="accounts/_password_form.html.j2",
+                status_code=422,
+            )
+        start_session(request, user, runtime, remember=bool(request.session.get("_persistent")))
+        flash(request, "Your password has been changed. Other devices have been signed out.", "success")
+        return redirect(request, request.url_for("accounts:overview"))

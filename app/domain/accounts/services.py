@@ -1,0 +1,161 @@
+"""Account rules: registration, sign-in with throttling, password reset and change."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import models as m
+from app.domain.accounts.lockout import LoginThrottle
+from app.domain.notifications.services import EmailService
+from app.lib.exceptions import FormError
+from app.lib.passwords import hash_password, needs_rehash, password_problem, verify_password
+from app.lib.permissions import Role
+from app.lib.settings import Settings
+from app.lib.tokens import hash_token, new_token
+
+# Deliberately loose: one @, something on both sides, a dot in the domain. Real validation is the email we send.
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+BAD_LOGIN = "Email or password is incorrect."
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def email_problem(email: str) -> str | None:
+    if not email:
+        return "Enter your email address."
+    if len(email) > 320 or not EMAIL_RE.match(email):
+        return "Enter an email address like name@example.com."
+    return None
+
+
+@dataclass(frozen=True)
+class SignIn:
+    user: m.User
+
+
+class AccountService:
+    def __init__(self, db: AsyncSession, settings: Settings, emails: EmailService) -> None:
+        self.db = db
+        self.settings = settings
+        self.emails = emails
+
+    async def get_by_email(self, email: str) -> m.User | None:
+        return await self.db.scalar(select(m.User).where(m.User.email == normalise_email(email)))
+
+    async def create_user(self, *, email: str, password: str, name: str = "", role: Role = Role.CUSTOMER) -> m.User:
+        """Create an account after validating email and password; raises FormError with field errors."""
+        email = normalise_email(email)
+        errors: dict[str, str] = {}
+        if problem := email_problem(email):
+            errors["email"] = problem
+        if problem := password_problem(password, email=email):
+            errors["password"] = problem
+        if len(name) > 120:
+            errors["name"] = "Use at most 120 characters."
+        if not errors and await self.get_by_email(email) is not None:
+            errors["email"] = "An account with this email already exists. Sign in or reset your password."
+        if errors:
+            raise FormError(errors)
+        user = m.User(email=email, name=name.strip(), password_hash=hash_password(password), role=role.value)
+        self.db.add(user)
+        try:
+            await self.db.flush()
+        except IntegrityError as exc:  # two registrations racing for one address
+            await self.db.rollback()
+            raise FormError({"email": "An account with this email already exists."}) from exc
+        return user
+
+    async def register(self, *, email: str, password: str, name: str) -> m.User:
+        user = await self.create_user(email=email, password=password, name=name)
+        await self.db.commit()
+        await self.emails.send("welcome", user.email, {"name": user.display_name, "shop_url": self.settings.base_url})
+        return user
+
+    async def authenticate(self, *, email: str, password: str, ip: str, throttle: LoginThrottle) -> m.User:
+        """Check credentials. Same message and same work whether or not the account exists."""
+        email = normalise_email(email)
+        await throttle.check(email, ip)
+        user = await self.get_by_email(email) if email else None
+        ok = verify_password(user.password_hash if user else None, password)
+        if user is None or not ok or not user.is_active:
+            await throttle.record_failure(email, ip)
+            raise FormError({"password": BAD_LOGIN}, message=BAD_LOGIN)
+        await throttle.record_success(email)
+        if needs_rehash(user.password_hash):
+            user.password_hash = hash_password(password)
+        user.last_login_at = datetime.now(UTC)
+        await self.db.commit()
+        return user
+
+    async def request_password_reset(self, email: str) -> None:
+        """Email a single-use link if the account exists; the caller shows the same page either way."""
+        user = await self.get_by_email(email)
+        if user is None or not user.is_active:
+            return
+        token, token_hash = new_token()
+        expires_at = datetime.now(UTC) + timedelta(seconds=self.settings.reset_token_seconds)
+        self.db.add(m.PasswordResetToken(user_id=user.id, token_hash=token_hash, expires_at=expires_at))
+        await self.db.commit()
+        await self.emails.send(
+            "password_reset",
+            user.email,
+            {
+                "name": user.display_name,
+                "reset_url": f"{self.settings.base_url}/reset-password/{token}",
+                "valid_minutes": self.settings.reset_token_seconds // 60,
+            },
+        )
+
+    async def valid_reset_token(self, token: str) -> m.PasswordResetToken | None:
+        row = await self.db.scalar(
+            select(m.PasswordResetToken).where(m.PasswordResetToken.token_hash == hash_token(token))
+        )
+        if row is None or row.used_at is not None or row.expires_at <= datetime.now(UTC):
+            return None
+        return row
+
+    async def reset_password(self, token: str, password: str) -> m.User | None:
+        """Set a new password with a reset token; ``None`` if the link is invalid, used or expired."""
+        row = await self.valid_reset_token(token)
+        if row is None:
+            return None
+        user = await self.db.get(m.User, row.user_id)
+        if user is None:
+            return None
+        if problem := password_problem(password, email=user.email):
+            raise FormError({"password": problem})
+        # Mark the token used with a conditional update so two concurrent submits cannot both succeed.
+        claimed = await self.db.execute(
+            update(m.PasswordResetToken)
+            .where(m.PasswordResetToken.id == row.id, m.PasswordResetToken.used_at.is_(None))
+            .values(used_at=datetime.now(UTC))
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            await self.db.rollback()
+            return None
+        self._set_password(user, password)
+        await self.db.commit()
+        return user
+
+    async def change_password(self, user: m.User, *, current: str, new: str) -> m.User:
+        if not verify_password(user.password_hash, current):
+            raise FormError({"current_password": "That is not your current password."})
+        if problem := password_problem(new, email=user.email):
+            raise FormError({"new_password": problem})
+        user = await self.db.merge(user)
+        self._set_password(user, new)
+        await self.db.commit()
+        return user
+
+    @staticmethod
+    def _set_password(user: m.User, password: str) -> None:
+        user.password_hash = hash_password(password)
+        user.session_epoch += 1  # signs out every other session of this account

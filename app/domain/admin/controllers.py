@@ -1,0 +1,62 @@
+"""The back office: dashboard shell and the email outbox. Every route declares its permission."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from litestar import Controller, Request, get
+from litestar.di import Provide
+from litestar.params import FromPath, FromQuery
+from litestar.response import Template
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import models as m
+from app.domain.accounts.deps import provide_email_service
+from app.domain.notifications.services import EmailService
+from app.lib.exceptions import NotFoundError
+from app.lib.htmx import render
+from app.lib.permissions import Access, Resource
+from app.server.auth import requires
+
+
+class AdminController(Controller):
+    path = "/admin"
+    guards = [requires(Resource.ADMIN_AREA, Access.READ)]
+    dependencies = {"email_service": Provide(provide_email_service, sync_to_thread=False)}
+
+    @get("/", name="admin:dashboard")
+    async def dashboard(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Template:
+        counts = {
+            "products": await db_session.scalar(select(func.count()).select_from(m.Product)) or 0,
+            "customers": await db_session.scalar(
+                select(func.count()).select_from(m.User).where(m.User.role == "customer")
+            )
+            or 0,
+            "emails": await db_session.scalar(select(func.count()).select_from(m.EmailMessage)) or 0,
+        }
+        return render(request, "admin/dashboard.html.j2", {"counts": counts})
+
+    @get("/emails", name="admin:emails", guards=[requires(Resource.SYSTEM, Access.FULL)])
+    async def emails(
+        self, request: Request[Any, Any, Any], email_service: EmailService, page: FromQuery[int] = 1
+    ) -> Template:
+        page = max(1, page)
+        rows, total = await email_service.list_page(page=page)
+        pages = max(1, -(-total // 25))
+        return render(
+            request,
+            "admin/emails.html.j2",
+            {"emails": rows, "total": total, "page": page, "pages": pages},
+            fragment="admin/_emails_table.html.j2",
+        )
+
+    @get("/emails/{email_id:uuid}", name="admin:email", guards=[requires(Resource.SYSTEM, Access.FULL)])
+    async def email(
+        self, request: Request[Any, Any, Any], email_id: FromPath[UUID], email_service: EmailService
+    ) -> Template:
+        message = await email_service.get(email_id)
+        if message is None:
+            raise NotFoundError("That email doesn't exist.")
+        return render(request, "admin/email.html.j2", {"email": message})

@@ -1,0 +1,77 @@
+"""Queueing email: render, store, commit, then hand the id to the worker."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from saq import Queue
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import models as m
+from app.lib.email import render_email
+from app.lib.templating import get_environment
+
+log = structlog.get_logger()
+
+SEND_EMAIL_JOB = "send_email"
+
+
+async def enqueue_email_job(queue: Queue, email_id: str) -> None:
+    # The key makes SAQ drop a second enqueue of a message that is already waiting (sweeper and web racing).
+    await queue.enqueue(
+        SEND_EMAIL_JOB,
+        key=f"email:{email_id}",
+        email_id=email_id,
+        timeout=30,
+        retries=5,
+        retry_delay=5.0,
+        retry_backoff=True,
+    )
+
+
+class EmailService:
+    def __init__(self, db: AsyncSession, queue: Queue | None) -> None:
+        self.db = db
+        self.queue = queue
+
+    async def send(self, kind: str, to_address: str, context: dict[str, Any]) -> m.EmailMessage:
+        """Render and store the message, commit, then enqueue its delivery.
+
+        If Redis is unreachable the message stays ``queued`` in the database and the sweeper sends it later:
+        nothing a user asked for is lost because the queue was down.
+        """
+        message = render_email(get_environment(), kind, to_address, context)
+        self.db.add(message)
+        await self.db.commit()
+        if self.queue is not None:
+            try:
+                await enqueue_email_job(self.queue, str(message.id))
+            except Exception:
+                log.warning("email.enqueue_failed", email_id=str(message.id), kind=kind)
+        return message
+
+    async def list_page(self, *, page: int, per_page: int = 25) -> tuple[list[m.EmailMessage], int]:
+        total = await self.db.scalar(select(func.count()).select_from(m.EmailMessage)) or 0
+        rows = await self.db.scalars(
+            select(m.EmailMessage)
+            .order_by(m.EmailMessage.created_at.desc(), m.EmailMessage.id.desc())
+            .limit(per_page)
+            .offset((page - 1) * per_page)
+        )
+        return list(rows), total
+
+    async def get(self, email_id: Any) -> m.EmailMessage | None:
+        return await self.db.get(m.EmailMessage, email_id)
+
+
+async def stale_queued_email_ids(db: AsyncSession, *, older_than: timedelta) -> list[str]:
+    cutoff = datetime.now(UTC) - older_than
+    rows = await db.scalars(
+        select(m.EmailMessage.id)
+        .where(m.EmailMessage.status == m.EmailStatus.QUEUED.value, m.EmailMessage.created_at < cutoff)
+        .limit(500)
+    )
+    return [str(i) for i in rows]

@@ -1,0 +1,45 @@
+"""Domain errors. Services raise these; `app.server.errors` maps them to pages, toasts and status codes."""
+
+from __future__ import annotations
+
+
+class ApplicationError(Exception):
+    """Base of every error a user may be shown. ``message`` is safe to display."""
+
+    status_code = 400
+
+    def __init__(self, message: str = "Something went wrong.") -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFoundError(ApplicationError):
+    status_code = 404
+
+    def __init__(self, message: str = "We couldn't find that page.") -> None:
+        super().__init__(message)
+
+
+class PermissionDeniedError(ApplicationError):
+    status_code = 403
+
+    def __init__(self, message: str = "You don't have access to that page.") -> None:
+        super().__init__(message)
+
+
+class ConflictError(ApplicationError):
+    status_code = 409
+
+
+class RateLimitedError(ApplicationError):
+    status_code = 429
+
+
+class FormError(ApplicationError):
+    """Invalid form input: carries field errors so the form can be re-rendered with them in place."""
+
+    status_code = 422
+
+    def __init__(self, errors: dict[str, str], message: str = "Please correct the errors below.") -> None:
+        super().__init__(message)
+        self.errors = errors

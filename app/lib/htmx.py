@@ -1,0 +1,57 @@
+"""Page-or-fragment rendering and redirects, the one way every controller answers HTMX and plain requests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response
+from litestar.response import Redirect, Template
+from litestar.status_codes import HTTP_200_OK, HTTP_303_SEE_OTHER
+
+
+def wants_fragment(request: Request[Any, Any, Any]) -> bool:
+    """A fragment only for a targeted HTMX request: not a boosted navigation and not a history restore."""
+    headers = request.headers
+    return (
+        headers.get("hx-request") == "true"
+        and headers.get("hx-boosted") != "true"
+        and headers.get("hx-history-restore-request") != "true"
+    )
+
+
+def render(
+    request: Request[Any, Any, Any],
+    page: str,
+    context: dict[str, Any],
+    *,
+    fragment: str | None = None,
+    status_code: int = HTTP_200_OK,
+    trigger: str | None = None,
+) -> Template:
+    """Render the full ``page``, or only ``fragment`` when HTMX asked for it. Always ``Vary: HX-Request``."""
+    name = fragment if fragment and wants_fragment(request) else page
+    headers = {"Vary": "HX-Request"}
+    if trigger:
+        headers["HX-Trigger"] = trigger
+    return Template(template_name=name, context=context, status_code=status_code, headers=headers)
+
+
+def redirect(request: Request[Any, Any, Any], url: str) -> Response[Any]:
+    """POST/Redirect/GET: ``HX-Redirect`` for HTMX (full navigation), 303 otherwise."""
+    if request.headers.get("hx-request") == "true":
+        return Response(content=b"", status_code=HTTP_200_OK, headers={"HX-Redirect": url})
+    return Redirect(path=url, status_code=HTTP_303_SEE_OTHER)
+
+
+def flash(request: Request[Any, Any, Any], message: str, category: str = "info") -> None:
+    """Queue a message for the next rendered page (kept in the session until shown)."""
+    messages: list[dict[str, str]] = request.session.setdefault("_flashes", [])
+    messages.append({"message": message, "category": category})
+    request.session["_flashes"] = messages
+
+
+def pop_flashes(request: Request[Any, Any, Any]) -> list[dict[str, str]]:
+    if "_flashes" not in request.session:
+        return []
+    messages: list[dict[str, str]] = request.session.pop("_flashes")
+    return messages

@@ -1,0 +1,29 @@
+"""Money is integer minor units plus an ISO 4217 code; formatting happens only at the edge (templates)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+# Currencies without minor units (Stripe's list of zero-decimal currencies, the ones we may meet).
+ZERO_DECIMAL = frozenset({"JPY", "KRW", "VND", "CLP", "ISK", "UGX", "XAF", "XOF"})
+SYMBOLS = {"CAD": "$", "USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥"}
+
+
+def format_money(amount: int, currency: str = "CAD") -> str:
+    code = currency.upper()
+    exponent = 0 if code in ZERO_DECIMAL else 2
+    value = Decimal(amount).scaleb(-exponent)
+    sign = "-" if value < 0 else ""
+    number = f"{abs(value):,.{exponent}f}"
+    symbol = SYMBOLS.get(code, "")
+    return f"{sign}{symbol}{number} {code}" if symbol else f"{sign}{number} {code}"
+
+
+def parse_money(text: str, currency: str = "CAD") -> int:
+    """Parse a human amount ("12.50") into minor units; raises ValueError on nonsense."""
+    exponent = 0 if currency.upper() in ZERO_DECIMAL else 2
+    value = Decimal(text.strip().replace(",", "").lstrip("$"))
+    minor = value.scaleb(exponent)
+    if minor != minor.to_integral_value():
+        raise ValueError("too many decimal places")
+    return int(minor)

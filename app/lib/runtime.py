@@ -1,0 +1,68 @@
+"""Per-process resources built from settings: database, Redis, the job queue.
+
+The web app, the worker and the CLI each build one ``Runtime``; jobs find it in their SAQ context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from advanced_alchemy.extensions.litestar import (
+    AlembicAsyncConfig,
+    AsyncSessionConfig,
+    EngineConfig,
+    SQLAlchemyAsyncConfig,
+)
+from redis.asyncio import Redis
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.lib.embedded_redis import resolve_redis_url
+from app.lib.settings import BASE_DIR, Settings
+
+QUEUE_NAME = "cartwright"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the web and worker processes read while the other writes; foreign keys are off by default.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis_url = resolve_redis_url(settings.redis_url, settings.var_dir)
+        if settings.is_sqlite:
+            settings.var_dir.mkdir(parents=True, exist_ok=True)
+        self.alchemy = SQLAlchemyAsyncConfig(
+            connection_string=settings.database_url,
+            before_send_handler="autocommit",
+            session_dependency_key="db_session",
+            session_config=AsyncSessionConfig(expire_on_commit=False),
+            engine_config=EngineConfig(echo=settings.db_echo, pool_pre_ping=not settings.is_sqlite),
+            alembic_config=AlembicAsyncConfig(
+                script_location=str(BASE_DIR / "migrations"),
+                script_config=str(BASE_DIR / "alembic.ini"),
+                compare_type=True,
+            ),
+            create_all=False,
+        )
+        if settings.is_sqlite:
+            event.listen(self.alchemy.get_engine().sync_engine, "connect", _sqlite_pragmas)
+        self.redis: Redis = Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=2)
+
+    @asynccontextmanager
+    async def db(self) -> AsyncIterator[AsyncSession]:
+        """A session for jobs and the CLI; commit explicitly."""
+        async with self.alchemy.get_session() as session:
+            yield session
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.alchemy.get_engine().dispose()

@@ -1,0 +1,135 @@
+"""Settings: the only module that reads environment variables.
+
+Every value has an embedded default so `make run` works on a bare machine; production sets them in env.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name)
+    return int(raw) if raw else default
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = _env(name).lower()
+    if not raw:
+        return default
+    return raw in {"1", "true", "yes", "on"}
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the URLs people paste (``postgres://``, ``postgresql://``) and pick the async driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url.removeprefix(prefix)
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+    return url
+
+
+def _secret_key(var_dir: Path) -> str:
+    """SECRET_KEY from env; in development one is generated once into var/ so sessions survive restarts."""
+    if key := _env("SECRET_KEY"):
+        return key
+    path = var_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+@dataclass(frozen=True)
+class StripeSettings:
+    secret_key: str
+    publishable_key: str
+    webhook_secrets: tuple[str, ...]
+    api_base: str
+    js_url: str
+
+    @property
+    def uses_emulator(self) -> bool:
+        return self.api_base != "https://api.stripe.com"
+
+
+@dataclass(frozen=True)
+class Settings:
+    var_dir: Path
+    database_url: str
+    redis_url: str  # empty: start an embedded Redis (see app.lib.embedded_redis)
+    secret_key: str
+    base_url: str
+    smtp_url: str
+    mail_from: str
+    stripe: StripeSettings
+    debug: bool = False
+    db_echo: bool = False
+    log_level: str = "INFO"
+    staff_idle_seconds: int = 30 * 60
+    staff_absolute_seconds: int = 12 * 60 * 60
+    customer_session_seconds: int = 24 * 60 * 60
+    remember_me_seconds: int = 30 * 24 * 60 * 60
+    reset_token_seconds: int = 60 * 60
+    login_max_failures_account: int = 5
+    login_max_failures_ip: int = 20
+    login_lockout_seconds: int = 15 * 60
+    storage_dir: Path = field(default=BASE_DIR / "var" / "uploads")
+
+    @property
+    def secure_cookies(self) -> bool:
+        return urlsplit(self.base_url).scheme == "https"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings() -> Settings:
+    var_dir = Path(_env("CARTWRIGHT_VAR_DIR") or BASE_DIR / "var")
+    database_url = normalise_database_url(_env("DATABASE_URL") or f"sqlite+aiosqlite:///{var_dir / 'cartwright.db'}")
+    webhook_secrets = tuple(s for s in _env("STRIPE_WEBHOOK_SECRET").split(",") if s.strip())
+    api_base = _env("STRIPE_API_BASE") or (
+        "https://api.stripe.com" if _env("STRIPE_SECRET_KEY") else "http://127.0.0.1:12111"
+    )
+    return Settings(
+        var_dir=var_dir,
+        database_url=database_url,
+        redis_url=_env("REDIS_URL"),
+        secret_key=_secret_key(var_dir),
+        base_url=(_env("BASE_URL") or "http://127.0.0.1:8000").rstrip("/"),
+        smtp_url=_env("SMTP_URL"),
+        mail_from=_env("MAIL_FROM") or "Cartwright <shop@cartwright.test>",
+        stripe=StripeSettings(
+            secret_key=_env("STRIPE_SECRET_KEY") or "sk_test_cartwright_emulator",
+            publishable_key=_env("STRIPE_PUBLISHABLE_KEY") or "pk_test_cartwright_emulator",
+            webhook_secrets=webhook_secrets or ("whsec_cartwright_emulator",),
+            api_base=api_base.rstrip("/"),
+            js_url=_env("STRIPE_JS_URL")
+            or ("https://js.stripe.com/v3/" if api_base.startswith("https://api.stripe.com") else f"{api_base}/v3/"),
+        ),
+        debug=_env_bool("DEBUG", default=False),
+        db_echo=_env_bool("DB_ECHO", default=False),
+        log_level=_env("LOG_LEVEL") or "INFO",
+        storage_dir=Path(_env("STORAGE_DIR") or var_dir / "uploads"),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

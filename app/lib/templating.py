@@ -1,0 +1,38 @@
+"""The one Jinja environment: used by Litestar for pages and by services and jobs for emails."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from app.lib.money import format_money
+from app.lib.permissions import can, is_staff
+from app.lib.settings import BASE_DIR
+
+TEMPLATE_DIR = BASE_DIR / "templates"
+
+
+def format_datetime(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M UTC") -> str:
+    if value is None:
+        return ""
+    return value.astimezone(UTC).strftime(fmt)
+
+
+@lru_cache(maxsize=1)
+def get_environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATE_DIR),
+        autoescape=select_autoescape(["html", "j2"], default=True),
+        undefined=StrictUndefined,  # a typo in a template fails a test instead of rendering blank
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=True,
+        enable_async=False,
+    )
+    env.filters["money"] = format_money
+    env.filters["datetime"] = format_datetime
+    env.globals["can"] = can
+    env.globals["is_staff"] = is_staff
+    return env

@@ -1,0 +1,92 @@
+"""One place that turns errors into what a person sees: a full page, or a toast fragment for HTMX requests."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, PermissionDeniedException
+from litestar.exceptions.http_exceptions import ValidationException
+from litestar.response import Redirect, Template
+from litestar.status_codes import HTTP_303_SEE_OTHER
+
+from app.lib.exceptions import ApplicationError
+from app.lib.htmx import wants_fragment
+from app.server.auth import NotSignedInError
+
+log = structlog.get_logger()
+
+_TITLES = {
+    400: "That request didn't look right",
+    403: "You don't have access to that page",
+    404: "Page not found",
+    405: "That action isn't allowed here",
+    409: "That conflicts with something else",
+    410: "That link has expired",
+    422: "Please check what you entered",
+    429: "Too many requests",
+    500: "Something went wrong on our side",
+    503: "We're briefly unavailable",
+}
+
+
+def _error_response(request: Request[Any, Any, Any], status: int, message: str) -> Response[Any]:
+    title = _TITLES.get(status, "Something went wrong")
+    context = {"status": status, "title": title, "message": message}
+    if request.headers.get("hx-request") == "true":
+        # htmx is configured to swap error responses; retarget so the toast lands in the page's toast area.
+        return Template(
+            template_name="errors/_toast.html.j2",
+            context=context,
+            status_code=status,
+            headers={"HX-Retarget": "#toasts", "HX-Reswap": "beforeend"},
+        )
+    template = f"errors/{status}.html.j2" if status in {403, 404, 500} else "errors/error.html.j2"
+    return Template(template_name=template, context=context, status_code=status)
+
+
+def application_error_handler(request: Request[Any, Any, Any], exc: ApplicationError) -> Response[Any]:
+    return _error_response(request, exc.status_code, exc.message)
+
+
+def not_signed_in_handler(request: Request[Any, Any, Any], _: NotSignedInError) -> Response[Any]:
+    target = f"{request.url_for('accounts:login')}?{urlencode({'next_url': request.url.path})}"
+    if request.headers.get("hx-request") == "true":
+        return Response(content=b"", status_code=200, headers={"HX-Redirect": target})
+    return Redirect(path=target, status_code=HTTP_303_SEE_OTHER)
+
+
+def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    status = exc.status_code
+    if isinstance(exc, NotAuthorizedException):
+        return not_signed_in_handler(request, NotSignedInError())
+    if isinstance(exc, NotFoundException):
+        message = "We couldn't find that page."
+    elif isinstance(exc, PermissionDeniedException):
+        # Litestar's CSRF middleware raises this too: say what the person can do about it.
+        message = (
+            "Your form expired. Reload the page and try again."
+            if "CSRF" in (exc.detail or "")
+            else "You don't have access to that page."
+        )
+    elif isinstance(exc, ValidationException):
+        message = "Some of what was sent could not be understood."
+    else:
+        message = exc.detail if status < 500 else "Please try again in a moment."
+    return _error_response(request, status, message)
+
+
+def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("request.unhandled_error", path=request.url.path, error=type(exc).__name__)
+    return _error_response(request, 500, "We've logged the problem. Please try again in a moment.")
+
+
+__all__ = [
+    "application_error_handler",
+    "http_exception_handler",
+    "internal_error_handler",
+    "not_signed_in_handler",
+    "wants_fragment",
+]

@@ -1,0 +1,128 @@
+"""ApplicationCore: the one plugin that assembles Cartwright (routes, stores, sessions, CSRF, templates, errors)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
+from litestar.config.csrf import CSRFConfig
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.plugins import CLIPluginProtocol, InitPluginProtocol
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.static_files import create_static_files_router
+from litestar.stores.redis import RedisStore
+from litestar.stores.registry import StoreRegistry
+from litestar.template import TemplateConfig
+from litestar_saq import SAQPlugin
+
+from app.domain.accounts.controllers import AccountController
+from app.domain.admin.controllers import AdminController
+from app.domain.catalog.controllers import CatalogController
+from app.domain.system.controllers import healthz, readyz
+from app.lib.exceptions import ApplicationError
+from app.lib.htmx import pop_flashes
+from app.lib.runtime import Runtime
+from app.lib.settings import BASE_DIR
+from app.lib.templating import get_environment
+from app.server import errors
+from app.server.auth import CurrentUserMiddleware, NotSignedInError, current_user
+from app.server.deps import provide_queue, provide_runtime, provide_settings
+from app.server.logging import RequestLogMiddleware, configure_logging
+from app.server.sessions import session_config
+from app.server.worker import saq_config
+
+if TYPE_CHECKING:
+    from click import Group
+    from litestar.config.app import AppConfig
+
+# Routes that take no form posts from our pages (and so carry no CSRF token); Stripe's webhook joins them later.
+CSRF_EXEMPT = ["^/healthz$", "^/readyz$"]
+
+
+def _template_user(context: Mapping[str, Any]) -> Any:
+    request = context.get("request")
+    return current_user(request) if request is not None else None
+
+
+def _template_flashes(context: Mapping[str, Any]) -> list[dict[str, str]]:
+    request = context.get("request")
+    return pop_flashes(request) if request is not None and "session" in request.scope else []
+
+
+class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def on_cli_init(self, cli: Group) -> None:
+        from app.cli.commands import dev_command, seed_command, users_group
+
+        cli.add_command(users_group)
+        cli.add_command(seed_command)
+        cli.add_command(dev_command)
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        runtime = self.runtime
+        settings = runtime.settings
+        configure_logging(settings.log_level)
+        app_config.debug = settings.debug
+        app_config.state.update({"runtime": runtime})
+
+        app_config.plugins.extend([SQLAlchemyPlugin(config=runtime.alchemy), SAQPlugin(config=saq_config(runtime))])
+        app_config.stores = StoreRegistry(
+            default_factory=lambda name: RedisStore(runtime.redis, namespace=f"cartwright:{name}")
+        )
+        session = session_config(secure=settings.secure_cookies, default_ttl=settings.customer_session_seconds)
+        app_config.middleware = [
+            RequestLogMiddleware(),
+            session.middleware,
+            CurrentUserMiddleware(runtime),
+            *app_config.middleware,
+        ]
+        app_config.csrf_config = CSRFConfig(
+            secret=settings.secret_key,
+            cookie_name="cartwright_csrf",
+            cookie_secure=settings.secure_cookies,
+            cookie_samesite="lax",
+            exclude=CSRF_EXEMPT,
+        )
+
+        engine = JinjaTemplateEngine.from_environment(get_environment())
+        engine.register_template_callable("current_user", _template_user)
+        engine.register_template_callable("flashes", _template_flashes)
+        app_config.template_config = TemplateConfig(instance=engine)
+
+        app_config.route_handlers.extend(
+            [
+                CatalogController,
+                AccountController,
+                AdminController,
+                healthz,
+                readyz,
+                create_static_files_router(
+                    path="/static",
+                    directories=[BASE_DIR / "static"],
+                    name="static",
+                    include_in_schema=False,
+                    cache_control=None,
+                ),
+            ]
+        )
+        app_config.dependencies.update(
+            {
+                "runtime": Provide(provide_runtime, sync_to_thread=False),
+                "settings": Provide(provide_settings, sync_to_thread=False),
+                "queue": Provide(provide_queue, sync_to_thread=False),
+            }
+        )
+        app_config.exception_handlers.update(
+            {
+                ApplicationError: errors.application_error_handler,
+                NotSignedInError: errors.not_signed_in_handler,
+                HTTPException: errors.http_exception_handler,
+                Exception: errors.internal_error_handler,
+            }
+        )
+        app_config.on_shutdown.append(runtime.close)
+        return app_config

@@ -1,0 +1,86 @@
+"""Server-side sessions in Redis, with the two things Litestar's backend lacks: id rotation and per-session lifetimes.
+
+- ``rotate_session(request)`` marks the session; when the response goes out the old id is deleted from the store
+  and the data is saved under a fresh id (call it on login and on privilege change: defeats session fixation).
+- ``set_session_lifetime(request, seconds, persistent=...)`` sets how long an idle session lives; staff get
+  30 minutes, customers a day, "remember me" 30 days with a persistent cookie.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any, cast
+
+from litestar.connection import ASGIConnection
+from litestar.datastructures import Cookie, MutableScopeHeaders
+from litestar.middleware.session.server_side import ServerSideSessionBackend, ServerSideSessionConfig
+from litestar.types import Empty, Message, ScopeSession
+from litestar.utils.dataclass import extract_dataclass_items
+
+_ROTATE = "_rotate"
+_TTL = "_ttl"
+_PERSISTENT = "_persistent"
+
+
+def rotate_session(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+    connection.session[_ROTATE] = True
+
+
+def set_session_lifetime(
+    connection: ASGIConnection[Any, Any, Any, Any], seconds: int, *, persistent: bool = False
+) -> None:
+    connection.session[_TTL] = seconds
+    connection.session[_PERSISTENT] = persistent
+
+
+class RotatingSessionBackend(ServerSideSessionBackend):
+    async def store_in_message(
+        self, scope_session: ScopeSession, message: Message, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> None:
+        store = self.config.get_store_from_app(connection.scope["app"])
+        headers = MutableScopeHeaders.from_message(message)
+        session_id = self.get_session_id(connection)
+        cookie_params: dict[str, Any] = dict(
+            extract_dataclass_items(self.config, exclude_none=True, include=Cookie.__dict__.keys())
+        )
+        if scope_session is Empty or not scope_session:
+            if connection.cookies.get(self.config.key):
+                await self.delete(session_id, store=store)
+                headers.add(
+                    "Set-Cookie",
+                    Cookie(value="null", key=self.config.key, expires=0, **cookie_params).to_header(header=""),
+                )
+            return
+
+        data: dict[str, Any] = dict(cast("dict[str, Any]", scope_session))
+        if data.pop(_ROTATE, False):
+            await self.delete(session_id, store=store)
+            session_id = secrets.token_hex(self.config.session_id_bytes)
+        ttl = int(data.get(_TTL) or self.config.max_age)
+        await store.set(session_id, self.serialize_data(data, connection.scope), expires_in=ttl)
+        # A non-persistent session gets a browser-session cookie; its server-side TTL still bounds it.
+        cookie_params.pop("max_age", None)
+        max_age = ttl if data.get(_PERSISTENT) else None
+        headers.add(
+            "Set-Cookie",
+            Cookie(value=session_id, key=self.config.key, max_age=max_age, **cookie_params).to_header(header=""),
+        )
+
+
+@dataclass
+class RotatingSessionConfig(ServerSideSessionConfig):
+    _backend_class = RotatingSessionBackend
+
+
+def session_config(*, secure: bool, default_ttl: int) -> ServerSideSessionConfig:
+    return RotatingSessionConfig(
+        key="cartwright_session",
+        store="sessions",
+        max_age=default_ttl,
+        renew_on_access=False,  # we rewrite the session (and its TTL) on every response that has one
+        secure=secure,
+        httponly=True,
+        samesite="lax",
+        exclude=["^/static/", "^/healthz$", "^/readyz$"],
+    )

@@ -1,0 +1,49 @@
+"""SAQ wiring: the queue, its tasks and crons. `cartwright workers run` runs them in their own process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar_saq import CronJob, QueueConfig, SAQConfig
+from saq.types import Context
+
+from app.domain.notifications import jobs as notification_jobs
+from app.lib.permissions import Access, Resource
+from app.lib.runtime import QUEUE_NAME, Runtime
+from app.lib.settings import get_settings
+from app.server.auth import requires
+
+
+async def on_worker_startup(ctx: Context) -> None:
+    # Each worker process builds its own runtime (engine, Redis) from the same environment as the web process.
+    ctx["runtime"] = Runtime(get_settings())  # type: ignore[typeddict-unknown-key]
+
+
+async def on_worker_shutdown(ctx: Context) -> None:
+    runtime: Runtime | None = ctx.get("runtime")  # type: ignore[assignment]
+    if runtime is not None:
+        await runtime.close()
+
+
+TASKS: list[Any] = [notification_jobs.send_email, notification_jobs.sweep_queued_emails]
+CRON_JOBS = [CronJob(function=notification_jobs.sweep_queued_emails, cron="* * * * *", timeout=60, retries=1)]
+
+
+def saq_config(runtime: Runtime) -> SAQConfig:
+    return SAQConfig(
+        queue_configs=[
+            QueueConfig(
+                broker_instance=runtime.redis,
+                name=QUEUE_NAME,
+                tasks=TASKS,
+                scheduled_tasks=CRON_JOBS,
+                startup=on_worker_startup,
+                shutdown=on_worker_shutdown,
+                concurrency=10,
+            )
+        ],
+        web_enabled=True,
+        web_path="/admin/queues",
+        web_guards=[requires(Resource.SYSTEM, Access.FULL)],
+        use_server_lifespan=False,
+    )
