@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar_saq.config import TaskQueues
 from saq import Queue
 
@@ -11,14 +12,14 @@ from app.lib.settings import Settings
 
 
 def provide_runtime(state: State) -> Runtime:
-    runtime: Runtime = state.runtime
+    runtime: NamedDependency[Runtime] = state.runtime
     return runtime
 
 
 def provide_settings(state: State) -> Settings:
-    runtime: Runtime = state.runtime
+    runtime: NamedDependency[Runtime] = state.runtime
     return runtime.settings
 
 
-def provide_queue(task_queues: TaskQueues) -> Queue:
+def provide_queue(task_queues: NamedDependency[TaskQueues]) -> Queue:
     return task_queues.get(QUEUE_NAME)

@@ -8,10 +8,8 @@ from litestar_saq import CronJob, QueueConfig, SAQConfig
 from saq.types import Context
 
 from app.domain.notifications import jobs as notification_jobs
-from app.lib.permissions import Access, Resource
 from app.lib.runtime import QUEUE_NAME, Runtime
 from app.lib.settings import get_settings
-from app.server.auth import requires
 
 
 async def on_worker_startup(ctx: Context) -> None:
@@ -42,8 +40,5 @@ def saq_config(runtime: Runtime) -> SAQConfig:
                 concurrency=10,
             )
         ],
-        web_enabled=True,
-        web_path="/admin/queues",
-        web_guards=[requires(Resource.SYSTEM, Access.FULL)],
         use_server_lifespan=False,
     )

@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from litestar import Controller, Request, Response, get, post
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, URLEncodedBody
 from litestar.response import Template
 
@@ -35,7 +35,9 @@ def safe_next(url: str | None, default: str = "/") -> str:
     return url
 
 
-def start_session(request: Request[Any, Any, Any], user: m.User, runtime: Runtime, *, remember: bool) -> None:
+def start_session(
+    request: Request[Any, Any, Any], user: m.User, runtime: NamedDependency[Runtime], *, remember: bool
+) -> None:
     """Sign ``user`` in on a fresh session id (no fixation); staff get short, non-persistent sessions."""
     request.session.clear()
     request.session.update(
@@ -67,9 +69,9 @@ class AccountController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: Form,
-        account_service: AccountService,
-        login_throttle: LoginThrottle,
-        runtime: Runtime,
+        account_service: NamedDependency[AccountService],
+        login_throttle: NamedDependency[LoginThrottle],
+        runtime: NamedDependency[Runtime],
     ) -> Response[Any]:
         email = data.get("email", "")
         next_url = safe_next(data.get("next"), "")
@@ -103,7 +105,11 @@ class AccountController(Controller):
 
     @post("/register", name="accounts:register.submit")
     async def register(
-        self, request: Request[Any, Any, Any], data: Form, account_service: AccountService, runtime: Runtime
+        self,
+        request: Request[Any, Any, Any],
+        data: Form,
+        account_service: NamedDependency[AccountService],
+        runtime: NamedDependency[Runtime],
     ) -> Response[Any]:
         try:
             user = await account_service.register(
@@ -127,7 +133,9 @@ class AccountController(Controller):
         return render(request, "accounts/forgot.html.j2", {"form": {}, "errors": {}, "sent": False})
 
     @post("/forgot-password", name="accounts:forgot.submit")
-    async def forgot(self, request: Request[Any, Any, Any], data: Form, account_service: AccountService) -> Template:
+    async def forgot(
+        self, request: Request[Any, Any, Any], data: Form, account_service: NamedDependency[AccountService]
+    ) -> Template:
         email = data.get("email", "").strip()
         if not email:
             return render(
@@ -148,7 +156,7 @@ class AccountController(Controller):
 
     @get("/reset-password/{token:str}", name="accounts:reset")
     async def reset_page(
-        self, request: Request[Any, Any, Any], token: FromPath[str], account_service: AccountService
+        self, request: Request[Any, Any, Any], token: FromPath[str], account_service: NamedDependency[AccountService]
     ) -> Template:
         valid = await account_service.valid_reset_token(token) is not None
         return render(
@@ -160,7 +168,11 @@ class AccountController(Controller):
 
     @post("/reset-password/{token:str}", name="accounts:reset.submit")
     async def reset(
-        self, request: Request[Any, Any, Any], token: FromPath[str], data: Form, account_service: AccountService
+        self,
+        request: Request[Any, Any, Any],
+        token: FromPath[str],
+        data: Form,
+        account_service: NamedDependency[AccountService],
     ) -> Response[Any]:
         password = data.get("password", "")
         if password != data.get("password_confirm", ""):
@@ -204,7 +216,11 @@ class AccountController(Controller):
 
     @post("/account/password", name="accounts:password.submit", guards=[requires_login])
     async def change_password(
-        self, request: Request[Any, Any, Any], data: Form, account_service: AccountService, runtime: Runtime
+        self,
+        request: Request[Any, Any, Any],
+        data: Form,
+        account_service: NamedDependency[AccountService],
+        runtime: NamedDependency[Runtime],
     ) -> Response[Any]:
         user = current_user(request)
         assert user is not None  # guaranteed by requires_login

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from litestar.di import NamedDependency
 from saq import Queue
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -9,13 +10,17 @@ from app.domain.notifications.services import EmailService
 from app.lib.runtime import Runtime
 
 
-def provide_email_service(db_session: AsyncSession, queue: Queue) -> EmailService:
+def provide_email_service(db_session: NamedDependency[AsyncSession], queue: NamedDependency[Queue]) -> EmailService:
     return EmailService(db_session, queue)
 
 
-def provide_account_service(db_session: AsyncSession, runtime: Runtime, email_service: EmailService) -> AccountService:
+def provide_account_service(
+    db_session: NamedDependency[AsyncSession],
+    runtime: NamedDependency[Runtime],
+    email_service: NamedDependency[EmailService],
+) -> AccountService:
     return AccountService(db_session, runtime.settings, email_service)
 
 
-def provide_login_throttle(runtime: Runtime) -> LoginThrottle:
+def provide_login_throttle(runtime: NamedDependency[Runtime]) -> LoginThrottle:
     return LoginThrottle(runtime.redis, runtime.settings)

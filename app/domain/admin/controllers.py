@@ -6,7 +6,7 @@ from typing import Any
 from uuid import UUID
 
 from litestar import Controller, Request, get
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 from sqlalchemy import func, select
@@ -27,7 +27,7 @@ class AdminController(Controller):
     dependencies = {"email_service": Provide(provide_email_service, sync_to_thread=False)}
 
     @get("/", name="admin:dashboard")
-    async def dashboard(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Template:
+    async def dashboard(self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> Template:
         counts = {
             "products": await db_session.scalar(select(func.count()).select_from(m.Product)) or 0,
             "customers": await db_session.scalar(
@@ -40,7 +40,7 @@ class AdminController(Controller):
 
     @get("/emails", name="admin:emails", guards=[requires(Resource.SYSTEM, Access.FULL)])
     async def emails(
-        self, request: Request[Any, Any, Any], email_service: EmailService, page: FromQuery[int] = 1
+        self, request: Request[Any, Any, Any], email_service: NamedDependency[EmailService], page: FromQuery[int] = 1
     ) -> Template:
         page = max(1, page)
         rows, total = await email_service.list_page(page=page)
@@ -54,7 +54,7 @@ class AdminController(Controller):
 
     @get("/emails/{email_id:uuid}", name="admin:email", guards=[requires(Resource.SYSTEM, Access.FULL)])
     async def email(
-        self, request: Request[Any, Any, Any], email_id: FromPath[UUID], email_service: EmailService
+        self, request: Request[Any, Any, Any], email_id: FromPath[UUID], email_service: NamedDependency[EmailService]
     ) -> Template:
         message = await email_service.get(email_id)
         if message is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, get
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,7 +15,7 @@ from app.lib.exceptions import NotFoundError
 from app.lib.htmx import render
 
 
-def provide_catalog_service(db_session: AsyncSession) -> CatalogService:
+def provide_catalog_service(db_session: NamedDependency[AsyncSession]) -> CatalogService:
     return CatalogService(db_session)
 
 
@@ -23,7 +23,7 @@ class CatalogController(Controller):
     dependencies = {"catalog": Provide(provide_catalog_service, sync_to_thread=False)}
 
     @get("/", name="catalog:home")
-    async def home(self, request: Request[Any, Any, Any], catalog: CatalogService) -> Template:
+    async def home(self, request: Request[Any, Any, Any], catalog: NamedDependency[CatalogService]) -> Template:
         return render(
             request,
             "catalog/home.html.j2",
@@ -34,7 +34,7 @@ class CatalogController(Controller):
     async def products(
         self,
         request: Request[Any, Any, Any],
-        catalog: CatalogService,
+        catalog: NamedDependency[CatalogService],
         category: FromQuery[str | None] = None,
         q: FromQuery[str | None] = None,
         sort: FromQuery[str | None] = None,
@@ -50,7 +50,9 @@ class CatalogController(Controller):
         )
 
     @get("/products/{slug:str}", name="catalog:detail")
-    async def detail(self, request: Request[Any, Any, Any], slug: FromPath[str], catalog: CatalogService) -> Template:
+    async def detail(
+        self, request: Request[Any, Any, Any], slug: FromPath[str], catalog: NamedDependency[CatalogService]
+    ) -> Template:
         product = await catalog.product_by_slug(slug)
         if product is None:
             raise NotFoundError("That product doesn't exist or is no longer for sale.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from litestar import MediaType, Response, get
+from litestar.di import NamedDependency
 from sqlalchemy import text
 
 from app.lib.runtime import Runtime
@@ -16,7 +17,7 @@ def healthz() -> str:
 
 
 @get("/readyz", name="system:ready", media_type=MediaType.JSON)
-async def readyz(runtime: Runtime) -> Response[dict[str, str]]:
+async def readyz(runtime: NamedDependency[Runtime]) -> Response[dict[str, str]]:
     """200 when the database and Redis both answer within two seconds, else 503 with what failed."""
 
     async def database() -> None:

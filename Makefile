@@ -1,0 +1,48 @@
+# Cartwright: `make run` to try it, `make test` to prove it. Needs only Python 3.11+ and make.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: run test lint typecheck unit e2e bench clean help
+
+help:
+	@echo "make run   - set up and start the shop (web + worker + Stripe emulator) on http://$(HOST):$(PORT)"
+	@echo "make test  - lint, type-check, unit + integration (SQLite and PostgreSQL) and browser tests"
+	@echo "make bench - performance benchmarks"
+
+# Re-install only when pyproject.toml changes, so a second `make run` starts in seconds.
+$(BIN)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(BIN)/.installed-test: $(BIN)/.installed pyproject.toml
+	@$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+run: $(BIN)/.installed
+	@$(BIN)/cartwright dev --host $(HOST) --port $(PORT)
+
+lint: $(BIN)/.installed-test
+	$(BIN)/ruff check app tests e2e migrations
+	$(BIN)/ruff format --check app tests e2e
+
+typecheck: $(BIN)/.installed-test
+	$(BIN)/mypy
+
+unit: $(BIN)/.installed-test
+	$(BIN)/pytest tests
+
+e2e: $(BIN)/.installed-test
+	$(BIN)/pytest e2e
+
+test: lint typecheck unit e2e
+
+bench: $(BIN)/.installed-test
+	$(BIN)/pytest bench --benchmark-only
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,243 @@
+"""Fixtures: every integration test runs once on SQLite and once on PostgreSQL, with real Redis and SMTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from litestar import Litestar
+from litestar_saq import SAQPlugin
+from redis.asyncio import Redis
+from saq import Queue, Worker
+from sqlalchemy import text
+
+from app.db import models as m
+from app.lib.runtime import QUEUE_NAME, Runtime
+from app.lib.settings import Settings, get_settings
+from tests.support import (
+    Mailbox,
+    create_postgres_database,
+    postgres_admin_url,
+    redis_test_url,
+    smtp_server,
+    tcp_reachable,
+    test_environment,
+)
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "database_url" in getattr(item, "fixturenames", ()) and "[postgres" in item.nodeid:
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture(scope="session")
+def smtp() -> Iterator[tuple[str, Mailbox]]:
+    with smtp_server() as server:
+        yield server
+
+
+@pytest.fixture
+def mailbox(smtp: tuple[str, Mailbox]) -> Mailbox:
+    smtp[1].clear()
+    return smtp[1]
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'test.db'}"
+    if not tcp_reachable(postgres_admin_url(), 5432):
+        message = f"PostgreSQL not reachable at {postgres_admin_url()} (set TEST_DATABASE_URL)"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # in CI a missing PostgreSQL is a failure, never a silent pass
+        pytest.skip(message)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    return create_postgres_database(f"cartwright_test_{worker}")
+
+
+@pytest.fixture(scope="session")
+def test_env(
+    database_url: str, smtp: tuple[str, Mailbox], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = 10 + int(worker.removeprefix("gw") or 0) * 2 + (0 if database_url.startswith("sqlite") else 1)
+    env = test_environment(
+        database_url=database_url,
+        redis_url=redis_test_url(index),
+        smtp_url=smtp[0],
+        var_dir=tmp_path_factory.mktemp("var"),
+    )
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    get_settings.cache_clear()
+    yield env
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def settings(test_env: dict[str, str]) -> Settings:
+    return get_settings()
+
+
+def _migrate(settings: Settings) -> None:
+    # Alembic's env.py runs its own event loop, so migrate from a thread with a runtime of its own.
+    from app.cli.commands import migrate
+
+    migrate(Runtime(settings))
+
+
+@pytest.fixture(scope="session")
+async def migrated(settings: Settings) -> Settings:
+    await asyncio.to_thread(_migrate, settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+async def app(migrated: Settings) -> AsyncIterator[Litestar]:
+    from app.asgi import create_app
+
+    application = create_app()
+    # Run startup/shutdown in the tests' own event loop (Litestar's test client would use another loop,
+    # which the app's pooled Redis and database connections cannot cross).
+    # The lifespan lives in one task of its own because its task group must be exited where it was entered.
+    started, stopping = asyncio.Event(), asyncio.Event()
+
+    async def host() -> None:
+        async with application.lifespan():
+            started.set()
+            await stopping.wait()
+
+    task = asyncio.create_task(host())
+    await started.wait()
+    yield application
+    stopping.set()
+    await task
+
+
+@pytest.fixture(scope="session")
+def runtime(app: Litestar) -> Runtime:
+    runtime: Runtime = app.state.runtime
+    return runtime
+
+
+_TABLES = ["password_reset_tokens", "email_messages", "products", "categories", "users"]
+
+
+@pytest.fixture(autouse=True)
+async def _clean_state(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Empty every table and the Redis database before each test that uses the app."""
+    if "runtime" not in request.fixturenames and "client" not in request.fixturenames:
+        yield
+        return
+    runtime: Runtime = request.getfixturevalue("runtime")
+    async with runtime.db() as db:
+        if runtime.settings.is_sqlite:
+            for table in _TABLES:
+                await db.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - fixed table names
+        else:
+            await db.execute(text(f"TRUNCATE {', '.join(_TABLES)} CASCADE"))
+        await db.commit()
+    await runtime.redis.flushdb()
+    yield
+
+
+@pytest.fixture
+async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser-like client: keeps cookies, does not follow redirects (tests assert them)."""
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def queue(app: Litestar) -> Queue:
+    return app.plugins.get(SAQPlugin).get_queue(QUEUE_NAME)
+
+
+@pytest.fixture
+async def worker(queue: Queue, client: httpx.AsyncClient) -> AsyncIterator[Worker]:
+    """A real SAQ worker consuming the app's queue inside the test's event loop."""
+    from app.server.worker import TASKS, on_worker_shutdown, on_worker_startup
+
+    saq_worker = Worker(
+        queue, functions=TASKS, startup=[on_worker_startup], shutdown=[on_worker_shutdown], concurrency=4,
+        timers={"schedule": 1, "sweep": 1, "stats": 60, "abort": 1},
+    )
+    task = asyncio.create_task(saq_worker.start())
+    yield saq_worker
+    await saq_worker.stop()
+    task.cancel()
+
+
+@pytest.fixture
+async def redis(runtime: Runtime) -> Redis:
+    return runtime.redis
+
+
+# --- data factories -------------------------------------------------------------------------------------------
+
+
+class Factory:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._n = 0
+
+    async def user(self, *, email: str | None = None, password: str = "correct horse battery", role: str = "customer",
+                   name: str = "Test User", is_active: bool = True) -> m.User:
+        from app.lib.passwords import hash_password
+
+        self._n += 1
+        user = m.User(email=email or f"user{self._n}@example.com", name=name, password_hash=hash_password(password),
+                      role=role, is_active=is_active)
+        async with self.runtime.db() as db:
+            db.add(user)
+            await db.commit()
+        return user
+
+    async def category(self, *, slug: str = "ebooks", name: str = "E-books") -> m.Category:
+        category = m.Category(slug=slug, name=name, description=f"All {name}")
+        async with self.runtime.db() as db:
+            db.add(category)
+            await db.commit()
+        return category
+
+    async def product(self, **fields: Any) -> m.Product:
+        self._n += 1
+        values: dict[str, Any] = {
+            "name": f"Product {self._n}", "slug": f"product-{self._n}", "price": 1000, "currency": "CAD",
+            "summary": "A product", "description": "A useful product.", "cover_image": "img/logo.svg",
+        }
+        values.update(fields)
+        product = m.Product(**values)
+        async with self.runtime.db() as db:
+            db.add(product)
+            await db.commit()
+        return product
+
+
+@pytest.fixture
+def factory(runtime: Runtime) -> Factory:
+    return Factory(runtime)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def var_dir(settings: Settings) -> Path:
+    return settings.var_dir

@@ -1,0 +1,150 @@
+"""Test infrastructure shared by the unit, integration and e2e suites: databases, Redis, SMTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from aiosmtpd.controller import Controller
+
+DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tcp_reachable(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def postgres_admin_url() -> str:
+    return os.environ.get("TEST_DATABASE_URL", DEFAULT_PG)
+
+
+def create_postgres_database(name: str) -> str:
+    """Create (or recreate) database ``name`` next to TEST_DATABASE_URL's and return its async URL."""
+    import asyncpg
+
+    admin = postgres_admin_url()
+    dsn = admin.replace("postgresql+asyncpg://", "postgresql://")
+
+    async def run() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+    base = admin.rsplit("/", 1)[0]
+    return f"{base}/{name}"
+
+
+def redis_test_url(index: int) -> str | None:
+    """A database index on the Redis at TEST_REDIS_URL (default 127.0.0.1:6379); None if none runs."""
+    url = os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS)
+    if not tcp_reachable(url, 6379):
+        return None
+    return url.rsplit("/", 1)[0] + f"/{index}"
+
+
+@dataclass
+class Mailbox:
+    """Messages received by the test SMTP server, with a way to await the next one (no sleeping)."""
+
+    messages: list[Message] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(default_factory=list)
+
+    def deliver(self, raw: bytes) -> None:
+        with self._lock:
+            self.messages.append(message_from_bytes(raw))
+            waiters = list(self._waiters)
+        for loop, event in waiters:
+            loop.call_soon_threadsafe(event.set)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.messages.clear()
+
+    def to(self, address: str) -> list[Message]:
+        with self._lock:
+            return [m for m in self.messages if address.lower() in (m["To"] or "").lower()]
+
+    async def wait_for(self, address: str, count: int = 1, timeout: float = 15) -> list[Message]:
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        entry = (loop, event)
+        with self._lock:
+            self._waiters.append(entry)
+        try:
+            async with asyncio.timeout(timeout):
+                while len(found := self.to(address)) < count:
+                    event.clear()
+                    await event.wait()
+                return found
+        finally:
+            with self._lock:
+                self._waiters.remove(entry)
+
+
+def body_text(message: Message) -> str:
+    for part in message.walk():
+        if part.get_content_type() == "text/plain":
+            payload = part.get_payload(decode=True)
+            return payload.decode() if isinstance(payload, bytes) else str(payload)
+    return ""
+
+
+class _Handler:
+    def __init__(self, mailbox: Mailbox) -> None:
+        self.mailbox = mailbox
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+        self.mailbox.deliver(envelope.original_content)  # type: ignore[attr-defined]
+        return "250 Message accepted for delivery"
+
+
+@contextmanager
+def smtp_server() -> Iterator[tuple[str, Mailbox]]:
+    """A real SMTP server (aiosmtpd) on a free port; yields (SMTP_URL, mailbox)."""
+    mailbox = Mailbox()
+    port = free_port()
+    controller = Controller(_Handler(mailbox), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield f"smtp://127.0.0.1:{port}", mailbox
+    finally:
+        controller.stop()
+
+
+def test_environment(*, database_url: str, redis_url: str | None, smtp_url: str, var_dir: Path,
+                     base_url: str = "http://testserver.local") -> dict[str, str]:
+    return {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url or "",
+        "SMTP_URL": smtp_url,
+        "CARTWRIGHT_VAR_DIR": str(var_dir),
+        "SECRET_KEY": "test-secret-key-not-for-production",
+        "BASE_URL": base_url,
+        "LOG_LEVEL": "WARNING",
+    }
