@@ -10,15 +10,15 @@ from typing import Any
 
 import httpx
 import pytest
+from app.db import models as m
+from app.lib.runtime import QUEUE_NAME, Runtime
+from app.lib.settings import Settings, get_settings
 from litestar import Litestar
 from litestar_saq import SAQPlugin
 from redis.asyncio import Redis
 from saq import Queue, Worker
 from sqlalchemy import text
 
-from app.db import models as m
-from app.lib.runtime import QUEUE_NAME, Runtime
-from app.lib.settings import Settings, get_settings
 from tests.support import (
     Mailbox,
     create_postgres_database,
@@ -146,7 +146,7 @@ async def _clean_state(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     async with runtime.db() as db:
         if runtime.settings.is_sqlite:
             for table in _TABLES:
-                await db.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - fixed table names
+                await db.execute(text(f"DELETE FROM {table}"))
         else:
             await db.execute(text(f"TRUNCATE {', '.join(_TABLES)} CASCADE"))
         await db.commit()
@@ -173,7 +173,11 @@ async def worker(queue: Queue, client: httpx.AsyncClient) -> AsyncIterator[Worke
     from app.server.worker import TASKS, on_worker_shutdown, on_worker_startup
 
     saq_worker = Worker(
-        queue, functions=TASKS, startup=[on_worker_startup], shutdown=[on_worker_shutdown], concurrency=4,
+        queue,
+        functions=TASKS,
+        startup=[on_worker_startup],
+        shutdown=[on_worker_shutdown],
+        concurrency=4,
         timers={"schedule": 1, "sweep": 1, "stats": 60, "abort": 1},
     )
     task = asyncio.create_task(saq_worker.start())
@@ -195,13 +199,25 @@ class Factory:
         self.runtime = runtime
         self._n = 0
 
-    async def user(self, *, email: str | None = None, password: str = "correct horse battery", role: str = "customer",
-                   name: str = "Test User", is_active: bool = True) -> m.User:
+    async def user(
+        self,
+        *,
+        email: str | None = None,
+        password: str = "correct horse battery",
+        role: str = "customer",
+        name: str = "Test User",
+        is_active: bool = True,
+    ) -> m.User:
         from app.lib.passwords import hash_password
 
         self._n += 1
-        user = m.User(email=email or f"user{self._n}@example.com", name=name, password_hash=hash_password(password),
-                      role=role, is_active=is_active)
+        user = m.User(
+            email=email or f"user{self._n}@example.com",
+            name=name,
+            password_hash=hash_password(password),
+            role=role,
+            is_active=is_active,
+        )
         async with self.runtime.db() as db:
             db.add(user)
             await db.commit()
@@ -217,8 +233,13 @@ class Factory:
     async def product(self, **fields: Any) -> m.Product:
         self._n += 1
         values: dict[str, Any] = {
-            "name": f"Product {self._n}", "slug": f"product-{self._n}", "price": 1000, "currency": "CAD",
-            "summary": "A product", "description": "A useful product.", "cover_image": "img/logo.svg",
+            "name": f"Product {self._n}",
+            "slug": f"product-{self._n}",
+            "price": 1000,
+            "currency": "CAD",
+            "summary": "A product",
+            "description": "A useful product.",
+            "cover_image": "img/logo.svg",
         }
         values.update(fields)
         product = m.Product(**values)

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import httpx
+from saq import Job, Queue
 
 CSRF_COOKIE = "cartwright_csrf"
 
@@ -19,8 +20,9 @@ async def csrf_token(client: httpx.AsyncClient, path: str = "/login") -> str:
     return token
 
 
-async def post_form(client: httpx.AsyncClient, path: str, data: dict[str, str], *, htmx: bool = False,
-                    token: str | None = None) -> Any:
+async def post_form(
+    client: httpx.AsyncClient, path: str, data: dict[str, str], *, htmx: bool = False, token: str | None = None
+) -> Any:
     token = token or client.cookies.get(CSRF_COOKIE) or await csrf_token(client)
     headers = {"x-csrftoken": token}
     if htmx:
@@ -40,3 +42,11 @@ def session_cookie(client: httpx.AsyncClient) -> str | None:
 
 def text_of(html: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).strip()
+
+
+async def job_finished(queue: Queue, key: str, timeout: float = 15) -> Job:
+    """Wait (on SAQ's own completion notification, not a sleep) until the job with ``key`` has finished."""
+    job = await queue.job(key)
+    assert job is not None, f"no job with key {key}"
+    await job.refresh(until_complete=timeout)
+    return job

@@ -137,8 +137,9 @@ def smtp_server() -> Iterator[tuple[str, Mailbox]]:
         controller.stop()
 
 
-def test_environment(*, database_url: str, redis_url: str | None, smtp_url: str, var_dir: Path,
-                     base_url: str = "http://testserver.local") -> dict[str, str]:
+def test_environment(
+    *, database_url: str, redis_url: str | None, smtp_url: str, var_dir: Path, base_url: str = "http://testserver.local"
+) -> dict[str, str]:
     return {
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url or "",

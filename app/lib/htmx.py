@@ -45,13 +45,17 @@ def redirect(request: Request[Any, Any, Any], url: str) -> Response[Any]:
 
 def flash(request: Request[Any, Any, Any], message: str, category: str = "info") -> None:
     """Queue a message for the next rendered page (kept in the session until shown)."""
-    messages: list[dict[str, str]] = request.session.setdefault("_flashes", [])
+    session = request.scope.get("session")
+    if not isinstance(session, dict):
+        session = {}
+        request.scope["session"] = session
+    messages: list[dict[str, str]] = session.setdefault("_flashes", [])
     messages.append({"message": message, "category": category})
-    request.session["_flashes"] = messages
 
 
 def pop_flashes(request: Request[Any, Any, Any]) -> list[dict[str, str]]:
-    if "_flashes" not in request.session:
+    session = request.scope.get("session")
+    if not isinstance(session, dict) or "_flashes" not in session:
         return []
-    messages: list[dict[str, str]] = request.session.pop("_flashes")
+    messages: list[dict[str, str]] = session.pop("_flashes")
     return messages

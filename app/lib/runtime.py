@@ -50,6 +50,7 @@ class Runtime:
                 script_location=str(BASE_DIR / "migrations"),
                 script_config=str(BASE_DIR / "alembic.ini"),
                 compare_type=True,
+                version_table_name="alembic_version",
             ),
             create_all=False,
         )

@@ -16,6 +16,7 @@ from app.db import models as m
 from app.lib.exceptions import PermissionDeniedError
 from app.lib.permissions import Access, Resource, can, is_staff
 from app.lib.runtime import Runtime
+from app.server.logging import is_static_path
 
 SESSION_USER_KEY = "uid"
 SESSION_EPOCH_KEY = "epoch"
@@ -34,7 +35,7 @@ class CurrentUserMiddleware(ASGIMiddleware):
     """
 
     scopes = (ScopeType.HTTP, ScopeType.WEBSOCKET)
-    exclude_path_pattern = ("^/static/", "^/healthz$", "^/readyz$")
+    should_bypass_for_scope = staticmethod(is_static_path)
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime

@@ -52,7 +52,7 @@ def application_error_handler(request: Request[Any, Any, Any], exc: ApplicationE
 
 
 def not_signed_in_handler(request: Request[Any, Any, Any], _: NotSignedInError) -> Response[Any]:
-    target = f"{request.url_for('accounts:login')}?{urlencode({'next_url': request.url.path})}"
+    target = f"{request.app.route_reverse('accounts:login')}?{urlencode({'next_url': request.url.path})}"
     if request.headers.get("hx-request") == "true":
         return Response(content=b"", status_code=200, headers={"HX-Redirect": target})
     return Redirect(path=target, status_code=HTTP_303_SEE_OTHER)

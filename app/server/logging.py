@@ -12,6 +12,10 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 
+def is_static_path(scope: Scope) -> bool:
+    return scope["path"].startswith("/static/")
+
+
 def configure_logging(level: str = "INFO") -> None:
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer(colors=False) if sys.stderr.isatty() else structlog.processors.JSONRenderer()
@@ -34,7 +38,7 @@ class RequestLogMiddleware(ASGIMiddleware):
     """Log method, path, status and duration once per request."""
 
     scopes = (ScopeType.HTTP,)
-    exclude_path_pattern = ("^/static/",)
+    should_bypass_for_scope = staticmethod(is_static_path)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         start = time.perf_counter()

@@ -48,7 +48,7 @@ def _template_user(context: Mapping[str, Any]) -> Any:
 
 def _template_flashes(context: Mapping[str, Any]) -> list[dict[str, str]]:
     request = context.get("request")
-    return pop_flashes(request) if request is not None and "session" in request.scope else []
+    return pop_flashes(request) if request is not None else []
 
 
 class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):

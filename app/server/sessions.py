@@ -27,6 +27,11 @@ def rotate_session(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
     connection.session[_ROTATE] = True
 
 
+def end_session(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+    """Sign out: drop every key and move what follows (a flash message, say) to a fresh session id."""
+    connection.scope["session"] = {_ROTATE: True}
+
+
 def set_session_lifetime(
     connection: ASGIConnection[Any, Any, Any, Any], seconds: int, *, persistent: bool = False
 ) -> None:
@@ -44,8 +49,13 @@ class RotatingSessionBackend(ServerSideSessionBackend):
         cookie_params: dict[str, Any] = dict(
             extract_dataclass_items(self.config, exclude_none=True, include=Cookie.__dict__.keys())
         )
-        if scope_session is Empty or not scope_session:
-            if connection.cookies.get(self.config.key):
+        data: dict[str, Any] = {} if scope_session is Empty else dict(cast("dict[str, Any]", scope_session))
+        had_cookie = bool(connection.cookies.get(self.config.key))
+        if data.pop(_ROTATE, False) and had_cookie:
+            await self.delete(session_id, store=store)
+            session_id = secrets.token_hex(self.config.session_id_bytes)
+        if not data:
+            if had_cookie:
                 await self.delete(session_id, store=store)
                 headers.add(
                     "Set-Cookie",
@@ -53,10 +63,6 @@ class RotatingSessionBackend(ServerSideSessionBackend):
                 )
             return
 
-        data: dict[str, Any] = dict(cast("dict[str, Any]", scope_session))
-        if data.pop(_ROTATE, False):
-            await self.delete(session_id, store=store)
-            session_id = secrets.token_hex(self.config.session_id_bytes)
         ttl = int(data.get(_TTL) or self.config.max_age)
         await store.set(session_id, self.serialize_data(data, connection.scope), expires_in=ttl)
         # A non-persistent session gets a browser-session cookie; its server-side TTL still bounds it.

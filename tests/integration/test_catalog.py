@@ -12,12 +12,28 @@ from tests.conftest import Factory
 async def seed_catalog(factory: Factory) -> None:
     fonts = await factory.category(slug="fonts", name="Fonts")
     books = await factory.category(slug="ebooks", name="E-books")
-    await factory.product(name="Maple Serif", slug="maple-serif", price=3900, category_id=fonts.id,
-                          description="A warm text serif.", is_featured=True)
-    await factory.product(name="Harbour Grotesk", slug="harbour-grotesk", price=4500, category_id=fonts.id,
-                          description="A clean grotesque.")
-    await factory.product(name="Taxes for Freelancers", slug="freelancer-taxes", price=2200, category_id=books.id,
-                          description="Instalments and GST/HST explained.")
+    await factory.product(
+        name="Maple Serif",
+        slug="maple-serif",
+        price=3900,
+        category_id=fonts.id,
+        description="A warm text serif.",
+        is_featured=True,
+    )
+    await factory.product(
+        name="Harbour Grotesk",
+        slug="harbour-grotesk",
+        price=4500,
+        category_id=fonts.id,
+        description="A clean grotesque.",
+    )
+    await factory.product(
+        name="Taxes for Freelancers",
+        slug="freelancer-taxes",
+        price=2200,
+        category_id=books.id,
+        description="Instalments and GST/HST explained.",
+    )
     await factory.product(name="Hidden Draft", slug="hidden-draft", price=100, category_id=books.id, is_active=False)
 
 
@@ -44,9 +60,7 @@ async def test_listing_hides_inactive_products_and_sorts(client: httpx.AsyncClie
     assert "Hidden Draft" not in by_name.text
 
 
-async def test_filter_by_category_and_search_name_and_description(
-    client: httpx.AsyncClient, factory: Factory
-) -> None:
+async def test_filter_by_category_and_search_name_and_description(client: httpx.AsyncClient, factory: Factory) -> None:
     await seed_catalog(factory)
     fonts = await client.get("/products", params={"category": "fonts", "sort": "name"})
     assert product_names(fonts.text) == ["Harbour Grotesk", "Maple Serif"]
@@ -59,9 +73,7 @@ async def test_filter_by_category_and_search_name_and_description(
     assert "No products match" in wildcard_is_literal.text
 
 
-async def test_unknown_category_or_garbage_parameters_still_render(
-    client: httpx.AsyncClient, factory: Factory
-) -> None:
+async def test_unknown_category_or_garbage_parameters_still_render(client: httpx.AsyncClient, factory: Factory) -> None:
     await seed_catalog(factory)
     response = await client.get("/products", params={"category": "nope", "sort": "bogus", "page": "x"})
     assert response.status_code == 200
@@ -86,8 +98,10 @@ async def test_boosted_and_history_restore_requests_get_the_full_page(
     client: httpx.AsyncClient, factory: Factory
 ) -> None:
     await seed_catalog(factory)
-    for headers in ({"HX-Request": "true", "HX-Boosted": "true"},
-                    {"HX-Request": "true", "HX-History-Restore-Request": "true"}):
+    for headers in (
+        {"HX-Request": "true", "HX-Boosted": "true"},
+        {"HX-Request": "true", "HX-History-Restore-Request": "true"},
+    ):
         response = await client.get("/products", headers=headers)
         assert "<html" in response.text
 

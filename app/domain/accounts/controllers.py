@@ -20,7 +20,7 @@ from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import is_staff
 from app.lib.runtime import Runtime
 from app.server.auth import SESSION_AUTH_AT_KEY, SESSION_EPOCH_KEY, SESSION_USER_KEY, current_user, requires_login
-from app.server.sessions import rotate_session, set_session_lifetime
+from app.server.sessions import end_session, rotate_session, set_session_lifetime
 
 Form = URLEncodedBody[dict[str, str]]
 
@@ -39,7 +39,7 @@ def start_session(
     request: Request[Any, Any, Any], user: m.User, runtime: NamedDependency[Runtime], *, remember: bool
 ) -> None:
     """Sign ``user`` in on a fresh session id (no fixation); staff get short, non-persistent sessions."""
-    request.session.clear()
+    request.set_session({})
     request.session.update(
         {SESSION_USER_KEY: str(user.id), SESSION_EPOCH_KEY: user.session_epoch, SESSION_AUTH_AT_KEY: time.time()}
     )
@@ -91,13 +91,17 @@ class AccountController(Controller):
             )
         start_session(request, user, runtime, remember=data.get("remember") == "on")
         flash(request, f"Welcome back, {user.display_name}.", "success")
-        default = request.url_for("admin:dashboard") if is_staff(user.role) else request.url_for("accounts:overview")
+        default = (
+            request.app.route_reverse("admin:dashboard")
+            if is_staff(user.role)
+            else request.app.route_reverse("accounts:overview")
+        )
         return redirect(request, next_url or default)
 
     @post("/logout", name="accounts:logout")
     async def logout(self, request: Request[Any, Any, Any]) -> Response[Any]:
-        request.clear_session()
-        return redirect(request, request.url_for("catalog:home"))
+        end_session(request)
+        return redirect(request, request.app.route_reverse("catalog:home"))
 
     @get("/register", name="accounts:register")
     async def register_page(self, request: Request[Any, Any, Any]) -> Template:
@@ -126,7 +130,7 @@ class AccountController(Controller):
             )
         start_session(request, user, runtime, remember=False)
         flash(request, "Your account is ready. Welcome to Cartwright!", "success")
-        return redirect(request, request.url_for("accounts:overview"))
+        return redirect(request, request.app.route_reverse("accounts:overview"))
 
     @get("/forgot-password", name="accounts:forgot")
     async def forgot_page(self, request: Request[Any, Any, Any]) -> Template:
@@ -202,9 +206,9 @@ class AccountController(Controller):
                 fragment="accounts/_reset_form.html.j2",
                 status_code=410,
             )
-        request.clear_session()
+        end_session(request)
         flash(request, "Your password has been changed. Sign in with your new password.", "success")
-        return redirect(request, request.url_for("accounts:login"))
+        return redirect(request, request.app.route_reverse("accounts:login"))
 
     @get("/account", name="accounts:overview", guards=[requires_login])
     async def overview(self, request: Request[Any, Any, Any]) -> Template:
@@ -244,4 +248,4 @@ class AccountController(Controller):
             )
         start_session(request, user, runtime, remember=bool(request.session.get("_persistent")))
         flash(request, "Your password has been changed. Other devices have been signed out.", "success")
-        return redirect(request, request.url_for("accounts:overview"))
+        return redirect(request, request.app.route_reverse("accounts:overview"))

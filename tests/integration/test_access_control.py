@@ -1,0 +1,106 @@
+"""Every admin route is guarded by the permission table, and each role gets exactly what the table says."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+
+import httpx
+from app.lib.permissions import PERMISSIONS, Access, Resource, Role, can
+from litestar import Litestar
+from litestar.handlers import HTTPRouteHandler
+
+from tests.conftest import Factory
+from tests.helpers import sign_in
+
+
+def admin_routes(app: Litestar) -> Iterator[tuple[str, str, HTTPRouteHandler]]:
+    for route in app.routes:
+        if not route.path.startswith("/admin"):
+            continue
+        for handler in getattr(route, "route_handlers", []):
+            for method in handler.http_methods:
+                path = re.sub(r"\{[^}:]+:uuid\}", str(uuid.uuid4()), route.path)
+                path = re.sub(r"\{[^}:]+:(str|int)\}", "1", path)
+                yield method, path, handler
+
+
+def required_permission(handler: HTTPRouteHandler) -> tuple[Resource, Access]:
+    """The strictest ``requires(...)`` guard on the handler and its owners (controller, router)."""
+    rules = [
+        g.permission for layer in handler.ownership_layers for g in (layer.guards or []) if hasattr(g, "permission")
+    ]
+    assert rules, f"{handler} has no permission guard: add requires(Resource, Access)"
+    return max(rules, key=lambda rule: rule[1])
+
+
+def test_permission_table_matches_the_seed_matrix() -> None:
+    expected = {  # (admin, customer, support) from the product brief
+        Resource.PRODUCTS: ("full", "none", "read"),
+        Resource.ORDERS: ("full", "own", "full"),
+        Resource.CUSTOMERS: ("full", "own", "full"),
+        Resource.ANALYTICS: ("full", "none", "limited"),
+        Resource.SUBSCRIPTIONS: ("full", "own", "full"),
+        Resource.REFUNDS: ("full", "none", "full"),
+        Resource.PROMO_CODES: ("full", "none", "read"),
+        Resource.SYSTEM: ("full", "none", "none"),
+    }
+    for resource, (admin, customer, support) in expected.items():
+        row = PERMISSIONS[resource]
+        assert (row[Role.ADMIN].name.lower(), row[Role.CUSTOMER].name.lower(), row[Role.SUPPORT].name.lower()) == (
+            admin,
+            customer,
+            support,
+        ), resource
+
+
+async def test_every_admin_route_answers_each_role_as_the_table_says(
+    app: Litestar, client: httpx.AsyncClient, factory: Factory
+) -> None:
+    routes = [(m, p, h) for m, p, h in admin_routes(app) if m in {"GET", "HEAD"}]
+    assert routes, "no admin routes found"
+    transport = client._transport
+    for role in Role:
+        email = f"{role.value}@example.com"
+        await factory.user(email=email, role=role.value)
+        browser = httpx.AsyncClient(transport=transport, base_url="http://testserver.local")
+        await sign_in(browser, email)
+        for method, path, handler in routes:
+            resource, access = required_permission(handler)
+            response = await browser.request(method, path)
+            if can(role, resource, access):
+                assert response.status_code in {200, 404}, (role, path, response.status_code)
+            else:
+                assert response.status_code == 403, (role, path, response.status_code)
+                assert "You don&#39;t have access to that page." in response.text
+
+
+async def test_anonymous_visitors_are_sent_to_sign_in_from_every_admin_route(
+    app: Litestar, client: httpx.AsyncClient
+) -> None:
+    for method, path, _ in admin_routes(app):
+        if method != "GET":
+            continue
+        response = await client.get(path)
+        assert response.status_code == 303, path
+        assert response.headers["location"].startswith("/login?next_url=")
+        htmx = await client.get(path, headers={"HX-Request": "true"})
+        assert htmx.headers.get("hx-redirect", "").startswith("/login?next_url="), path
+
+
+async def test_customer_gets_403_page_on_admin(client: httpx.AsyncClient, factory: Factory) -> None:
+    await factory.user(email="c@example.com")
+    await sign_in(client, "c@example.com")
+    response = await client.get("/admin")
+    assert response.status_code == 403
+    assert "<h1>You don&#39;t have access to that page</h1>" in response.text
+    htmx = await client.get("/admin/emails", headers={"HX-Request": "true"})
+    assert htmx.status_code == 403 and "<html" not in htmx.text and 'role="alert"' in htmx.text
+
+
+async def test_account_pages_require_sign_in(client: httpx.AsyncClient) -> None:
+    for path in ("/account", "/account/password"):
+        response = await client.get(path)
+        assert response.status_code == 303
+        assert response.headers["location"] == f"/login?next_url={path.replace('/', '%2F')}"

@@ -1,0 +1,294 @@
+"""Registration, sign-in, sessions, lockout, password reset and change, as a visitor experiences them."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+from app.db import models as m
+from app.lib.runtime import Runtime
+from redis.asyncio import Redis
+from saq import Queue, Worker
+from sqlalchemy import select, update
+
+from tests.conftest import Factory
+from tests.helpers import csrf_token, job_finished, post_form, session_cookie, sign_in
+from tests.support import Mailbox, body_text
+
+PASSWORD = "correct horse battery"
+
+
+async def test_register_signs_in_and_sends_welcome_email(
+    client: httpx.AsyncClient, runtime: Runtime, worker: Worker, mailbox: Mailbox, queue: Queue
+) -> None:
+    response = await post_form(client, "/register", {"email": "New@Example.com", "password": PASSWORD, "name": "Nora"})
+    assert response.status_code == 303
+    assert response.headers["location"] == "/account"
+    account = await client.get("/account")
+    assert account.status_code == 200
+    assert "new@example.com" in account.text  # stored lower-case
+    [welcome] = await mailbox.wait_for("new@example.com")
+    assert welcome["Subject"] == "Welcome to Cartwright, Nora"
+    async with runtime.db() as db:
+        user = await db.scalar(select(m.User).where(m.User.email == "new@example.com"))
+        assert user is not None and user.password_hash.startswith("$argon2id$")
+        email_id = await db.scalar(select(m.EmailMessage.id).where(m.EmailMessage.kind == "welcome"))
+    await job_finished(queue, f"email:{email_id}")
+    async with runtime.db() as db:
+        sent = await db.get(m.EmailMessage, email_id)
+        assert sent is not None and sent.status == "sent" and sent.sent_at is not None
+
+
+async def test_register_rejects_bad_input_with_field_errors_and_keeps_values(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    await factory.user(email="taken@example.com")
+    cases = {
+        ("not-an-email", PASSWORD): ("email", "Enter an email address like name@example.com."),
+        ("a@example.com", "short"): ("password", "Use at least 8 characters."),
+        ("a@example.com", "password123"): ("password", "This password is too common."),
+        ("a@example.com", "x" * 129): ("password", "Use at most 128 characters."),
+        ("taken@example.com", PASSWORD): ("email", "An account with this email already exists."),
+    }
+    for (email, password), (field, message) in cases.items():
+        response = await post_form(
+            client, "/register", {"email": email, "password": password, "name": "Kim"}, htmx=True
+        )
+        assert response.status_code == 422, (email, password)
+        assert "<html" not in response.text
+        assert 'id="register-form"' in response.text
+        error = re.search(rf'id="f-{field}-error">([^<]+)<', response.text)
+        assert error is not None and error.group(1).startswith(message), response.text
+        assert 'value="Kim"' in response.text  # what the visitor typed is kept
+    long_passphrase = "a very long passphrase " * 5  # 115 characters, no composition rules
+    ok = await post_form(client, "/register", {"email": "long@example.com", "password": long_passphrase})
+    assert ok.status_code == 303
+
+
+async def test_login_rotates_the_session_id_and_logout_ends_it(client: httpx.AsyncClient, factory: Factory) -> None:
+    await factory.user(email="ann@example.com")
+    await csrf_token(client)
+    # A pre-login session (e.g. planted by an attacker, or holding an anonymous cart) gets a new id at login.
+    await post_form(client, "/login", {"email": "ann@example.com", "password": "wrong password!"})
+    client.cookies.set("cartwright_session", "attacker-chosen-id", domain="testserver.local")
+    await sign_in(client, "ann@example.com")
+    after = session_cookie(client)
+    assert after and after != "attacker-chosen-id"
+    assert (await client.get("/account")).status_code == 200
+
+    response = await post_form(client, "/logout", {})
+    assert response.status_code == 303
+    assert (await client.get("/account")).status_code == 303  # back to the login page
+    # The old session id is dead server-side too, not only in this browser.
+    stale = httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local")
+    stale.cookies.set("cartwright_session", after, domain="testserver.local")
+    assert (await stale.get("/account")).status_code == 303
+
+
+async def test_session_cookie_flags(client: httpx.AsyncClient, factory: Factory) -> None:
+    await factory.user(email="ann@example.com")
+    response = await sign_in(client, "ann@example.com")
+    cookie = next(v for k, v in response.headers.multi_items() if k == "set-cookie" and "cartwright_session=" in v)
+    assert "HttpOnly" in cookie
+    assert "SameSite=lax" in cookie or "SameSite=Lax" in cookie
+    assert "Max-Age" not in cookie  # not "remember me": a browser-session cookie
+
+
+async def test_remember_me_gives_a_persistent_cookie(client: httpx.AsyncClient, factory: Factory) -> None:
+    await factory.user(email="ann@example.com")
+    response = await post_form(client, "/login", {"email": "ann@example.com", "password": PASSWORD, "remember": "on"})
+    cookie = next(v for k, v in response.headers.multi_items() if k == "set-cookie" and "cartwright_session=" in v)
+    assert "Max-Age=2592000" in cookie
+
+
+async def test_wrong_password_and_unknown_email_get_the_same_answer(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    await factory.user(email="ann@example.com")
+    wrong = await post_form(client, "/login", {"email": "ann@example.com", "password": "not my password"}, htmx=True)
+    unknown = await post_form(
+        client, "/login", {"email": "nobody@example.com", "password": "not my password"}, htmx=True
+    )
+    assert wrong.status_code == unknown.status_code == 422
+    assert "Email or password is incorrect." in wrong.text
+    assert "Email or password is incorrect." in unknown.text
+    assert 'value="ann@example.com"' in wrong.text
+
+
+async def test_lockout_after_repeated_failures_even_with_the_right_password(
+    client: httpx.AsyncClient, factory: Factory, redis: Redis
+) -> None:
+    await factory.user(email="ann@example.com")
+    for _ in range(5):
+        response = await post_form(client, "/login", {"email": "ann@example.com", "password": "guess guess"})
+        assert response.status_code == 422
+    locked = await post_form(client, "/login", {"email": "ann@example.com", "password": PASSWORD}, htmx=True)
+    assert locked.status_code == 429
+    assert "Too many failed sign-in attempts. Try again in 15 minutes." in locked.text
+    # Unknown accounts lock the same way, so the lockout reveals nothing about which emails exist.
+    for _ in range(5):
+        await post_form(client, "/login", {"email": "ghost@example.com", "password": "guess guess"})
+    ghost = await post_form(client, "/login", {"email": "ghost@example.com", "password": "guess guess"})
+    assert ghost.status_code == 429
+    # Another account from the same address is not locked yet (the per-IP limit is higher)...
+    await factory.user(email="bob@example.com")
+    assert (await post_form(client, "/login", {"email": "bob@example.com", "password": PASSWORD})).status_code == 303
+
+
+async def test_per_ip_limit_blocks_password_spraying(client: httpx.AsyncClient, factory: Factory) -> None:
+    await factory.user(email="target@example.com")
+    for i in range(20):  # one attempt each on many accounts from one address
+        await post_form(client, "/login", {"email": f"spray{i}@example.com", "password": "Summer2026!"})
+    blocked = await post_form(client, "/login", {"email": "target@example.com", "password": PASSWORD})
+    assert blocked.status_code == 429
+
+
+async def test_password_reset_by_email_link_is_single_use(
+    client: httpx.AsyncClient, factory: Factory, worker: Worker, mailbox: Mailbox
+) -> None:
+    await factory.user(email="ann@example.com")
+    response = await post_form(client, "/forgot-password", {"email": "ann@example.com"}, htmx=True)
+    assert response.status_code == 200
+    assert "If an account exists for ann@example.com" in response.text
+    [message] = await mailbox.wait_for("ann@example.com")
+    link = re.search(r"http://testserver\.local(/reset-password/\S+)", body_text(message))
+    assert link is not None
+    path = link.group(1)
+
+    assert (await client.get(path)).status_code == 200
+    mismatch = await post_form(
+        client, path, {"password": "brand new passphrase", "password_confirm": "other"}, htmx=True
+    )
+    assert mismatch.status_code == 422 and "The two passwords don&#39;t match." in mismatch.text
+    done = await post_form(
+        client, path, {"password": "brand new passphrase", "password_confirm": "brand new passphrase"}
+    )
+    assert done.status_code == 303 and done.headers["location"] == "/login"
+
+    assert (await post_form(client, "/login", {"email": "ann@example.com", "password": PASSWORD})).status_code == 422
+    await sign_in(client, "ann@example.com", "brand new passphrase")
+    reused = await client.get(path)
+    assert reused.status_code == 410
+    assert "expired or has already been used" in reused.text
+
+
+async def test_reset_for_unknown_email_looks_identical_and_sends_nothing(
+    client: httpx.AsyncClient, runtime: Runtime, worker: Worker
+) -> None:
+    response = await post_form(client, "/forgot-password", {"email": "nobody@example.com"}, htmx=True)
+    assert response.status_code == 200
+    assert "If an account exists for nobody@example.com" in response.text
+    async with runtime.db() as db:
+        assert await db.scalar(select(m.EmailMessage).where(m.EmailMessage.to_address == "nobody@example.com")) is None
+
+
+async def test_expired_reset_link_is_refused(
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, worker: Worker, mailbox: Mailbox
+) -> None:
+    await factory.user(email="ann@example.com")
+    await post_form(client, "/forgot-password", {"email": "ann@example.com"})
+    [message] = await mailbox.wait_for("ann@example.com")
+    path = re.search(r"http://testserver\.local(/reset-password/\S+)", body_text(message)).group(1)  # type: ignore[union-attr]
+    async with runtime.db() as db:
+        from datetime import UTC, datetime, timedelta
+
+        await db.execute(update(m.PasswordResetToken).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+        await db.commit()
+    response = await post_form(
+        client, path, {"password": "brand new passphrase", "password_confirm": "brand new passphrase"}, htmx=True
+    )
+    assert response.status_code == 410
+    assert "expired or has already been used" in response.text
+
+
+async def test_change_password_signs_out_other_sessions(
+    app: object, client: httpx.AsyncClient, factory: Factory
+) -> None:
+    await factory.user(email="ann@example.com")
+    other_device = httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local")
+    await sign_in(other_device, "ann@example.com")
+    await sign_in(client, "ann@example.com")
+    wrong = await post_form(
+        client,
+        "/account/password",
+        {
+            "current_password": "nope nope nope",
+            "new_password": "another passphrase",
+            "new_password_confirm": "another passphrase",
+        },
+        htmx=True,
+    )
+    assert wrong.status_code == 422 and "That is not your current password." in wrong.text
+    changed = await post_form(
+        client,
+        "/account/password",
+        {
+            "current_password": PASSWORD,
+            "new_password": "another passphrase",
+            "new_password_confirm": "another passphrase",
+        },
+    )
+    assert changed.status_code == 303
+    assert (await client.get("/account")).status_code == 200  # this device stays signed in
+    assert (await other_device.get("/account")).status_code == 303  # the other one is signed out
+
+
+async def test_disabled_account_is_signed_out_on_next_request(
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime
+) -> None:
+    user = await factory.user(email="ann@example.com")
+    await sign_in(client, "ann@example.com")
+    async with runtime.db() as db:
+        await db.execute(update(m.User).where(m.User.id == user.id).values(is_active=False))
+        await db.commit()
+    assert (await client.get("/account")).status_code == 303
+
+
+async def test_staff_sessions_end_after_twelve_hours_whatever_the_activity(
+    client: httpx.AsyncClient, factory: Factory, redis: Redis
+) -> None:
+    await factory.user(email="staff@example.com", role="support")
+    response = await sign_in(client, "staff@example.com")
+    assert response.headers["location"] == "/admin"
+    assert (await client.get("/admin")).status_code == 200
+    session_id = session_cookie(client)
+    key = next(k for k in await redis.keys("*") if session_id and session_id.encode() in k)
+    assert 0 < await redis.ttl(key) <= 30 * 60  # 30 minutes idle for staff
+    # Travel 12 hours back in time on the session's sign-in stamp.
+    import msgspec
+
+    data = msgspec.json.decode(await redis.get(key))
+    data["auth_at"] = time.time() - 12 * 3600 - 1
+    await redis.set(key, msgspec.json.encode(data), ex=600)
+    assert (await client.get("/admin")).status_code == 303
+
+
+async def test_open_redirect_after_login_is_refused(client: httpx.AsyncClient, factory: Factory) -> None:
+    await factory.user(email="ann@example.com")
+    for target in ("https://evil.example/", "//evil.example/x", "javascript:alert(1)"):
+        response = await post_form(client, "/login", {"email": "ann@example.com", "password": PASSWORD, "next": target})
+        assert response.headers["location"] == "/account"
+        await post_form(client, "/logout", {})
+    ok = await post_form(client, "/login", {"email": "ann@example.com", "password": PASSWORD, "next": "/products"})
+    assert ok.headers["location"] == "/products"
+
+
+async def test_unsafe_requests_without_csrf_token_are_refused(client: httpx.AsyncClient, factory: Factory) -> None:
+    await factory.user(email="ann@example.com")
+    await client.get("/login")
+    plain = await client.post("/login", data={"email": "ann@example.com", "password": PASSWORD})
+    assert plain.status_code == 403
+    assert "Your form expired. Reload the page and try again." in plain.text
+    htmx = await client.post(
+        "/login",
+        data={"email": "ann@example.com", "password": PASSWORD},
+        headers={"HX-Request": "true", "x-csrftoken": "forged"},
+    )
+    assert htmx.status_code == 403
+    assert 'class="toast toast-error"' in htmx.text and "<html" not in htmx.text
+    form_field = await client.post(
+        "/login",
+        data={"email": "ann@example.com", "password": PASSWORD, "_csrf_token": client.cookies["cartwright_csrf"]},
+    )
+    assert form_field.status_code == 303  # the hidden form field works for plain (no-JS) forms
