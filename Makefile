@@ -5,12 +5,11 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck unit e2e bench clean help
+.PHONY: run test lint typecheck unit e2e clean help
 
 help:
 	@echo "make run   - set up and start the shop (web + worker + Stripe emulator) on http://$(HOST):$(PORT)"
 	@echo "make test  - lint, type-check, unit + integration (SQLite and PostgreSQL) and browser tests"
-	@echo "make bench - performance benchmarks"
 
 # Re-install only when pyproject.toml changes, so a second `make run` starts in seconds.
 $(BIN)/.installed: pyproject.toml
@@ -40,9 +39,6 @@ e2e: $(BIN)/.installed-test
 	$(BIN)/pytest e2e
 
 test: lint typecheck unit e2e
-
-bench: $(BIN)/.installed-test
-	$(BIN)/pytest bench --benchmark-only
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -11,6 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings
+from tests.conftest import Factory
 from litestar import Litestar
 from sqlalchemy import text
 
@@ -79,3 +80,29 @@ def test_migrations_produce_exactly_the_models_schema(migrated: Settings) -> Non
         return result
 
     assert asyncio.run(diff()) == []
+
+
+async def test_cookies_are_secure_when_the_shop_is_served_over_https(migrated: Settings, factory: Factory) -> None:
+    from app.server.plugin import ApplicationCore
+
+    await factory.user(email="ann@example.com")
+    https_runtime = Runtime(dataclasses.replace(migrated, base_url="https://shop.example"))
+    application = Litestar(plugins=[ApplicationCore(https_runtime)])
+    async with application.lifespan():
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="https://shop.example") as client:
+            page = await client.get("/login")
+            assert "Secure" in page.headers["set-cookie"]  # the CSRF cookie
+            response = await client.post(
+                "/login",
+                data={"email": "ann@example.com", "password": "correct horse battery"},
+                headers={"x-csrftoken": client.cookies["cartwright_csrf"]},
+            )
+            assert response.status_code == 303
+            session = next(
+                v
+                for k, v in response.headers.multi_items()
+                if k == "set-cookie" and v.startswith("cartwright_session=")
+            )
+            assert "Secure" in session and "HttpOnly" in session
+    await https_runtime.close()
