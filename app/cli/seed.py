@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 import zipfile
 from dataclasses import dataclass
+from itertools import zip_longest
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.cli.seed_data import CATEGORIES, DEMO_USERS, PRODUCTS
+from app.cli.seed_data import CATEGORIES, DEMO_USERS, PRODUCTS, ProductSeed
 from app.db import models as m
 from app.domain.accounts.services import AccountService
 from app.domain.notifications.services import EmailService
@@ -22,6 +23,15 @@ class SeedResult:
     categories: int = 0
     products: int = 0
     users: int = 0
+
+
+def _interleaved(products: list[ProductSeed]) -> list[ProductSeed]:
+    """Round-robin over categories, so "Newest" in the demo shows a mix rather than one category."""
+    by_category: dict[str, list[ProductSeed]] = {}
+    for product in products:
+        by_category.setdefault(product["category"], []).append(product)
+    rounds = zip_longest(*by_category.values())
+    return [product for round_ in rounds for product in round_ if product is not None]
 
 
 def _demo_file(name: str, summary: str) -> bytes:
@@ -51,7 +61,7 @@ async def seed_demo(db: AsyncSession, settings: Settings) -> SeedResult:
     existing = set(await db.scalars(select(m.Product.slug)))
     files_dir = settings.storage_dir / "products"
     files_dir.mkdir(parents=True, exist_ok=True)
-    for data in PRODUCTS:
+    for data in _interleaved(PRODUCTS):
         slug = data["slug"]
         file_key = f"products/{slug}.zip"
         path = settings.storage_dir / file_key
