@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from email.message import EmailMessage as MimeMessage
-from email.utils import make_msgid
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -64,7 +63,7 @@ async def deliver_smtp(message: m.EmailMessage, *, smtp_url: str, mail_from: str
     mime["To"] = message.to_address
     mime["Subject"] = message.subject
     # A stable Message-ID lets receiving servers drop a duplicate if a retry re-sends after a lost reply.
-    mime["Message-ID"] = make_msgid(idstring=str(message.id), domain="cartwright")
+    mime["Message-ID"] = f"<{message.id}@cartwright>"
     mime.set_content(message.text_body)
     mime.add_alternative(message.html_body, subtype="html")
     await aiosmtplib.send(

@@ -6,14 +6,14 @@ import dataclasses
 
 import httpx
 import pytest
+from saq import Job, Queue
+from saq.types import Context
+from sqlalchemy import select
+
 from app.db import models as m
 from app.domain.notifications import jobs
 from app.domain.notifications.services import EmailService
 from app.lib.runtime import Runtime
-from saq import Queue
-from saq.types import Context
-from sqlalchemy import select
-
 from tests.conftest import Factory
 from tests.helpers import job_finished, post_form, sign_in
 from tests.support import Mailbox, body_text
@@ -69,8 +69,10 @@ async def test_email_written_while_redis_is_down_is_sent_by_the_sweeper(
 
         message.created_at = datetime.now(UTC) - timedelta(minutes=2)
         await db.commit()
-    ctx: Context = {"runtime": runtime, "queue": queue}  # type: ignore[typeddict-unknown-key]
-    assert await jobs.sweep_queued_emails(ctx) == {"requeued": 1}
+    sweep = await queue.enqueue("sweep_queued_emails")  # through the real worker, as the cron would
+    assert sweep is not None
+    await sweep.refresh(until_complete=15)
+    assert sweep.result == {"requeued": 1}
     await job_finished(queue, f"email:{message.id}")
     [received] = mailbox.to("lee@example.com")
     assert "http://shop/reset-password/abc" in body_text(received)
@@ -78,7 +80,7 @@ async def test_email_written_while_redis_is_down_is_sent_by_the_sweeper(
         assert await db.scalar(select(m.EmailMessage.status).where(m.EmailMessage.id == message.id)) == "sent"
 
 
-async def test_smtp_failure_keeps_the_error_and_the_job_retries(runtime: Runtime) -> None:
+async def test_smtp_failure_keeps_the_error_and_the_job_retries(runtime: Runtime, queue: Queue) -> None:
     broken = Runtime(dataclasses.replace(runtime.settings, smtp_url="smtp://127.0.0.1:1"))
     async with runtime.db() as db:
         message = await EmailService(db, queue=None).send("welcome", "x@example.com", {"name": "X", "shop_url": "u"})
@@ -88,6 +90,15 @@ async def test_smtp_failure_keeps_the_error_and_the_job_retries(runtime: Runtime
     async with runtime.db() as db:
         row = await db.get(m.EmailMessage, message.id)
         assert row is not None and row.status == "queued" and row.attempts == 1 and row.last_error
+
+    # The last allowed attempt fails too: the message is marked failed so nothing retries it for ever.
+    last_try = Job(function="send_email", queue=queue, retries=5, attempts=5)
+    ctx = {"runtime": broken, "job": last_try}  # type: ignore[typeddict-unknown-key]
+    with pytest.raises(ConnectionError):
+        await jobs.send_email(ctx, email_id=str(message.id))
+    async with runtime.db() as db:
+        row = await db.get(m.EmailMessage, message.id)
+        assert row is not None and row.status == "failed" and "ConnectError" in row.last_error
     await broken.close()
 
 

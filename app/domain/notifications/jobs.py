@@ -34,8 +34,12 @@ async def send_email(ctx: Context, *, email_id: str) -> dict[str, Any]:
             await deliver_smtp(message, smtp_url=settings.smtp_url, mail_from=settings.mail_from)
         except Exception as exc:
             message.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+            job = ctx.get("job")
+            if job is not None and job.attempts >= job.retries:
+                # Out of retries: say so, and stop the sweeper from picking it up again.
+                message.status = m.EmailStatus.FAILED.value
             await db.commit()
-            raise  # SAQ retries with backoff; the row keeps the error for admins
+            raise  # SAQ retries with backoff while it can; the row keeps the error for admins
         message.status = m.EmailStatus.SENT.value
         message.sent_at = datetime.now(UTC)
         message.last_error = ""
@@ -49,7 +53,7 @@ async def sweep_queued_emails(ctx: Context) -> dict[str, int]:
     runtime: Runtime = ctx["runtime"]  # type: ignore[typeddict-item]
     async with runtime.db() as db:
         ids = await stale_queued_email_ids(db, older_than=timedelta(minutes=1))
-    queue = ctx["queue"]
+    queue = ctx["worker"].queue
     for email_id in ids:
         await enqueue_email_job(queue, email_id)
     return {"requeued": len(ids)}
