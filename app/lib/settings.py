@@ -12,6 +12,8 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from app.lib.client_ip import Network, parse_networks
+
 BASE_DIR = Path(__file__).resolve().parents[2]
 
 
@@ -90,6 +92,7 @@ class Settings:
     login_max_failures_ip: int = 20
     login_lockout_seconds: int = 15 * 60
     storage_dir: Path = field(default=BASE_DIR / "var" / "uploads")
+    trusted_proxies: tuple[Network, ...] = ()
 
     @property
     def secure_cookies(self) -> bool:
@@ -127,6 +130,7 @@ def load_settings() -> Settings:
         db_echo=_env_bool("DB_ECHO", default=False),
         log_level=_env("LOG_LEVEL") or "INFO",
         storage_dir=Path(_env("STORAGE_DIR") or var_dir / "uploads"),
+        trusted_proxies=parse_networks(_env("TRUSTED_PROXIES")),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from app.domain.accounts.controllers import safe_next
 from app.domain.accounts.services import email_problem, normalise_email
 from app.domain.catalog.services import ProductQuery, SortOrder
@@ -114,3 +115,15 @@ def test_email_rules_and_database_urls() -> None:
     assert normalise_database_url("postgres://u@h/db") == "postgresql+asyncpg://u@h/db"
     assert normalise_database_url("postgresql://u@h/db") == "postgresql+asyncpg://u@h/db"
     assert normalise_database_url("sqlite:///x.db") == "sqlite+aiosqlite:///x.db"
+
+
+def test_client_ip_trusts_forwarded_for_only_from_our_proxies() -> None:
+    from app.lib.client_ip import client_ip, parse_networks
+
+    proxies = parse_networks("10.0.0.0/8, 192.168.1.5")
+    assert client_ip("203.0.113.7", "1.2.3.4", proxies) == "203.0.113.7"  # not from a proxy: header ignored
+    assert client_ip("10.0.0.2", "198.51.100.9", proxies) == "198.51.100.9"
+    # A client cannot spoof by prepending: we take the first untrusted hop from the right.
+    assert client_ip("10.0.0.2", "6.6.6.6, 198.51.100.9, 192.168.1.5", proxies) == "198.51.100.9"
+    assert client_ip("10.0.0.2", None, proxies) == "10.0.0.2"
+    assert client_ip(None, None, ()) == "unknown"

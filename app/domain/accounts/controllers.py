@@ -15,6 +15,7 @@ from app.db import models as m
 from app.domain.accounts.deps import provide_account_service, provide_email_service, provide_login_throttle
 from app.domain.accounts.lockout import LoginThrottle
 from app.domain.accounts.services import AccountService
+from app.lib.client_ip import client_ip
 from app.lib.exceptions import FormError, RateLimitedError
 from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import is_staff
@@ -75,7 +76,11 @@ class AccountController(Controller):
     ) -> Response[Any]:
         email = data.get("email", "")
         next_url = safe_next(data.get("next"), "")
-        ip = request.client.host if request.client else "unknown"
+        ip = client_ip(
+            request.client.host if request.client else None,
+            request.headers.get("x-forwarded-for"),
+            runtime.settings.trusted_proxies,
+        )
         try:
             user = await account_service.authenticate(
                 email=email, password=data.get("password", ""), ip=ip, throttle=login_throttle
