@@ -13,7 +13,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import click
+from sqlalchemy import func, select
 
+from app.db import models as m
 from app.lib.runtime import Runtime
 from app.lib.settings import BASE_DIR, get_settings
 
@@ -106,18 +108,25 @@ def dev_command(host: str, port: int) -> None:
     runtime = Runtime(settings)
     env = dict(os.environ)
     env["REDIS_URL"] = runtime.redis_url  # children join the embedded Redis this process started
-    env.setdefault("BASE_URL", f"http://{host}:{port}")
+    # Links in emails must work from a browser: a wildcard bind address is not somewhere to go.
+    link_host = "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104
+    env.setdefault("BASE_URL", f"http://{link_host}:{port}")
     env["SECRET_KEY"] = settings.secret_key
 
     click.echo("Applying migrations…")
     migrate(runtime)
 
-    async def seed() -> None:
+    async def seed_first_run() -> bool:
+        # Only into an empty database: never plant demo accounts (public passwords) into a shop with data.
         async with runtime.db() as db:
-            await seed_demo(db, settings)
+            empty = not await db.scalar(select(func.count()).select_from(m.User))
+            if empty:
+                await seed_demo(db, settings)
         await runtime.close()
+        return empty
 
-    asyncio.run(seed())
+    if asyncio.run(seed_first_run()):
+        click.echo("Loaded the demo catalog and demo accounts (first run).")
 
     bin_dir = Path(sys.executable).parent
     procs: list[subprocess.Popen[bytes]] = []
@@ -166,7 +175,9 @@ def dev_command(host: str, port: int) -> None:
         click.echo("  Demo logins:")
         for user in DEMO_USERS:
             click.echo(f"    {user['role']:<9} {user['email']:<26} {user['password']}")
-        click.echo(f"  Emails land in {url}/admin/emails (sign in as admin). Ctrl-C stops everything.")
+        if not settings.smtp_url:
+            click.echo(f"  Emails land in {url}/admin/emails (sign in as admin).")
+        click.echo("  Ctrl-C stops everything.")
         click.echo("")
         while all(p.poll() is None for p in procs):
             time.sleep(1)  # supervising children; exit when any of them dies
