@@ -29,10 +29,12 @@ def render(
     trigger: str | None = None,
 ) -> Template:
     """Render the full ``page``, or only ``fragment`` when HTMX asked for it. Always ``Vary: HX-Request``."""
-    name = fragment if fragment and wants_fragment(request) else page
+    is_fragment = bool(fragment) and wants_fragment(request)
+    name = fragment if is_fragment and fragment else page
     headers = {"Vary": "HX-Request"}
     if trigger:
         headers["HX-Trigger"] = trigger
+    context = {**context, "is_fragment": is_fragment}
     return Template(template_name=name, context=context, status_code=status_code, headers=headers)
 
 

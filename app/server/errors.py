@@ -41,10 +41,10 @@ def _error_response(request: Request[Any, Any, Any], status: int, message: str) 
             template_name="errors/_toast.html.j2",
             context=context,
             status_code=status,
-            headers={"HX-Retarget": "#toasts", "HX-Reswap": "beforeend"},
+            headers={"HX-Retarget": "#toasts", "HX-Reswap": "beforeend", "Vary": "HX-Request"},
         )
     template = f"errors/{status}.html.j2" if status in {403, 404, 500} else "errors/error.html.j2"
-    return Template(template_name=template, context=context, status_code=status)
+    return Template(template_name=template, context=context, status_code=status, headers={"Vary": "HX-Request"})
 
 
 def application_error_handler(request: Request[Any, Any, Any], exc: ApplicationError) -> Response[Any]:

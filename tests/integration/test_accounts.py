@@ -6,12 +6,12 @@ import re
 import time
 
 import httpx
-from app.db import models as m
-from app.lib.runtime import Runtime
 from redis.asyncio import Redis
 from saq import Queue, Worker
 from sqlalchemy import select, update
 
+from app.db import models as m
+from app.lib.runtime import Runtime
 from tests.conftest import Factory
 from tests.helpers import csrf_token, job_finished, post_form, session_cookie, sign_in
 from tests.support import Mailbox, body_text
@@ -292,3 +292,11 @@ async def test_unsafe_requests_without_csrf_token_are_refused(client: httpx.Asyn
         data={"email": "ann@example.com", "password": PASSWORD, "_csrf_token": client.cookies["cartwright_csrf"]},
     )
     assert form_field.status_code == 303  # the hidden form field works for plain (no-JS) forms
+
+
+async def test_field_errors_mark_the_input_invalid(client: httpx.AsyncClient) -> None:
+    response = await post_form(client, "/register", {"email": "x@example.com", "password": "short"}, htmx=True)
+    assert (
+        'name="password" type="password" value="" autocomplete="new-password" required aria-invalid="true"'
+        ' aria-describedby="f-password-hint f-password-error">' in response.text
+    )

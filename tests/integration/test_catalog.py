@@ -126,3 +126,14 @@ async def test_missing_or_inactive_product_is_a_404_page(client: httpx.AsyncClie
         assert response.status_code == 404
         assert "Page not found" in response.text
         assert "Traceback" not in response.text
+
+
+async def test_listing_title_names_the_category_and_follows_htmx_swaps(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    await seed_catalog(factory)
+    page = await client.get("/products", params={"category": "ebooks", "q": "tax"})
+    assert "<title>“tax” — E-books — Products — Cartwright</title>" in page.text
+    assert page.text.count("<title>") == 1
+    fragment = await client.get("/products", params={"category": "fonts"}, headers={"HX-Request": "true"})
+    assert "<title>Fonts — Products — Cartwright</title>" in fragment.text

@@ -73,7 +73,15 @@ class ProductPage:
     items: list[m.Product]
     total: int
     query: ProductQuery
+    category: m.Category | None = None
     per_page: int = PER_PAGE
+
+    @property
+    def title(self) -> str:
+        parts = [f"“{self.query.q}”"] if self.query.q else []
+        parts += [self.category.name] if self.category else []
+        parts += [f"Page {self.query.page}"] if self.query.page > 1 else []
+        return " — ".join([*parts, "Products — Cartwright"])
 
     @property
     def pages(self) -> int:
@@ -125,7 +133,7 @@ class CatalogService:
         rows = await self.db.scalars(
             stmt.order_by(*_ORDER_BY[query.sort]).limit(PER_PAGE).offset((query.page - 1) * PER_PAGE)
         )
-        return ProductPage(items=list(rows.unique()), total=total, query=query)
+        return ProductPage(items=list(rows.unique()), total=total, query=query, category=category)
 
     async def featured(self, limit: int = 8) -> list[m.Product]:
         rows = await self.db.scalars(
