@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck unit e2e clean help
+.PHONY: run test lint typecheck unit e2e screenshots clean help
 
 help:
 	@echo "make run   - set up and start the shop (web + worker + Stripe emulator) on http://$(HOST):$(PORT)"
@@ -39,6 +39,9 @@ e2e: $(BIN)/.installed-test
 	$(BIN)/pytest e2e
 
 test: lint typecheck unit e2e
+
+screenshots: $(BIN)/.installed-test
+	UPDATE_SCREENSHOTS=1 $(BIN)/pytest e2e/test_screenshots.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -10,23 +10,23 @@ from typing import Any
 
 import httpx
 import pytest
-from app.db import models as m
-from app.lib.runtime import QUEUE_NAME, Runtime
-from app.lib.settings import Settings, get_settings
 from litestar import Litestar
 from litestar_saq import SAQPlugin
 from redis.asyncio import Redis
 from saq import Queue, Worker
 from sqlalchemy import text
 
+from app.db import models as m
+from app.lib.runtime import QUEUE_NAME, Runtime
+from app.lib.settings import Settings, get_settings
 from tests.support import (
     Mailbox,
+    app_environment,
     create_postgres_database,
     postgres_admin_url,
     redis_test_url,
     smtp_server,
     tcp_reachable,
-    test_environment,
 )
 
 BACKENDS = ["sqlite", "postgres"]
@@ -69,7 +69,7 @@ def test_env(
 ) -> Iterator[dict[str, str]]:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     index = 10 + int(worker.removeprefix("gw") or 0) * 2 + (0 if database_url.startswith("sqlite") else 1)
-    env = test_environment(
+    env = app_environment(
         database_url=database_url,
         redis_url=redis_test_url(index),
         smtp_url=smtp[0],

@@ -137,7 +137,7 @@ def smtp_server() -> Iterator[tuple[str, Mailbox]]:
         controller.stop()
 
 
-def test_environment(
+def app_environment(
     *, database_url: str, redis_url: str | None, smtp_url: str, var_dir: Path, base_url: str = "http://testserver.local"
 ) -> dict[str, str]:
     return {

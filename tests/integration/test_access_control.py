@@ -7,10 +7,10 @@ import uuid
 from collections.abc import Iterator
 
 import httpx
-from app.lib.permissions import PERMISSIONS, Access, Resource, Role, can
 from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
 
+from app.lib.permissions import PERMISSIONS, Access, Resource, Role, can
 from tests.conftest import Factory
 from tests.helpers import sign_in
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
 from app.cli.commands import create_admin, seed_command
 from app.db import models as m
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings
-from click.testing import CliRunner
-from sqlalchemy import func, select
 
 
 def count(settings: Settings, model: type[m.User] | type[m.Product] | type[m.Category]) -> int:

