@@ -1,0 +1,17 @@
+"""REST resources; importing this package registers every route."""
+
+from app.stripe_emulator.resources import (  # noqa: F401 - imported for route registration
+    catalog,
+    charges,
+    checkout,
+    coupons,
+    customers,
+    events,
+    invoices,
+    payment_intents,
+    payment_methods,
+    refunds,
+    setup_intents,
+    subscriptions,
+    test_clocks,
+)
