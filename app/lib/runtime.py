@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.domain.payments.gateway import build_stripe_client
 from app.lib.embedded_redis import resolve_redis_url
 from app.lib.settings import BASE_DIR, Settings
 
@@ -57,6 +58,7 @@ class Runtime:
         if settings.is_sqlite:
             event.listen(self.alchemy.get_engine().sync_engine, "connect", _sqlite_pragmas)
         self.redis: Redis = Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        self.stripe = build_stripe_client(settings.stripe)
 
     @asynccontextmanager
     async def db(self) -> AsyncIterator[AsyncSession]:
