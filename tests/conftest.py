@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from litestar import Litestar
 from litestar_saq import SAQPlugin
 from redis.asyncio import Redis
@@ -19,6 +21,7 @@ from sqlalchemy import text
 from app.db import models as m
 from app.lib.runtime import QUEUE_NAME, Runtime
 from app.lib.settings import Settings, get_settings
+from app.stripe_emulator.server import EmulatorServer, free_port, run_emulator
 from tests.support import (
     Mailbox,
     app_environment,
@@ -63,9 +66,33 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     return create_postgres_database(f"cartwright_test_{worker}")
 
 
+WEBHOOK_SECRET = "whsec_cartwright_tests"
+
+
+@pytest.fixture(scope="session")
+def app_port() -> int:
+    """The port the app listens on for real HTTP (the emulator's webhooks); both database legs reuse it."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def stripe_emulator(app_port: int) -> Iterator[EmulatorServer]:
+    """The offline Stripe, delivering signed webhooks to the app's real HTTP port (see ``app_server``)."""
+    with run_emulator(
+        webhook_url=f"http://127.0.0.1:{app_port}/webhooks/stripe",
+        webhook_secret=WEBHOOK_SECRET,
+        retry_base=0.2,
+        max_attempts=8,
+    ) as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def test_env(
-    database_url: str, smtp: tuple[str, Mailbox], tmp_path_factory: pytest.TempPathFactory
+    database_url: str,
+    smtp: tuple[str, Mailbox],
+    tmp_path_factory: pytest.TempPathFactory,
+    stripe_emulator: EmulatorServer,
 ) -> Iterator[dict[str, str]]:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     index = 10 + int(worker.removeprefix("gw") or 0) * 2 + (0 if database_url.startswith("sqlite") else 1)
@@ -74,6 +101,14 @@ def test_env(
         redis_url=redis_test_url(index),
         smtp_url=smtp[0],
         var_dir=tmp_path_factory.mktemp("var"),
+    )
+    env.update(
+        {
+            "STRIPE_SECRET_KEY": "sk_test_cartwright_tests",
+            "STRIPE_PUBLISHABLE_KEY": "pk_test_cartwright_tests",
+            "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "STRIPE_API_BASE": stripe_emulator.url,
+        }
     )
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -128,12 +163,45 @@ async def app(migrated: Settings) -> AsyncIterator[Litestar]:
 
 
 @pytest.fixture(scope="session")
+async def app_server(app: Litestar, app_port: int) -> AsyncIterator[str]:
+    """The same app object also served over real HTTP in the tests' loop, so Stripe's webhooks can reach it."""
+    # Listening before serving: connections wait in the backlog, so there is no start-up race to wait out.
+    sock = socket.socket()
+    # Accepted sockets inherit it. asyncio sets TCP_NODELAY only on proto=IPPROTO_TCP sockets, which this is not,
+    # so without it each response's second write waits for a delayed ACK (~40 ms per request).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", app_port))
+    sock.listen(128)
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    yield f"http://127.0.0.1:{app_port}"
+    server.should_exit = True
+    await task
+
+
+@pytest.fixture(scope="session")
 def runtime(app: Litestar) -> Runtime:
     runtime: Runtime = app.state.runtime
     return runtime
 
 
-_TABLES = ["password_reset_tokens", "email_messages", "products", "categories", "users"]
+_TABLES = [
+    "stripe_events",
+    "refunds",
+    "payments",
+    "entitlements",
+    "order_events",
+    "order_lines",
+    "orders",
+    "order_numbers",
+    "cart_items",
+    "password_reset_tokens",
+    "email_messages",
+    "products",
+    "categories",
+    "users",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -143,6 +211,10 @@ async def _clean_state(request: pytest.FixtureRequest) -> AsyncIterator[None]:
         yield
         return
     runtime: Runtime = request.getfixturevalue("runtime")
+    # Drop the previous test's undelivered webhooks first, so none lands in this test's clean database.
+    emulator: EmulatorServer = request.getfixturevalue("stripe_emulator")
+    await asyncio.to_thread(emulator.reset)
+    await asyncio.to_thread(emulator.flush, 10)
     async with runtime.db() as db:
         if runtime.settings.is_sqlite:
             for table in _TABLES:

@@ -43,7 +43,8 @@ class Runtime:
             settings.var_dir.mkdir(parents=True, exist_ok=True)
         self.alchemy = SQLAlchemyAsyncConfig(
             connection_string=settings.database_url,
-            before_send_handler="autocommit",
+            # Commit on 2xx and on redirects: every form here answers POST/Redirect/GET with a 303.
+            before_send_handler="autocommit_include_redirects",
             session_dependency_key="db_session",
             session_config=AsyncSessionConfig(expire_on_commit=False),
             engine_config=EngineConfig(echo=settings.db_echo, pool_pre_ping=not settings.is_sqlite),

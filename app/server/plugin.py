@@ -19,6 +19,7 @@ from litestar_saq import SAQPlugin
 
 from app.domain.accounts.controllers import AccountController
 from app.domain.admin.controllers import AdminController
+from app.domain.cart.controllers import CartController
 from app.domain.catalog.controllers import CatalogController
 from app.domain.system.controllers import healthz, readyz
 from app.lib.exceptions import ApplicationError
@@ -96,6 +97,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
         app_config.route_handlers.extend(
             [
                 CatalogController,
+                CartController,
                 AccountController,
                 AdminController,
                 healthz,

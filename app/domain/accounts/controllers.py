@@ -10,11 +10,13 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, URLEncodedBody
 from litestar.response import Template
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
 from app.domain.accounts.deps import provide_account_service, provide_email_service, provide_login_throttle
 from app.domain.accounts.lockout import LoginThrottle
 from app.domain.accounts.services import AccountService
+from app.domain.cart.services import CART_SESSION_KEYS, CartService
 from app.lib.client_ip import client_ip
 from app.lib.exceptions import FormError, RateLimitedError
 from app.lib.htmx import flash, redirect, render
@@ -39,8 +41,11 @@ def safe_next(url: str | None, default: str = "/") -> str:
 def start_session(
     request: Request[Any, Any, Any], user: m.User, runtime: NamedDependency[Runtime], *, remember: bool
 ) -> None:
-    """Sign ``user`` in on a fresh session id (no fixation); staff get short, non-persistent sessions."""
-    request.set_session({})
+    """Sign ``user`` in on a fresh session id (no fixation); staff get short, non-persistent sessions.
+
+    Only the cart survives from the old session: an anonymous cart until it is merged, and the badge count.
+    """
+    request.set_session({key: request.session[key] for key in CART_SESSION_KEYS if key in request.session})
     request.session.update(
         {SESSION_USER_KEY: str(user.id), SESSION_EPOCH_KEY: user.session_epoch, SESSION_AUTH_AT_KEY: time.time()}
     )
@@ -73,6 +78,7 @@ class AccountController(Controller):
         account_service: NamedDependency[AccountService],
         login_throttle: NamedDependency[LoginThrottle],
         runtime: NamedDependency[Runtime],
+        db_session: NamedDependency[AsyncSession],
     ) -> Response[Any]:
         email = data.get("email", "")
         next_url = safe_next(data.get("next"), "")
@@ -95,6 +101,7 @@ class AccountController(Controller):
                 status_code=exc.status_code,
             )
         start_session(request, user, runtime, remember=data.get("remember") == "on")
+        await CartService(db_session, request.session).merge_session_cart(user)
         flash(request, f"Welcome back, {user.display_name}.", "success")
         default = (
             request.app.route_reverse("admin:dashboard")
@@ -119,6 +126,7 @@ class AccountController(Controller):
         data: Form,
         account_service: NamedDependency[AccountService],
         runtime: NamedDependency[Runtime],
+        db_session: NamedDependency[AsyncSession],
     ) -> Response[Any]:
         try:
             user = await account_service.register(
@@ -134,6 +142,7 @@ class AccountController(Controller):
                 status_code=exc.status_code,
             )
         start_session(request, user, runtime, remember=False)
+        await CartService(db_session, request.session).merge_session_cart(user)
         flash(request, "Your account is ready. Welcome to Cartwright!", "success")
         return redirect(request, request.app.route_reverse("accounts:overview"))
 

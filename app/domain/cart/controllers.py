@@ -1,0 +1,132 @@
+"""The cart page, the mini-cart drawer, and the forms that change the cart (with or without HTMX)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+from uuid import UUID
+
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, URLEncodedBody
+from litestar.response import Template
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.cart.services import MAX_QUANTITY, CartChange, CartService, PricedCart, QuantityError
+from app.lib.exceptions import ApplicationError, NotFoundError
+from app.lib.htmx import flash, redirect, render, wants_fragment
+from app.server.auth import current_user
+
+Form = URLEncodedBody[dict[str, str]]
+
+PAGE = "cart/show.html.j2"
+# The fragment an HTMX change answers with, by the id of the element it swaps (htmx's HX-Target header). Any other
+# target (the add buttons swap nothing) gets only the out-of-band badge and status message.
+VIEWS = {"cart": "cart/_cart.html.j2", "cart-drawer-body": "cart/_drawer.html.j2"}
+# Fired after a change made outside the cart page (an add button, the drawer), so the page's cart can refresh.
+CHANGED_EVENT = "cart-changed"
+
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,6}")
+
+
+def provide_cart_service(db_session: NamedDependency[AsyncSession], request: Request[Any, Any, Any]) -> CartService:
+    return CartService(db_session, request.session)
+
+
+def parse_product_id(raw: str | None) -> UUID:
+    try:
+        return UUID((raw or "").strip())
+    except ValueError:
+        raise NotFoundError("We couldn't find that product.") from None
+
+
+def parse_quantity(raw: str | None, *, default: int | None = None) -> int:
+    text = (raw or "").strip()
+    if not text and default is not None:
+        return default
+    if not _WHOLE_NUMBER.fullmatch(text):
+        raise QuantityError(f"Enter the quantity as a whole number from 1 to {MAX_QUANTITY}.")
+    return int(text)
+
+
+def back_url(request: Request[Any, Any, Any]) -> str:
+    """Where a plain form post returns to: the page it came from when that is one of ours, else the cart."""
+    parts = urlsplit(request.headers.get("referer", ""))
+    if parts.netloc == request.url.netloc and parts.path.startswith("/") and not parts.path.startswith("/cart/items"):
+        return parts.path + (f"?{parts.query}" if parts.query else "")
+    return request.app.route_reverse("cart:show")
+
+
+def _context(cart: PricedCart, message: str = "", *, is_error: bool = False, view: str | None = None) -> dict[str, Any]:
+    return {"cart": cart, "message": message, "is_error": is_error, "view": view}
+
+
+class CartController(Controller):
+    dependencies = {"cart": Provide(provide_cart_service, sync_to_thread=False)}
+
+    @get("/cart", name="cart:show")
+    async def show(self, request: Request[Any, Any, Any], cart: NamedDependency[CartService]) -> Template:
+        priced = await cart.priced(current_user(request))
+        return render(request, PAGE, _context(priced), fragment="cart/_cart.html.j2")
+
+    @get("/cart/drawer", name="cart:drawer")
+    async def drawer(self, request: Request[Any, Any, Any], cart: NamedDependency[CartService]) -> Template:
+        """The mini-cart's contents for HTMX; a plain visit (no JavaScript) gets the cart page."""
+        priced = await cart.priced(current_user(request))
+        return render(request, PAGE, _context(priced), fragment="cart/_drawer.html.j2")
+
+    @post("/cart/items", name="cart:add")
+    async def add(
+        self, request: Request[Any, Any, Any], data: Form, cart: NamedDependency[CartService]
+    ) -> Response[Any]:
+        user = current_user(request)
+        return await self._change(
+            request,
+            cart,
+            lambda: cart.add(
+                user, parse_product_id(data.get("product_id")), parse_quantity(data.get("quantity"), default=1)
+            ),
+        )
+
+    @post("/cart/items/{product_id:str}", name="cart:update")
+    async def update(
+        self, request: Request[Any, Any, Any], product_id: FromPath[str], data: Form, cart: NamedDependency[CartService]
+    ) -> Response[Any]:
+        user = current_user(request)
+        return await self._change(
+            request,
+            cart,
+            lambda: cart.set_quantity(user, parse_product_id(product_id), parse_quantity(data.get("quantity"))),
+        )
+
+    @post("/cart/items/{product_id:str}/remove", name="cart:remove")
+    async def remove(
+        self, request: Request[Any, Any, Any], product_id: FromPath[str], cart: NamedDependency[CartService]
+    ) -> Response[Any]:
+        user = current_user(request)
+        return await self._change(request, cart, lambda: cart.remove(user, parse_product_id(product_id)))
+
+    async def _change(
+        self, request: Request[Any, Any, Any], cart: CartService, change: Callable[[], Awaitable[CartChange]]
+    ) -> Response[Any]:
+        """HTMX: the swapped fragment plus the badge and status out of band. Plain posts: flash and 303 back."""
+        view = VIEWS.get(request.headers.get("hx-target", ""))
+        try:
+            result = await change()
+        except ApplicationError as exc:
+            # Shown where the shopper is looking, with the cart as it really is; htmx swaps 4xx (base.html.j2).
+            priced = await cart.priced(current_user(request))
+            context = _context(priced, exc.message, is_error=True, view=view)
+            return render(request, PAGE, context, fragment="cart/_changed.html.j2", status_code=exc.status_code)
+        if not wants_fragment(request):
+            flash(request, result.message, "success")
+            return redirect(request, back_url(request))
+        return render(
+            request,
+            PAGE,
+            _context(result.cart, result.message, view=view),
+            fragment="cart/_changed.html.j2",
+            trigger=None if view == VIEWS["cart"] else CHANGED_EVENT,
+        )
