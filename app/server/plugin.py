@@ -21,6 +21,7 @@ from app.domain.accounts.controllers import AccountController
 from app.domain.admin.controllers import AdminController
 from app.domain.cart.controllers import CartController
 from app.domain.catalog.controllers import CatalogController
+from app.domain.downloads.controllers import DownloadController
 from app.domain.system.controllers import healthz, readyz
 from app.lib.exceptions import ApplicationError
 from app.lib.htmx import pop_flashes
@@ -100,6 +101,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 CartController,
                 AccountController,
                 AdminController,
+                DownloadController,
                 healthz,
                 readyz,
                 create_static_files_router(

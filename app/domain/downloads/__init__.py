@@ -1,0 +1,1 @@
+"""Purchased-file downloads: entitlements, signed expiring links, counted downloads, fresh links."""
