@@ -61,6 +61,7 @@ class LiveServer:
     env: dict[str, str]
     var_dir: Path
     mailbox: Mailbox
+    stripe_url: str  # the offline Stripe emulator, as `make run` starts it
 
 
 def _log_tail(path: Path, lines: int = 40) -> str:
@@ -104,7 +105,7 @@ def _wait_until_up(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"the web server exited with {proc.returncode}:\n{_log_tail(log)}", pytrace=False)
+            pytest.fail(f"{proc.args[0]} exited with {proc.returncode}:\n{_log_tail(log)}", pytrace=False)
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
@@ -169,11 +170,14 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     var_dir = tmp_path_factory.mktemp("cartwright-var")
     logs = tmp_path_factory.mktemp("cartwright-logs")
     redis_url = _flushed_redis(redis_test_url(14))  # sessions, login throttling and the job queue start empty
-    port = free_port()
+    port, stripe_port = free_port(), free_port()
     base_url = f"http://127.0.0.1:{port}"
+    stripe_url = f"http://127.0.0.1:{stripe_port}"
     with smtp_server() as (smtp_url, mailbox):
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if not k.startswith("STRIPE_")},
+            # No keys, as on a fresh machine: the emulator's defaults, on a port of this run's own.
+            "STRIPE_API_BASE": stripe_url,
             **app_environment(
                 database_url=f"sqlite+aiosqlite:///{var_dir / 'cartwright.db'}",
                 redis_url=redis_url,
@@ -187,16 +191,31 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         _run([cartwright, "database", "upgrade", "--no-prompt"], env, logs / "migrate.log")
         _run([cartwright, "seed"], env, logs / "seed.log")
 
-        web_log, worker_log = logs / "web.log", logs / "worker.log"
+        web_log, worker_log, stripe_log = logs / "web.log", logs / "worker.log", logs / "stripe.log"
+        emulator = [
+            sys.executable,
+            "-m",
+            "app.stripe_emulator",
+            "--port",
+            str(stripe_port),
+            "--webhook-url",
+            f"{base_url}/webhooks/stripe",
+            "--webhook-secret",
+            "whsec_cartwright_emulator",  # the app's default STRIPE_WEBHOOK_SECRET
+            "--webhook-retry-base",
+            "0.5",
+        ]
+        stripe_proc = _start(emulator, env, stripe_log)
         granian = [str(BIN / "granian"), "--interface", "asgi", "--factory", "--host", "127.0.0.1", "--port", str(port)]
         web = _start([*granian, "app.asgi:create_app"], env, web_log)
-        started = [(web, web_log)]
+        started = [(stripe_proc, stripe_log), (web, web_log)]
         try:
+            _wait_until_up(f"{stripe_url}/_emulator/health", stripe_proc, stripe_log)
             _wait_until_up(f"{base_url}/healthz", web, web_log)
             # Started once the web process is up, so with an embedded Redis the worker joins the one it started.
             started.append((_start([cartwright, "workers", "run"], env, worker_log), worker_log))
             _wait_until_up(f"{base_url}/readyz", web, web_log)  # database and Redis answer too
-            yield LiveServer(base_url=base_url, env=env, var_dir=var_dir, mailbox=mailbox)
+            yield LiveServer(base_url=base_url, env=env, var_dir=var_dir, mailbox=mailbox, stripe_url=stripe_url)
         finally:
             for proc, _ in reversed(started):
                 _stop(proc)

@@ -130,7 +130,13 @@ def dev_command(host: str, port: int) -> None:
 
     bin_dir = Path(sys.executable).parent
     procs: list[subprocess.Popen[bytes]] = []
-    emulator_cmd = _emulator_command(settings.stripe.api_base, settings.var_dir, env)
+    emulator_cmd = _emulator_command(
+        settings.stripe.api_base,
+        settings.var_dir,
+        env,
+        webhook_url=f"{env['BASE_URL']}/webhooks/stripe",
+        webhook_secret=settings.stripe.webhook_secrets[0],
+    )
     if emulator_cmd:
         procs.append(subprocess.Popen(emulator_cmd, env=env, cwd=BASE_DIR))  # noqa: S603
     procs.append(
@@ -186,8 +192,10 @@ def dev_command(host: str, port: int) -> None:
         stop()
 
 
-def _emulator_command(api_base: str, var_dir: Path, env: dict[str, str]) -> list[str] | None:
-    """Start the offline Stripe emulator when no real Stripe is configured and the emulator is installed."""
+def _emulator_command(
+    api_base: str, var_dir: Path, env: dict[str, str], *, webhook_url: str, webhook_secret: str
+) -> list[str] | None:
+    """Start the offline Stripe emulator when no real Stripe is configured; it signs webhooks to our endpoint."""
     parts = urlsplit(api_base)
     if env.get("STRIPE_SECRET_KEY") or parts.hostname not in {"127.0.0.1", "localhost"}:
         return None
@@ -203,4 +211,8 @@ def _emulator_command(api_base: str, var_dir: Path, env: dict[str, str]) -> list
         str(parts.port or 12111),
         "--state-file",
         str(var_dir / "stripe-emulator.json"),
+        "--webhook-url",
+        webhook_url,
+        "--webhook-secret",
+        webhook_secret,
     ]

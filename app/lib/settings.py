@@ -106,7 +106,7 @@ class Settings:
 def load_settings() -> Settings:
     var_dir = Path(_env("CARTWRIGHT_VAR_DIR") or BASE_DIR / "var")
     database_url = normalise_database_url(_env("DATABASE_URL") or f"sqlite+aiosqlite:///{var_dir / 'cartwright.db'}")
-    webhook_secrets = tuple(s for s in _env("STRIPE_WEBHOOK_SECRET").split(",") if s.strip())
+    webhook_secrets = tuple(s.strip() for s in _env("STRIPE_WEBHOOK_SECRET").split(",") if s.strip())
     api_base = _env("STRIPE_API_BASE") or (
         "https://api.stripe.com" if _env("STRIPE_SECRET_KEY") else "http://127.0.0.1:12111"
     )

@@ -21,7 +21,10 @@ from app.domain.accounts.controllers import AccountController
 from app.domain.admin.controllers import AdminController
 from app.domain.cart.controllers import CartController
 from app.domain.catalog.controllers import CatalogController
+from app.domain.checkout.controllers import CheckoutController
 from app.domain.downloads.controllers import DownloadController
+from app.domain.orders.controllers import OrderController
+from app.domain.payments.controllers import StripeWebhookController
 from app.domain.system.controllers import healthz, readyz
 from app.lib.exceptions import ApplicationError
 from app.lib.htmx import pop_flashes
@@ -39,8 +42,9 @@ if TYPE_CHECKING:
     from click import Group
     from litestar.config.app import AppConfig
 
-# Routes that take no form posts from our pages (and so carry no CSRF token); Stripe's webhook joins them later.
-CSRF_EXEMPT = ["^/healthz$", "^/readyz$"]
+# Routes that take no form posts from our pages (and so carry no CSRF token). Stripe's webhook is authenticated
+# by its signature instead.
+CSRF_EXEMPT = ["^/healthz$", "^/readyz$", "^/webhooks/stripe$"]
 
 
 def _template_user(context: Mapping[str, Any]) -> Any:
@@ -102,6 +106,9 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 AccountController,
                 AdminController,
                 DownloadController,
+                StripeWebhookController,
+                CheckoutController,
+                OrderController,
                 healthz,
                 readyz,
                 create_static_files_router(

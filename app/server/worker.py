@@ -8,6 +8,7 @@ from litestar_saq import CronJob, QueueConfig, SAQConfig
 from saq.types import Context
 
 from app.domain.notifications import jobs as notification_jobs
+from app.domain.payments import jobs as payment_jobs
 from app.lib.runtime import QUEUE_NAME, Runtime
 from app.lib.settings import get_settings
 
@@ -23,8 +24,16 @@ async def on_worker_shutdown(ctx: Context) -> None:
         await runtime.close()
 
 
-TASKS: list[Any] = [notification_jobs.send_email, notification_jobs.sweep_queued_emails]
-CRON_JOBS = [CronJob(function=notification_jobs.sweep_queued_emails, cron="* * * * *", timeout=60, retries=1)]
+TASKS: list[Any] = [
+    notification_jobs.send_email,
+    notification_jobs.sweep_queued_emails,
+    payment_jobs.process_stripe_event,
+    payment_jobs.sweep_stripe_events,
+]
+CRON_JOBS = [
+    CronJob(function=notification_jobs.sweep_queued_emails, cron="* * * * *", timeout=60, retries=1),
+    CronJob(function=payment_jobs.sweep_stripe_events, cron="* * * * *", timeout=60, retries=1),
+]
 
 
 def saq_config(runtime: Runtime) -> SAQConfig:

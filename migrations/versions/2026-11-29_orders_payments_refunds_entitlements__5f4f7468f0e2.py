@@ -67,6 +67,7 @@ def upgrade() -> None:
     sa.Column('amount_refunded', sa.Integer(), nullable=False),
     sa.Column('tax_breakdown', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('payment_intent_id', sa.String(length=255), nullable=True),
+    sa.Column('checkout_token', sa.String(length=64), nullable=True),
     sa.Column('visitor_token_hash', sa.String(length=64), nullable=False),
     sa.Column('paid_at', sa.DateTimeUTC(timezone=True), nullable=True),
     sa.Column('fulfilled_at', sa.DateTimeUTC(timezone=True), nullable=True),
@@ -79,6 +80,7 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_orders_user_id_users'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_orders')),
     sa.UniqueConstraint('number', name=op.f('uq_orders_number')),
+    sa.UniqueConstraint('checkout_token', name=op.f('uq_orders_checkout_token')),
     sa.UniqueConstraint('payment_intent_id', name=op.f('uq_orders_payment_intent_id'))
     )
     with op.batch_alter_table('orders', schema=None) as batch_op:

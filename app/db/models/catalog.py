@@ -15,7 +15,7 @@ class Category(UUIDv7AuditBase):
     description: Mapped[str] = mapped_column(Text, default="")
     position: Mapped[int] = mapped_column(default=0)
 
-    products: Mapped[list[Product]] = relationship(back_populates="category", lazy="noload")
+    products: Mapped[list[Product]] = relationship(back_populates="category", lazy="raise")
 
 
 class Product(UUIDv7AuditBase):

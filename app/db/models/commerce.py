@@ -89,6 +89,8 @@ class Order(UUIDv7AuditBase):
     # [{"code": "GST", "label": "GST 5%", "rate": "0.05", "amount": 150}, ...] as computed at checkout.
     tax_breakdown: Mapped[list[dict[str, Any]]] = mapped_column(JsonB, default=list)
     payment_intent_id: Mapped[str | None] = mapped_column(String(255), unique=True, default=None)
+    # One per checkout form shown: a double-submitted form finds the order its first submission created.
+    checkout_token: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)
     # SHA-256 of the secret kept in a guest's session: proves "this visitor placed this order" on the return page.
     visitor_token_hash: Mapped[str] = mapped_column(String(64), default="")
     paid_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
@@ -100,7 +102,7 @@ class Order(UUIDv7AuditBase):
         back_populates="order", lazy="selectin", cascade="all, delete-orphan", order_by="OrderLine.position"
     )
     events: Mapped[list[OrderEvent]] = relationship(
-        back_populates="order", lazy="noload", cascade="all, delete-orphan", order_by="OrderEvent.created_at"
+        back_populates="order", lazy="raise", cascade="all, delete-orphan", order_by="OrderEvent.created_at"
     )
 
     @property
@@ -134,7 +136,7 @@ class OrderLine(UUIDv7AuditBase):
     download_limit: Mapped[int] = mapped_column(default=5)
     has_download: Mapped[bool] = mapped_column(default=False)
 
-    order: Mapped[Order] = relationship(back_populates="lines", lazy="noload")
+    order: Mapped[Order] = relationship(back_populates="lines", lazy="raise")
 
     @property
     def total(self) -> int:
@@ -150,7 +152,7 @@ class OrderEvent(UUIDv7AuditBase):
     kind: Mapped[str] = mapped_column(String(40))
     message: Mapped[str] = mapped_column(Text, default="")
 
-    order: Mapped[Order] = relationship(back_populates="events", lazy="noload")
+    order: Mapped[Order] = relationship(back_populates="events", lazy="raise")
 
 
 class Payment(UUIDv7AuditBase):

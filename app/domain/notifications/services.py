@@ -53,6 +53,25 @@ class EmailService:
                 log.warning("email.enqueue_failed", email_id=str(message.id), kind=kind)
         return message
 
+    def stage(self, kind: str, to_address: str, context: dict[str, Any]) -> m.EmailMessage:
+        """Render and add a message to the caller's transaction; call :meth:`dispatch` after it commits.
+
+        For emails that must exist if and only if a state change happened (a receipt with its payment).
+        """
+        message = render_email(get_environment(), kind, to_address, context)
+        self.db.add(message)
+        return message
+
+    async def dispatch(self, messages: list[m.EmailMessage]) -> None:
+        """Enqueue delivery of committed messages; if Redis is down the sweeper sends them later."""
+        if self.queue is None:
+            return
+        for message in messages:
+            try:
+                await enqueue_email_job(self.queue, str(message.id))
+            except Exception:
+                log.warning("email.enqueue_failed", email_id=str(message.id), kind=message.kind)
+
     async def list_page(self, *, page: int, per_page: int = 25) -> tuple[list[m.EmailMessage], int]:
         total = await self.db.scalar(select(func.count()).select_from(m.EmailMessage)) or 0
         rows = await self.db.scalars(

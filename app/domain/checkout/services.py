@@ -1,0 +1,230 @@
+"""Checkout rules: billing details, placing an order from the cart, and its one PaymentIntent."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import stripe
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import models as m
+from app.domain.cart.services import PricedCart
+from app.domain.checkout.tax import PROVINCES, TaxResult, compute_tax
+from app.domain.orders.fulfilment import as_dict
+from app.domain.payments.gateway import idempotency_key
+from app.lib.exceptions import ApplicationError, FormError
+from app.lib.tokens import new_token
+
+ORDER_NUMBER_OFFSET = 1000  # the first order is #1001
+
+COUNTRIES: dict[str, str] = {
+    "CA": "Canada",
+    "US": "United States",
+    "GB": "United Kingdom",
+    "FR": "France",
+    "DE": "Germany",
+    "AU": "Australia",
+    "NZ": "New Zealand",
+    "IE": "Ireland",
+    "NL": "Netherlands",
+    "JP": "Japan",
+    "MX": "Mexico",
+}
+
+# First letter of a Canadian postal code by province: a typo in either shows up before the customer pays.
+_POSTAL_PREFIXES = {
+    "NL": "A",
+    "NS": "B",
+    "PE": "C",
+    "NB": "E",
+    "QC": "GHJ",
+    "ON": "KLMNP",
+    "MB": "R",
+    "SK": "S",
+    "AB": "T",
+    "BC": "V",
+    "NT": "X",
+    "NU": "X",
+    "YT": "Y",
+}
+_CA_POSTAL = re.compile(r"^([ABCEGHJ-NPRSTVXY]\d[ABCEGHJ-NPRSTV-Z]) ?(\d[ABCEGHJ-NPRSTV-Z]\d)$")
+_US_ZIP = re.compile(r"^\d{5}(-\d{4})?$")
+_US_STATE = re.compile(r"^[A-Z]{2}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class CheckoutError(ApplicationError):
+    status_code = 409
+
+
+@dataclass(frozen=True, slots=True)
+class BillingDetails:
+    email: str
+    name: str
+    country: str
+    region: str
+    postal_code: str
+
+    @property
+    def region_name(self) -> str:
+        return PROVINCES.get(self.region, self.region) if self.country == "CA" else self.region
+
+
+def parse_billing(data: dict[str, str], *, account_email: str | None) -> BillingDetails:
+    """Validate the billing form; raise :class:`FormError` with every field's problem at once."""
+    errors: dict[str, str] = {}
+    email = (account_email or data.get("email", "")).strip().lower()
+    if not _EMAIL.match(email) or len(email) > 320:
+        errors["email"] = "Enter the email address your receipt and downloads should go to."
+    name = " ".join(data.get("name", "").split())
+    if not name:
+        errors["name"] = "Enter the name on the bill."
+    elif len(name) > 120:
+        errors["name"] = "Keep the name under 120 characters."
+    country = data.get("country", "").strip().upper()
+    if country not in COUNTRIES:
+        errors["country"] = "Choose a country."
+    region = data.get("region", "").strip().upper()
+    postal = " ".join(data.get("postal_code", "").split()).upper()
+    if country == "CA":
+        if region not in PROVINCES:
+            errors["region"] = "Choose a province or territory: sales tax depends on it."
+        match = _CA_POSTAL.match(postal)
+        if not match:
+            errors["postal_code"] = "Enter a Canadian postal code like K1A 0B1."
+        else:
+            postal = f"{match.group(1)} {match.group(2)}"
+            if region in _POSTAL_PREFIXES and postal[0] not in _POSTAL_PREFIXES[region]:
+                errors["postal_code"] = f"That postal code is not in {PROVINCES[region]}."
+    elif country == "US":
+        if not _US_STATE.match(region):
+            errors["region"] = "Enter the two-letter state code, like NY."
+        if not _US_ZIP.match(postal):
+            errors["postal_code"] = "Enter a ZIP code like 10001."
+    else:
+        region = region[:3]
+        if len(postal) > 16:
+            errors["postal_code"] = "Enter a postal code of at most 16 characters."
+    if errors:
+        raise FormError(errors)
+    return BillingDetails(email=email, name=name, country=country, region=region, postal_code=postal)
+
+
+def tax_for(cart: PricedCart, *, country: str, region: str) -> TaxResult:
+    return compute_tax(
+        [line.subtotal for line in cart.purchasable], country=country, region=region, on=datetime.now(UTC).date()
+    )
+
+
+class CheckoutService:
+    def __init__(self, db: AsyncSession, stripe_client: stripe.StripeClient) -> None:
+        self.db = db
+        self.stripe = stripe_client
+
+    async def place_order(
+        self, *, cart: PricedCart, billing: BillingDetails, user: m.User | None, checkout_token: str
+    ) -> tuple[m.Order, str | None]:
+        """Create the pending order with price snapshots and tax. Commits.
+
+        Returns ``(order, visitor_token)``; the token (only for a newly created order) proves to the return page
+        that this browser placed it. A second submission of the same form returns the first order instead.
+        """
+        existing = await self.order_for_token(checkout_token)
+        if existing is not None:
+            return existing, None
+        lines = cart.purchasable
+        if not lines:
+            raise CheckoutError("Your cart has nothing that can be bought right now.")
+        tax = tax_for(cart, country=billing.country, region=billing.region)
+        number_id = await self.db.scalar(insert(m.OrderNumber).returning(m.OrderNumber.id))
+        visitor_token, visitor_hash = new_token()
+        subtotal = sum(line.subtotal for line in lines)
+        order = m.Order(
+            number=ORDER_NUMBER_OFFSET + int(number_id or 0),
+            user_id=user.id if user else None,
+            email=billing.email,
+            billing_name=billing.name,
+            country=billing.country,
+            region=billing.region,
+            postal_code=billing.postal_code,
+            currency=cart.currency,
+            subtotal=subtotal,
+            tax_total=tax.total,
+            total=subtotal + tax.total,
+            tax_breakdown=[c.as_dict() for c in tax.components],
+            checkout_token=checkout_token,
+            visitor_token_hash=visitor_hash,
+        )
+        order.lines = [
+            m.OrderLine(
+                position=index,
+                product_id=line.product.id,
+                product_name=line.product.name,
+                product_slug=line.product.slug,
+                unit_price=line.unit_price,
+                quantity=line.quantity,
+                subtotal=line.subtotal,
+                tax=line_tax,
+                download_limit=line.product.download_limit,
+                has_download=bool(line.product.digital_file),
+            )
+            for index, (line, line_tax) in enumerate(zip(lines, tax.line_taxes, strict=True))
+        ]
+        self.db.add(order)
+        self.db.add(m.OrderEvent(order=order, kind="placed", message="Order placed, waiting for payment."))
+        try:
+            await self.db.commit()
+        except IntegrityError:
+            # The same form submitted twice at once: the other request's order stands.
+            await self.db.rollback()
+            existing = await self.order_for_token(checkout_token)
+            if existing is None:
+                raise
+            return existing, None
+        return order, visitor_token
+
+    async def order_for_token(self, checkout_token: str) -> m.Order | None:
+        order: m.Order | None = await self.db.scalar(select(m.Order).where(m.Order.checkout_token == checkout_token))
+        return order
+
+    async def payment_intent(self, order: m.Order) -> dict[str, Any]:
+        """The order's one PaymentIntent: created on first call (idempotently), retrieved afterwards. Commits."""
+        if order.payment_intent_id:
+            return as_dict(await self.stripe.v1.payment_intents.retrieve_async(order.payment_intent_id))
+        intent = as_dict(
+            await self.stripe.v1.payment_intents.create_async(
+                {
+                    "amount": order.total,
+                    "currency": order.currency.lower(),
+                    "automatic_payment_methods": {"enabled": True},
+                    "description": f"Cartwright order {order.display_number}",
+                    "metadata": {"order_id": str(order.id), "order_number": str(order.number)},
+                },
+                # Derived from the order: a retry, a double click or two tabs all get the same PaymentIntent.
+                {"idempotency_key": idempotency_key("order-payment-intent", order.id)},
+            )
+        )
+        order.payment_intent_id = intent["id"]
+        payment = await self.db.scalar(select(m.Payment).where(m.Payment.order_id == order.id))
+        if payment is None:
+            self.db.add(
+                m.Payment(
+                    order_id=order.id,
+                    payment_intent_id=intent["id"],
+                    amount=order.total,
+                    currency=order.currency,
+                    status=str(intent.get("status") or m.PaymentStatus.REQUIRES_PAYMENT_METHOD.value),
+                )
+            )
+        try:
+            await self.db.commit()
+        except IntegrityError:
+            # Two tabs created it at once (same idempotency key, so the same PaymentIntent): the first row stands.
+            await self.db.rollback()
+            await self.db.refresh(order)
+        return intent

@@ -1,0 +1,258 @@
+"""Turning Stripe's word into our state: payments, fulfilment, refunds. Called by webhook jobs and the return page.
+
+Every function here is idempotent and order-independent:
+
+* Fulfilment (order paid, entitlements granted, stock decremented, receipt queued) happens in one transaction
+  guarded by ``UPDATE orders SET fulfilled_at = … WHERE fulfilled_at IS NULL``: two callers racing (the webhook
+  job and the return page) both try, exactly one wins.
+* A succeeded PaymentIntent is terminal, so its event's snapshot is applied as is. For any other PaymentIntent
+  event we re-read the PaymentIntent from Stripe, because a late ``payment_failed`` must not undo a success.
+* Refund events re-read all of the PaymentIntent's refunds and recompute the totals, so duplicates and any order
+  of arrival give the same result.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import case, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import models as m
+from app.domain.downloads.services import DownloadService
+from app.domain.notifications.services import EmailService
+from app.domain.payments.context import HandlerContext
+from app.lib.money import format_money
+
+log = structlog.get_logger()
+
+# Stripe counts pending refunds in `amount_refunded` too: money promised back is no longer ours.
+COUNTED_REFUND_STATUSES = frozenset({"succeeded", "pending", "requires_action"})
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    """A plain dict from an SDK object or an event's embedded object."""
+    if isinstance(obj, dict):
+        return obj
+    result: dict[str, Any] = obj.to_dict()
+    return result
+
+
+def _id(value: Any) -> str | None:
+    """An id from a field that may be expanded (an object) or not (a string)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        inner = value.get("id")
+        return inner if isinstance(inner, str) else None
+    return None
+
+
+def payment_status(intent: dict[str, Any]) -> m.PaymentStatus:
+    status = str(intent.get("status") or "")
+    if status == "requires_payment_method" and intent.get("last_payment_error"):
+        return m.PaymentStatus.FAILED
+    try:
+        return m.PaymentStatus(status)
+    except ValueError:
+        return m.PaymentStatus.REQUIRES_PAYMENT_METHOD  # requires_confirmation / requires_capture: not paid yet
+
+
+class PaymentSync:
+    def __init__(self, ctx: HandlerContext) -> None:
+        self.ctx = ctx
+        self.db: AsyncSession = ctx.db
+
+    async def _order_for_intent(self, intent_id: str) -> m.Order | None:
+        # Row lock on PostgreSQL serialises everything that touches one order's money; SQLite serialises writers.
+        stmt = select(m.Order).where(m.Order.payment_intent_id == intent_id)
+        if self.db.get_bind().dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        order: m.Order | None = await self.db.scalar(stmt)
+        return order
+
+    async def refresh_payment_intent(self, intent_id: str) -> m.Order | None:
+        intent = await self.ctx.stripe.v1.payment_intents.retrieve_async(intent_id)
+        return await self.apply_payment_intent(as_dict(intent))
+
+    async def apply_payment_intent(
+        self, intent: dict[str, Any], *, event_id: str | None = None, event_created: int = 0
+    ) -> m.Order | None:
+        """Mirror the PaymentIntent onto its order's payment; fulfil the order if it succeeded. Commits."""
+        order = await self._order_for_intent(intent["id"])
+        if order is None:
+            await self.db.rollback()
+            log.info("payment_intent.not_ours", payment_intent=intent["id"])
+            return None
+        payment = await self.db.scalar(select(m.Payment).where(m.Payment.payment_intent_id == intent["id"]))
+        if payment is None:
+            payment = m.Payment(
+                order_id=order.id, payment_intent_id=intent["id"], amount=order.total, currency=order.currency
+            )
+            self.db.add(payment)
+        new_status = payment_status(intent)
+        stale = event_created and event_created < payment.last_event_created
+        if payment.status == m.PaymentStatus.SUCCEEDED and new_status != m.PaymentStatus.SUCCEEDED:
+            stale = True  # success is terminal; anything else is an older state arriving late
+        if not stale:
+            first_sight = event_id is None or event_id != payment.last_event_id
+            payment.status = new_status.value
+            payment.amount = int(intent.get("amount") or payment.amount)
+            payment.charge_id = _id(intent.get("latest_charge")) or payment.charge_id
+            error = intent.get("last_payment_error") or {}
+            payment.failure_message = (error.get("message") or "") if new_status == m.PaymentStatus.FAILED else ""
+            if event_id:
+                payment.last_event_id = event_id
+                payment.last_event_created = max(payment.last_event_created, event_created)
+            if new_status == m.PaymentStatus.FAILED and first_sight and event_id:
+                self.db.add(m.OrderEvent(order_id=order.id, kind="payment_failed", message=payment.failure_message))
+        emails: list[m.EmailMessage] = []
+        if new_status == m.PaymentStatus.SUCCEEDED:
+            emails = await self._fulfil(order, intent)
+        await self.db.commit()
+        await EmailService(self.db, self.ctx.queue).dispatch(emails)
+        return order
+
+    async def _fulfil(self, order: m.Order, intent: dict[str, Any]) -> list[m.EmailMessage]:
+        """Within the caller's transaction: mark paid and deliver, once. Returns the emails to dispatch."""
+        received = int(intent.get("amount_received") or 0)
+        if received != order.total or str(intent.get("currency", "")).upper() != order.currency.upper():
+            # Never deliver goods for a payment that does not match the order; support sees it on the timeline.
+            log.error("payment_intent.amount_mismatch", order=str(order.id), received=received, total=order.total)
+            self.db.add(
+                m.OrderEvent(
+                    order_id=order.id,
+                    kind="amount_mismatch",
+                    message=(
+                        f"Stripe received {format_money(received, str(intent.get('currency', '')))}; "
+                        f"the order totals {format_money(order.total, order.currency)}."
+                    ),
+                )
+            )
+            return []
+        now = datetime.now(UTC)
+        won = await self.db.execute(
+            update(m.Order)
+            .where(m.Order.id == order.id, m.Order.fulfilled_at.is_(None))
+            .values(fulfilled_at=now, paid_at=now, status=m.OrderStatus.PAID.value, updated_at=now)
+        )
+        if getattr(won, "rowcount", 0) != 1:
+            return []  # somebody else fulfilled it
+        await self.db.refresh(order)
+        downloads = DownloadService(self.db, self.ctx.settings)
+        entitlements = await downloads.grant_for_order(order)
+        for line in order.lines:
+            if line.product_id is None:
+                continue
+            # Limited stock: sell what was paid for even if it crossed zero meanwhile (no reservation yet).
+            await self.db.execute(
+                update(m.Product)
+                .where(m.Product.id == line.product_id, m.Product.stock.is_not(None))
+                .values(stock=case((m.Product.stock >= line.quantity, m.Product.stock - line.quantity), else_=0))
+            )
+        if order.user_id is not None:
+            ordered = [line.product_id for line in order.lines if line.product_id is not None]
+            await self.db.execute(
+                delete(m.CartItem).where(m.CartItem.user_id == order.user_id, m.CartItem.product_id.in_(ordered))
+            )
+        self.db.add(m.OrderEvent(order_id=order.id, kind="paid", message="Payment received."))
+        receipt = EmailService(self.db, self.ctx.queue).stage(
+            "receipt",
+            order.email,
+            {
+                "order": order,
+                "lines": list(order.lines),
+                "downloads": [
+                    {"name": e.product_name, "url": downloads.signed_url(e), "limit": e.download_limit}
+                    for e in entitlements
+                ],
+                "account_url": f"{self.ctx.settings.base_url}/account/orders/{order.id}",
+                "is_guest": order.user_id is None,
+                "resend_url": f"{self.ctx.settings.base_url}/downloads/resend",
+            },
+        )
+        self.db.add(m.OrderEvent(order_id=order.id, kind="receipt_queued", message=f"Receipt sent to {order.email}."))
+        log.info("order.fulfilled", order=str(order.id), number=order.number)
+        return [receipt]
+
+    async def sync_refunds(self, intent_id: str) -> m.Order | None:
+        """Mirror every refund of the PaymentIntent and recompute the order's refund state. Commits."""
+        order = await self._order_for_intent(intent_id)
+        if order is None:
+            await self.db.rollback()
+            return None
+        if order.fulfilled_at is None:
+            # A refund event overtook the payment's own event: settle the payment first.
+            await self.db.rollback()
+            await self.refresh_payment_intent(intent_id)
+            order = await self._order_for_intent(intent_id)
+            if order is None or order.fulfilled_at is None:
+                await self.db.rollback()
+                return order
+        listing = await self.ctx.stripe.v1.refunds.list_async({"payment_intent": intent_id, "limit": 100})
+        remote = [as_dict(r) async for r in listing.auto_paging_iter()]
+        existing = {
+            r.stripe_refund_id: r for r in await self.db.scalars(select(m.Refund).where(m.Refund.order_id == order.id))
+        }
+        to_notify: list[m.Refund] = []
+        for data in remote:
+            row = existing.get(data["id"])
+            if row is None:
+                row = m.Refund(
+                    order_id=order.id,
+                    stripe_refund_id=data["id"],
+                    amount=int(data["amount"]),
+                    currency=str(data["currency"]).upper(),
+                    status=data["status"],
+                )
+                self.db.add(row)
+            row.status = str(data["status"])
+            row.amount = int(data["amount"])
+            row.charge_id = _id(data.get("charge"))
+            row.reason = str(data.get("reason") or "")
+            if row.status == "succeeded" and row.notified_at is None:
+                row.notified_at = datetime.now(UTC)
+                to_notify.append(row)
+                self.db.add(
+                    m.OrderEvent(
+                        order_id=order.id,
+                        kind="refunded",
+                        message=f"Refunded {format_money(row.amount, order.currency)}.",
+                    )
+                )
+        refunded = min(sum(int(r["amount"]) for r in remote if r["status"] in COUNTED_REFUND_STATUSES), order.total)
+        order.amount_refunded = refunded
+        if refunded >= order.total and order.total > 0:
+            if order.status != m.OrderStatus.REFUNDED:
+                order.status = m.OrderStatus.REFUNDED.value
+                order.refunded_at = datetime.now(UTC)
+                await DownloadService(self.db, self.ctx.settings).revoke_for_order(order)
+                self.db.add(m.OrderEvent(order_id=order.id, kind="downloads_revoked", message="Fully refunded."))
+        elif refunded > 0:
+            order.status = m.OrderStatus.PARTIALLY_REFUNDED.value
+        # Rendered after the status is settled: the notice says whether downloads were revoked.
+        mailer = EmailService(self.db, self.ctx.queue)
+        emails = [mailer.stage("refund", order.email, {"order": order, "amount": r.amount}) for r in to_notify]
+        await self.db.commit()
+        await mailer.dispatch(emails)
+        return order
+
+
+async def on_payment_intent_event(ctx: HandlerContext, event: dict[str, Any]) -> None:
+    intent = event["data"]["object"]
+    if not (intent.get("metadata") or {}).get("order_id"):
+        return  # not a shop order (e.g. a subscription invoice's PaymentIntent)
+    sync = PaymentSync(ctx)
+    if event["type"] != "payment_intent.succeeded":
+        # Not terminal: the snapshot may be older than the PaymentIntent's current state.
+        intent = as_dict(await ctx.stripe.v1.payment_intents.retrieve_async(intent["id"]))
+    await sync.apply_payment_intent(intent, event_id=event["id"], event_created=int(event.get("created") or 0))
+
+
+async def on_refund_event(ctx: HandlerContext, event: dict[str, Any]) -> None:
+    obj = event["data"]["object"]
+    intent_id = _id(obj.get("payment_intent"))
+    if intent_id:
+        await PaymentSync(ctx).sync_refunds(intent_id)

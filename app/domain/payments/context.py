@@ -1,0 +1,19 @@
+"""What a Stripe event handler is given: one database session and the process's Stripe client and queue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import stripe
+from saq import Queue
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.lib.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerContext:
+    db: AsyncSession
+    stripe: stripe.StripeClient
+    settings: Settings
+    queue: Queue | None

@@ -1,0 +1,44 @@
+"""Stripe's door into the shop: ``POST /webhooks/stripe``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from litestar import Controller, Request, Response, post
+from litestar.di import NamedDependency
+from litestar.status_codes import HTTP_200_OK, HTTP_400_BAD_REQUEST, HTTP_503_SERVICE_UNAVAILABLE
+from saq import Queue
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.payments.webhooks import WebhookIntake, WebhookSignatureError, verify_signature
+from app.lib.runtime import Runtime
+
+log = structlog.get_logger()
+
+
+class StripeWebhookController(Controller):
+    @post("/webhooks/stripe", name="payments:webhook", status_code=HTTP_200_OK)
+    async def receive(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        queue: NamedDependency[Queue],
+        runtime: NamedDependency[Runtime],
+    ) -> Response[dict[str, Any]]:
+        payload = await request.body()
+        try:
+            event = verify_signature(
+                payload, request.headers.get("stripe-signature"), runtime.settings.stripe.webhook_secrets
+            )
+        except WebhookSignatureError as exc:
+            log.warning("stripe_webhook.rejected", reason=str(exc))
+            return Response({"error": "invalid signature"}, status_code=HTTP_400_BAD_REQUEST)
+        try:
+            intake = await WebhookIntake(db_session, queue).store(event)
+        except (SQLAlchemyError, OSError):
+            # Not stored, so not acknowledged: Stripe retries for three days.
+            log.exception("stripe_webhook.store_failed", event_id=event["id"])
+            return Response({"error": "temporarily unavailable"}, status_code=HTTP_503_SERVICE_UNAVAILABLE)
+        return Response({"received": True, "duplicate": not intake.stored, "status": intake.status})

@@ -1,0 +1,38 @@
+"""Which Stripe events Cartwright acts on, and who acts. Every other type is stored as ``ignored``.
+
+Handlers must be idempotent and order-independent: they may run twice, late, or after a newer event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from app.domain.orders import fulfilment
+from app.domain.payments.context import HandlerContext
+
+Handler = Callable[[HandlerContext, dict[str, Any]], Awaitable[None]]
+
+
+HANDLERS: dict[str, Handler] = {
+    "payment_intent.succeeded": fulfilment.on_payment_intent_event,
+    "payment_intent.payment_failed": fulfilment.on_payment_intent_event,
+    "payment_intent.processing": fulfilment.on_payment_intent_event,
+    "payment_intent.requires_action": fulfilment.on_payment_intent_event,
+    "payment_intent.canceled": fulfilment.on_payment_intent_event,
+    "charge.refunded": fulfilment.on_refund_event,
+    "charge.refund.updated": fulfilment.on_refund_event,
+    "refund.created": fulfilment.on_refund_event,
+    "refund.updated": fulfilment.on_refund_event,
+    "refund.failed": fulfilment.on_refund_event,
+}
+
+
+def is_handled(event_type: str) -> bool:
+    return event_type in HANDLERS
+
+
+async def dispatch(ctx: HandlerContext, event: dict[str, Any]) -> None:
+    handler = HANDLERS.get(event["type"])
+    if handler is not None:
+        await handler(ctx, event)
