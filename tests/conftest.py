@@ -187,6 +187,17 @@ def runtime(app: Litestar) -> Runtime:
 
 
 _TABLES = [
+    "bookings",
+    "booking_slots",
+    "bookable_resources",
+    "credit_entries",
+    "invoices",
+    "subscriptions",
+    "plan_products",
+    "plan_credits",
+    "plan_prices",
+    "plans",
+    "credit_types",
     "stripe_events",
     "refunds",
     "payments",

@@ -1,5 +1,23 @@
 """All models, re-exported: ``from app.db import models as m``."""
 
+from app.db.models.billing import (
+    BookableResource,
+    Booking,
+    BookingSlot,
+    BookingStatus,
+    CreditEntry,
+    CreditEntryKind,
+    CreditType,
+    Invoice,
+    Plan,
+    PlanCredit,
+    PlanPrice,
+    PriceInterval,
+    PriceTier,
+    Subscription,
+    SubscriptionStatus,
+    plan_products,
+)
 from app.db.models.catalog import Category, Product
 from app.db.models.commerce import (
     CartItem,
@@ -19,11 +37,19 @@ from app.db.models.email import EmailMessage, EmailStatus
 from app.db.models.user import PasswordResetToken, User
 
 __all__ = [
+    "BookableResource",
+    "Booking",
+    "BookingSlot",
+    "BookingStatus",
     "CartItem",
     "Category",
+    "CreditEntry",
+    "CreditEntryKind",
+    "CreditType",
     "EmailMessage",
     "EmailStatus",
     "Entitlement",
+    "Invoice",
     "Order",
     "OrderEvent",
     "OrderLine",
@@ -32,9 +58,17 @@ __all__ = [
     "PasswordResetToken",
     "Payment",
     "PaymentStatus",
+    "Plan",
+    "PlanCredit",
+    "PlanPrice",
+    "PriceInterval",
+    "PriceTier",
     "Product",
     "Refund",
     "StripeEvent",
     "StripeEventStatus",
+    "Subscription",
+    "SubscriptionStatus",
     "User",
+    "plan_products",
 ]

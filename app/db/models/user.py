@@ -5,7 +5,7 @@ from uuid import UUID
 
 from advanced_alchemy.base import UUIDv7AuditBase
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.lib.permissions import Role
@@ -22,6 +22,10 @@ class User(UUIDv7AuditBase):
     # Bumped on password change/reset and deactivation: sessions created under an older epoch stop working.
     session_epoch: Mapped[int] = mapped_column(default=0)
     last_login_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    # Stripe customer, created once, the first time the user subscribes.
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True, default=None)
+    # Set by an admin for verified holders/partners: plans offer them their member price tier.
+    holder_pricing: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     @property
     def role_enum(self) -> Role:

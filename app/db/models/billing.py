@@ -1,0 +1,276 @@
+"""Subscriptions and memberships: plans and their Stripe prices, mirrored subscriptions and invoices, the credit
+ledger, and bookable resources.
+
+Stripe owns subscription and invoice state (mirrored here from webhooks); credits and bookings are ours alone.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from advanced_alchemy.base import UUIDv7AuditBase, orm_registry
+from advanced_alchemy.types import GUID, DateTimeUTC
+from sqlalchemy import JSON, CheckConstraint, Column, ForeignKey, Index, String, Table, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db.models.catalog import Product
+
+JsonB = JSON().with_variant(JSONB(), "postgresql")
+
+# Products any active subscriber of the plan may download.
+plan_products = Table(
+    "plan_products",
+    orm_registry.metadata,
+    Column("plan_id", GUID, ForeignKey("plans.id", ondelete="CASCADE"), primary_key=True),
+    Column("product_id", GUID, ForeignKey("products.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class PriceInterval(StrEnum):
+    MONTH = "month"
+    YEAR = "year"
+
+
+class PriceTier(StrEnum):
+    STANDARD = "standard"
+    MEMBER = "member"  # the "holder price": for customers an admin flagged as verified holders/partners
+
+
+class CreditType(UUIDv7AuditBase):
+    __tablename__ = "credit_types"
+
+    code: Mapped[str] = mapped_column(String(40), unique=True)  # e.g. "room-hours", "day-passes"
+    name: Mapped[str] = mapped_column(String(80))  # "Meeting-room hours"
+    unit: Mapped[str] = mapped_column(String(20), default="credits")  # "hours", "passes"
+
+
+class Plan(UUIDv7AuditBase):
+    __tablename__ = "plans"
+
+    name: Mapped[str] = mapped_column(String(80))
+    slug: Mapped[str] = mapped_column(String(80), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    features: Mapped[list[str]] = mapped_column(JsonB, default=list)
+    trial_days: Mapped[int] = mapped_column(default=0)
+    is_active: Mapped[bool] = mapped_column(default=True)
+    position: Mapped[int] = mapped_column(default=0)
+    # Unused credits carried into the next cycle (else they expire at period end).
+    credits_roll_over: Mapped[bool] = mapped_column(default=False)
+    stripe_product_id: Mapped[str | None] = mapped_column(String(255), unique=True, default=None)
+
+    prices: Mapped[list[PlanPrice]] = relationship(
+        back_populates="plan", lazy="selectin", cascade="all, delete-orphan", order_by="PlanPrice.amount"
+    )
+    credits: Mapped[list[PlanCredit]] = relationship(
+        back_populates="plan", lazy="selectin", cascade="all, delete-orphan"
+    )
+    downloads: Mapped[list[Product]] = relationship(secondary=plan_products, lazy="selectin")
+
+    def price_for(self, interval: str, tier: str = PriceTier.STANDARD) -> PlanPrice | None:
+        """The current (active) price for an interval and tier; members fall back to the standard price."""
+        for wanted in dict.fromkeys([tier, PriceTier.STANDARD.value]):
+            for price in self.prices:
+                if price.is_active and price.interval == interval and price.tier == wanted:
+                    return price
+        return None
+
+
+class PlanPrice(UUIDv7AuditBase):
+    """One Stripe Price. A price change creates a new row (and Price) and archives the old: subscribers keep it."""
+
+    __tablename__ = "plan_prices"
+    __table_args__ = (CheckConstraint("amount >= 0", name="plan_price_not_negative"),)
+
+    plan_id: Mapped[UUID] = mapped_column(ForeignKey("plans.id", ondelete="CASCADE"), index=True)
+    interval: Mapped[str] = mapped_column(String(8))  # PriceInterval
+    tier: Mapped[str] = mapped_column(String(16), default=PriceTier.STANDARD.value)
+    amount: Mapped[int]  # minor units per interval
+    currency: Mapped[str] = mapped_column(String(3), default="CAD")
+    is_active: Mapped[bool] = mapped_column(default=True)
+    stripe_price_id: Mapped[str | None] = mapped_column(String(255), unique=True, default=None)
+
+    plan: Mapped[Plan] = relationship(back_populates="prices", lazy="raise")
+
+
+class PlanCredit(UUIDv7AuditBase):
+    """Credits a plan grants per paid billing cycle."""
+
+    __tablename__ = "plan_credits"
+    __table_args__ = (
+        UniqueConstraint("plan_id", "credit_type_id", name="uq_plan_credits_plan_type"),
+        CheckConstraint("amount > 0", name="plan_credit_positive"),
+    )
+
+    plan_id: Mapped[UUID] = mapped_column(ForeignKey("plans.id", ondelete="CASCADE"), index=True)
+    credit_type_id: Mapped[UUID] = mapped_column(ForeignKey("credit_types.id", ondelete="CASCADE"))
+    amount: Mapped[int]
+
+    plan: Mapped[Plan] = relationship(back_populates="credits", lazy="raise")
+    credit_type: Mapped[CreditType] = relationship(lazy="joined")
+
+
+class SubscriptionStatus(StrEnum):
+    """Stripe's subscription statuses, verbatim."""
+
+    INCOMPLETE = "incomplete"
+    INCOMPLETE_EXPIRED = "incomplete_expired"
+    TRIALING = "trialing"
+    ACTIVE = "active"
+    PAST_DUE = "past_due"
+    CANCELED = "canceled"
+    UNPAID = "unpaid"
+    PAUSED = "paused"
+
+
+class Subscription(UUIDv7AuditBase):
+    __tablename__ = "subscriptions"
+    __table_args__ = (Index("ix_subscriptions_user_status", "user_id", "status"),)
+
+    user_id: Mapped[UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    plan_id: Mapped[UUID | None] = mapped_column(ForeignKey("plans.id", ondelete="SET NULL"), default=None)
+    plan_price_id: Mapped[UUID | None] = mapped_column(ForeignKey("plan_prices.id", ondelete="SET NULL"), default=None)
+    stripe_subscription_id: Mapped[str] = mapped_column(String(255), unique=True)
+    stripe_customer_id: Mapped[str] = mapped_column(String(255), index=True)
+    stripe_price_id: Mapped[str] = mapped_column(String(255), default="")
+    status: Mapped[str] = mapped_column(String(24), default=SubscriptionStatus.INCOMPLETE.value)
+    quantity: Mapped[int] = mapped_column(default=1)
+    current_period_start: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    current_period_end: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    cancel_at_period_end: Mapped[bool] = mapped_column(default=False)
+    canceled_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    trial_end: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    latest_invoice_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    # Newest Stripe event applied (its `created`): an older event never overwrites newer state.
+    last_event_created: Mapped[int] = mapped_column(default=0)
+
+    plan: Mapped[Plan | None] = relationship(lazy="joined")
+    price: Mapped[PlanPrice | None] = relationship(lazy="joined")
+
+    @property
+    def is_live(self) -> bool:
+        """Shown in the account as the customer's plan (Stripe said active or trialing, or it is in dunning)."""
+        return self.status in {SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING, SubscriptionStatus.PAST_DUE}
+
+
+class Invoice(UUIDv7AuditBase):
+    """A mirrored Stripe invoice of a subscription (history, dunning, credit allocation)."""
+
+    __tablename__ = "invoices"
+
+    stripe_invoice_id: Mapped[str] = mapped_column(String(255), unique=True)
+    user_id: Mapped[UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    subscription_id: Mapped[UUID | None] = mapped_column(
+        ForeignKey("subscriptions.id", ondelete="SET NULL"), index=True, default=None
+    )
+    number: Mapped[str] = mapped_column(String(64), default="")
+    status: Mapped[str] = mapped_column(String(24))  # draft | open | paid | uncollectible | void
+    billing_reason: Mapped[str] = mapped_column(String(40), default="")
+    amount_due: Mapped[int] = mapped_column(default=0)
+    amount_paid: Mapped[int] = mapped_column(default=0)
+    currency: Mapped[str] = mapped_column(String(3), default="CAD")
+    hosted_invoice_url: Mapped[str] = mapped_column(String(1000), default="")
+    invoice_pdf: Mapped[str] = mapped_column(String(1000), default="")
+    period_start: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    period_end: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    attempt_count: Mapped[int] = mapped_column(default=0)
+    next_payment_attempt: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    stripe_created: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    last_event_created: Mapped[int] = mapped_column(default=0)
+
+
+class CreditEntryKind(StrEnum):
+    ALLOCATION = "allocation"  # a paid cycle's credits (reference: the invoice id)
+    USAGE = "usage"  # spent on a booking (reference: the booking id)
+    REFUND = "refund"  # a cancelled booking's credits back (reference: the booking id)
+    EXPIRY = "expiry"  # unused credits lapsing at period end (reference: the invoice id that granted them)
+    ADJUSTMENT = "adjustment"  # by an admin, with a reason
+
+
+class CreditEntry(UUIDv7AuditBase):
+    """The credit ledger. A balance is always the sum of these rows, never a counter kept on its own."""
+
+    __tablename__ = "credit_entries"
+    __table_args__ = (
+        # Idempotency: one allocation per invoice, one usage and one refund per booking, per credit type.
+        UniqueConstraint("user_id", "credit_type_id", "kind", "reference", name="uq_credit_entries_once"),
+        Index("ix_credit_entries_user_type", "user_id", "credit_type_id"),
+    )
+
+    user_id: Mapped[UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    credit_type_id: Mapped[UUID] = mapped_column(ForeignKey("credit_types.id", ondelete="CASCADE"))
+    amount: Mapped[int]  # signed: + grants, - spends
+    kind: Mapped[str] = mapped_column(String(16))  # CreditEntryKind
+    reason: Mapped[str] = mapped_column(Text, default="")
+    reference: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    created_by_id: Mapped[UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
+
+    credit_type: Mapped[CreditType] = relationship(lazy="joined")
+
+
+class BookableResource(UUIDv7AuditBase):
+    """Something members book by the slot: a meeting room, a desk day pass."""
+
+    __tablename__ = "bookable_resources"
+
+    name: Mapped[str] = mapped_column(String(120))
+    slug: Mapped[str] = mapped_column(String(120), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    credit_type_id: Mapped[UUID | None] = mapped_column(
+        ForeignKey("credit_types.id", ondelete="SET NULL"), default=None
+    )
+    credit_cost: Mapped[int] = mapped_column(default=1)  # credits per slot
+    price: Mapped[int] = mapped_column(default=0)  # minor units per slot when paid by card
+    currency: Mapped[str] = mapped_column(String(3), default="CAD")
+    cancel_cutoff_hours: Mapped[int] = mapped_column(default=24)
+    is_active: Mapped[bool] = mapped_column(default=True)
+
+    credit_type: Mapped[CreditType | None] = relationship(lazy="joined")
+
+
+class BookingSlot(UUIDv7AuditBase):
+    __tablename__ = "booking_slots"
+    __table_args__ = (
+        CheckConstraint("booked >= 0 AND booked <= capacity", name="slot_within_capacity"),
+        UniqueConstraint("resource_id", "starts_at", name="uq_booking_slots_resource_start"),
+    )
+
+    resource_id: Mapped[UUID] = mapped_column(ForeignKey("bookable_resources.id", ondelete="CASCADE"), index=True)
+    starts_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    ends_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    capacity: Mapped[int] = mapped_column(default=1)
+    # Seats taken, changed only by a conditional UPDATE: two customers cannot both take the last one.
+    booked: Mapped[int] = mapped_column(default=0)
+
+    resource: Mapped[BookableResource] = relationship(lazy="joined")
+
+    @property
+    def seats_left(self) -> int:
+        return self.capacity - self.booked
+
+
+class BookingStatus(StrEnum):
+    PENDING_PAYMENT = "pending_payment"
+    CONFIRMED = "confirmed"
+    CANCELED = "canceled"
+
+
+class Booking(UUIDv7AuditBase):
+    __tablename__ = "bookings"
+    __table_args__ = (Index("ix_bookings_user_status", "user_id", "status"),)
+
+    slot_id: Mapped[UUID] = mapped_column(ForeignKey("booking_slots.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(20), default=BookingStatus.CONFIRMED.value)
+    paid_with: Mapped[str] = mapped_column(String(10))  # "credits" | "card"
+    credits_spent: Mapped[int] = mapped_column(default=0)
+    order_id: Mapped[UUID | None] = mapped_column(ForeignKey("orders.id", ondelete="SET NULL"), default=None)
+    canceled_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    details: Mapped[dict[str, Any]] = mapped_column(JsonB, default=dict)
+
+    slot: Mapped[BookingSlot] = relationship(lazy="joined")
