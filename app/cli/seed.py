@@ -1,16 +1,27 @@
-"""Idempotent demo seed: categories, products (with downloadable files) and the three demo users."""
+"""Idempotent demo seed: categories, products (with downloadable files), the three demo users, credit types and the
+demo membership plans (database only: `cartwright plans sync` or the first subscription creates them in Stripe)."""
 
 from __future__ import annotations
 
 import io
 import zipfile
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from itertools import zip_longest
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.cli.seed_data import CATEGORIES, DEMO_USERS, PRODUCTS, ProductSeed
+from app.cli.seed_data import (
+    CATEGORIES,
+    CREDIT_TYPES,
+    DEMO_USERS,
+    PLANS,
+    PRODUCTS,
+    RESOURCES,
+    SLOT_DAYS_AHEAD,
+    ProductSeed,
+)
 from app.db import models as m
 from app.domain.accounts.services import AccountService
 from app.domain.notifications.services import EmailService
@@ -23,6 +34,10 @@ class SeedResult:
     categories: int = 0
     products: int = 0
     users: int = 0
+    credit_types: int = 0
+    plans: int = 0
+    resources: int = 0
+    slots: int = 0
 
 
 def _interleaved(products: list[ProductSeed]) -> list[ProductSeed]:
@@ -95,5 +110,93 @@ async def seed_demo(db: AsyncSession, settings: Settings) -> SeedResult:
                 email=user["email"], password=user["password"], name=user["name"], role=Role(user["role"])
             )
             result.users += 1
+
+    await seed_plans(db, result)
+    await seed_resources(db, result)
     await db.commit()
     return result
+
+
+async def seed_plans(db: AsyncSession, result: SeedResult) -> None:
+    """Credit types that are missing, and the demo plans only into an empty plans table (an admin may have
+    renamed, repriced or retired them since). No Stripe calls: at `make run` the emulator is not up yet."""
+    credit_types = {c.code: c for c in await db.scalars(select(m.CreditType))}
+    for credit_seed in CREDIT_TYPES:
+        if credit_seed["code"] not in credit_types:
+            credit_type = m.CreditType(code=credit_seed["code"], name=credit_seed["name"], unit=credit_seed["unit"])
+            db.add(credit_type)
+            credit_types[credit_seed["code"]] = credit_type
+            result.credit_types += 1
+    await db.flush()
+    if await db.scalar(select(m.Plan.id).limit(1)) is not None:
+        return
+    products = {p.slug: p for p in await db.scalars(select(m.Product))}
+    for position, plan_seed in enumerate(PLANS):
+        plan = m.Plan(
+            slug=plan_seed["slug"],
+            name=plan_seed["name"],
+            description=plan_seed["description"],
+            features=list(plan_seed["features"]),
+            trial_days=plan_seed["trial_days"],
+            position=position,
+            prices=[
+                m.PlanPrice(interval=interval, tier=tier, amount=amount, currency="CAD")
+                for tier, amounts in plan_seed["prices"].items()
+                for interval, amount in amounts.items()
+            ],
+            credits=[
+                m.PlanCredit(credit_type_id=credit_types[code].id, amount=amount)
+                for code, amount in plan_seed["credits"].items()
+            ],
+            downloads=[products[slug] for slug in plan_seed["downloads"] if slug in products],
+        )
+        db.add(plan)
+        result.plans += 1
+
+
+async def seed_resources(
+    db: AsyncSession, result: SeedResult, *, today: date | None = None, days: int = SLOT_DAYS_AHEAD
+) -> None:
+    """Bookable resources that are missing (looked up by slug; credit types by code), and their weekday slots for
+    the next ``days`` days that do not exist yet. Existing resources and slots (and their bookings) are left alone."""
+    credit_types = {c.code: c for c in await db.scalars(select(m.CreditType))}
+    resources = {r.slug: r for r in await db.scalars(select(m.BookableResource))}
+    start = today or datetime.now(UTC).date()
+    for seed in RESOURCES:
+        resource = resources.get(seed["slug"])
+        if resource is None:
+            credit_type = credit_types.get(seed["credit_type"])
+            resource = m.BookableResource(
+                slug=seed["slug"],
+                name=seed["name"],
+                description=seed["description"],
+                credit_type_id=credit_type.id if credit_type else None,
+                credit_cost=seed["credit_cost"],
+                price=seed["price"],
+                currency="CAD",
+                cancel_cutoff_hours=seed["cancel_cutoff_hours"],
+            )
+            db.add(resource)
+            await db.flush()
+            result.resources += 1
+        existing = set(
+            await db.scalars(select(m.BookingSlot.starts_at).where(m.BookingSlot.resource_id == resource.id))
+        )
+        for offset in range(days):
+            day = start + timedelta(days=offset)
+            if day.weekday() >= 5:  # weekdays only
+                continue
+            for start_hour, end_hour in seed["slot_hours"]:
+                starts_at = datetime.combine(day, time(start_hour), tzinfo=UTC)
+                if starts_at in existing:
+                    continue
+                db.add(
+                    m.BookingSlot(
+                        resource_id=resource.id,
+                        starts_at=starts_at,
+                        ends_at=datetime.combine(day, time(end_hour), tzinfo=UTC),
+                        capacity=seed["capacity"],
+                    )
+                )
+                result.slots += 1
+    await db.flush()

@@ -339,3 +339,124 @@ DEMO_USERS = [
         "role": "customer",
     },
 ]
+
+
+# --- memberships: a coworking space that also sells digital goods (CitizenSpace) ----------------------------------
+
+
+class CreditTypeSeed(TypedDict):
+    code: str
+    name: str
+    unit: str
+
+
+class PlanSeed(TypedDict):
+    slug: str
+    name: str
+    description: str
+    features: list[str]
+    prices: dict[str, dict[str, int]]  # tier -> interval -> amount in CAD cents
+    trial_days: int
+    credits: dict[str, int]  # credit type code -> amount per billing cycle
+    downloads: list[str]  # product slugs any live subscriber may download
+
+
+CREDIT_TYPES: list[CreditTypeSeed] = [
+    {"code": "room-hours", "name": "Meeting-room hours", "unit": "hours"},
+    {"code": "day-passes", "name": "Day passes", "unit": "passes"},
+]
+
+PLANS: list[PlanSeed] = [
+    {
+        "slug": "community",
+        "name": "Community",
+        "description": "Drop in a couple of days a month and join the member community.",
+        "features": [
+            "Community events and the members' chat",
+            "Member discount on workshops",
+            "The Remote Team Handbook, free to download",
+        ],
+        "prices": {"standard": {"month": 1900, "year": 19000}, "member": {"month": 1500, "year": 15000}},
+        "trial_days": 0,
+        "credits": {"day-passes": 2},
+        "downloads": ["remote-team-handbook"],
+    },
+    {
+        "slug": "resident",
+        "name": "Resident",
+        "description": "A regular desk, meeting rooms when you need them, and the freelancer's toolkit.",
+        "features": [
+            "Everything in Community",
+            "Mail handling and a locker",
+            "Meeting rooms bookable two weeks ahead",
+            "Three templates and guides, free to download",
+        ],
+        "prices": {"standard": {"month": 4900, "year": 49000}, "member": {"month": 3900, "year": 39000}},
+        "trial_days": 14,
+        "credits": {"room-hours": 10, "day-passes": 4},
+        "downloads": ["remote-team-handbook", "freelance-invoice-kit", "content-calendar-2027"],
+    },
+    {
+        "slug": "studio",
+        "name": "Studio",
+        "description": "For small teams: plenty of room time, day passes for guests, and the full digital library.",
+        "features": [
+            "Everything in Resident",
+            "Guest day passes for your team",
+            "Podcast booth included in room hours",
+            "Five templates, guides and kits, free to download",
+        ],
+        "prices": {"standard": {"month": 9900, "year": 99000}},
+        "trial_days": 0,
+        "credits": {"room-hours": 20, "day-passes": 10},
+        "downloads": [
+            "remote-team-handbook",
+            "freelance-invoice-kit",
+            "content-calendar-2027",
+            "startup-pitch-deck",
+            "podcast-intro-kit",
+        ],
+    },
+]
+
+
+# --- bookable resources: booked by members with credits ---------------------------------------------------------
+
+
+class ResourceSeed(TypedDict):
+    slug: str
+    name: str
+    description: str
+    credit_type: str  # credit type code
+    credit_cost: int  # credits per slot
+    price: int  # CAD cents per slot, by card
+    capacity: int  # seats per slot
+    cancel_cutoff_hours: int
+    slot_hours: list[tuple[int, int]]  # (start hour, end hour) UTC, each weekday
+
+
+RESOURCES: list[ResourceSeed] = [
+    {
+        "slug": "meeting-room-a",
+        "name": "Meeting room A",
+        "description": "Six seats, a screen and a whiteboard. Booked by the hour.",
+        "credit_type": "room-hours",
+        "credit_cost": 1,
+        "price": 2500,
+        "capacity": 1,
+        "cancel_cutoff_hours": 2,
+        "slot_hours": [(hour, hour + 1) for hour in range(9, 17)],
+    },
+    {
+        "slug": "hot-desk-day-pass",
+        "name": "Hot desk day pass",
+        "description": "Any free desk in the open space for the day, coffee included.",
+        "credit_type": "day-passes",
+        "credit_cost": 1,
+        "price": 3000,
+        "capacity": 8,
+        "cancel_cutoff_hours": 24,
+        "slot_hours": [(9, 17)],
+    },
+]
+SLOT_DAYS_AHEAD = 14

@@ -19,12 +19,15 @@ from litestar_saq import SAQPlugin
 
 from app.domain.accounts.controllers import AccountController
 from app.domain.admin.controllers import AdminController
+from app.domain.bookings.controllers import BookingController
 from app.domain.cart.controllers import CartController
 from app.domain.catalog.controllers import CatalogController
 from app.domain.checkout.controllers import CheckoutController
 from app.domain.downloads.controllers import DownloadController
 from app.domain.orders.controllers import OrderController
 from app.domain.payments.controllers import StripeWebhookController
+from app.domain.plans.controllers import PlanController
+from app.domain.subscriptions.controllers import SubscriptionController
 from app.domain.system.controllers import healthz, readyz
 from app.lib.exceptions import ApplicationError
 from app.lib.htmx import pop_flashes
@@ -63,10 +66,12 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
 
     def on_cli_init(self, cli: Group) -> None:
         from app.cli.commands import dev_command, seed_command, users_group
+        from app.cli.plans import plans_group
 
         cli.add_command(users_group)
         cli.add_command(seed_command)
         cli.add_command(dev_command)
+        cli.add_command(plans_group)
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         runtime = self.runtime
@@ -109,6 +114,9 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 StripeWebhookController,
                 CheckoutController,
                 OrderController,
+                PlanController,
+                SubscriptionController,
+                BookingController,
                 healthz,
                 readyz,
                 create_static_files_router(

@@ -1,4 +1,5 @@
-// Mounts Stripe's Payment Element on the pay page and confirms the order's PaymentIntent.
+// Mounts Stripe's Payment Element and confirms the intent behind its client secret: an order's or a first
+// invoice's PaymentIntent, or (data-mode="setup") a SetupIntent that saves a new card.
 // Works the same with js.stripe.com and the offline emulator's stand-in: only the script URL differs.
 (function () {
   "use strict";
@@ -44,7 +45,8 @@
       return;
     }
     // On success (or 3-D Secure) Stripe navigates to return_url; we only get here with an error to show.
-    const result = await stripe.confirmPayment({ elements: elements, confirmParams: { return_url: form.dataset.returnUrl } });
+    const confirm = form.dataset.mode === "setup" ? stripe.confirmSetup : stripe.confirmPayment;
+    const result = await confirm.call(stripe, { elements: elements, confirmParams: { return_url: form.dataset.returnUrl } });
     if (result.error) {
       showError(result.error.message || "The payment did not go through. Please try again.");
       busy(false);

@@ -10,6 +10,7 @@ from typing import Any
 
 from app.domain.orders import fulfilment
 from app.domain.payments.context import HandlerContext
+from app.domain.subscriptions import events as subscription_events
 
 Handler = Callable[[HandlerContext, dict[str, Any]], Awaitable[None]]
 
@@ -25,6 +26,16 @@ HANDLERS: dict[str, Handler] = {
     "refund.created": fulfilment.on_refund_event,
     "refund.updated": fulfilment.on_refund_event,
     "refund.failed": fulfilment.on_refund_event,
+    "customer.subscription.created": subscription_events.on_subscription_event,
+    "customer.subscription.updated": subscription_events.on_subscription_event,
+    "customer.subscription.deleted": subscription_events.on_subscription_event,
+    "customer.subscription.trial_will_end": subscription_events.on_subscription_event,
+    "invoice.paid": subscription_events.on_invoice_event,
+    "invoice.payment_failed": subscription_events.on_invoice_event,
+    "invoice.payment_action_required": subscription_events.on_invoice_event,
+    "invoice.finalized": subscription_events.on_invoice_event,
+    "invoice.voided": subscription_events.on_invoice_event,
+    "invoice.marked_uncollectible": subscription_events.on_invoice_event,
 }
 
 

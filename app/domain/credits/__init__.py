@@ -1,0 +1,1 @@
+"""Membership credits: the ledger (allocations, usages, refunds, expiries, adjustments) and balances."""

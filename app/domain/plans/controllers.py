@@ -1,0 +1,78 @@
+"""The public pricing page (monthly/yearly with HTMX) and the member downloads in the account."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from litestar import Controller, Request, Response, get
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery
+from litestar.response import File, Template
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.plans.services import MemberDownloadRefusedError, MemberDownloads, PlanService, parse_interval
+from app.lib.htmx import render
+from app.lib.runtime import Runtime
+from app.server.auth import current_user, requires_login
+
+
+def provide_plan_service(db_session: NamedDependency[AsyncSession]) -> PlanService:
+    return PlanService(db_session)
+
+
+def provide_member_downloads(
+    db_session: NamedDependency[AsyncSession], runtime: NamedDependency[Runtime]
+) -> MemberDownloads:
+    return MemberDownloads(db_session, runtime.settings)
+
+
+class PlanController(Controller):
+    dependencies = {
+        "plans": Provide(provide_plan_service, sync_to_thread=False),
+        "member_downloads": Provide(provide_member_downloads, sync_to_thread=False),
+    }
+
+    @get("/pricing", name="plans:pricing")
+    async def pricing(
+        self,
+        request: Request[Any, Any, Any],
+        plans: NamedDependency[PlanService],
+        interval: FromQuery[str | None] = None,
+    ) -> Template:
+        pricing = await plans.pricing(parse_interval(interval), current_user(request))
+        return render(request, "plans/pricing.html.j2", {"pricing": pricing}, fragment="plans/_plans.html.j2")
+
+    @get("/account/member-downloads", name="plans:downloads", guards=[requires_login])
+    async def downloads(
+        self,
+        request: Request[Any, Any, Any],
+        plans: NamedDependency[PlanService],
+        member_downloads: NamedDependency[MemberDownloads],
+    ) -> Template:
+        subscription = await plans.live_subscription(current_user(request))
+        products = await member_downloads.products_for(subscription)
+        return render(request, "plans/downloads.html.j2", {"subscription": subscription, "products": products})
+
+    @get("/account/member-downloads/{product_id:uuid}", name="plans:download", guards=[requires_login])
+    async def download(
+        self,
+        request: Request[Any, Any, Any],
+        product_id: FromPath[UUID],
+        member_downloads: NamedDependency[MemberDownloads],
+    ) -> Response[Any]:
+        user = current_user(request)
+        assert user is not None  # guaranteed by requires_login
+        try:
+            _, found = await member_downloads.file_for(user, product_id)
+        except MemberDownloadRefusedError as exc:
+            context = {"reason": exc.reason.value, "title": exc.message, "product": exc.product}
+            return render(request, "plans/refused.html.j2", context, status_code=exc.status_code)
+        return File(
+            path=found.path,
+            filename=found.filename,
+            media_type=found.media_type,
+            stat_result=found.stat,
+            content_disposition_type="attachment",
+            headers={"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"},
+        )

@@ -1,0 +1,333 @@
+"""Subscribing in the browser (Payment Element on the first invoice) and managing the plan from the account."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+from uuid import UUID
+
+import stripe
+import structlog
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, URLEncodedBody
+from litestar.response import Redirect, Template
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import models as m
+from app.domain.plans.services import parse_interval, tier_for
+from app.domain.plans.stripe_sync import PlanStripeSync
+from app.domain.subscriptions.services import SubscriptionError, SubscriptionService
+from app.lib.exceptions import NotFoundError
+from app.lib.htmx import flash, redirect, render
+from app.lib.runtime import Runtime
+from app.server.auth import current_user, requires_login
+
+log = structlog.get_logger()
+
+Form = URLEncodedBody[dict[str, str]]
+
+
+def provide_subscription_service(
+    db_session: NamedDependency[AsyncSession], runtime: NamedDependency[Runtime]
+) -> SubscriptionService:
+    return SubscriptionService(db_session, runtime.stripe)
+
+
+def _user(request: Request[Any, Any, Any]) -> m.User:
+    user = current_user(request)
+    assert user is not None  # requires_login
+    return user
+
+
+async def _plan(db: AsyncSession, slug: str) -> m.Plan:
+    plan: m.Plan | None = await db.scalar(select(m.Plan).where(m.Plan.slug == slug, m.Plan.is_active.is_(True)))
+    if plan is None:
+        raise NotFoundError("That plan doesn't exist or is no longer offered.")
+    return plan
+
+
+class SubscriptionController(Controller):
+    guards = [requires_login]
+    dependencies = {"subscriptions": Provide(provide_subscription_service, sync_to_thread=False)}
+
+    @get("/subscribe/{slug:str}", name="subscriptions:start")
+    async def start(
+        self,
+        request: Request[Any, Any, Any],
+        slug: FromPath[str],
+        db_session: NamedDependency[AsyncSession],
+        subscriptions: NamedDependency[SubscriptionService],
+        interval: FromQuery[str | None] = None,
+    ) -> Template | Response[Any]:
+        user = _user(request)
+        plan = await _plan(db_session, slug)
+        if await subscriptions.live_for(user) is not None:
+            flash(request, "You already have a plan: you can switch it here.", "info")
+            return redirect(request, request.app.route_reverse("subscriptions:manage"))
+        chosen = parse_interval(interval)
+        price = plan.price_for(chosen, tier_for(user))
+        if price is None:
+            raise NotFoundError("That plan is not offered with this billing interval.")
+        request.session["subscribe_attempt"] = secrets.token_urlsafe(12)
+        return render(
+            request,
+            "subscriptions/start.html.j2",
+            {"plan": plan, "price": price, "interval": chosen, "attempt": request.session["subscribe_attempt"]},
+        )
+
+    @post("/subscribe/{slug:str}", name="subscriptions:create")
+    async def create(
+        self,
+        request: Request[Any, Any, Any],
+        slug: FromPath[str],
+        data: Form,
+        db_session: NamedDependency[AsyncSession],
+        subscriptions: NamedDependency[SubscriptionService],
+        runtime: NamedDependency[Runtime],
+    ) -> Template | Response[Any]:
+        user = _user(request)
+        plan = await _plan(db_session, slug)
+        interval = parse_interval(data.get("interval"))
+        try:
+            await PlanStripeSync(db_session, runtime.stripe).ensure(plan)
+            price = plan.price_for(interval, tier_for(user))
+            if price is None:
+                raise NotFoundError("That plan is not offered with this billing interval.")
+            attempt = data.get("attempt") or secrets.token_urlsafe(12)
+            sub = await subscriptions.subscribe(user, plan, price, attempt=attempt)
+        except SubscriptionError as exc:
+            flash(request, exc.message, "error")
+            return redirect(request, request.app.route_reverse("subscriptions:manage"))
+        except stripe.StripeError as exc:
+            log.warning("subscribe.stripe_failed", error=str(exc))
+            flash(request, "We couldn't reach the payment processor. Please try again in a moment.", "error")
+            return redirect(request, request.app.route_reverse("plans:pricing"))
+        if sub.status in {m.SubscriptionStatus.ACTIVE, m.SubscriptionStatus.TRIALING}:
+            flash(request, f"Welcome to {plan.name}!", "success")
+            return redirect(request, request.app.route_reverse("subscriptions:manage"))
+        return redirect(request, request.app.route_reverse("subscriptions:pay", subscription_id=sub.id))
+
+    @get("/subscriptions/{subscription_id:uuid}/pay", name="subscriptions:pay")
+    async def pay(
+        self,
+        request: Request[Any, Any, Any],
+        subscription_id: FromPath[UUID],
+        subscriptions: NamedDependency[SubscriptionService],
+        runtime: NamedDependency[Runtime],
+    ) -> Template | Response[Any]:
+        sub = await subscriptions.owned(_user(request), subscription_id)
+        secret = await subscriptions.payment_secret(sub)
+        if secret is None:
+            return redirect(request, request.app.route_reverse("subscriptions:complete", subscription_id=sub.id))
+        return render(
+            request,
+            "subscriptions/pay.html.j2",
+            {
+                "sub": sub,
+                "client_secret": secret,
+                "publishable_key": runtime.settings.stripe.publishable_key,
+                "stripe_js_url": runtime.settings.stripe.js_url,
+                "return_url": runtime.settings.base_url
+                + request.app.route_reverse("subscriptions:complete", subscription_id=sub.id),
+            },
+        )
+
+    @get("/subscriptions/{subscription_id:uuid}/complete", name="subscriptions:complete")
+    async def complete(
+        self,
+        request: Request[Any, Any, Any],
+        subscription_id: FromPath[UUID],
+        subscriptions: NamedDependency[SubscriptionService],
+    ) -> Template | Response[Any]:
+        """Asks Stripe how the first payment went (never the query string); polls while it is processing."""
+        sub = await subscriptions.refresh(await subscriptions.owned(_user(request), subscription_id))
+        if sub.status in {m.SubscriptionStatus.ACTIVE, m.SubscriptionStatus.TRIALING}:
+            if request.headers.get("hx-request") == "true":
+                return Response(content=b"", headers={"HX-Redirect": request.app.route_reverse("subscriptions:manage")})
+            flash(request, f"Welcome to {sub.plan.name if sub.plan else 'your plan'}!", "success")
+            return redirect(request, request.app.route_reverse("subscriptions:manage"))
+        if sub.status == m.SubscriptionStatus.INCOMPLETE:
+            secret = await subscriptions.payment_secret(sub)
+            if secret is not None and request.headers.get("hx-request") != "true":
+                return redirect(request, request.app.route_reverse("subscriptions:pay", subscription_id=sub.id))
+        if sub.status == m.SubscriptionStatus.INCOMPLETE_EXPIRED:
+            flash(request, "That sign-up expired before it was paid. Please choose a plan again.", "error")
+            return redirect(request, request.app.route_reverse("plans:pricing"))
+        return render(
+            request, "subscriptions/processing.html.j2", {"sub": sub}, fragment="subscriptions/_processing.html.j2"
+        )
+
+    # --- the account's subscription page ---------------------------------------------------------------------
+
+    @get("/account/subscription", name="subscriptions:manage")
+    async def manage(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        subscriptions: NamedDependency[SubscriptionService],
+    ) -> Template:
+        user = _user(request)
+        sub = await subscriptions.live_for(user) or await subscriptions.latest_for(user)
+        plans = list(
+            await db_session.scalars(select(m.Plan).where(m.Plan.is_active.is_(True)).order_by(m.Plan.position))
+        )
+        tier = tier_for(user)
+        choices = [
+            (plan, price)
+            for plan in plans
+            for interval in (m.PriceInterval.MONTH.value, m.PriceInterval.YEAR.value)
+            if (price := plan.price_for(interval, tier)) is not None
+            and (sub is None or price.stripe_price_id != sub.stripe_price_id)
+        ]
+        return render(
+            request,
+            "subscriptions/manage.html.j2",
+            {"sub": sub, "choices": choices, "invoices": await subscriptions.invoices(user)},
+        )
+
+    async def _live(self, request: Request[Any, Any, Any], subscriptions: SubscriptionService) -> m.Subscription:
+        sub = await subscriptions.live_for(_user(request))
+        if sub is None:
+            raise NotFoundError("You don't have an active plan.")
+        return sub
+
+    @post("/account/subscription/cancel", name="subscriptions:cancel")
+    async def cancel(
+        self, request: Request[Any, Any, Any], subscriptions: NamedDependency[SubscriptionService]
+    ) -> Response[Any]:
+        sub = await subscriptions.cancel_at_period_end(await self._live(request, subscriptions))
+        when = sub.current_period_end.strftime("%B %-d, %Y") if sub.current_period_end else "the end of the period"
+        flash(request, f"Your plan will end on {when}. You can resume it until then.", "success")
+        return redirect(request, request.app.route_reverse("subscriptions:manage"))
+
+    @post("/account/subscription/resume", name="subscriptions:resume")
+    async def resume(
+        self, request: Request[Any, Any, Any], subscriptions: NamedDependency[SubscriptionService]
+    ) -> Response[Any]:
+        await subscriptions.resume(await self._live(request, subscriptions))
+        flash(request, "Welcome back: your plan will renew as usual.", "success")
+        return redirect(request, request.app.route_reverse("subscriptions:manage"))
+
+    async def _price(self, db: AsyncSession, price_id: str | None) -> m.PlanPrice:
+        try:
+            price = await db.get(m.PlanPrice, UUID(str(price_id)))
+        except ValueError:
+            price = None
+        if price is None or not price.is_active:
+            raise NotFoundError("That plan is not offered any more.")
+        return price
+
+    @get("/account/subscription/preview", name="subscriptions:preview")
+    async def preview(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        subscriptions: NamedDependency[SubscriptionService],
+        runtime: NamedDependency[Runtime],
+        price_id: FromQuery[str] = "",
+    ) -> Template:
+        """The prorated cost of switching, from Stripe's invoice preview, with a button to confirm."""
+        sub = await self._live(request, subscriptions)
+        price = await self._price(db_session, price_id)
+        plan = await _plan_by_id(db_session, price.plan_id)
+        await PlanStripeSync(db_session, runtime.stripe).ensure(plan)
+        await db_session.refresh(price)
+        try:
+            preview = await subscriptions.preview_change(sub, price)
+        except SubscriptionError as exc:
+            return render(request, "subscriptions/_preview.html.j2", {"error": exc.message}, status_code=409)
+        return render(
+            request,
+            "subscriptions/_preview.html.j2",
+            {"preview": preview, "plan": plan, "price": price, "sub": sub, "error": ""},
+        )
+
+    @post("/account/subscription/switch", name="subscriptions:switch")
+    async def switch(
+        self,
+        request: Request[Any, Any, Any],
+        data: Form,
+        db_session: NamedDependency[AsyncSession],
+        subscriptions: NamedDependency[SubscriptionService],
+    ) -> Response[Any]:
+        sub = await self._live(request, subscriptions)
+        price = await self._price(db_session, data.get("price_id"))
+        try:
+            sub = await subscriptions.change_price(sub, price)
+        except SubscriptionError as exc:
+            flash(request, exc.message, "error")
+        except stripe.CardError as exc:
+            flash(request, exc.user_message or "Your card was declined.", "error")
+        else:
+            plan = await _plan_by_id(db_session, price.plan_id)
+            flash(
+                request,
+                f"You're now on {plan.name}, billed {'yearly' if price.interval == 'year' else 'monthly'}.",
+                "success",
+            )
+        return redirect(request, request.app.route_reverse("subscriptions:manage"))
+
+    @post("/account/subscription/portal", name="subscriptions:portal")
+    async def portal(
+        self,
+        request: Request[Any, Any, Any],
+        subscriptions: NamedDependency[SubscriptionService],
+        runtime: NamedDependency[Runtime],
+    ) -> Response[Any]:
+        url = await subscriptions.portal_url(
+            _user(request), runtime.settings.base_url + request.app.route_reverse("subscriptions:manage")
+        )
+        if request.headers.get("hx-request") == "true":
+            return Response(content=b"", headers={"HX-Redirect": url})
+        return Redirect(path=url, status_code=303)
+
+    @get("/account/subscription/card", name="subscriptions:card")
+    async def card(
+        self,
+        request: Request[Any, Any, Any],
+        subscriptions: NamedDependency[SubscriptionService],
+        runtime: NamedDependency[Runtime],
+    ) -> Template:
+        sub = await self._live(request, subscriptions)
+        return render(
+            request,
+            "subscriptions/card.html.j2",
+            {
+                "sub": sub,
+                "client_secret": await subscriptions.setup_secret(_user(request)),
+                "publishable_key": runtime.settings.stripe.publishable_key,
+                "stripe_js_url": runtime.settings.stripe.js_url,
+                "return_url": runtime.settings.base_url + request.app.route_reverse("subscriptions:card_saved"),
+            },
+        )
+
+    @get("/account/subscription/card/saved", name="subscriptions:card_saved")
+    async def card_saved(
+        self,
+        request: Request[Any, Any, Any],
+        subscriptions: NamedDependency[SubscriptionService],
+        setup_intent: FromQuery[str] = "",
+    ) -> Response[Any]:
+        """Stripe.js returns here after saving a card; the SetupIntent is checked against this customer."""
+        sub = await self._live(request, subscriptions)
+        try:
+            sub = await subscriptions.use_new_card(sub, setup_intent)
+        except SubscriptionError as exc:
+            flash(request, exc.message, "error")
+            return redirect(request, request.app.route_reverse("subscriptions:card"))
+        except stripe.InvalidRequestError:
+            raise NotFoundError("We couldn't find that card update.") from None
+        message = "Your card is updated."
+        if sub.status == m.SubscriptionStatus.ACTIVE:
+            message += " The payment went through and your plan is active."
+        flash(request, message, "success")
+        return redirect(request, request.app.route_reverse("subscriptions:manage"))
+
+
+async def _plan_by_id(db: AsyncSession, plan_id: UUID) -> m.Plan:
+    plan: m.Plan | None = await db.scalar(select(m.Plan).where(m.Plan.id == plan_id))
+    if plan is None:
+        raise NotFoundError("That plan doesn't exist.")
+    return plan

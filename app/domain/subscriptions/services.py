@@ -1,0 +1,384 @@
+"""Subscribing, changing and cancelling, and mirroring what Stripe says about subscriptions and their invoices.
+
+Stripe owns the state: every change is made at Stripe first and our row is then refreshed from Stripe's answer
+(and again from the webhooks, which may arrive late, twice or out of order: ``mirror_*`` always re-applies the
+object as Stripe returns it now, unless an older event would overwrite a newer one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import stripe
+import structlog
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from stripe.params import SubscriptionCreateParams
+
+from app.db import models as m
+from app.domain.orders.fulfilment import as_dict
+from app.domain.payments.gateway import idempotency_key
+from app.lib.exceptions import ApplicationError, NotFoundError
+
+log = structlog.get_logger()
+
+LIVE_STATUSES = frozenset({"active", "trialing", "past_due"})
+
+
+class SubscriptionError(ApplicationError):
+    status_code = 409
+
+
+def ts(value: Any) -> datetime | None:
+    return datetime.fromtimestamp(int(value), UTC) if value else None
+
+
+def _id(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("id"), str):
+        return str(value["id"])
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ProrationPreview:
+    amount_due: int
+    currency: str
+    lines: list[dict[str, Any]]
+    new_price: m.PlanPrice
+
+
+class SubscriptionService:
+    def __init__(self, db: AsyncSession, stripe_client: stripe.StripeClient) -> None:
+        self.db = db
+        self.stripe = stripe_client
+
+    # --- reading ---------------------------------------------------------------------------------------------
+
+    async def live_for(self, user: m.User) -> m.Subscription | None:
+        sub: m.Subscription | None = await self.db.scalar(
+            select(m.Subscription)
+            .where(m.Subscription.user_id == user.id, m.Subscription.status.in_(LIVE_STATUSES))
+            .order_by(m.Subscription.created_at.desc())
+            .limit(1)
+        )
+        return sub
+
+    async def latest_for(self, user: m.User) -> m.Subscription | None:
+        sub: m.Subscription | None = await self.db.scalar(
+            select(m.Subscription)
+            .where(m.Subscription.user_id == user.id)
+            .order_by(m.Subscription.created_at.desc())
+            .limit(1)
+        )
+        return sub
+
+    async def owned(self, user: m.User, subscription_id: Any) -> m.Subscription:
+        sub = await self.db.get(m.Subscription, subscription_id)
+        if sub is None or sub.user_id != user.id:
+            raise NotFoundError("We couldn't find that subscription.")
+        return sub
+
+    async def invoices(self, user: m.User, *, limit: int = 24) -> list[m.Invoice]:
+        rows = await self.db.scalars(
+            select(m.Invoice)
+            .where(m.Invoice.user_id == user.id, m.Invoice.status != "draft")
+            .order_by(m.Invoice.stripe_created.desc())
+            .limit(limit)
+        )
+        return list(rows)
+
+    # --- subscribing -----------------------------------------------------------------------------------------
+
+    async def customer_id(self, user: m.User) -> str:
+        """The user's Stripe customer, created once (idempotently: two tabs get the same customer)."""
+        if user.stripe_customer_id:
+            return user.stripe_customer_id
+        customer = await self.stripe.v1.customers.create_async(
+            params={"email": user.email, "name": user.name or user.email, "metadata": {"user_id": str(user.id)}},
+            options={"idempotency_key": idempotency_key("customer", user.id)},
+        )
+        row = await self.db.get(m.User, user.id)
+        assert row is not None
+        row.stripe_customer_id = customer.id
+        user.stripe_customer_id = customer.id
+        await self.db.commit()
+        return customer.id
+
+    async def subscribe(self, user: m.User, plan: m.Plan, price: m.PlanPrice, *, attempt: str) -> m.Subscription:
+        """Create the subscription at Stripe (``default_incomplete``: the first invoice waits for the card)."""
+        if await self.live_for(user) is not None:
+            raise SubscriptionError("You already have a plan: switch it from your account instead.")
+        if not price.stripe_price_id:
+            raise SubscriptionError("This plan is not available for sale right now.")
+        customer = await self.customer_id(user)
+        params: SubscriptionCreateParams = {
+            "customer": customer,
+            "items": [{"price": price.stripe_price_id}],
+            "payment_behavior": "default_incomplete",
+            "payment_settings": {"save_default_payment_method": "on_subscription"},
+            "metadata": {"user_id": str(user.id), "plan": plan.slug},
+            "expand": ["latest_invoice.confirmation_secret"],
+        }
+        if plan.trial_days and not await self._had_subscription(user):
+            params["trial_period_days"] = plan.trial_days
+        created = as_dict(
+            await self.stripe.v1.subscriptions.create_async(
+                params=params, options={"idempotency_key": idempotency_key("subscribe", user.id, price.id, attempt)}
+            )
+        )
+        sub = await self.mirror_subscription(created)
+        assert sub is not None
+        return sub
+
+    async def _had_subscription(self, user: m.User) -> bool:
+        # One free trial per customer.
+        return (
+            await self.db.scalar(select(m.Subscription.id).where(m.Subscription.user_id == user.id).limit(1))
+            is not None
+        )
+
+    async def payment_secret(self, sub: m.Subscription) -> str | None:
+        """The client secret that pays the subscription's open invoice (its confirmation secret), if any."""
+        remote = as_dict(
+            await self.stripe.v1.subscriptions.retrieve_async(
+                sub.stripe_subscription_id, params={"expand": ["latest_invoice.confirmation_secret"]}
+            )
+        )
+        await self.mirror_subscription(remote)
+        invoice = remote.get("latest_invoice")
+        if not isinstance(invoice, dict) or invoice.get("status") != "open":
+            return None
+        secret = (invoice.get("confirmation_secret") or {}).get("client_secret")
+        return str(secret) if secret else None
+
+    async def refresh(self, sub: m.Subscription) -> m.Subscription:
+        remote = as_dict(await self.stripe.v1.subscriptions.retrieve_async(sub.stripe_subscription_id))
+        mirrored = await self.mirror_subscription(remote)
+        return mirrored or sub
+
+    # --- managing --------------------------------------------------------------------------------------------
+
+    async def cancel_at_period_end(self, sub: m.Subscription) -> m.Subscription:
+        remote = await self.stripe.v1.subscriptions.update_async(
+            sub.stripe_subscription_id,
+            params={"cancel_at_period_end": True},
+            options={"idempotency_key": idempotency_key("cancel-at-end", sub.stripe_subscription_id, sub.updated_at)},
+        )
+        return await self.mirror_subscription(as_dict(remote)) or sub
+
+    async def resume(self, sub: m.Subscription) -> m.Subscription:
+        if not sub.cancel_at_period_end:
+            return sub
+        remote = await self.stripe.v1.subscriptions.update_async(
+            sub.stripe_subscription_id,
+            params={"cancel_at_period_end": False},
+            options={"idempotency_key": idempotency_key("resume", sub.stripe_subscription_id, sub.updated_at)},
+        )
+        return await self.mirror_subscription(as_dict(remote)) or sub
+
+    async def cancel_now(self, sub: m.Subscription) -> m.Subscription:
+        remote = await self.stripe.v1.subscriptions.cancel_async(sub.stripe_subscription_id)
+        return await self.mirror_subscription(as_dict(remote)) or sub
+
+    async def _item_id(self, sub: m.Subscription) -> str:
+        remote = as_dict(await self.stripe.v1.subscriptions.retrieve_async(sub.stripe_subscription_id))
+        return str(remote["items"]["data"][0]["id"])
+
+    async def preview_change(self, sub: m.Subscription, price: m.PlanPrice) -> ProrationPreview:
+        """What switching to ``price`` would cost now (Stripe's upcoming-invoice preview, prorated)."""
+        if not price.stripe_price_id:
+            raise SubscriptionError("That plan is not available right now.")
+        preview = as_dict(
+            await self.stripe.v1.invoices.create_preview_async(
+                params={
+                    "customer": sub.stripe_customer_id,
+                    "subscription": sub.stripe_subscription_id,
+                    "subscription_details": {
+                        "items": [{"id": await self._item_id(sub), "price": price.stripe_price_id}],
+                        "proration_behavior": "always_invoice",
+                    },
+                }
+            )
+        )
+        lines = [
+            {"description": line.get("description") or "", "amount": int(line.get("amount") or 0)}
+            for line in (preview.get("lines") or {}).get("data", [])
+        ]
+        return ProrationPreview(
+            amount_due=int(preview.get("amount_due") or 0),
+            currency=str(preview.get("currency") or price.currency).upper(),
+            lines=lines,
+            new_price=price,
+        )
+
+    async def change_price(self, sub: m.Subscription, price: m.PlanPrice) -> m.Subscription:
+        """Switch plan or interval now, invoicing the prorated difference at once."""
+        if not price.stripe_price_id:
+            raise SubscriptionError("That plan is not available right now.")
+        if price.stripe_price_id == sub.stripe_price_id:
+            raise SubscriptionError("You are already on that plan.")
+        remote = await self.stripe.v1.subscriptions.update_async(
+            sub.stripe_subscription_id,
+            params={
+                "items": [{"id": await self._item_id(sub), "price": price.stripe_price_id}],
+                "proration_behavior": "always_invoice",
+                "cancel_at_period_end": False,
+            },
+            options={"idempotency_key": idempotency_key("switch", sub.stripe_subscription_id, price.id)},
+        )
+        return await self.mirror_subscription(as_dict(remote)) or sub
+
+    async def portal_url(self, user: m.User, return_url: str) -> str:
+        session = await self.stripe.v1.billing_portal.sessions.create_async(
+            params={"customer": await self.customer_id(user), "return_url": return_url}
+        )
+        return str(session.url)
+
+    async def setup_secret(self, user: m.User) -> str:
+        """A SetupIntent's client secret for saving a new card (update payment method)."""
+        intent = await self.stripe.v1.setup_intents.create_async(
+            params={
+                "customer": await self.customer_id(user),
+                "automatic_payment_methods": {"enabled": True},
+                "usage": "off_session",
+            }
+        )
+        return str(intent.client_secret)
+
+    async def use_new_card(self, sub: m.Subscription, setup_intent_id: str) -> m.Subscription:
+        """After the customer saved a card: make it the default and retry the open invoice (dunning recovery)."""
+        intent = as_dict(await self.stripe.v1.setup_intents.retrieve_async(setup_intent_id))
+        if intent.get("status") != "succeeded" or intent.get("customer") != sub.stripe_customer_id:
+            raise SubscriptionError("The new card was not saved. Please try again.")
+        method = _id(intent.get("payment_method"))
+        if method is None:
+            raise SubscriptionError("The new card was not saved. Please try again.")
+        await self.stripe.v1.customers.update_async(
+            sub.stripe_customer_id, params={"invoice_settings": {"default_payment_method": method}}
+        )
+        remote = as_dict(
+            await self.stripe.v1.subscriptions.update_async(
+                sub.stripe_subscription_id, params={"default_payment_method": method}
+            )
+        )
+        invoice_id = _id(remote.get("latest_invoice"))
+        if invoice_id and sub.status in {"past_due", "unpaid", "incomplete"}:
+            invoice = as_dict(await self.stripe.v1.invoices.retrieve_async(invoice_id))
+            if invoice.get("status") == "open":
+                try:
+                    await self.stripe.v1.invoices.pay_async(
+                        invoice_id,
+                        params={"payment_method": method},
+                        options={"idempotency_key": idempotency_key("retry-invoice", invoice_id, setup_intent_id)},
+                    )
+                except stripe.CardError as exc:
+                    raise SubscriptionError(exc.user_message or "That card was declined too.") from exc
+            remote = as_dict(await self.stripe.v1.subscriptions.retrieve_async(sub.stripe_subscription_id))
+        return await self.mirror_subscription(remote) or sub
+
+    # --- mirroring -------------------------------------------------------------------------------------------
+
+    async def mirror_subscription(self, remote: dict[str, Any], *, event_created: int = 0) -> m.Subscription | None:
+        """Create or update our row from Stripe's subscription object. Commits."""
+        customer_id = _id(remote.get("customer")) or ""
+        sub: m.Subscription | None = await self.db.scalar(
+            select(m.Subscription).where(m.Subscription.stripe_subscription_id == remote["id"])
+        )
+        if sub is None:
+            user = await self._user_for(remote, customer_id)
+            if user is None:
+                log.info("subscription.not_ours", subscription=remote["id"])
+                return None
+            sub = m.Subscription(user_id=user.id, stripe_subscription_id=remote["id"], stripe_customer_id=customer_id)
+            self.db.add(sub)
+        elif event_created and event_created < sub.last_event_created:
+            return sub  # an older event arriving late: we already hold newer state
+        item = ((remote.get("items") or {}).get("data") or [{}])[0]
+        price = item.get("price") or {}
+        price_id = _id(price) or ""
+        sub.stripe_price_id = price_id
+        plan_price = await self.db.scalar(select(m.PlanPrice).where(m.PlanPrice.stripe_price_id == price_id))
+        if plan_price is not None:
+            sub.plan_price_id = plan_price.id
+            sub.plan_id = plan_price.plan_id
+        sub.status = str(remote.get("status") or sub.status)
+        sub.quantity = int(item.get("quantity") or 1)
+        # Since API 2025-03-31 the billing period lives on the subscription items.
+        sub.current_period_start = ts(item.get("current_period_start"))
+        sub.current_period_end = ts(item.get("current_period_end"))
+        sub.cancel_at_period_end = bool(remote.get("cancel_at_period_end"))
+        sub.canceled_at = ts(remote.get("canceled_at"))
+        sub.ended_at = ts(remote.get("ended_at"))
+        sub.trial_end = ts(remote.get("trial_end"))
+        sub.latest_invoice_id = _id(remote.get("latest_invoice"))
+        if event_created:
+            sub.last_event_created = max(sub.last_event_created, event_created)
+        try:
+            await self.db.commit()
+        except IntegrityError:
+            # The webhook and the page mirrored the same new subscription at once: the other row stands.
+            await self.db.rollback()
+            return await self.mirror_subscription(remote, event_created=event_created)
+        return sub
+
+    async def _user_for(self, remote: dict[str, Any], customer_id: str) -> m.User | None:
+        user_id = (remote.get("metadata") or {}).get("user_id")
+        if customer_id:
+            user: m.User | None = await self.db.scalar(select(m.User).where(m.User.stripe_customer_id == customer_id))
+            if user is not None:
+                return user
+        if user_id:
+            try:
+                return await self.db.get(m.User, user_id)
+            except (ValueError, TypeError):
+                return None
+        return None
+
+    async def mirror_invoice(self, remote: dict[str, Any], *, event_created: int = 0) -> m.Invoice | None:
+        """Create or update our copy of a subscription invoice. Does not commit (the caller may add credits)."""
+        subscription_id = _id(((remote.get("parent") or {}).get("subscription_details") or {}).get("subscription"))
+        subscription_id = subscription_id or _id(remote.get("subscription"))
+        if not subscription_id:
+            return None  # not a subscription invoice
+        sub = await self.db.scalar(
+            select(m.Subscription).where(m.Subscription.stripe_subscription_id == subscription_id)
+        )
+        if sub is None:
+            remote_sub = as_dict(await self.stripe.v1.subscriptions.retrieve_async(subscription_id))
+            sub = await self.mirror_subscription(remote_sub)
+            if sub is None:
+                return None
+        invoice: m.Invoice | None = await self.db.scalar(
+            select(m.Invoice).where(m.Invoice.stripe_invoice_id == remote["id"])
+        )
+        if invoice is None:
+            invoice = m.Invoice(
+                stripe_invoice_id=remote["id"], status=str(remote.get("status") or "draft"), last_event_created=0
+            )
+            self.db.add(invoice)
+        elif event_created and event_created < invoice.last_event_created:
+            return invoice
+        invoice.user_id = sub.user_id
+        invoice.subscription_id = sub.id
+        invoice.number = str(remote.get("number") or "")
+        invoice.status = str(remote.get("status") or invoice.status)
+        invoice.billing_reason = str(remote.get("billing_reason") or "")
+        invoice.amount_due = int(remote.get("amount_due") or 0)
+        invoice.amount_paid = int(remote.get("amount_paid") or 0)
+        invoice.currency = str(remote.get("currency") or "cad").upper()
+        invoice.hosted_invoice_url = str(remote.get("hosted_invoice_url") or "")
+        invoice.invoice_pdf = str(remote.get("invoice_pdf") or "")
+        invoice.period_start = ts(remote.get("period_start"))
+        invoice.period_end = ts(remote.get("period_end"))
+        invoice.attempt_count = int(remote.get("attempt_count") or 0)
+        invoice.next_payment_attempt = ts(remote.get("next_payment_attempt"))
+        invoice.stripe_created = ts(remote.get("created"))
+        if event_created:
+            invoice.last_event_created = max(invoice.last_event_created, event_created)
+        await self.db.flush()
+        return invoice

@@ -1,0 +1,88 @@
+"""Memberships in the browser: subscribe with the Payment Element, spend credits on a booking, switch with a
+proration preview, cancel at period end and resume; subscribing through 3-D Secure."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+from playwright.sync_api import Page, expect
+
+from e2e.conftest import register, unique_email
+
+
+def next_weekday() -> str:
+    day = datetime.now(UTC).date() + timedelta(days=1)
+    while day.weekday() >= 5:
+        day += timedelta(days=1)
+    return day.isoformat()
+
+
+def pay_with(page: Page, number: str) -> None:
+    expect(page.get_by_label("Card number")).to_be_visible()
+    page.get_by_label("Card number").fill(number)
+    page.get_by_label("Expiration").fill("12 / 34")
+    page.get_by_label("CVC").fill("123")
+    page.get_by_label("Postal code").fill("H2X 1Y4")
+    page.get_by_role("button", name="Subscribe").click()
+
+
+def start_subscription(page: Page, plan: str) -> None:
+    page.goto("/pricing")
+    page.get_by_role("link", name=f"Subscribe: {plan}, monthly").click()
+    expect(page.get_by_role("heading", name=plan)).to_be_visible()
+    page.get_by_role("button", name="Continue to payment").click()
+    expect(page).to_have_url(re.compile(r"/subscriptions/[0-9a-f-]{36}/pay$"))
+
+
+def test_subscribe_book_with_credits_switch_cancel_and_resume(page: Page) -> None:
+    register(page, email=unique_email("member"), password="a long member password", name="Mia Member")
+    start_subscription(page, "Studio")
+    pay_with(page, "4242 4242 4242 4242")
+
+    # Back from Stripe: the plan shows once Stripe says it is active (the page waits for it).
+    expect(page).to_have_url(re.compile(r"/account/subscription$"), timeout=20_000)
+    expect(page.get_by_role("heading", name=re.compile(r"Studio\s+Active"))).to_be_visible()
+    expect(page.get_by_text("$99.00 CAD per month")).to_be_visible()
+
+    # The paid cycle's credits arrive from the invoice.paid webhook.
+    page.goto("/account/credits")
+    hours = page.locator('[data-credit-type="room-hours"]')
+    expect(hours).to_have_text("20", timeout=20_000)
+
+    # Spend one on a meeting room.
+    page.goto(f"/bookings?day={next_weekday()}")
+    room = page.locator("section.booking-resource").filter(has_text="Meeting room A")
+    room.get_by_role("button", name=re.compile(r"^Book \(1 meeting-room hour\)")).first.click()
+    expect(room.get_by_text("Booked by you")).to_have_count(1)
+    page.goto("/account/credits")
+    expect(hours).to_have_text("19")
+
+    # Switch to yearly: the preview shows what is due now before anything changes.
+    page.goto("/account/subscription")
+    page.get_by_label("New plan").select_option(label="Studio — $990.00 CAD per year")
+    page.get_by_role("button", name="Preview the change").click()
+    preview = page.locator("#switch-preview")
+    expect(preview).to_contain_text("Switch to Studio, billed yearly")
+    expect(preview).to_contain_text("Due now")
+    preview.get_by_role("button", name="Confirm switch").click()
+    expect(page.get_by_text("You're now on Studio, billed yearly.")).to_be_visible()
+    expect(page.get_by_text("$990.00 CAD per year")).to_be_visible()
+
+    # Cancel at period end (confirmed in a dialog), then change of heart.
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Cancel at period end").click()
+    expect(page.get_by_text(re.compile(r"Your plan ends on"))).to_be_visible()
+    page.get_by_role("button", name="Resume my plan").click()
+    expect(page.get_by_text("Welcome back: your plan will renew as usual.")).to_be_visible()
+    expect(page.get_by_role("button", name="Cancel at period end")).to_be_visible()
+
+
+def test_subscribe_through_3d_secure(page: Page) -> None:
+    register(page, email=unique_email("threeds-member"), password="a long member password", name="Tom Three")
+    start_subscription(page, "Community")
+    pay_with(page, "4000 0025 0000 3155")
+    expect(page.get_by_role("heading", name="3D Secure authentication")).to_be_visible()
+    page.get_by_role("button", name="Complete").click()
+    expect(page).to_have_url(re.compile(r"/account/subscription$"), timeout=20_000)
+    expect(page.get_by_role("heading", name=re.compile(r"Community\s+Active"))).to_be_visible()

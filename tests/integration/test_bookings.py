@@ -1,0 +1,328 @@
+"""Booking slots with credits: seats and credits in one transaction, the last seat under concurrency, cancelling."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from app.db import models as m
+from app.domain.bookings.services import BookingError, BookingService, MembershipRequiredError
+from app.domain.credits.services import CreditService, NotEnoughCreditsError
+from app.lib.exceptions import NotFoundError
+from app.lib.runtime import Runtime
+from tests.conftest import Factory
+from tests.helpers import post_form, sign_in, text_of
+from tests.integration.test_credits import balance_of, credit_type, grant, ledger
+
+
+async def resource_with_slot(
+    runtime: Runtime,
+    *,
+    capacity: int = 1,
+    starts_in: timedelta = timedelta(days=3),
+    cutoff_hours: int = 24,
+    cost: int = 1,
+) -> tuple[m.BookableResource, m.BookingSlot, m.CreditType]:
+    rooms = await credit_type(runtime)
+    async with runtime.db() as db:
+        resource = m.BookableResource(
+            name="Meeting room A",
+            slug=f"room-{uuid4().hex[:8]}",
+            credit_type_id=rooms.id,
+            credit_cost=cost,
+            price=2500,
+            cancel_cutoff_hours=cutoff_hours,
+        )
+        db.add(resource)
+        await db.flush()
+        starts_at = (datetime.now(UTC) + starts_in).replace(minute=0, second=0, microsecond=0)
+        slot = m.BookingSlot(
+            resource_id=resource.id, starts_at=starts_at, ends_at=starts_at + timedelta(hours=1), capacity=capacity
+        )
+        db.add(slot)
+        await db.commit()
+        return resource, slot, rooms
+
+
+async def member(runtime: Runtime, factory: Factory, *, credits: int = 0, type_id: UUID | None = None) -> m.User:
+    user = await factory.user(email=f"member-{uuid4().hex[:10]}@example.com")
+    async with runtime.db() as db:
+        db.add(
+            m.Subscription(
+                user_id=user.id,
+                stripe_subscription_id=f"sub_{uuid4().hex}",
+                stripe_customer_id=f"cus_{uuid4().hex}",
+                status=m.SubscriptionStatus.ACTIVE.value,
+            )
+        )
+        await db.commit()
+    if credits:
+        assert type_id is not None
+        await grant(runtime, user.id, type_id, credits)
+    return user
+
+
+async def seats_taken(runtime: Runtime, slot_id: UUID) -> int:
+    async with runtime.db() as db:
+        booked = await db.scalar(select(m.BookingSlot.booked).where(m.BookingSlot.id == slot_id))
+        assert booked is not None
+        return booked
+
+
+async def book(runtime: Runtime, user: m.User, slot_id: UUID) -> m.Booking:
+    async with runtime.db() as db:
+        return await BookingService(db).book_with_credits(user, slot_id)
+
+
+# --- the service --------------------------------------------------------------------------------------------------
+
+
+async def test_booking_with_credits_takes_a_seat_and_one_credit(runtime: Runtime, factory: Factory) -> None:
+    _, slot, rooms = await resource_with_slot(runtime, capacity=2)
+    user = await member(runtime, factory, credits=3, type_id=rooms.id)
+
+    booking = await book(runtime, user, slot.id)
+
+    assert (booking.status, booking.paid_with, booking.credits_spent) == ("confirmed", "credits", 1)
+    assert booking.slot.id == slot.id and booking.slot.booked == 1
+    assert await seats_taken(runtime, slot.id) == 1
+    assert await balance_of(runtime, user.id, rooms.id) == 2
+    usage = [e for e in await ledger(runtime, user.id, rooms.id) if e.kind == "usage"]
+    assert [(e.amount, e.reference) for e in usage] == [(-1, str(booking.id))]
+
+    with pytest.raises(BookingError) as again:
+        await book(runtime, user, slot.id)
+    assert again.value.message == "You've already booked this time."
+    assert await seats_taken(runtime, slot.id) == 1
+    assert await balance_of(runtime, user.id, rooms.id) == 2
+
+
+async def test_without_enough_credits_nothing_is_taken(runtime: Runtime, factory: Factory) -> None:
+    _, slot, rooms = await resource_with_slot(runtime, cost=2)
+    user = await member(runtime, factory, credits=1, type_id=rooms.id)
+    with pytest.raises(NotEnoughCreditsError) as refused:
+        await book(runtime, user, slot.id)
+    assert refused.value.message == "Not enough credits: you have 1 meeting-room hour."
+    assert await seats_taken(runtime, slot.id) == 0  # the seat update was rolled back with the failed spend
+    async with runtime.db() as db:
+        assert await db.scalar(select(func.count()).select_from(m.Booking)) == 0
+    assert await balance_of(runtime, user.id, rooms.id) == 1
+
+
+async def test_last_seat_under_concurrency_goes_to_exactly_one(runtime: Runtime, factory: Factory) -> None:
+    _, slot, rooms = await resource_with_slot(runtime, capacity=1)
+    users = [await member(runtime, factory, credits=2, type_id=rooms.id) for _ in range(8)]
+
+    async def attempt(user: m.User) -> str:
+        try:
+            await book(runtime, user, slot.id)
+        except BookingError as exc:
+            return exc.message
+        return "booked"
+
+    results = await asyncio.gather(*(attempt(user) for user in users))
+
+    assert results.count("booked") == 1
+    assert set(results) - {"booked"} == {"That time just filled up. Choose another one."}
+    assert await seats_taken(runtime, slot.id) == 1
+    async with runtime.db() as db:
+        assert await db.scalar(select(func.count()).select_from(m.Booking)) == 1
+        usages = await db.scalar(
+            select(func.count()).select_from(m.CreditEntry).where(m.CreditEntry.kind == m.CreditEntryKind.USAGE.value)
+        )
+        assert usages == 1
+    balances = sorted([await balance_of(runtime, user.id, rooms.id) for user in users])
+    assert balances == [1] + [2] * 7
+
+
+async def test_one_member_racing_themselves_books_once(runtime: Runtime, factory: Factory) -> None:
+    _, slot, rooms = await resource_with_slot(runtime, capacity=5)
+    user = await member(runtime, factory, credits=5, type_id=rooms.id)
+    results = await asyncio.gather(*(book(runtime, user, slot.id) for _ in range(4)), return_exceptions=True)
+    assert sum(isinstance(r, m.Booking) for r in results) == 1
+    assert all(isinstance(r, BookingError | m.Booking) for r in results)
+    assert await seats_taken(runtime, slot.id) == 1
+    assert await balance_of(runtime, user.id, rooms.id) == 4
+
+
+async def test_cancel_before_cutoff_refunds_and_frees_the_seat(runtime: Runtime, factory: Factory) -> None:
+    _, slot, rooms = await resource_with_slot(runtime, cutoff_hours=24)
+    user = await member(runtime, factory, credits=1, type_id=rooms.id)
+    booking = await book(runtime, user, slot.id)
+    assert await balance_of(runtime, user.id, rooms.id) == 0
+
+    async with runtime.db() as db:
+        canceled = await BookingService(db).cancel(user, booking.id)
+        again = await BookingService(db).cancel(user, booking.id)  # idempotent
+    assert canceled.status == again.status == "canceled" and canceled.canceled_at is not None
+    assert await seats_taken(runtime, slot.id) == 0
+    assert await balance_of(runtime, user.id, rooms.id) == 1
+    refunds = [e for e in await ledger(runtime, user.id, rooms.id) if e.kind == "refund"]
+    assert [(e.amount, e.reference) for e in refunds] == [(1, str(booking.id))]
+
+    other = await member(runtime, factory, credits=1, type_id=rooms.id)
+    assert (await book(runtime, other, slot.id)).status == "confirmed"  # the seat is free again
+
+
+async def test_cancel_after_cutoff_is_refused(runtime: Runtime, factory: Factory) -> None:
+    _, slot, rooms = await resource_with_slot(runtime, starts_in=timedelta(hours=5), cutoff_hours=24)
+    user = await member(runtime, factory, credits=1, type_id=rooms.id)
+    booking = await book(runtime, user, slot.id)
+    async with runtime.db() as db:
+        with pytest.raises(BookingError) as refused:
+            await BookingService(db).cancel(user, booking.id)
+    assert "too late to cancel" in refused.value.message and "24 hours" in refused.value.message
+    assert await seats_taken(runtime, slot.id) == 1
+    assert await balance_of(runtime, user.id, rooms.id) == 0
+
+
+async def test_someone_elses_booking_is_not_found(runtime: Runtime, factory: Factory) -> None:
+    _, slot, rooms = await resource_with_slot(runtime)
+    owner = await member(runtime, factory, credits=1, type_id=rooms.id)
+    stranger = await member(runtime, factory)
+    booking = await book(runtime, owner, slot.id)
+    async with runtime.db() as db:
+        with pytest.raises(NotFoundError):
+            await BookingService(db).cancel(stranger, booking.id)
+    assert await seats_taken(runtime, slot.id) == 1
+
+
+async def test_non_members_are_told_to_subscribe(runtime: Runtime, factory: Factory) -> None:
+    _, slot, rooms = await resource_with_slot(runtime)
+    user = await factory.user()
+    await grant(runtime, user.id, rooms.id, 5)  # credits alone are not enough: a live subscription is
+    with pytest.raises(MembershipRequiredError) as refused:
+        await book(runtime, user, slot.id)
+    assert refused.value.status_code == 403 and "for members" in refused.value.message
+    assert await seats_taken(runtime, slot.id) == 0
+
+
+# --- the pages ----------------------------------------------------------------------------------------------------
+
+
+async def test_pages_require_login(client: httpx.AsyncClient) -> None:
+    for path in ("/bookings", "/account/bookings", "/account/credits"):
+        response = await client.get(path)
+        assert response.status_code == 303
+        assert response.headers["location"].startswith("/login?next_url=")
+
+
+async def test_booking_over_htmx_rerenders_the_slots(
+    client: httpx.AsyncClient, runtime: Runtime, factory: Factory
+) -> None:
+    resource, slot, rooms = await resource_with_slot(runtime, capacity=2)
+    user = await member(runtime, factory, credits=2, type_id=rooms.id)
+    await sign_in(client, user.email)
+    day = slot.starts_at.date().isoformat()
+
+    page = await client.get(f"/bookings?day={day}")
+    assert page.status_code == 200 and "<html" in page.text
+    assert 'hx-trigger="every 15s"' in page.text
+    assert "Book (1 meeting-room hour)" in page.text
+    assert "You have 2 meeting-room hours" in html.unescape(text_of(page.text))
+
+    polled = await client.get(f"/bookings?day={day}", headers={"HX-Request": "true"})
+    assert polled.status_code == 200 and "<html" not in polled.text
+    assert polled.text.lstrip().startswith('<section id="slots"')
+    assert polled.headers["vary"] == "HX-Request"
+
+    response = await post_form(client, f"/bookings/slots/{slot.id}/book", {}, htmx=True)
+    assert response.status_code == 200, response.text
+    assert "<html" not in response.text and 'id="slots"' in response.text
+    text = html.unescape(text_of(response.text))
+    assert f"Booked: {resource.name}" in text
+    assert "Booked by you" in text and "1 of 2" in text
+    assert "You have 1 meeting-room hour " in text
+
+    mine = await client.get("/account/bookings")
+    assert resource.name in mine.text and "hx-confirm=" in mine.text
+    credits_page = html.unescape(text_of((await client.get("/account/credits")).text))
+    assert "Meeting-room hours 1" in credits_page and "Used" in credits_page
+
+
+async def test_full_slot_over_htmx_answers_409_with_fresh_slots(
+    client: httpx.AsyncClient, runtime: Runtime, factory: Factory
+) -> None:
+    _, slot, rooms = await resource_with_slot(runtime, capacity=1)
+    first = await member(runtime, factory, credits=1, type_id=rooms.id)
+    await book(runtime, first, slot.id)
+    user = await member(runtime, factory, credits=1, type_id=rooms.id)
+    await sign_in(client, user.email)
+
+    response = await post_form(client, f"/bookings/slots/{slot.id}/book", {}, htmx=True)
+    assert response.status_code == 409
+    assert "<html" not in response.text and 'id="slots"' in response.text
+    text = html.unescape(text_of(response.text))
+    assert "That time just filled up" in text and "Full" in text
+    assert await balance_of(runtime, user.id, rooms.id) == 1
+
+
+async def test_plain_form_books_and_redirects(client: httpx.AsyncClient, runtime: Runtime, factory: Factory) -> None:
+    _, slot, rooms = await resource_with_slot(runtime)
+    user = await member(runtime, factory, credits=1, type_id=rooms.id)
+    await sign_in(client, user.email)
+    response = await post_form(client, f"/bookings/slots/{slot.id}/book", {})
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/bookings?day={slot.starts_at.date().isoformat()}"
+    follow = await client.get(response.headers["location"])
+    assert "Booked: Meeting room A" in html.unescape(follow.text)
+
+
+async def test_cancel_over_htmx(client: httpx.AsyncClient, runtime: Runtime, factory: Factory) -> None:
+    _, slot, rooms = await resource_with_slot(runtime)
+    user = await member(runtime, factory, credits=1, type_id=rooms.id)
+    booking = await book(runtime, user, slot.id)
+    await sign_in(client, user.email)
+
+    response = await post_form(client, f"/account/bookings/{booking.id}/cancel", {}, htmx=True)
+    assert response.status_code == 200, response.text
+    assert "<html" not in response.text and response.text.lstrip().startswith('<div id="my-bookings"')
+    assert "Your credits are back" in html.unescape(response.text)
+    assert await balance_of(runtime, user.id, rooms.id) == 1
+    assert await seats_taken(runtime, slot.id) == 0
+
+
+async def test_cancel_someone_elses_booking_is_404(
+    client: httpx.AsyncClient, runtime: Runtime, factory: Factory
+) -> None:
+    _, slot, rooms = await resource_with_slot(runtime)
+    owner = await member(runtime, factory, credits=1, type_id=rooms.id)
+    booking = await book(runtime, owner, slot.id)
+    stranger = await member(runtime, factory)
+    await sign_in(client, stranger.email)
+    response = await post_form(client, f"/account/bookings/{booking.id}/cancel", {})
+    assert response.status_code == 404
+    assert await seats_taken(runtime, slot.id) == 1
+
+
+async def test_non_member_sees_the_plans_link_and_cannot_book(
+    client: httpx.AsyncClient, runtime: Runtime, factory: Factory
+) -> None:
+    _, slot, _ = await resource_with_slot(runtime)
+    user = await factory.user()
+    await sign_in(client, user.email)
+    page = await client.get(f"/bookings?day={slot.starts_at.date().isoformat()}")
+    assert 'id="membership-needed"' in page.text and 'href="/pricing"' in page.text
+    assert "Book (" not in page.text
+
+    response = await post_form(client, f"/bookings/slots/{slot.id}/book", {}, htmx=True)
+    assert response.status_code == 403
+    assert "for members" in html.unescape(response.text)
+    assert await seats_taken(runtime, slot.id) == 0
+
+
+async def test_booking_requires_csrf(client: httpx.AsyncClient, runtime: Runtime, factory: Factory) -> None:
+    _, slot, rooms = await resource_with_slot(runtime)
+    user = await member(runtime, factory, credits=1, type_id=rooms.id)
+    await sign_in(client, user.email)
+    response = await client.post(f"/bookings/slots/{slot.id}/book", headers={"HX-Request": "true"})
+    assert response.status_code == 403
+    assert await seats_taken(runtime, slot.id) == 0
+    async with runtime.db() as db:
+        assert await CreditService(db).balance(user.id, rooms.id) == 1
