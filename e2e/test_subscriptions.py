@@ -4,11 +4,16 @@ proration preview, cancel at period end and resume; subscribing through 3-D Secu
 from __future__ import annotations
 
 import re
+import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 
-from playwright.sync_api import Page, expect
+import stripe
+from playwright.sync_api import Locator, Page, expect
 
-from e2e.conftest import register, unique_email
+from e2e.conftest import LiveServer, register, unique_email, wait_for_mail
+
+DAY = 86_400
 
 
 def next_weekday() -> str:
@@ -25,6 +30,18 @@ def pay_with(page: Page, number: str) -> None:
     page.get_by_label("CVC").fill("123")
     page.get_by_label("Postal code").fill("H2X 1Y4")
     page.get_by_role("button", name="Subscribe").click()
+
+
+def reload_until(page: Page, locator: Locator, *, count: int, attempts: int = 20) -> None:
+    """Reload until ``count`` matches show: the page reflects a webhook the worker processes in the background."""
+    for _ in range(attempts):
+        try:
+            expect(locator).to_have_count(count, timeout=1_000)
+        except AssertionError:
+            page.reload()
+        else:
+            return
+    expect(locator).to_have_count(count)
 
 
 def start_subscription(page: Page, plan: str) -> None:
@@ -85,4 +102,50 @@ def test_subscribe_through_3d_secure(page: Page) -> None:
     expect(page.get_by_role("heading", name="3D Secure authentication")).to_be_visible()
     page.get_by_role("button", name="Complete").click()
     expect(page).to_have_url(re.compile(r"/account/subscription$"), timeout=20_000)
+    expect(page.get_by_role("heading", name=re.compile(r"Community\s+Active"))).to_be_visible()
+
+
+def test_renewal_then_a_failed_renewal_recovered_by_updating_the_card(page: Page, live_server: LiveServer) -> None:
+    email = unique_email("renewal")
+    register(page, email=email, password="a long member password", name="Rae Renewal")
+    # Test data: this customer lives on a Stripe test clock, so the journey can move a month forward.
+    sc = stripe.StripeClient(
+        "sk_test_cartwright_emulator",
+        base_addresses={"api": live_server.stripe_url},
+        http_client=stripe.HTTPXClient(allow_sync_methods=True),
+    )
+    now = int(time.time())
+    clock = sc.v1.test_helpers.test_clocks.create({"frozen_time": now})
+    customer = sc.v1.customers.create({"email": email, "test_clock": clock.id})
+    with sqlite3.connect(live_server.var_dir / "cartwright.db") as db:
+        db.execute("UPDATE users SET stripe_customer_id = ? WHERE email = ?", (customer.id, email))
+
+    start_subscription(page, "Community")
+    pay_with(page, "4242 4242 4242 4242")
+    expect(page.get_by_role("heading", name=re.compile(r"Community\s+Active"))).to_be_visible(timeout=20_000)
+
+    # A month later Stripe renews: the next cycle's day passes arrive once (last month's unused ones lapse).
+    sc.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": now + 32 * DAY})
+    page.goto("/account/credits")
+    reload_until(page, page.locator("table").get_by_role("cell", name="Allocated", exact=True), count=2)
+    expect(page.locator('[data-credit-type="day-passes"]')).to_have_text("2")
+
+    # The card starts failing at the next renewal (Stripe's 4000 0000 0000 0341).
+    failing = sc.v1.payment_methods.attach("pm_card_chargeCustomerFail", {"customer": customer.id})
+    subscription = sc.v1.subscriptions.list({"customer": customer.id}).data[0]
+    sc.v1.subscriptions.update(subscription.id, {"default_payment_method": failing.id})
+    sc.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": now + 63 * DAY})
+    mails = wait_for_mail(live_server.mailbox, email, count=2)  # the welcome, then the failed payment
+    assert any("payment didn't go through" in mail["Subject"] for mail in mails)
+    page.goto("/account/subscription")
+    expect(page.get_by_role("alert")).to_contain_text("Your last payment failed")
+
+    page.get_by_role("link", name="Update card and retry").click()
+    expect(page.get_by_label("Card number")).to_be_visible()
+    page.get_by_label("Card number").fill("4242 4242 4242 4242")
+    page.get_by_label("Expiration").fill("12 / 34")
+    page.get_by_label("CVC").fill("123")
+    page.get_by_label("Postal code").fill("H2X 1Y4")
+    page.get_by_role("button", name="Save card").click()
+    expect(page.get_by_text("The payment went through and your plan is active.")).to_be_visible(timeout=20_000)
     expect(page.get_by_role("heading", name=re.compile(r"Community\s+Active"))).to_be_visible()

@@ -138,6 +138,7 @@ async def seed_plans(db: AsyncSession, result: SeedResult) -> None:
             description=plan_seed["description"],
             features=list(plan_seed["features"]),
             trial_days=plan_seed["trial_days"],
+            allow_cancel_now=plan_seed["allow_cancel_now"],
             position=position,
             prices=[
                 m.PlanPrice(interval=interval, tier=tier, amount=amount, currency="CAD")

@@ -357,6 +357,7 @@ class PlanSeed(TypedDict):
     features: list[str]
     prices: dict[str, dict[str, int]]  # tier -> interval -> amount in CAD cents
     trial_days: int
+    allow_cancel_now: bool  # members may end it at once (no refund) rather than only at period end
     credits: dict[str, int]  # credit type code -> amount per billing cycle
     downloads: list[str]  # product slugs any live subscriber may download
 
@@ -378,6 +379,7 @@ PLANS: list[PlanSeed] = [
         ],
         "prices": {"standard": {"month": 1900, "year": 19000}, "member": {"month": 1500, "year": 15000}},
         "trial_days": 0,
+        "allow_cancel_now": True,
         "credits": {"day-passes": 2},
         "downloads": ["remote-team-handbook"],
     },
@@ -393,6 +395,7 @@ PLANS: list[PlanSeed] = [
         ],
         "prices": {"standard": {"month": 4900, "year": 49000}, "member": {"month": 3900, "year": 39000}},
         "trial_days": 14,
+        "allow_cancel_now": False,
         "credits": {"room-hours": 10, "day-passes": 4},
         "downloads": ["remote-team-handbook", "freelance-invoice-kit", "content-calendar-2027"],
     },
@@ -408,6 +411,7 @@ PLANS: list[PlanSeed] = [
         ],
         "prices": {"standard": {"month": 9900, "year": 99000}},
         "trial_days": 0,
+        "allow_cancel_now": False,
         "credits": {"room-hours": 20, "day-passes": 10},
         "downloads": [
             "remote-team-handbook",

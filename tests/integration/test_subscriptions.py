@@ -304,3 +304,45 @@ async def test_out_of_order_subscription_events_converge_to_stripe(
     sub = await load_sub(runtime, sub_id)
     remote = await runtime.stripe.v1.subscriptions.retrieve_async(sub.stripe_subscription_id)
     assert (sub.status, sub.cancel_at_period_end) == (remote.status, remote.cancel_at_period_end)
+
+
+async def test_a_plan_that_allows_it_can_be_ended_now_and_the_member_is_told(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    runtime: Runtime,
+    stripe_emulator: EmulatorServer,
+    queue: Queue,
+    worker: Worker,
+    mailbox: Mailbox,
+) -> None:
+    plan = await make_plan(runtime)
+    await factory.user(email="quitter@example.com")
+    await sign_in(client, "quitter@example.com")
+    sub_id = await subscribe(client)
+    await pay_first_invoice(client, runtime, sub_id)
+    await settle(stripe_emulator, queue, runtime)
+
+    # Not allowed for this plan: only the end-of-period cancellation is offered.
+    assert "End my plan now" not in (await client.get("/account/subscription")).text
+    refused = await post_form(client, "/account/subscription/cancel-now", {})
+    assert refused.status_code == 303
+    assert (await load_sub(runtime, sub_id)).status == "active"
+
+    async with runtime.db() as db:
+        row = await db.get(m.Plan, plan.id)
+        assert row is not None
+        row.allow_cancel_now = True
+        await db.commit()
+    assert "End my plan now" in (await client.get("/account/subscription")).text
+    ended = await post_form(client, "/account/subscription/cancel-now", {})
+    assert ended.status_code == 303
+    await settle(stripe_emulator, queue, runtime)
+    assert (await load_sub(runtime, sub_id)).status == "canceled"
+    assert "You don't have a plan right now" in text_of((await client.get("/account/subscription")).text)
+    notices = await mailbox.wait_for("quitter@example.com")
+    assert [n["Subject"] for n in notices] == ["Your Cartwright Resident membership has ended"]
+    async with runtime.db() as db:
+        sent = await db.scalar(
+            select(func.count()).select_from(m.EmailMessage).where(m.EmailMessage.kind == "membership_ended")
+        )
+    assert sent == 1  # the page and the webhook both saw the end; one email

@@ -60,6 +60,8 @@ class Plan(UUIDv7AuditBase):
     position: Mapped[int] = mapped_column(default=0)
     # Unused credits carried into the next cycle (else they expire at period end).
     credits_roll_over: Mapped[bool] = mapped_column(default=False)
+    # The admin's choice: may members end this plan at once (no refund), or only at the end of the period?
+    allow_cancel_now: Mapped[bool] = mapped_column(default=False)
     stripe_product_id: Mapped[str | None] = mapped_column(String(255), unique=True, default=None)
 
     prices: Mapped[list[PlanPrice]] = relationship(
@@ -145,6 +147,8 @@ class Subscription(UUIDv7AuditBase):
     ended_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     trial_end: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     latest_invoice_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    # Set by a conditional UPDATE when the "membership ended" email is queued: once, whoever notices first.
+    ended_notified_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     # Newest Stripe event applied (its `created`): an older event never overwrites newer state.
     last_event_created: Mapped[int] = mapped_column(default=0)
 

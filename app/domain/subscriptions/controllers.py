@@ -12,6 +12,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, URLEncodedBody
 from litestar.response import Redirect, Template
+from saq import Queue
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,9 +31,9 @@ Form = URLEncodedBody[dict[str, str]]
 
 
 def provide_subscription_service(
-    db_session: NamedDependency[AsyncSession], runtime: NamedDependency[Runtime]
+    db_session: NamedDependency[AsyncSession], runtime: NamedDependency[Runtime], queue: NamedDependency[Queue]
 ) -> SubscriptionService:
-    return SubscriptionService(db_session, runtime.stripe)
+    return SubscriptionService(db_session, runtime.stripe, queue)
 
 
 def _user(request: Request[Any, Any, Any]) -> m.User:
@@ -208,6 +209,18 @@ class SubscriptionController(Controller):
     ) -> Response[Any]:
         await subscriptions.resume(await self._live(request, subscriptions))
         flash(request, "Welcome back: your plan will renew as usual.", "success")
+        return redirect(request, request.app.route_reverse("subscriptions:manage"))
+
+    @post("/account/subscription/cancel-now", name="subscriptions:cancel_now")
+    async def cancel_now(
+        self, request: Request[Any, Any, Any], subscriptions: NamedDependency[SubscriptionService]
+    ) -> Response[Any]:
+        sub = await self._live(request, subscriptions)
+        if sub.plan is None or not sub.plan.allow_cancel_now:
+            flash(request, "This plan ends at the end of a billing period: cancel at period end instead.", "error")
+            return redirect(request, request.app.route_reverse("subscriptions:manage"))
+        await subscriptions.cancel_now(sub)
+        flash(request, "Your plan has ended. We're sorry to see you go.", "success")
         return redirect(request, request.app.route_reverse("subscriptions:manage"))
 
     async def _price(self, db: AsyncSession, price_id: str | None) -> m.PlanPrice:

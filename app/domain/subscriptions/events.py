@@ -26,7 +26,7 @@ async def on_subscription_event(ctx: HandlerContext, event: dict[str, Any]) -> N
         remote = as_dict(await ctx.stripe.v1.subscriptions.retrieve_async(obj["id"]))
     except stripe.InvalidRequestError:
         remote = obj  # deleted long ago at Stripe: the event's copy is all there is
-    await SubscriptionService(ctx.db, ctx.stripe).mirror_subscription(
+    await SubscriptionService(ctx.db, ctx.stripe, ctx.queue).mirror_subscription(
         remote, event_created=int(event.get("created") or 0)
     )
 
@@ -34,7 +34,7 @@ async def on_subscription_event(ctx: HandlerContext, event: dict[str, Any]) -> N
 async def on_invoice_event(ctx: HandlerContext, event: dict[str, Any]) -> None:
     obj = event["data"]["object"]
     remote = as_dict(await ctx.stripe.v1.invoices.retrieve_async(obj["id"]))
-    service = SubscriptionService(ctx.db, ctx.stripe)
+    service = SubscriptionService(ctx.db, ctx.stripe, ctx.queue)
     invoice = await service.mirror_invoice(remote, event_created=int(event.get("created") or 0))
     if invoice is None or invoice.subscription_id is None:
         await ctx.db.commit()

@@ -13,12 +13,14 @@ from typing import Any
 
 import stripe
 import structlog
-from sqlalchemy import select
+from saq import Queue
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from stripe.params import SubscriptionCreateParams
 
 from app.db import models as m
+from app.domain.notifications.services import EmailService
 from app.domain.orders.fulfilment import as_dict
 from app.domain.payments.gateway import idempotency_key
 from app.lib.exceptions import ApplicationError, NotFoundError
@@ -53,9 +55,10 @@ class ProrationPreview:
 
 
 class SubscriptionService:
-    def __init__(self, db: AsyncSession, stripe_client: stripe.StripeClient) -> None:
+    def __init__(self, db: AsyncSession, stripe_client: stripe.StripeClient, queue: Queue | None = None) -> None:
         self.db = db
         self.stripe = stripe_client
+        self.queue = queue
 
     # --- reading ---------------------------------------------------------------------------------------------
 
@@ -286,9 +289,10 @@ class SubscriptionService:
     async def mirror_subscription(self, remote: dict[str, Any], *, event_created: int = 0) -> m.Subscription | None:
         """Create or update our row from Stripe's subscription object. Commits."""
         customer_id = _id(remote.get("customer")) or ""
-        sub: m.Subscription | None = await self.db.scalar(
-            select(m.Subscription).where(m.Subscription.stripe_subscription_id == remote["id"])
-        )
+        stmt = select(m.Subscription).where(m.Subscription.stripe_subscription_id == remote["id"])
+        if self.db.get_bind().dialect.name == "postgresql":
+            stmt = stmt.with_for_update(of=m.Subscription)  # the page and a webhook at once: one sees the other
+        sub: m.Subscription | None = await self.db.scalar(stmt)
         if sub is None:
             user = await self._user_for(remote, customer_id)
             if user is None:
@@ -298,6 +302,7 @@ class SubscriptionService:
             self.db.add(sub)
         elif event_created and event_created < sub.last_event_created:
             return sub  # an older event arriving late: we already hold newer state
+        was_live = sub.status in LIVE_STATUSES
         item = ((remote.get("items") or {}).get("data") or [{}])[0]
         price = item.get("price") or {}
         price_id = _id(price) or ""
@@ -318,13 +323,42 @@ class SubscriptionService:
         sub.latest_invoice_id = _id(remote.get("latest_invoice"))
         if event_created:
             sub.last_event_created = max(sub.last_event_created, event_created)
+        emails: list[m.EmailMessage] = []
         try:
+            await self.db.flush()
+            if was_live and sub.status not in LIVE_STATUSES and await self._claim_ended_notice(sub):
+                emails.append(await self._ended_email(sub))
             await self.db.commit()
         except IntegrityError:
             # The webhook and the page mirrored the same new subscription at once: the other row stands.
             await self.db.rollback()
             return await self.mirror_subscription(remote, event_created=event_created)
+        await EmailService(self.db, self.queue).dispatch(emails)
         return sub
+
+    async def _claim_ended_notice(self, sub: m.Subscription) -> bool:
+        # The page and a webhook may both see the end at once (SQLite holds no row lock): one of them wins here.
+        claimed = await self.db.execute(
+            update(m.Subscription)
+            .where(m.Subscription.id == sub.id, m.Subscription.ended_notified_at.is_(None))
+            .values(ended_notified_at=datetime.now(UTC))
+        )
+        return getattr(claimed, "rowcount", 0) == 1
+
+    async def _ended_email(self, sub: m.Subscription) -> m.EmailMessage:
+        """Staged in the transaction that records the end: sent once, whichever path noticed it first."""
+        user = await self.db.get(m.User, sub.user_id)
+        assert user is not None
+        plan = await self.db.get(m.Plan, sub.plan_id) if sub.plan_id else None
+        return EmailService(self.db, self.queue).stage(
+            "membership_ended",
+            user.email,
+            {
+                "name": user.display_name,
+                "plan_name": plan.name if plan else "Your plan",
+                "unpaid": sub.status in {"unpaid", "incomplete_expired"},
+            },
+        )
 
     async def _user_for(self, remote: dict[str, Any], customer_id: str) -> m.User | None:
         user_id = (remote.get("metadata") or {}).get("user_id")
