@@ -7,6 +7,7 @@ from typing import Any
 from litestar_saq import CronJob, QueueConfig, SAQConfig
 from saq.types import Context
 
+from app.domain.bookings import jobs as booking_jobs
 from app.domain.notifications import jobs as notification_jobs
 from app.domain.payments import jobs as payment_jobs
 from app.lib.runtime import QUEUE_NAME, Runtime
@@ -29,10 +30,12 @@ TASKS: list[Any] = [
     notification_jobs.sweep_queued_emails,
     payment_jobs.process_stripe_event,
     payment_jobs.sweep_stripe_events,
+    booking_jobs.release_unpaid_bookings,
 ]
 CRON_JOBS = [
     CronJob(function=notification_jobs.sweep_queued_emails, cron="* * * * *", timeout=60, retries=1),
     CronJob(function=payment_jobs.sweep_stripe_events, cron="* * * * *", timeout=60, retries=1),
+    CronJob(function=booking_jobs.release_unpaid_bookings, cron="* * * * *", timeout=60, retries=1),
 ]
 
 

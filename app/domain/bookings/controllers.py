@@ -1,4 +1,4 @@
-"""Booking pages: availability by day (polled by HTMX), booking with credits, "Your bookings", "Your credits"."""
+"""Booking pages: availability by day (polled by HTMX), booking with credits or by card, "Your bookings", credits."""
 
 from __future__ import annotations
 
@@ -9,21 +9,28 @@ from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath, FromQuery, URLEncodedBody
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.domain.bookings.card_payments import HOLD_FOR, PAID_WITH_CARD
 from app.domain.bookings.services import BookingError, BookingService, MembershipRequiredError, cancel_deadline
+from app.domain.checkout.services import COUNTRIES, parse_billing
+from app.domain.checkout.tax import PROVINCES
 from app.domain.credits.services import CreditService, NotEnoughCreditsError, credit_label
+from app.lib.exceptions import FormError
 from app.lib.htmx import flash, redirect, render, wants_fragment
+from app.lib.runtime import Runtime
 from app.server.auth import current_user, requires_login
 
 REFRESH_SECONDS = 15
 
 
-def provide_booking_service(db_session: NamedDependency[AsyncSession]) -> BookingService:
-    return BookingService(db_session)
+def provide_booking_service(
+    db_session: NamedDependency[AsyncSession], runtime: NamedDependency[Runtime]
+) -> BookingService:
+    return BookingService(db_session, runtime.stripe)
 
 
 def provide_credit_service(db_session: NamedDependency[AsyncSession]) -> CreditService:
@@ -114,6 +121,65 @@ class BookingController(Controller):
         flash(request, message, "success")
         return redirect(request, _index_url(request, day))
 
+    def _card_form(
+        self,
+        request: Request[Any, Any, Any],
+        slot: m.BookingSlot,
+        form: dict[str, str],
+        errors: dict[str, str],
+        *,
+        message: str = "",
+        status_code: int = 200,
+    ) -> Template:
+        context = {
+            "slot": slot,
+            "resource": slot.resource,
+            "form": form,
+            "errors": errors,
+            "message": message,
+            "countries": COUNTRIES,
+            "provinces": PROVINCES,
+            "user": _signed_in(request),
+            "hold_minutes": int(HOLD_FOR.total_seconds() // 60),
+            "back_url": _index_url(request, slot.starts_at.date()),
+        }
+        return render(
+            request, "bookings/card.html.j2", context, fragment="bookings/_card_form.html.j2", status_code=status_code
+        )
+
+    @get("/bookings/slots/{slot_id:uuid}/card", name="bookings:card")
+    async def card_form(
+        self, request: Request[Any, Any, Any], slot_id: FromPath[UUID], bookings: NamedDependency[BookingService]
+    ) -> Template:
+        """The billing details for paying a slot by card (the tax depends on the province); members or not."""
+        user = _signed_in(request)
+        slot = await bookings.slot(slot_id)
+        return self._card_form(request, slot, {"country": "CA", "name": user.name}, {})
+
+    @post("/bookings/slots/{slot_id:uuid}/card", name="bookings:hold")
+    async def hold(
+        self,
+        request: Request[Any, Any, Any],
+        slot_id: FromPath[UUID],
+        data: URLEncodedBody[dict[str, str]],
+        bookings: NamedDependency[BookingService],
+    ) -> Template | Response[Any]:
+        """Hold the seat with a pending order, then on to the existing payment page."""
+        user = _signed_in(request)
+        slot = await bookings.slot(slot_id)
+        day, form = slot.starts_at.date(), dict(data)
+        try:
+            billing = parse_billing(form, account_email=user.email)
+        except FormError as exc:
+            return self._card_form(request, slot, form, exc.errors, status_code=422)
+        try:
+            booking = await bookings.hold_for_card(user, slot_id, billing)
+        except BookingError as exc:
+            flash(request, exc.message, "error")
+            return redirect(request, _index_url(request, day))
+        assert booking.order_id is not None
+        return redirect(request, request.app.route_reverse("checkout:pay", order_id=booking.order_id))
+
     @get("/account/bookings", name="bookings:mine")
     async def mine(self, request: Request[Any, Any, Any], bookings: NamedDependency[BookingService]) -> Template:
         return await self._mine_page(request, bookings)
@@ -157,6 +223,8 @@ class BookingController(Controller):
         message = f"Cancelled: {_slot_label(booking.slot)}."
         if booking.paid_with == "credits" and booking.credits_spent:
             message += " Your credits are back in your account."
+        elif booking.paid_with == PAID_WITH_CARD and booking.details.get("refund"):
+            message += " Your card payment is being refunded; we'll email you when it's done."
         if wants_fragment(request):
             return await self._mine_page(request, bookings, message=message)
         flash(request, message, "success")

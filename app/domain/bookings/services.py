@@ -1,4 +1,8 @@
-"""Booking slots with credits: seats taken by one conditional UPDATE, credits debited in the same transaction.
+"""Booking slots with credits or by card: seats taken by one conditional UPDATE, paid in the same transaction.
+
+With credits the booking is confirmed at once. By card the seat is *held* (``pending_payment``) with a pending order
+of one line, and the existing checkout takes the payment; see :mod:`app.domain.bookings.card_payments` for what
+payments, refunds and the release cron do to a held booking.
 
 Times are UTC, and so are the days slots are grouped by (there is no shop time zone setting yet).
 """
@@ -10,12 +14,16 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, cast
 from uuid import UUID
 
+import stripe
 import structlog
 from sqlalchemy import CursorResult, exists, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.domain.bookings.card_payments import PAID_WITH_CARD, free_seat, release_hold
+from app.domain.checkout.services import BillingDetails, CheckoutService
 from app.domain.credits.services import CreditService, credit_label
+from app.domain.payments.gateway import idempotency_key
 from app.lib.exceptions import ApplicationError, ConflictError, NotFoundError
 
 log = structlog.get_logger()
@@ -43,6 +51,7 @@ class SlotView:
     seats_left: int
     is_mine: bool  # the user holds a confirmed booking for it
     has_started: bool
+    held_order_id: UUID | None = None  # the user's unpaid card hold on it: its order, to pay
 
 
 @dataclass(frozen=True)
@@ -71,11 +80,13 @@ def cancel_deadline(slot: m.BookingSlot) -> datetime:
 
 
 class BookingService:
-    """Availability, booking with credits and cancelling. ``book_with_credits`` and ``cancel`` commit."""
+    """Availability, booking with credits or by card, and cancelling. ``book_with_credits``, ``hold_for_card`` and
+    ``cancel`` commit. The Stripe client is needed only to cancel (refund) a booking paid by card."""
 
-    def __init__(self, db: AsyncSession) -> None:
+    def __init__(self, db: AsyncSession, stripe_client: stripe.StripeClient | None = None) -> None:
         self.db = db
         self.credits = CreditService(db)
+        self.stripe = stripe_client
 
     # --- reading --------------------------------------------------------------------------------------------------
 
@@ -138,12 +149,29 @@ class BookingService:
                 )
             )
         )
+        held_rows = await self.db.execute(
+            select(m.Booking.slot_id, m.Booking.order_id)
+            .join(m.BookingSlot, m.BookingSlot.id == m.Booking.slot_id)
+            .where(
+                m.Booking.user_id == user.id,
+                m.Booking.status == m.BookingStatus.PENDING_PAYMENT.value,
+                m.BookingSlot.starts_at >= start,
+                m.BookingSlot.starts_at < end,
+            )
+        )
+        held: dict[UUID, UUID | None] = {row.slot_id: row.order_id for row in held_rows}
         balances = await self.credits.balances(user.id)
         by_type = {credit_type.id: balance for credit_type, balance in balances}
         days = []
         for resource in await self.resources():
             views = [
-                SlotView(slot=s, seats_left=s.seats_left, is_mine=s.id in mine, has_started=s.starts_at <= current)
+                SlotView(
+                    slot=s,
+                    seats_left=s.seats_left,
+                    is_mine=s.id in mine,
+                    has_started=s.starts_at <= current,
+                    held_order_id=held.get(s.id),
+                )
                 for s in await self.slots(resource, day)
             ]
             credit_type = resource.credit_type
@@ -195,23 +223,7 @@ class BookingService:
             raise BookingError("You've already booked this time.")
         credit_type_id, cost, resource_name = resource.credit_type_id, resource.credit_cost, resource.name
         try:
-            if self.db.get_bind().dialect.name == "postgresql":
-                # One booking per member per slot: the same member's concurrent requests queue here.
-                await self.db.execute(
-                    text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
-                    {"key": f"cartwright:booking:{user.id}:{slot.id}"},
-                )
-            # The first write: on SQLite it also takes the database's write lock, serialising what follows.
-            taken = await self.db.execute(
-                update(m.BookingSlot)
-                .where(m.BookingSlot.id == slot.id, m.BookingSlot.booked < m.BookingSlot.capacity)
-                .values(booked=m.BookingSlot.booked + 1)
-                .execution_options(synchronize_session=False)
-            )
-            if cast("CursorResult[Any]", taken).rowcount != 1:
-                raise BookingError("That time just filled up. Choose another one.")
-            if await self._has_booking(user.id, slot.id):
-                raise BookingError("You've already booked this time.")
+            await self._take_seat(user, slot)
             booking = m.Booking(
                 slot_id=slot.id,
                 user_id=user.id,
@@ -236,10 +248,60 @@ class BookingService:
         log.info("bookings.booked", booking_id=str(booking.id), slot_id=str(slot_id), user_id=str(user.id))
         return await self._fresh(booking.id)
 
+    async def hold_for_card(
+        self, user: m.User, slot_id: UUID, billing: BillingDetails, *, now: datetime | None = None
+    ) -> m.Booking:
+        """Hold a seat for a card payment: the seat, a ``pending_payment`` booking and its pending order, in one
+        transaction. Commits; the caller sends the customer to the order's pay page (``booking.order_id``).
+
+        Members and non-members alike may pay by card. The seat is taken exactly as :meth:`book_with_credits` takes
+        it; fulfilment confirms the booking, and the ``release_unpaid_bookings`` cron frees the seat if the payment
+        has not come within 15 minutes. Asking again for a time already held (a double click, the back button)
+        returns the existing hold, so its order is paid rather than a second one created.
+        """
+        current = now or datetime.now(UTC)
+        slot = await self.slot(slot_id)
+        resource = slot.resource
+        if resource.price <= 0:
+            raise BookingError(f"{resource.name} can't be paid for by card.")
+        if slot.starts_at <= current:
+            raise BookingError("That time has already started. Choose a later one.")
+        existing = await self._held(user.id, slot.id)
+        if existing is not None:
+            return existing
+        if await self._has_booking(user.id, slot.id):
+            raise BookingError("You've already booked this time.")
+        try:
+            await self._take_seat(user, slot)
+            booking = m.Booking(
+                slot_id=slot.id,
+                user_id=user.id,
+                status=m.BookingStatus.PENDING_PAYMENT.value,
+                paid_with=PAID_WITH_CARD,
+                details={"price": resource.price, "currency": resource.currency},
+            )
+            self.db.add(booking)
+            await self.db.flush()
+            checkout = CheckoutService(self.db, cast("stripe.StripeClient", self.stripe))  # no Stripe call here
+            order = await checkout.place_booking_order(
+                booking=booking, resource=resource, slot=slot, user=user, billing=billing
+            )
+            booking.order_id = order.id
+            await self.db.commit()
+        except Exception:
+            await self.db.rollback()
+            raise
+        log.info("bookings.held", booking_id=str(booking.id), order_id=str(order.id), user_id=str(user.id))
+        return await self._fresh(booking.id)
+
     async def cancel(self, user: m.User, booking_id: UUID, *, now: datetime | None = None) -> m.Booking:
         """Cancel the user's booking before its cut-off: the seat is freed and the credits come back. Commits.
 
-        Someone else's booking (or none) raises :class:`NotFoundError`; a cancelled one is returned as it is.
+        A booking paid by card is refunded in full through Stripe first (idempotency key ``booking-refund:{id}``);
+        the refund's webhook then marks the order refunded and emails the notice. Should our own update fail after
+        the refund, that webhook cancels the booking and frees the seat anyway. An unpaid card hold is simply
+        released (no cut-off: nothing was paid). Someone else's booking (or none) raises :class:`NotFoundError`;
+        a cancelled one is returned as it is.
         """
         current = now or datetime.now(UTC)
         booking = await self.db.scalar(
@@ -251,24 +313,24 @@ class BookingService:
             return booking
         slot = booking.slot
         hours = slot.resource.cancel_cutoff_hours
+        if booking.status == m.BookingStatus.PENDING_PAYMENT.value:
+            return await self._release(booking, current)
         if current >= cancel_deadline(slot):
             raise BookingError(
                 f"It's too late to cancel: bookings can be cancelled up to {hours} hours before they start."
             )
+        values: dict[str, Any] = {"status": m.BookingStatus.CANCELED.value, "canceled_at": current}
+        if booking.paid_with == PAID_WITH_CARD and await self._refund_card_payment(booking):
+            values["details"] = {**booking.details, "refund": "requested"}  # the page says a refund is on its way
         try:
             canceled = await self.db.execute(
                 update(m.Booking)
                 .where(m.Booking.id == booking.id, m.Booking.status != m.BookingStatus.CANCELED.value)
-                .values(status=m.BookingStatus.CANCELED.value, canceled_at=current)
+                .values(**values)
                 .execution_options(synchronize_session=False)
             )
             if cast("CursorResult[Any]", canceled).rowcount == 1:  # else a concurrent cancel already did it all
-                await self.db.execute(
-                    update(m.BookingSlot)
-                    .where(m.BookingSlot.id == slot.id, m.BookingSlot.booked > 0)
-                    .values(booked=m.BookingSlot.booked - 1)
-                    .execution_options(synchronize_session=False)
-                )
+                await free_seat(self.db, slot.id)
                 type_id = booking.details.get("credit_type_id") or slot.resource.credit_type_id
                 if booking.paid_with == PAID_WITH_CREDITS and booking.credits_spent > 0 and type_id:
                     await self.credits.refund(
@@ -286,6 +348,70 @@ class BookingService:
         return await self._fresh(booking_id)
 
     # --- internals ------------------------------------------------------------------------------------------------
+
+    async def _take_seat(self, user: m.User, slot: m.BookingSlot) -> None:
+        """Inside the caller's transaction: one seat of ``slot`` for ``user``, or :class:`BookingError`."""
+        if self.db.get_bind().dialect.name == "postgresql":
+            # One booking per customer per slot: the same customer's concurrent requests queue here.
+            await self.db.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                {"key": f"cartwright:booking:{user.id}:{slot.id}"},
+            )
+        # The first write: on SQLite it also takes the database's write lock, serialising what follows.
+        taken = await self.db.execute(
+            update(m.BookingSlot)
+            .where(m.BookingSlot.id == slot.id, m.BookingSlot.booked < m.BookingSlot.capacity)
+            .values(booked=m.BookingSlot.booked + 1)
+            .execution_options(synchronize_session=False)
+        )
+        if cast("CursorResult[Any]", taken).rowcount != 1:
+            raise BookingError("That time just filled up. Choose another one.")
+        if await self._has_booking(user.id, slot.id):
+            raise BookingError("You've already booked this time.")
+
+    async def _held(self, user_id: UUID, slot_id: UUID) -> m.Booking | None:
+        booking: m.Booking | None = await self.db.scalar(
+            select(m.Booking).where(
+                m.Booking.user_id == user_id,
+                m.Booking.slot_id == slot_id,
+                m.Booking.status == m.BookingStatus.PENDING_PAYMENT.value,
+                m.Booking.order_id.is_not(None),
+            )
+        )
+        return booking
+
+    async def _release(self, booking: m.Booking, now: datetime) -> m.Booking:
+        booking_id = booking.id
+        try:
+            reason = "Seat hold cancelled by the customer before paying."
+            await release_hold(self.db, booking_id, reason=reason, now=now)
+            await self.db.commit()
+        except Exception:
+            await self.db.rollback()
+            raise
+        log.info("bookings.hold_canceled", booking_id=str(booking_id))
+        return await self._fresh(booking_id)
+
+    async def _refund_card_payment(self, booking: m.Booking) -> bool:
+        """Refund what is left of the booking's order, before the booking is touched (see :meth:`cancel`)."""
+        order = await self.db.get(m.Order, booking.order_id) if booking.order_id else None
+        if order is None or not order.payment_intent_id or not order.is_paid or order.refundable <= 0:
+            return False
+        if self.stripe is None:
+            raise RuntimeError("BookingService needs a Stripe client to cancel a booking paid by card")
+        try:
+            await self.stripe.v1.refunds.create_async(
+                {"payment_intent": order.payment_intent_id, "amount": order.refundable},
+                # Derived from the booking: a double click or a retry never refunds twice.
+                {"idempotency_key": idempotency_key("booking-refund", booking.id)},
+            )
+        except stripe.StripeError as exc:
+            log.warning("bookings.refund_failed", booking_id=str(booking.id), error=str(exc))
+            raise BookingError(
+                "We couldn't reach the payment processor to refund you, so your booking still stands. "
+                "Please try again in a moment."
+            ) from exc
+        return True
 
     async def _has_booking(self, user_id: UUID, slot_id: UUID) -> bool:
         return bool(

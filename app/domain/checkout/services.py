@@ -188,6 +188,58 @@ class CheckoutService:
             return existing, None
         return order, visitor_token
 
+    async def place_booking_order(
+        self,
+        *,
+        booking: m.Booking,
+        resource: m.BookableResource,
+        slot: m.BookingSlot,
+        user: m.User,
+        billing: BillingDetails,
+    ) -> m.Order:
+        """A pending order for one booking paid by card: one line, no product, tax from the billing province.
+
+        Never commits: the booking's seat hold and its order are one transaction (the caller's). The order belongs to
+        the signed-in ``user``, which is what lets them open its pay page; it has no checkout or visitor token.
+        """
+        # "Meeting room A — Tue 1 Dec 10:00\u201311:00 UTC": an en dash between the times
+        when = f"{slot.starts_at:%a} {slot.starts_at.day} {slot.starts_at:%b %H:%M}\u2013{slot.ends_at:%H:%M} UTC"
+        tax = compute_tax([resource.price], country=billing.country, region=billing.region, on=datetime.now(UTC).date())
+        number_id = await self.db.scalar(insert(m.OrderNumber).returning(m.OrderNumber.id))
+        order = m.Order(
+            number=ORDER_NUMBER_OFFSET + int(number_id or 0),
+            user_id=user.id,
+            email=billing.email,
+            billing_name=billing.name,
+            country=billing.country,
+            region=billing.region,
+            postal_code=billing.postal_code,
+            currency=resource.currency,
+            subtotal=resource.price,
+            tax_total=tax.total,
+            total=resource.price + tax.total,
+            tax_breakdown=[c.as_dict() for c in tax.components],
+        )
+        order.lines = [
+            m.OrderLine(
+                position=0,
+                product_id=None,
+                product_name=f"{resource.name} — {when}",
+                product_slug=resource.slug,
+                unit_price=resource.price,
+                quantity=1,
+                subtotal=resource.price,
+                tax=tax.line_taxes[0],
+                has_download=False,
+            )
+        ]
+        self.db.add(order)
+        self.db.add(
+            m.OrderEvent(order=order, kind="placed", message=f"Booking {booking.id} held, waiting for payment.")
+        )
+        await self.db.flush()
+        return order
+
     async def order_for_token(self, checkout_token: str) -> m.Order | None:
         order: m.Order | None = await self.db.scalar(select(m.Order).where(m.Order.checkout_token == checkout_token))
         return order

@@ -21,6 +21,7 @@ from sqlalchemy import case, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.domain.bookings.card_payments import cancel_refunded_bookings, confirm_paid_bookings
 from app.domain.downloads.services import DownloadService
 from app.domain.notifications.services import EmailService
 from app.domain.payments.context import HandlerContext
@@ -158,6 +159,7 @@ class PaymentSync:
                 delete(m.CartItem).where(m.CartItem.user_id == order.user_id, m.CartItem.product_id.in_(ordered))
             )
         self.db.add(m.OrderEvent(order_id=order.id, kind="paid", message="Payment received."))
+        await confirm_paid_bookings(self.db, self.ctx.stripe, order)  # a booking's order: confirm its seat
         receipt = EmailService(self.db, self.ctx.queue).stage(
             "receipt",
             order.email,
@@ -230,6 +232,7 @@ class PaymentSync:
                 order.refunded_at = datetime.now(UTC)
                 await DownloadService(self.db, self.ctx.settings).revoke_for_order(order)
                 self.db.add(m.OrderEvent(order_id=order.id, kind="downloads_revoked", message="Fully refunded."))
+                await cancel_refunded_bookings(self.db, order)  # and free a booking's seat
         elif refunded > 0:
             order.status = m.OrderStatus.PARTIALLY_REFUNDED.value
         # Rendered after the status is settled: the notice says whether downloads were revoked.
