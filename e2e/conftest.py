@@ -178,6 +178,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
             **{k: v for k, v in os.environ.items() if not k.startswith("STRIPE_")},
             # No keys, as on a fresh machine: the emulator's defaults, on a port of this run's own.
             "STRIPE_API_BASE": stripe_url,
+            "SUBSCRIPTION_CHECKOUT": "both",  # the Payment Element and Stripe Checkout journeys both run
             **app_environment(
                 database_url=f"sqlite+aiosqlite:///{var_dir / 'cartwright.db'}",
                 redis_url=redis_url,

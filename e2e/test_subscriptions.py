@@ -65,7 +65,8 @@ def test_subscribe_book_with_credits_switch_cancel_and_resume(page: Page) -> Non
     # The paid cycle's credits arrive from the invoice.paid webhook.
     page.goto("/account/credits")
     hours = page.locator('[data-credit-type="room-hours"]')
-    expect(hours).to_have_text("20", timeout=20_000)
+    reload_until(page, hours, count=1)
+    expect(hours).to_have_text("20")
 
     # Spend one on a meeting room.
     page.goto(f"/bookings?day={next_weekday()}")
@@ -148,4 +149,20 @@ def test_renewal_then_a_failed_renewal_recovered_by_updating_the_card(page: Page
     page.get_by_label("Postal code").fill("H2X 1Y4")
     page.get_by_role("button", name="Save card").click()
     expect(page.get_by_text("The payment went through and your plan is active.")).to_be_visible(timeout=20_000)
+    expect(page.get_by_role("heading", name=re.compile(r"Community\s+Active"))).to_be_visible()
+
+
+def test_subscribe_through_stripe_hosted_checkout(page: Page) -> None:
+    register(page, email=unique_email("hosted-member"), password="a long member password", name="Hal Hosted")
+    page.goto("/pricing")
+    page.get_by_role("link", name="Subscribe: Community, monthly").click()
+    page.get_by_role("button", name="Pay on Stripe's checkout page instead").click()
+    expect(page.get_by_role("heading", name="Checkout")).to_be_visible()
+    expect(page.get_by_text("Test mode")).to_be_visible()
+    page.get_by_label("Card number").fill("4242 4242 4242 4242")
+    page.get_by_label("Expiration").fill("12 / 34")
+    page.get_by_label("CVC").fill("123")
+    page.get_by_label("Postal code").fill("H2X 1Y4")
+    page.get_by_role("button", name=re.compile(r"^(Pay|Subscribe)")).click()
+    expect(page).to_have_url(re.compile(r"/account/subscription$"), timeout=20_000)
     expect(page.get_by_role("heading", name=re.compile(r"Community\s+Active"))).to_be_visible()

@@ -108,6 +108,7 @@ def test_env(
             "STRIPE_PUBLISHABLE_KEY": "pk_test_cartwright_tests",
             "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "STRIPE_API_BASE": stripe_emulator.url,
+            "SUBSCRIPTION_CHECKOUT": "both",  # both ways to pay for a plan are under test
         }
     )
     saved = {k: os.environ.get(k) for k in env}

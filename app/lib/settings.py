@@ -93,6 +93,17 @@ class Settings:
     login_lockout_seconds: int = 15 * 60
     storage_dir: Path = field(default=BASE_DIR / "var" / "uploads")
     trusted_proxies: tuple[Network, ...] = ()
+    # How members pay for a new plan: "elements" (the Payment Element on our page), "hosted" (Stripe Checkout)
+    # or "both" (the customer chooses).
+    subscription_checkout: str = "elements"
+
+    @property
+    def offers_hosted_checkout(self) -> bool:
+        return self.subscription_checkout in {"hosted", "both"}
+
+    @property
+    def offers_elements(self) -> bool:
+        return self.subscription_checkout in {"elements", "both"}
 
     @property
     def secure_cookies(self) -> bool:
@@ -131,7 +142,15 @@ def load_settings() -> Settings:
         log_level=_env("LOG_LEVEL") or "INFO",
         storage_dir=Path(_env("STORAGE_DIR") or var_dir / "uploads"),
         trusted_proxies=parse_networks(_env("TRUSTED_PROXIES")),
+        subscription_checkout=_subscription_checkout(_env("SUBSCRIPTION_CHECKOUT")),
     )
+
+
+def _subscription_checkout(value: str) -> str:
+    choice = (value or "elements").strip().lower()
+    if choice not in {"elements", "hosted", "both"}:
+        raise ValueError(f"SUBSCRIPTION_CHECKOUT must be elements, hosted or both, not {value!r}")
+    return choice
 
 
 @lru_cache(maxsize=1)

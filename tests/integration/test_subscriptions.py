@@ -346,3 +346,39 @@ async def test_a_plan_that_allows_it_can_be_ended_now_and_the_member_is_told(
             select(func.count()).select_from(m.EmailMessage).where(m.EmailMessage.kind == "membership_ended")
         )
     assert sent == 1  # the page and the webhook both saw the end; one email
+
+
+async def test_hosted_checkout_return_trusts_only_this_customers_completed_session(
+    client: httpx.AsyncClient, app: object, factory: Factory, runtime: Runtime
+) -> None:
+    await make_plan(runtime)
+    await factory.user(email="hosted@example.com")
+    await sign_in(client, "hosted@example.com")
+    page = await client.get("/subscribe/resident?interval=month")
+    assert "Pay on Stripe's checkout page instead" in page.text
+    attempt = re.search(r'name="attempt" value="([^"]+)"', page.text)
+    assert attempt
+    response = await post_form(
+        client, "/subscribe/resident", {"interval": "month", "attempt": attempt.group(1), "via": "hosted"}
+    )
+    assert response.status_code == 303
+    location = response.headers["location"]
+    assert location.startswith(str(runtime.settings.stripe.api_base))  # off to Stripe's page
+    sessions = await runtime.stripe.v1.checkout.sessions.list_async({"limit": 1})
+    session = sessions.data[0]
+    assert session.mode == "subscription"
+
+    # Coming back before paying: nothing was created, the customer is told so.
+    back = await client.get(f"/subscriptions/checkout/return?session_id={session.id}")
+    assert back.status_code == 303
+    assert back.headers["location"] == "/pricing"
+    async with runtime.db() as db:
+        assert await db.scalar(select(func.count()).select_from(m.Subscription)) == 0
+
+    # Someone else cannot claim the session.
+    await factory.user(email="claimant@example.com")
+    transport = httpx.ASGITransport(app=app, client=("198.51.100.8", 50003))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as other:
+        await sign_in(other, "claimant@example.com")
+        assert (await other.get(f"/subscriptions/checkout/return?session_id={session.id}")).status_code == 404
+        assert (await other.get("/subscriptions/checkout/return?session_id=cs_nope")).status_code == 404

@@ -60,6 +60,7 @@ class SubscriptionController(Controller):
         slug: FromPath[str],
         db_session: NamedDependency[AsyncSession],
         subscriptions: NamedDependency[SubscriptionService],
+        runtime: NamedDependency[Runtime],
         interval: FromQuery[str | None] = None,
     ) -> Template | Response[Any]:
         user = _user(request)
@@ -75,7 +76,14 @@ class SubscriptionController(Controller):
         return render(
             request,
             "subscriptions/start.html.j2",
-            {"plan": plan, "price": price, "interval": chosen, "attempt": request.session["subscribe_attempt"]},
+            {
+                "plan": plan,
+                "price": price,
+                "interval": chosen,
+                "attempt": request.session["subscribe_attempt"],
+                "offers_elements": runtime.settings.offers_elements,
+                "offers_hosted": runtime.settings.offers_hosted_checkout,
+            },
         )
 
     @post("/subscribe/{slug:str}", name="subscriptions:create")
@@ -97,6 +105,20 @@ class SubscriptionController(Controller):
             if price is None:
                 raise NotFoundError("That plan is not offered with this billing interval.")
             attempt = data.get("attempt") or secrets.token_urlsafe(12)
+            settings = runtime.settings
+            hosted = settings.offers_hosted_checkout and (data.get("via") == "hosted" or not settings.offers_elements)
+            if hosted:
+                url = await subscriptions.hosted_checkout_url(
+                    user,
+                    plan,
+                    price,
+                    attempt=attempt,
+                    success_url=settings.base_url
+                    + request.app.route_reverse("subscriptions:checkout_return")
+                    + "?session_id={CHECKOUT_SESSION_ID}",
+                    cancel_url=f"{settings.base_url}{request.app.route_reverse('plans:pricing')}?interval={interval}",
+                )
+                return _external_redirect(request, url)
             sub = await subscriptions.subscribe(user, plan, price, attempt=attempt)
         except SubscriptionError as exc:
             flash(request, exc.message, "error")
@@ -109,6 +131,26 @@ class SubscriptionController(Controller):
             flash(request, f"Welcome to {plan.name}!", "success")
             return redirect(request, request.app.route_reverse("subscriptions:manage"))
         return redirect(request, request.app.route_reverse("subscriptions:pay", subscription_id=sub.id))
+
+    @get("/subscriptions/checkout/return", name="subscriptions:checkout_return")
+    async def checkout_return(
+        self,
+        request: Request[Any, Any, Any],
+        subscriptions: NamedDependency[SubscriptionService],
+        session_id: FromQuery[str] = "",
+    ) -> Response[Any]:
+        """Back from Stripe Checkout. The session is re-read from Stripe and must be this customer's."""
+        try:
+            sub = await subscriptions.finish_hosted_checkout(_user(request), session_id)
+        except stripe.InvalidRequestError:
+            raise NotFoundError("We couldn't find that checkout.") from None
+        if sub is not None and sub.status in {m.SubscriptionStatus.ACTIVE, m.SubscriptionStatus.TRIALING}:
+            flash(request, f"Welcome to {sub.plan.name if sub.plan else 'your plan'}!", "success")
+            return redirect(request, request.app.route_reverse("subscriptions:manage"))
+        if sub is not None:
+            return redirect(request, request.app.route_reverse("subscriptions:complete", subscription_id=sub.id))
+        flash(request, "The checkout was not completed, so nothing was charged.", "info")
+        return redirect(request, request.app.route_reverse("plans:pricing"))
 
     @get("/subscriptions/{subscription_id:uuid}/pay", name="subscriptions:pay")
     async def pay(
@@ -292,9 +334,7 @@ class SubscriptionController(Controller):
         url = await subscriptions.portal_url(
             _user(request), runtime.settings.base_url + request.app.route_reverse("subscriptions:manage")
         )
-        if request.headers.get("hx-request") == "true":
-            return Response(content=b"", headers={"HX-Redirect": url})
-        return Redirect(path=url, status_code=303)
+        return _external_redirect(request, url)
 
     @get("/account/subscription/card", name="subscriptions:card")
     async def card(
@@ -337,6 +377,12 @@ class SubscriptionController(Controller):
             message += " The payment went through and your plan is active."
         flash(request, message, "success")
         return redirect(request, request.app.route_reverse("subscriptions:manage"))
+
+
+def _external_redirect(request: Request[Any, Any, Any], url: str) -> Response[Any]:
+    if request.headers.get("hx-request") == "true":
+        return Response(content=b"", headers={"HX-Redirect": url})
+    return Redirect(path=url, status_code=303)
 
 
 async def _plan_by_id(db: AsyncSession, plan_id: UUID) -> m.Plan:

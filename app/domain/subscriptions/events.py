@@ -74,3 +74,11 @@ async def on_invoice_event(ctx: HandlerContext, event: dict[str, Any]) -> None:
     await mailer.dispatch(emails)
     # The invoice's outcome moves the subscription (active, past_due, unpaid): mirror that too.
     await on_subscription_event(ctx, {"data": {"object": {"id": sub.stripe_subscription_id}}, "created": 0})
+
+
+async def on_checkout_completed(ctx: HandlerContext, event: dict[str, Any]) -> None:
+    """Hosted Checkout finished: mirror the subscription it created (the return page may never be reached)."""
+    session = event["data"]["object"]
+    subscription_id = session.get("subscription")
+    if session.get("mode") == "subscription" and isinstance(subscription_id, str):
+        await on_subscription_event(ctx, {"data": {"object": {"id": subscription_id}}, "created": 0})

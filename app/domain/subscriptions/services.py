@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from stripe.params import SubscriptionCreateParams
+from stripe.params.checkout import SessionCreateParamsSubscriptionData
 
 from app.db import models as m
 from app.domain.notifications.services import EmailService
@@ -137,6 +138,45 @@ class SubscriptionService:
         sub = await self.mirror_subscription(created)
         assert sub is not None
         return sub
+
+    async def hosted_checkout_url(
+        self, user: m.User, plan: m.Plan, price: m.PlanPrice, *, success_url: str, cancel_url: str, attempt: str
+    ) -> str:
+        """A Stripe Checkout session (subscription mode) for the plan; Stripe hosts the payment page."""
+        if await self.live_for(user) is not None:
+            raise SubscriptionError("You already have a plan: switch it from your account instead.")
+        if not price.stripe_price_id:
+            raise SubscriptionError("This plan is not available for sale right now.")
+        subscription_data: SessionCreateParamsSubscriptionData = {
+            "metadata": {"user_id": str(user.id), "plan": plan.slug}
+        }
+        if plan.trial_days and not await self._had_subscription(user):
+            subscription_data["trial_period_days"] = plan.trial_days
+        session = await self.stripe.v1.checkout.sessions.create_async(
+            params={
+                "mode": "subscription",
+                "customer": await self.customer_id(user),
+                "client_reference_id": str(user.id),
+                "line_items": [{"price": price.stripe_price_id, "quantity": 1}],
+                "success_url": success_url,
+                "cancel_url": cancel_url,
+                "subscription_data": subscription_data,
+                "metadata": {"user_id": str(user.id), "plan": plan.slug},
+            },
+            options={"idempotency_key": idempotency_key("subscribe-checkout", user.id, price.id, attempt)},
+        )
+        return str(session.url)
+
+    async def finish_hosted_checkout(self, user: m.User, session_id: str) -> m.Subscription | None:
+        """Back from Stripe Checkout: trust only the session as Stripe reports it, and only if it is this user's."""
+        session = as_dict(await self.stripe.v1.checkout.sessions.retrieve_async(session_id))
+        if not user.stripe_customer_id or _id(session.get("customer")) != user.stripe_customer_id:
+            raise NotFoundError("We couldn't find that checkout.")
+        subscription_id = _id(session.get("subscription"))
+        if session.get("status") != "complete" or not subscription_id:
+            return None
+        remote = as_dict(await self.stripe.v1.subscriptions.retrieve_async(subscription_id))
+        return await self.mirror_subscription(remote)
 
     async def _had_subscription(self, user: m.User) -> bool:
         # One free trial per customer.
@@ -334,6 +374,8 @@ class SubscriptionService:
             await self.db.rollback()
             return await self.mirror_subscription(remote, event_created=event_created)
         await EmailService(self.db, self.queue).dispatch(emails)
+        # The plan may have changed (a switch) or never been loaded (a new row): load it now, not lazily later.
+        await self.db.refresh(sub, attribute_names=["plan", "price"])
         return sub
 
     async def _claim_ended_notice(self, sub: m.Subscription) -> bool:
