@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
 from app.domain.accounts.deps import provide_email_service
+from app.domain.bookings.services import admin_bookings_page
 from app.domain.notifications.services import EmailService
 from app.lib.exceptions import NotFoundError
 from app.lib.htmx import render
@@ -37,6 +38,29 @@ class AdminController(Controller):
             "emails": await db_session.scalar(select(func.count()).select_from(m.EmailMessage)) or 0,
         }
         return render(request, "admin/dashboard.html.j2", {"counts": counts})
+
+    @get("/bookings", name="admin:bookings", guards=[requires(Resource.SUBSCRIPTIONS, Access.READ)])
+    async def bookings(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        page: FromQuery[int] = 1,
+        show: FromQuery[str] = "upcoming",
+    ) -> Template:
+        upcoming = show != "all"
+        rows, total = await admin_bookings_page(db_session, page=max(1, page), upcoming_only=upcoming)
+        return render(
+            request,
+            "admin/bookings.html.j2",
+            {
+                "rows": rows,
+                "total": total,
+                "page": max(1, page),
+                "pages": max(1, -(-total // 25)),
+                "show": "upcoming" if upcoming else "all",
+            },
+            fragment="admin/_bookings_table.html.j2",
+        )
 
     @get("/emails", name="admin:emails", guards=[requires(Resource.SYSTEM, Access.FULL)])
     async def emails(
