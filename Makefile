@@ -5,11 +5,12 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck unit e2e screenshots clean help
+.PHONY: run test lint typecheck unit e2e screenshots clean help bench
 
 help:
 	@echo "make run   - set up and start the shop (web + worker + Stripe emulator) on http://$(HOST):$(PORT)"
 	@echo "make test  - lint, type-check, unit + integration (SQLite and PostgreSQL) and browser tests"
+	@echo "make bench - load test: Stripe webhook ingestion and the checkout page on PostgreSQL + Redis (docs/benchmarks.md)"
 
 # Re-install only when pyproject.toml changes, so a second `make run` starts in seconds.
 $(BIN)/.installed: pyproject.toml
@@ -26,8 +27,8 @@ run: $(BIN)/.installed
 	@$(BIN)/cartwright dev --host $(HOST) --port $(PORT)
 
 lint: $(BIN)/.installed-test
-	$(BIN)/ruff check app tests e2e migrations
-	$(BIN)/ruff format --check app tests e2e
+	$(BIN)/ruff check app tests e2e migrations bench
+	$(BIN)/ruff format --check app tests e2e bench
 
 typecheck: $(BIN)/.installed-test
 	$(BIN)/mypy
@@ -39,6 +40,10 @@ e2e: $(BIN)/.installed-test
 	$(BIN)/pytest e2e
 
 test: lint typecheck unit e2e
+
+# Needs a running PostgreSQL and Redis (BENCH_DATABASE_URL, BENCH_REDIS_URL); options: make bench BENCH_ARGS="--help".
+bench: $(BIN)/.installed
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 screenshots: $(BIN)/.installed-test
 	UPDATE_SCREENSHOTS=1 $(BIN)/pytest e2e/test_screenshots.py

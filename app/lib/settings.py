@@ -82,6 +82,7 @@ class Settings:
     stripe: StripeSettings
     debug: bool = False
     db_echo: bool = False
+    db_pool_size: int = 20  # database connections per process (web worker, SAQ worker)
     log_level: str = "INFO"
     staff_idle_seconds: int = 30 * 60
     staff_absolute_seconds: int = 12 * 60 * 60
@@ -139,6 +140,7 @@ def load_settings() -> Settings:
         ),
         debug=_env_bool("DEBUG", default=False),
         db_echo=_env_bool("DB_ECHO", default=False),
+        db_pool_size=_env_int("DB_POOL_SIZE", 20),
         log_level=_env("LOG_LEVEL") or "INFO",
         storage_dir=Path(_env("STORAGE_DIR") or var_dir / "uploads"),
         trusted_proxies=parse_networks(_env("TRUSTED_PROXIES")),

@@ -9,7 +9,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from app.lib.money import format_money
 from app.lib.permissions import can, is_staff
-from app.lib.settings import BASE_DIR
+from app.lib.settings import BASE_DIR, get_settings
 
 TEMPLATE_DIR = BASE_DIR / "templates"
 
@@ -28,7 +28,7 @@ def get_environment() -> Environment:
         undefined=StrictUndefined,  # a typo in a template fails a test instead of rendering blank
         trim_blocks=True,
         lstrip_blocks=True,
-        auto_reload=True,
+        auto_reload=get_settings().debug,  # a stat() per template per render otherwise
         enable_async=False,
     )
     env.filters["money"] = format_money

@@ -9,6 +9,7 @@ from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar.config.csrf import CSRFConfig
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
+from litestar.logging.config import LoggingConfig
 from litestar.plugins import CLIPluginProtocol, InitPluginProtocol
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
@@ -77,6 +78,13 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
         runtime = self.runtime
         settings = runtime.settings
         configure_logging(settings.log_level)
+        # Litestar's default sets the stdlib root logger to INFO whatever LOG_LEVEL says: SAQ then logged (and
+        # formatted, on a listener thread) a line for every job the web process enqueued.
+        level = settings.log_level.upper()
+        app_config.logging_config = LoggingConfig(
+            root={"level": level, "handlers": ["queue_listener"]},
+            loggers={"litestar": {"level": level, "handlers": ["queue_listener"], "propagate": False}},
+        )
         app_config.debug = settings.debug
         app_config.state.update({"runtime": runtime})
 

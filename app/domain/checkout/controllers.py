@@ -16,7 +16,7 @@ from saq import Queue
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
-from app.domain.cart.services import CartService
+from app.domain.cart.services import CartService, PricedCart
 from app.domain.checkout.services import (
     COUNTRIES,
     BillingDetails,
@@ -76,9 +76,11 @@ class CheckoutController(Controller):
         *,
         status_code: int = 200,
         message: str = "",
+        cart: PricedCart | None = None,
     ) -> Template:
         user = current_user(request)
-        cart = await CartService(db_session, request.session).priced(user)
+        if cart is None:
+            cart = await CartService(db_session, request.session).priced(user)
         country = form.get("country", "CA").upper()
         region = form.get("region", "").upper()
         tax = tax_for(cart, country=country, region=region) if (country != "CA" or region in PROVINCES) else None
@@ -110,7 +112,7 @@ class CheckoutController(Controller):
             flash(request, "Your cart is empty: add something first.", "info")
             return redirect(request, request.app.route_reverse("cart:show"))
         form = {"country": "CA", "email": user.email if user else "", "name": user.name if user else ""}
-        return await self._form_page(request, db_session, form, {})
+        return await self._form_page(request, db_session, form, {}, cart=cart)
 
     @get("/checkout/summary", name="checkout:summary")
     async def summary(
