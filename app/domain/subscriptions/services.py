@@ -200,8 +200,17 @@ class SubscriptionService:
         return str(secret) if secret else None
 
     async def refresh(self, sub: m.Subscription) -> m.Subscription:
-        remote = as_dict(await self.stripe.v1.subscriptions.retrieve_async(sub.stripe_subscription_id))
+        """Re-read the subscription and its latest invoice from Stripe (the return page must not show stale)."""
+        remote = as_dict(
+            await self.stripe.v1.subscriptions.retrieve_async(
+                sub.stripe_subscription_id, params={"expand": ["latest_invoice"]}
+            )
+        )
+        invoice = remote.get("latest_invoice")
         mirrored = await self.mirror_subscription(remote)
+        if isinstance(invoice, dict):
+            await self.mirror_invoice(invoice)
+            await self.db.commit()
         return mirrored or sub
 
     # --- managing --------------------------------------------------------------------------------------------
