@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
+import stripe
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, PermissionDeniedException
@@ -25,6 +26,7 @@ _TITLES = {
     405: "That action isn't allowed here",
     409: "That conflicts with something else",
     410: "That link has expired",
+    402: "The payment did not go through",
     422: "Please check what you entered",
     429: "Too many requests",
     500: "Something went wrong on our side",
@@ -78,6 +80,14 @@ def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) 
     return _error_response(request, status, message)
 
 
+def stripe_error_handler(request: Request[Any, Any, Any], exc: stripe.StripeError) -> Response[Any]:
+    """Stripe unreachable, rate-limited or refusing: a clear "try again", never a traceback page."""
+    log.warning("request.stripe_error", path=request.url.path, error=type(exc).__name__, code=exc.code)
+    if isinstance(exc, stripe.CardError):
+        return _error_response(request, 402, exc.user_message or "Your card was declined.")
+    return _error_response(request, 503, "We couldn't reach the payment processor. Please try again in a moment.")
+
+
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("request.unhandled_error", path=request.url.path, error=type(exc).__name__)
     return _error_response(request, 500, "We've logged the problem. Please try again in a moment.")
@@ -88,5 +98,6 @@ __all__ = [
     "http_exception_handler",
     "internal_error_handler",
     "not_signed_in_handler",
+    "stripe_error_handler",
     "wants_fragment",
 ]

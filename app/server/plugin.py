@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import stripe
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar.config.csrf import CSRFConfig
 from litestar.di import Provide
@@ -148,6 +149,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 ApplicationError: errors.application_error_handler,
                 NotSignedInError: errors.not_signed_in_handler,
                 HTTPException: errors.http_exception_handler,
+                stripe.StripeError: errors.stripe_error_handler,
                 Exception: errors.internal_error_handler,
             }
         )

@@ -382,3 +382,54 @@ async def test_hosted_checkout_return_trusts_only_this_customers_completed_sessi
         await sign_in(other, "claimant@example.com")
         assert (await other.get(f"/subscriptions/checkout/return?session_id={session.id}")).status_code == 404
         assert (await other.get("/subscriptions/checkout/return?session_id=cs_nope")).status_code == 404
+
+
+async def test_a_standard_customer_cannot_switch_onto_the_member_price(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    runtime: Runtime,
+    stripe_emulator: EmulatorServer,
+    queue: Queue,
+    worker: Worker,
+) -> None:
+    plan = await make_plan(runtime)
+    async with runtime.db() as db:
+        member_price = m.PlanPrice(plan_id=plan.id, interval="year", tier="member", amount=100, currency="CAD")
+        db.add(member_price)
+        await db.commit()
+    await factory.user(email="standard@example.com")
+    await sign_in(client, "standard@example.com")
+    sub_id = await subscribe(client)
+    await pay_first_invoice(client, runtime, sub_id)
+    await settle(stripe_emulator, queue, runtime)
+    before = (await load_sub(runtime, sub_id)).stripe_price_id
+
+    assert (await client.get(f"/account/subscription/preview?price_id={member_price.id}")).status_code == 404
+    response = await post_form(client, "/account/subscription/switch", {"price_id": str(member_price.id)})
+    assert response.status_code == 404
+    assert (await load_sub(runtime, sub_id)).stripe_price_id == before
+    assert (await client.get("/account/subscription/preview?price_id=not-a-uuid")).status_code == 404
+
+
+async def test_stripe_refusing_is_a_clear_page_not_a_server_error(
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime
+) -> None:
+    plan = await make_plan(runtime)
+    user = await factory.user(email="ghost@example.com")
+    async with runtime.db() as db:
+        # A mirror row whose subscription Stripe does not know (deleted there, say).
+        db.add(
+            m.Subscription(
+                user_id=user.id,
+                plan_id=plan.id,
+                stripe_subscription_id="sub_unknown_to_stripe",
+                stripe_customer_id="cus_unknown",
+                status="active",
+            )
+        )
+        await db.commit()
+    await sign_in(client, "ghost@example.com")
+    yearly = next(p for p in plan.prices if p.interval == "year")
+    page = await client.get(f"/account/subscription/preview?price_id={yearly.id}")
+    assert page.status_code == 503
+    assert "reach the payment processor" in text_of(page.text)

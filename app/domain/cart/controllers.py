@@ -54,7 +54,8 @@ def parse_quantity(raw: str | None, *, default: int | None = None) -> int:
 def back_url(request: Request[Any, Any, Any]) -> str:
     """Where a plain form post returns to: the page it came from when that is one of ours, else the cart."""
     parts = urlsplit(request.headers.get("referer", ""))
-    if parts.netloc == request.url.netloc and parts.path.startswith("/") and not parts.path.startswith("/cart/items"):
+    ours = parts.netloc == request.url.netloc and parts.path.startswith("/")
+    if ours and not parts.path.startswith(("//", "/\\", "/cart/items")):
         return parts.path + (f"?{parts.query}" if parts.query else "")
     return request.app.route_reverse("cart:show")
 

@@ -265,12 +265,17 @@ class SubscriptionController(Controller):
         flash(request, "Your plan has ended. We're sorry to see you go.", "success")
         return redirect(request, request.app.route_reverse("subscriptions:manage"))
 
-    async def _price(self, db: AsyncSession, price_id: str | None) -> m.PlanPrice:
+    async def _price(self, db: AsyncSession, price_id: str | None, user: m.User) -> m.PlanPrice:
+        """A price this customer may switch to: active, of an active plan, and of the customer's own tier."""
         try:
             price = await db.get(m.PlanPrice, UUID(str(price_id)))
         except ValueError:
             price = None
-        if price is None or not price.is_active:
+        plan = await db.scalar(select(m.Plan).where(m.Plan.id == price.plan_id)) if price is not None else None
+        if price is None or plan is None or not plan.is_active:
+            raise NotFoundError("That plan is not offered any more.")
+        offered = plan.price_for(price.interval, tier_for(user))
+        if offered is None or offered.id != price.id:
             raise NotFoundError("That plan is not offered any more.")
         return price
 
@@ -285,7 +290,7 @@ class SubscriptionController(Controller):
     ) -> Template:
         """The prorated cost of switching, from Stripe's invoice preview, with a button to confirm."""
         sub = await self._live(request, subscriptions)
-        price = await self._price(db_session, price_id)
+        price = await self._price(db_session, price_id, _user(request))
         plan = await _plan_by_id(db_session, price.plan_id)
         await PlanStripeSync(db_session, runtime.stripe).ensure(plan)
         await db_session.refresh(price)
@@ -308,7 +313,7 @@ class SubscriptionController(Controller):
         subscriptions: NamedDependency[SubscriptionService],
     ) -> Response[Any]:
         sub = await self._live(request, subscriptions)
-        price = await self._price(db_session, data.get("price_id"))
+        price = await self._price(db_session, data.get("price_id"), _user(request))
         try:
             sub = await subscriptions.change_price(sub, price)
         except SubscriptionError as exc:

@@ -29,6 +29,7 @@ from app.lib.exceptions import ApplicationError, NotFoundError
 log = structlog.get_logger()
 
 LIVE_STATUSES = frozenset({"active", "trialing", "past_due"})
+ENDED_STATUSES = frozenset({"canceled", "unpaid", "incomplete_expired"})
 
 
 class SubscriptionError(ApplicationError):
@@ -234,8 +235,12 @@ class SubscriptionService:
         return await self.mirror_subscription(as_dict(remote)) or sub
 
     async def cancel_now(self, sub: m.Subscription) -> m.Subscription:
-        remote = await self.stripe.v1.subscriptions.cancel_async(sub.stripe_subscription_id)
-        return await self.mirror_subscription(as_dict(remote)) or sub
+        try:
+            remote = as_dict(await self.stripe.v1.subscriptions.cancel_async(sub.stripe_subscription_id))
+        except stripe.InvalidRequestError:
+            # Already cancelled (a double click, or Stripe got there first): Stripe's current state is the answer.
+            remote = as_dict(await self.stripe.v1.subscriptions.retrieve_async(sub.stripe_subscription_id))
+        return await self.mirror_subscription(remote) or sub
 
     async def _item_id(self, sub: m.Subscription) -> str:
         remote = as_dict(await self.stripe.v1.subscriptions.retrieve_async(sub.stripe_subscription_id))
@@ -281,7 +286,12 @@ class SubscriptionService:
                 "proration_behavior": "always_invoice",
                 "cancel_at_period_end": False,
             },
-            options={"idempotency_key": idempotency_key("switch", sub.stripe_subscription_id, price.id)},
+            # The current price and row version too: A→B, B→A, A→B again must not replay the first switch.
+            options={
+                "idempotency_key": idempotency_key(
+                    "switch", sub.stripe_subscription_id, sub.stripe_price_id, price.id, sub.updated_at
+                )
+            },
         )
         return await self.mirror_subscription(as_dict(remote)) or sub
 
@@ -352,6 +362,9 @@ class SubscriptionService:
         elif event_created and event_created < sub.last_event_created:
             return sub  # an older event arriving late: we already hold newer state
         was_live = sub.status in LIVE_STATUSES
+        if was_live and remote.get("status") == "incomplete":
+            # A read taken before the first payment, applied late: a live subscription never goes back to that.
+            return sub
         item = ((remote.get("items") or {}).get("data") or [{}])[0]
         price = item.get("price") or {}
         price_id = _id(price) or ""
@@ -375,7 +388,7 @@ class SubscriptionService:
         emails: list[m.EmailMessage] = []
         try:
             await self.db.flush()
-            if was_live and sub.status not in LIVE_STATUSES and await self._claim_ended_notice(sub):
+            if was_live and sub.status in ENDED_STATUSES and await self._claim_ended_notice(sub):
                 emails.append(await self._ended_email(sub))
             await self.db.commit()
         except IntegrityError:
