@@ -90,7 +90,9 @@ def test_cart_from_browsing_to_signed_in(page: Page, base_url: str) -> None:
     expect(drawer).to_be_hidden()
     expect(page.get_by_role("heading", name=FONT)).to_have_count(0)
     expect(subtotal).to_have_text(f"Subtotal {_money(3 * PRICES[COURSE])}")
-    expect(page.get_by_role("link", name="Checkout")).to_have_attribute("href", "/checkout")
+    expect(page.get_by_role("region", name="Cart contents").get_by_role("link", name="Checkout")).to_have_attribute(
+        "href", "/checkout"
+    )
     assert page.evaluate("window.__marker") == 1, "changing the cart reloaded the page"
 
     # Signing in keeps what was chosen before: the anonymous cart merges into the demo customer's.
