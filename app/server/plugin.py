@@ -21,6 +21,7 @@ from litestar_saq import SAQPlugin
 
 from app.domain.accounts.controllers import AccountController
 from app.domain.admin.controllers import AdminController
+from app.domain.admin.order_controllers import AdminOrderController
 from app.domain.bookings.controllers import BookingController
 from app.domain.cart.controllers import CartController
 from app.domain.catalog.controllers import CatalogController
@@ -119,6 +120,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 CartController,
                 AccountController,
                 AdminController,
+                AdminOrderController,
                 DownloadController,
                 StripeWebhookController,
                 CheckoutController,

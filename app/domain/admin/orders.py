@@ -1,0 +1,177 @@
+"""Orders in the back office: the searchable list, everything known about one order, and staff refunds."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from decimal import InvalidOperation
+from typing import Any
+from uuid import UUID
+
+import stripe
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import models as m
+from app.domain.payments.refunds import STRIPE_REASONS, create_refund
+from app.lib.exceptions import FormError, NotFoundError
+from app.lib.money import format_money, parse_money
+
+PER_PAGE = 25
+STATUSES = tuple(s.value for s in m.OrderStatus)
+REFUNDABLE_STATUSES = frozenset({m.OrderStatus.PAID.value, m.OrderStatus.PARTIALLY_REFUNDED.value})
+
+
+def new_form_token() -> str:
+    """A one-use token for one rendering of the refund form: submitting it twice replays one Stripe refund."""
+    return secrets.token_urlsafe(18)
+
+
+async def admin_orders_page(db: AsyncSession, *, page: int, status: str = "", q: str = "") -> tuple[list[m.Order], int]:
+    """One page of orders, newest first, optionally of one status and matching an order number or email."""
+    conditions: list[Any] = []
+    if status in STATUSES:
+        conditions.append(m.Order.status == status)
+    term = q.strip()
+    if term:
+        matches: list[Any] = [m.Order.email.ilike(f"%{term}%")]
+        number = term.lstrip("#")
+        if number.isdigit() and len(number) < 10:
+            matches.append(m.Order.number == int(number))
+        conditions.append(or_(*matches))
+    total = await db.scalar(select(func.count()).select_from(m.Order).where(*conditions)) or 0
+    rows = await db.scalars(
+        select(m.Order)
+        .where(*conditions)
+        .order_by(m.Order.created_at.desc(), m.Order.number.desc())
+        .limit(PER_PAGE)
+        .offset((page - 1) * PER_PAGE)
+    )
+    return list(rows), total
+
+
+@dataclass(frozen=True, slots=True)
+class OrderDetail:
+    order: m.Order
+    payment: m.Payment | None
+    refunds: list[m.Refund]
+    timeline: list[m.OrderEvent]
+    stripe_events: list[m.StripeEvent]
+    emails: list[m.EmailMessage]
+
+    @property
+    def can_refund(self) -> bool:
+        return self.order.status in REFUNDABLE_STATUSES and self.order.refundable > 0
+
+
+async def order_detail(db: AsyncSession, order_id: UUID) -> OrderDetail:
+    """The order with its payment, refunds, timeline, the Stripe events about its PaymentIntent and its emails."""
+    order: m.Order | None = await db.get(m.Order, order_id, populate_existing=True)
+    if order is None:
+        raise NotFoundError("That order doesn't exist.")
+    payment = await db.scalar(select(m.Payment).where(m.Payment.order_id == order.id))
+    refunds = await db.scalars(select(m.Refund).where(m.Refund.order_id == order.id).order_by(m.Refund.created_at))
+    timeline = await db.scalars(
+        select(m.OrderEvent).where(m.OrderEvent.order_id == order.id).order_by(m.OrderEvent.created_at)
+    )
+    events: list[m.StripeEvent] = []
+    if order.payment_intent_id:
+        intent = order.payment_intent_id
+        events = list(
+            await db.scalars(
+                select(m.StripeEvent)
+                .where(
+                    or_(
+                        m.StripeEvent.object_id == intent,
+                        m.StripeEvent.payload["data"]["object"]["payment_intent"].as_string() == intent,
+                    )
+                )
+                .order_by(m.StripeEvent.api_created, m.StripeEvent.received_at)
+                .limit(200)
+            )
+        )
+    emails = await db.scalars(
+        select(m.EmailMessage)
+        .where(m.EmailMessage.to_address == order.email)
+        .order_by(m.EmailMessage.created_at.desc())
+        .limit(50)
+    )
+    return OrderDetail(order, payment, list(refunds), list(timeline), events, list(emails))
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRequest:
+    amount: int
+    reason: str
+    stripe_reason: str
+    form_token: str
+
+
+def parse_refund_form(order: m.Order, form: dict[str, str]) -> RefundRequest:
+    """Validate a refund form against what the order still has to give back; raises ``FormError``."""
+    errors: dict[str, str] = {}
+    if order.status not in REFUNDABLE_STATUSES or order.refundable <= 0:
+        raise FormError({}, "Only a paid order with money left to refund can be refunded.")
+    remaining = format_money(order.refundable, order.currency)
+    amount = order.refundable
+    raw = form.get("amount", "").strip()
+    if raw:
+        try:
+            amount = parse_money(raw, order.currency)
+        except (ValueError, InvalidOperation):
+            errors["amount"] = "Enter an amount such as 12.50."
+        else:
+            if amount <= 0:
+                errors["amount"] = "Enter an amount greater than zero."
+            elif amount > order.refundable:
+                errors["amount"] = f"At most {remaining} can still be refunded."
+    reason = form.get("reason", "").strip()
+    if not reason:
+        errors["reason"] = "Say why the order is refunded (kept on the order's timeline)."
+    elif len(reason) > 500:
+        errors["reason"] = "Keep the reason under 500 characters."
+    stripe_reason = form.get("stripe_reason", "") or STRIPE_REASONS[0]
+    if stripe_reason not in STRIPE_REASONS:
+        errors["stripe_reason"] = "Choose one of the listed reasons."
+    token = form.get("form_token", "")
+    if not token or len(token) > 64:
+        raise FormError(errors, "This form has expired: check the order and try again.")
+    if errors:
+        raise FormError(errors)
+    return RefundRequest(amount=amount, reason=reason, stripe_reason=stripe_reason, form_token=token)
+
+
+async def request_refund(
+    db: AsyncSession, client: stripe.StripeClient, order: m.Order, request: RefundRequest, *, staff: m.User
+) -> str:
+    """Create the refund in Stripe (the form token makes a resubmission replay it) and note it on the timeline.
+
+    The order's refund totals are not touched here: the refund webhook recomputes them from Stripe's list.
+    Returns the Stripe refund id. A ``stripe.StripeError`` propagates with nothing recorded.
+    """
+    assert order.payment_intent_id is not None  # paid orders always have one
+    refund = await create_refund(
+        client,
+        payment_intent_id=order.payment_intent_id,
+        amount=request.amount,
+        reason=request.stripe_reason,
+        metadata={"order_id": str(order.id), "staff_reason": request.reason, "staff_user_id": str(staff.id)},
+        key_parts=(order.id, request.form_token),
+    )
+    refund_id = str(refund.id)
+    message = (
+        f"Refund of {format_money(request.amount, order.currency)} requested by {staff.email}: {request.reason} "
+        f"({refund_id})"
+    )
+    # A replayed submission gets the same refund back from Stripe: note it once.
+    seen = await db.scalar(
+        select(func.count())
+        .select_from(m.OrderEvent)
+        .where(
+            m.OrderEvent.order_id == order.id, m.OrderEvent.kind == "refund_requested", m.OrderEvent.message == message
+        )
+    )
+    if not seen:
+        db.add(m.OrderEvent(order_id=order.id, kind="refund_requested", message=message))
+        await db.commit()
+    return refund_id
