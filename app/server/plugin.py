@@ -21,6 +21,7 @@ from litestar_saq import SAQPlugin
 
 from app.domain.accounts.controllers import AccountController
 from app.domain.admin.controllers import AdminController
+from app.domain.admin.customer_controllers import AdminCustomerController
 from app.domain.admin.order_controllers import AdminOrderController
 from app.domain.bookings.controllers import BookingController
 from app.domain.cart.controllers import CartController
@@ -121,6 +122,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 AccountController,
                 AdminController,
                 AdminOrderController,
+                AdminCustomerController,
                 DownloadController,
                 StripeWebhookController,
                 CheckoutController,

@@ -183,9 +183,20 @@ class CreditService:
         return entry
 
     async def adjust(
-        self, *, user_id: UUID, credit_type_id: UUID, amount: int, reason: str, admin_id: UUID
+        self,
+        *,
+        user_id: UUID,
+        credit_type_id: UUID,
+        amount: int,
+        reason: str,
+        admin_id: UUID,
+        reference: str | None = None,
     ) -> m.CreditEntry:
-        """An admin's correction (+ grants, - takes back; never below zero). A reason is required. Never commits."""
+        """An admin's correction (+ grants, - takes back; never below zero). A reason is required. Never commits.
+
+        ``reference`` (default: a new uuid) makes the adjustment idempotent: the same reference again (a form
+        submitted twice) returns the first row instead of adjusting twice.
+        """
         reason = " ".join(reason.split())
         errors: dict[str, str] = {}
         if not reason:
@@ -198,7 +209,7 @@ class CreditService:
             "user_id": user_id,
             "credit_type_id": credit_type_id,
             "kind": Kind.ADJUSTMENT,
-            "reference": str(uuid4()),
+            "reference": reference or str(uuid4()),
             "reason": reason,
             "created_by_id": admin_id,
         }

@@ -1,0 +1,137 @@
+"""Customers in the back office: list and detail need customers:read; holder pricing and credits customers:full."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import structlog
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, URLEncodedBody
+from litestar.response import Template
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.admin.customers import (
+    PER_PAGE,
+    CustomerDetail,
+    adjust_credits,
+    admin_customers_page,
+    customer_detail,
+    get_customer,
+    new_form_token,
+    parse_credit_form,
+    set_holder_pricing,
+)
+from app.lib.exceptions import FormError
+from app.lib.htmx import flash, redirect, render
+from app.lib.permissions import Access, Resource
+from app.server.auth import current_user, requires
+
+log = structlog.get_logger()
+
+
+def _detail_page(
+    request: Request[Any, Any, Any],
+    detail: CustomerDetail,
+    *,
+    form: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    message: str = "",
+    status_code: int = 200,
+) -> Template:
+    return render(
+        request,
+        "admin/customer.html.j2",
+        {
+            "detail": detail,
+            "customer": detail.user,
+            "form": form or {},
+            "errors": errors or {},
+            "message": message,
+            # Every rendering of the credit form gets a fresh token; resubmitting one rendering adjusts once.
+            "form_token": new_form_token(),
+        },
+        fragment="admin/_credit_form.html.j2",
+        status_code=status_code,
+    )
+
+
+class AdminCustomerController(Controller):
+    path = "/admin/customers"
+    guards = [requires(Resource.CUSTOMERS, Access.READ)]
+
+    @get("/", name="admin:customers")
+    async def customers(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        page: FromQuery[int] = 1,
+        q: FromQuery[str] = "",
+    ) -> Template:
+        page = max(1, page)
+        rows, total = await admin_customers_page(db_session, page=page, q=q)
+        return render(
+            request,
+            "admin/customers.html.j2",
+            {"customers": rows, "total": total, "page": page, "pages": max(1, -(-total // PER_PAGE)), "q": q.strip()},
+            fragment="admin/_customers_table.html.j2",
+        )
+
+    @get("/{user_id:uuid}", name="admin:customer")
+    async def customer(
+        self, request: Request[Any, Any, Any], user_id: FromPath[UUID], db_session: NamedDependency[AsyncSession]
+    ) -> Template:
+        return _detail_page(request, await customer_detail(db_session, user_id))
+
+    @post(
+        "/{user_id:uuid}/holder-pricing",
+        name="admin:customer_holder",
+        guards=[requires(Resource.CUSTOMERS, Access.FULL)],
+    )
+    async def holder_pricing(
+        self,
+        request: Request[Any, Any, Any],
+        user_id: FromPath[UUID],
+        data: URLEncodedBody[dict[str, str]],
+        db_session: NamedDependency[AsyncSession],
+    ) -> Response[Any]:
+        staff = current_user(request)
+        assert staff is not None  # the guard let only signed-in staff through
+        customer = await get_customer(db_session, user_id)
+        # An unchecked checkbox sends nothing: absent means off.
+        enabled = data.get("holder_pricing", "") in {"on", "true", "1"}
+        await set_holder_pricing(db_session, customer, enabled=enabled)
+        log.info("admin.holder_pricing", customer=str(user_id), enabled=enabled, staff=str(staff.id))
+        flash(request, "Holder pricing turned on." if enabled else "Holder pricing turned off.", "success")
+        return redirect(request, request.app.route_reverse("admin:customer", user_id=user_id))
+
+    @post(
+        "/{user_id:uuid}/credits",
+        name="admin:customer_credits",
+        guards=[requires(Resource.CUSTOMERS, Access.FULL)],
+    )
+    async def credits(
+        self,
+        request: Request[Any, Any, Any],
+        user_id: FromPath[UUID],
+        data: URLEncodedBody[dict[str, str]],
+        db_session: NamedDependency[AsyncSession],
+    ) -> Template | Response[Any]:
+        staff = current_user(request)
+        assert staff is not None  # the guard let only signed-in staff through
+        form = dict(data)
+        detail = await customer_detail(db_session, user_id)
+        try:
+            adjustment = parse_credit_form(form, detail.credit_types)
+            applied = await adjust_credits(db_session, detail.user, adjustment, staff=staff)
+        except FormError as exc:
+            # A refused adjustment rolled the session back: read the customer again before rendering.
+            detail = await customer_detail(db_session, user_id)
+            return _detail_page(request, detail, form=form, errors=exc.errors, message=str(exc), status_code=422)
+        if applied:
+            log.info("admin.credits_adjusted", customer=str(user_id), amount=adjustment.amount, staff=str(staff.id))
+            flash(request, "Credits adjusted.", "success")
+        else:
+            flash(request, "That adjustment was already applied.", "info")
+        return redirect(request, request.app.route_reverse("admin:customer", user_id=user_id))

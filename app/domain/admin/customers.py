@@ -1,0 +1,213 @@
+"""Customers in the back office: the searchable list, everything known about one customer, holder pricing and
+manual credit adjustments."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import models as m
+from app.domain.credits.services import CreditService, NotEnoughCreditsError, credit_label
+from app.lib.exceptions import FormError, NotFoundError
+from app.lib.permissions import Role
+
+PER_PAGE = 25
+LEDGER_ROWS = 50
+# The store sells in CAD; lifetime value sums CAD orders only (another currency would not add up).
+LTV_CURRENCY = "CAD"
+# Orders whose money was taken; a refunded one counts for what was kept (total - amount_refunded, i.e. 0).
+PAID_STATUSES = (m.OrderStatus.PAID.value, m.OrderStatus.PARTIALLY_REFUNDED.value, m.OrderStatus.REFUNDED.value)
+MAX_ADJUSTMENT = 10_000
+
+
+def new_form_token() -> str:
+    """A one-use token for one rendering of the credit form: submitting it twice adjusts once."""
+    return secrets.token_urlsafe(18)
+
+
+def _lifetime_value(user_id: Any) -> Any:
+    return (
+        select(func.coalesce(func.sum(m.Order.total - m.Order.amount_refunded), 0))
+        .where(m.Order.user_id == user_id, m.Order.status.in_(PAID_STATUSES), m.Order.currency == LTV_CURRENCY)
+        .scalar_subquery()
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerRow:
+    user: m.User
+    orders: int
+    lifetime_value: int
+    plan_status: str | None
+
+
+async def admin_customers_page(db: AsyncSession, *, page: int, q: str = "") -> tuple[list[CustomerRow], int]:
+    """One page of customers, newest first, optionally matching an email or a name."""
+    conditions: list[Any] = [m.User.role == Role.CUSTOMER.value]
+    term = q.strip()
+    if term:
+        conditions.append(or_(m.User.email.ilike(f"%{term}%"), m.User.name.ilike(f"%{term}%")))
+    total = await db.scalar(select(func.count()).select_from(m.User).where(*conditions)) or 0
+    orders = (
+        select(func.count())
+        .select_from(m.Order)
+        .where(m.Order.user_id == m.User.id, m.Order.status.in_(PAID_STATUSES))
+        .scalar_subquery()
+    )
+    plan_status = (
+        select(m.Subscription.status)
+        .where(m.Subscription.user_id == m.User.id)
+        .order_by(m.Subscription.created_at.desc(), m.Subscription.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    rows = await db.execute(
+        select(m.User, orders, _lifetime_value(m.User.id), plan_status)
+        .where(*conditions)
+        .order_by(m.User.created_at.desc(), m.User.id.desc())
+        .limit(PER_PAGE)
+        .offset((page - 1) * PER_PAGE)
+    )
+    return [
+        CustomerRow(user=user, orders=int(count or 0), lifetime_value=int(ltv or 0), plan_status=status)
+        for user, count, ltv, status in rows
+    ], total
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerDetail:
+    user: m.User
+    orders: list[m.Order]
+    subscriptions: list[m.Subscription]
+    balances: list[tuple[m.CreditType, int]]
+    ledger: list[m.CreditEntry]
+    credit_types: list[m.CreditType]
+    bookings: list[m.Booking]
+    lifetime_value: int
+    currency: str = LTV_CURRENCY
+
+
+async def get_customer(db: AsyncSession, user_id: UUID) -> m.User:
+    """The customer, fresh from the database; ``NotFoundError`` for unknown ids and staff accounts."""
+    user: m.User | None = await db.get(m.User, user_id, populate_existing=True)
+    if user is None or user.role != Role.CUSTOMER.value:
+        raise NotFoundError("That customer doesn't exist.")
+    return user
+
+
+async def customer_detail(db: AsyncSession, user_id: UUID) -> CustomerDetail:
+    """The customer with their orders, subscriptions, credits (balances and newest ledger rows) and bookings."""
+    user = await get_customer(db, user_id)
+    orders = await db.scalars(
+        select(m.Order).where(m.Order.user_id == user.id).order_by(m.Order.created_at.desc()).limit(100)
+    )
+    subscriptions = await db.scalars(
+        select(m.Subscription).where(m.Subscription.user_id == user.id).order_by(m.Subscription.created_at.desc())
+    )
+    credits = CreditService(db)
+    bookings = await db.scalars(
+        select(m.Booking).where(m.Booking.user_id == user.id).order_by(m.Booking.created_at.desc()).limit(50)
+    )
+    credit_types = await db.scalars(select(m.CreditType).order_by(m.CreditType.name))
+    ltv = await db.scalar(select(_lifetime_value(user.id)))
+    return CustomerDetail(
+        user=user,
+        orders=list(orders),
+        subscriptions=list(subscriptions.unique()),
+        balances=await credits.balances(user.id),
+        ledger=await credits.entries(user.id, limit=LEDGER_ROWS),
+        credit_types=list(credit_types),
+        bookings=list(bookings.unique()),
+        lifetime_value=int(ltv or 0),
+    )
+
+
+async def set_holder_pricing(db: AsyncSession, user: m.User, *, enabled: bool) -> None:
+    """Turn the customer's holder/partner price tier on or off, and commit."""
+    user.holder_pricing = enabled
+    await db.commit()
+
+
+@dataclass(frozen=True, slots=True)
+class CreditAdjustment:
+    credit_type_id: UUID
+    amount: int
+    reason: str
+    form_token: str
+
+
+def parse_credit_form(form: dict[str, str], credit_types: list[m.CreditType]) -> CreditAdjustment:
+    """Validate a manual credit adjustment form; raises ``FormError`` with every field's problem at once."""
+    errors: dict[str, str] = {}
+    known = {str(t.id): t.id for t in credit_types}
+    type_id = known.get(form.get("credit_type_id", ""))
+    if type_id is None:
+        errors["credit_type_id"] = "Choose a credit type."
+    amount = 0
+    raw = form.get("amount", "").strip()
+    try:
+        amount = int(raw)
+    except ValueError:
+        errors["amount"] = "Enter a whole number of credits, such as 3 or -2."
+    else:
+        if amount == 0:
+            errors["amount"] = "Enter a number of credits other than zero."
+        elif abs(amount) > MAX_ADJUSTMENT:
+            errors["amount"] = f"Adjust at most {MAX_ADJUSTMENT} credits at a time."
+    reason = " ".join(form.get("reason", "").split())
+    if not reason:
+        errors["reason"] = "Say why: the customer sees this reason in their credit history."
+    elif len(reason) > 500:
+        errors["reason"] = "Keep the reason under 500 characters."
+    token = form.get("form_token", "")
+    if not token or len(token) > 64:
+        raise FormError(errors, "This form has expired: reload the page and try again.")
+    if errors or type_id is None:
+        raise FormError(errors)
+    return CreditAdjustment(credit_type_id=type_id, amount=amount, reason=reason, form_token=token)
+
+
+async def adjust_credits(db: AsyncSession, user: m.User, adjustment: CreditAdjustment, *, staff: m.User) -> bool:
+    """Apply a staff adjustment once per form token, and commit. Returns False when the token was already used.
+
+    The form token is the ledger row's reference, so the unique (user, type, kind, reference) key makes a double
+    submit (even a concurrent one) a no-op. The look-up first also catches a resubmission with another credit type.
+    An overdraw raises ``FormError`` on the amount, with nothing written.
+    """
+    used = await db.scalar(
+        select(func.count())
+        .select_from(m.CreditEntry)
+        .where(
+            m.CreditEntry.user_id == user.id,
+            m.CreditEntry.kind == m.CreditEntryKind.ADJUSTMENT.value,
+            m.CreditEntry.reference == adjustment.form_token,
+        )
+    )
+    if used:
+        return False
+    try:
+        await CreditService(db).adjust(
+            user_id=user.id,
+            credit_type_id=adjustment.credit_type_id,
+            amount=adjustment.amount,
+            reason=adjustment.reason,
+            admin_id=staff.id,
+            reference=adjustment.form_token,
+        )
+    except NotEnoughCreditsError as exc:
+        held = credit_label(exc.balance, exc.credit_type)  # before the rollback expires the credit type
+        await db.rollback()
+        raise FormError(
+            {"amount": f"Not enough credits to take back: the customer has {held}."},
+            "That would take the balance below zero.",
+        ) from exc
+    except FormError:
+        await db.rollback()
+        raise
+    await db.commit()
+    return True
