@@ -1,6 +1,7 @@
 """All models, re-exported: ``from app.db import models as m``."""
 
 from app.db.models.billing import (
+    LIVE_SUBSCRIPTION_STATUSES,
     BookableResource,
     Booking,
     BookingSlot,
@@ -37,6 +38,7 @@ from app.db.models.email import EmailMessage, EmailStatus
 from app.db.models.user import PasswordResetToken, User
 
 __all__ = [
+    "LIVE_SUBSCRIPTION_STATUSES",
     "BookableResource",
     "Booking",
     "BookingSlot",

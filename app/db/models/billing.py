@@ -13,13 +13,11 @@ from uuid import UUID
 
 from advanced_alchemy.base import UUIDv7AuditBase, orm_registry
 from advanced_alchemy.types import GUID, DateTimeUTC
-from sqlalchemy import JSON, CheckConstraint, Column, ForeignKey, Index, String, Table, Text, UniqueConstraint
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, String, Table, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.models.catalog import Product
-
-JsonB = JSON().with_variant(JSONB(), "postgresql")
+from app.db.models.commerce import JsonB
 
 # Products any active subscriber of the plan may download.
 plan_products = Table(
@@ -128,6 +126,12 @@ class SubscriptionStatus(StrEnum):
     PAUSED = "paused"
 
 
+# Statuses in which a subscription still gives access: Stripe retries a past_due renewal before giving up.
+LIVE_SUBSCRIPTION_STATUSES = frozenset(
+    {SubscriptionStatus.ACTIVE.value, SubscriptionStatus.TRIALING.value, SubscriptionStatus.PAST_DUE.value}
+)
+
+
 class Subscription(UUIDv7AuditBase):
     __tablename__ = "subscriptions"
     __table_args__ = (Index("ix_subscriptions_user_status", "user_id", "status"),)
@@ -158,7 +162,7 @@ class Subscription(UUIDv7AuditBase):
     @property
     def is_live(self) -> bool:
         """Shown in the account as the customer's plan (Stripe said active or trialing, or it is in dunning)."""
-        return self.status in {SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING, SubscriptionStatus.PAST_DUE}
+        return self.status in LIVE_SUBSCRIPTION_STATUSES
 
 
 class Invoice(UUIDv7AuditBase):

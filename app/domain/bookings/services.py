@@ -28,9 +28,6 @@ from app.lib.exceptions import ApplicationError, ConflictError, NotFoundError
 
 log = structlog.get_logger()
 
-LIVE_STATUSES = [
-    s.value for s in (m.SubscriptionStatus.ACTIVE, m.SubscriptionStatus.TRIALING, m.SubscriptionStatus.PAST_DUE)
-]
 PAID_WITH_CREDITS = "credits"
 
 
@@ -129,7 +126,11 @@ class BookingService:
         """A live subscription (active, trialing, or past due while Stripe retries the payment)."""
         return bool(
             await self.db.scalar(
-                select(exists().where(m.Subscription.user_id == user_id, m.Subscription.status.in_(LIVE_STATUSES)))
+                select(
+                    exists().where(
+                        m.Subscription.user_id == user_id, m.Subscription.status.in_(m.LIVE_SUBSCRIPTION_STATUSES)
+                    )
+                )
             )
         )
 

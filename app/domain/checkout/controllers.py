@@ -27,6 +27,7 @@ from app.domain.checkout.services import (
 )
 from app.domain.checkout.tax import PROVINCES
 from app.domain.downloads.services import DownloadService
+from app.domain.orders.controllers import provide_order_service
 from app.domain.orders.fulfilment import PaymentSync
 from app.domain.orders.services import OrderService, remember_visitor_order
 from app.domain.payments.context import HandlerContext
@@ -46,10 +47,6 @@ def provide_checkout_service(
     db_session: NamedDependency[AsyncSession], runtime: NamedDependency[Runtime]
 ) -> CheckoutService:
     return CheckoutService(db_session, runtime.stripe)
-
-
-def provide_order_service(db_session: NamedDependency[AsyncSession]) -> OrderService:
-    return OrderService(db_session)
 
 
 def _checkout_token(request: Request[Any, Any, Any]) -> str:

@@ -15,8 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import models as m
 from app.domain.cart.services import PricedCart
 from app.domain.checkout.tax import PROVINCES, TaxResult, compute_tax
-from app.domain.orders.fulfilment import as_dict
-from app.domain.payments.gateway import idempotency_key
+from app.domain.payments.gateway import as_dict, idempotency_key
 from app.lib.exceptions import ApplicationError, FormError
 from app.lib.tokens import new_token
 

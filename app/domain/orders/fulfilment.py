@@ -25,30 +25,13 @@ from app.domain.bookings.card_payments import cancel_refunded_bookings, confirm_
 from app.domain.downloads.services import DownloadService
 from app.domain.notifications.services import EmailService
 from app.domain.payments.context import HandlerContext
+from app.domain.payments.gateway import as_dict, stripe_id
 from app.lib.money import format_money
 
 log = structlog.get_logger()
 
 # Stripe counts pending refunds in `amount_refunded` too: money promised back is no longer ours.
 COUNTED_REFUND_STATUSES = frozenset({"succeeded", "pending", "requires_action"})
-
-
-def as_dict(obj: Any) -> dict[str, Any]:
-    """A plain dict from an SDK object or an event's embedded object."""
-    if isinstance(obj, dict):
-        return obj
-    result: dict[str, Any] = obj.to_dict()
-    return result
-
-
-def _id(value: Any) -> str | None:
-    """An id from a field that may be expanded (an object) or not (a string)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict):
-        inner = value.get("id")
-        return inner if isinstance(inner, str) else None
-    return None
 
 
 def payment_status(intent: dict[str, Any]) -> m.PaymentStatus:
@@ -101,7 +84,7 @@ class PaymentSync:
             first_sight = event_id is None or event_id != payment.last_event_id
             payment.status = new_status.value
             payment.amount = int(intent.get("amount") or payment.amount)
-            payment.charge_id = _id(intent.get("latest_charge")) or payment.charge_id
+            payment.charge_id = stripe_id(intent.get("latest_charge")) or payment.charge_id
             error = intent.get("last_payment_error") or {}
             payment.failure_message = (error.get("message") or "") if new_status == m.PaymentStatus.FAILED else ""
             if event_id:
@@ -212,7 +195,7 @@ class PaymentSync:
                 self.db.add(row)
             row.status = str(data["status"])
             row.amount = int(data["amount"])
-            row.charge_id = _id(data.get("charge"))
+            row.charge_id = stripe_id(data.get("charge"))
             row.reason = str(data.get("reason") or "")
             if row.status == "succeeded" and row.notified_at is None:
                 row.notified_at = datetime.now(UTC)
@@ -256,6 +239,6 @@ async def on_payment_intent_event(ctx: HandlerContext, event: dict[str, Any]) ->
 
 async def on_refund_event(ctx: HandlerContext, event: dict[str, Any]) -> None:
     obj = event["data"]["object"]
-    intent_id = _id(obj.get("payment_intent"))
+    intent_id = stripe_id(obj.get("payment_intent"))
     if intent_id:
         await PaymentSync(ctx).sync_refunds(intent_id)

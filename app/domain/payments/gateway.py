@@ -7,6 +7,7 @@ keys); the code path is the same official SDK either way.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import stripe
 
@@ -39,3 +40,21 @@ def idempotency_key(operation: str, *parts: object) -> str:
     if len(raw) <= 200:
         return f"cartwright:{raw}"
     return f"cartwright:{operation}:{hashlib.sha256(raw.encode()).hexdigest()}"
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    """A plain dict from an SDK object or from an event's embedded object."""
+    if isinstance(obj, dict):
+        return obj
+    result: dict[str, Any] = obj.to_dict()
+    return result
+
+
+def stripe_id(value: Any) -> str | None:
+    """An id from a field that may be expanded (an object) or not (a string)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        inner = value.get("id")
+        return inner if isinstance(inner, str) else None
+    return None

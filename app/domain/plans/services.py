@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import models as m
 from app.domain.downloads.services import DownloadFile, media_type_for
 from app.domain.downloads.storage import StorageKeyError, resolve_storage_key
+from app.domain.subscriptions.services import live_subscription
 from app.lib.exceptions import ApplicationError, FormError, NotFoundError
 from app.lib.settings import Settings
 
@@ -23,7 +24,6 @@ log = structlog.get_logger()
 
 # Stripe's statuses in which the member keeps access: paying, on trial, or in dunning (Stripe retries the card and
 # then cancels or marks it unpaid, which ends access).
-LIVE_STATUSES = (m.SubscriptionStatus.ACTIVE, m.SubscriptionStatus.TRIALING, m.SubscriptionStatus.PAST_DUE)
 
 
 def parse_interval(value: str | None) -> m.PriceInterval:
@@ -110,12 +110,7 @@ class PlanService:
         """The user's newest subscription that still gives access (active, trialing or past_due)."""
         if user is None:
             return None
-        return await self.db.scalar(
-            select(m.Subscription)
-            .where(m.Subscription.user_id == user.id, m.Subscription.status.in_([s.value for s in LIVE_STATUSES]))
-            .order_by(m.Subscription.created_at.desc(), m.Subscription.id.desc())
-            .limit(1)
-        )
+        return await live_subscription(self.db, user.id)
 
     async def change_price(self, plan: m.Plan, interval: str, tier: str, amount: int) -> m.PlanPrice:
         """A new price for new subscribers: adds a PlanPrice row and deactivates the current one, which existing

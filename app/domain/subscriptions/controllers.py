@@ -11,7 +11,7 @@ import structlog
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, URLEncodedBody
-from litestar.response import Redirect, Template
+from litestar.response import Template
 from saq import Queue
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -118,7 +118,7 @@ class SubscriptionController(Controller):
                     + "?session_id={CHECKOUT_SESSION_ID}",
                     cancel_url=f"{settings.base_url}{request.app.route_reverse('plans:pricing')}?interval={interval}",
                 )
-                return _external_redirect(request, url)
+                return redirect(request, url)
             sub = await subscriptions.subscribe(user, plan, price, attempt=attempt)
         except SubscriptionError as exc:
             flash(request, exc.message, "error")
@@ -339,7 +339,7 @@ class SubscriptionController(Controller):
         url = await subscriptions.portal_url(
             _user(request), runtime.settings.base_url + request.app.route_reverse("subscriptions:manage")
         )
-        return _external_redirect(request, url)
+        return redirect(request, url)
 
     @get("/account/subscription/card", name="subscriptions:card")
     async def card(
@@ -382,12 +382,6 @@ class SubscriptionController(Controller):
             message += " The payment went through and your plan is active."
         flash(request, message, "success")
         return redirect(request, request.app.route_reverse("subscriptions:manage"))
-
-
-def _external_redirect(request: Request[Any, Any, Any], url: str) -> Response[Any]:
-    if request.headers.get("hx-request") == "true":
-        return Response(content=b"", headers={"HX-Redirect": url})
-    return Redirect(path=url, status_code=303)
 
 
 async def _plan_by_id(db: AsyncSession, plan_id: UUID) -> m.Plan:

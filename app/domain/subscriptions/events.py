@@ -13,8 +13,8 @@ from sqlalchemy import select
 from app.db import models as m
 from app.domain.credits.services import CreditService
 from app.domain.notifications.services import EmailService
-from app.domain.orders.fulfilment import as_dict
 from app.domain.payments.context import HandlerContext
+from app.domain.payments.gateway import as_dict
 from app.domain.subscriptions.services import SubscriptionService, ts
 
 CREDIT_REASONS = frozenset({"subscription_create", "subscription_cycle"})

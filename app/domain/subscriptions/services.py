@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import stripe
 import structlog
@@ -22,14 +23,24 @@ from stripe.params.checkout import SessionCreateParamsSubscriptionData
 
 from app.db import models as m
 from app.domain.notifications.services import EmailService
-from app.domain.orders.fulfilment import as_dict
-from app.domain.payments.gateway import idempotency_key
+from app.domain.payments.gateway import as_dict, idempotency_key, stripe_id
 from app.lib.exceptions import ApplicationError, NotFoundError
 
 log = structlog.get_logger()
 
-LIVE_STATUSES = frozenset({"active", "trialing", "past_due"})
+LIVE_STATUSES = m.LIVE_SUBSCRIPTION_STATUSES
 ENDED_STATUSES = frozenset({"canceled", "unpaid", "incomplete_expired"})
+
+
+async def live_subscription(db: AsyncSession, user_id: UUID) -> m.Subscription | None:
+    """The user's newest subscription that still gives access (active, trialing or past_due in dunning)."""
+    sub: m.Subscription | None = await db.scalar(
+        select(m.Subscription)
+        .where(m.Subscription.user_id == user_id, m.Subscription.status.in_(LIVE_STATUSES))
+        .order_by(m.Subscription.created_at.desc(), m.Subscription.id.desc())
+        .limit(1)
+    )
+    return sub
 
 
 class SubscriptionError(ApplicationError):
@@ -38,14 +49,6 @@ class SubscriptionError(ApplicationError):
 
 def ts(value: Any) -> datetime | None:
     return datetime.fromtimestamp(int(value), UTC) if value else None
-
-
-def _id(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and isinstance(value.get("id"), str):
-        return str(value["id"])
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +68,7 @@ class SubscriptionService:
     # --- reading ---------------------------------------------------------------------------------------------
 
     async def live_for(self, user: m.User) -> m.Subscription | None:
-        sub: m.Subscription | None = await self.db.scalar(
-            select(m.Subscription)
-            .where(m.Subscription.user_id == user.id, m.Subscription.status.in_(LIVE_STATUSES))
-            .order_by(m.Subscription.created_at.desc())
-            .limit(1)
-        )
-        return sub
+        return await live_subscription(self.db, user.id)
 
     async def latest_for(self, user: m.User) -> m.Subscription | None:
         sub: m.Subscription | None = await self.db.scalar(
@@ -171,9 +168,9 @@ class SubscriptionService:
     async def finish_hosted_checkout(self, user: m.User, session_id: str) -> m.Subscription | None:
         """Back from Stripe Checkout: trust only the session as Stripe reports it, and only if it is this user's."""
         session = as_dict(await self.stripe.v1.checkout.sessions.retrieve_async(session_id))
-        if not user.stripe_customer_id or _id(session.get("customer")) != user.stripe_customer_id:
+        if not user.stripe_customer_id or stripe_id(session.get("customer")) != user.stripe_customer_id:
             raise NotFoundError("We couldn't find that checkout.")
-        subscription_id = _id(session.get("subscription"))
+        subscription_id = stripe_id(session.get("subscription"))
         if session.get("status") != "complete" or not subscription_id:
             return None
         remote = as_dict(await self.stripe.v1.subscriptions.retrieve_async(subscription_id))
@@ -317,7 +314,7 @@ class SubscriptionService:
         intent = as_dict(await self.stripe.v1.setup_intents.retrieve_async(setup_intent_id))
         if intent.get("status") != "succeeded" or intent.get("customer") != sub.stripe_customer_id:
             raise SubscriptionError("The new card was not saved. Please try again.")
-        method = _id(intent.get("payment_method"))
+        method = stripe_id(intent.get("payment_method"))
         if method is None:
             raise SubscriptionError("The new card was not saved. Please try again.")
         await self.stripe.v1.customers.update_async(
@@ -328,7 +325,7 @@ class SubscriptionService:
                 sub.stripe_subscription_id, params={"default_payment_method": method}
             )
         )
-        invoice_id = _id(remote.get("latest_invoice"))
+        invoice_id = stripe_id(remote.get("latest_invoice"))
         if invoice_id and sub.status in {"past_due", "unpaid", "incomplete"}:
             invoice = as_dict(await self.stripe.v1.invoices.retrieve_async(invoice_id))
             if invoice.get("status") == "open":
@@ -347,7 +344,7 @@ class SubscriptionService:
 
     async def mirror_subscription(self, remote: dict[str, Any], *, event_created: int = 0) -> m.Subscription | None:
         """Create or update our row from Stripe's subscription object. Commits."""
-        customer_id = _id(remote.get("customer")) or ""
+        customer_id = stripe_id(remote.get("customer")) or ""
         stmt = select(m.Subscription).where(m.Subscription.stripe_subscription_id == remote["id"])
         if self.db.get_bind().dialect.name == "postgresql":
             stmt = stmt.with_for_update(of=m.Subscription)  # the page and a webhook at once: one sees the other
@@ -367,7 +364,7 @@ class SubscriptionService:
             return sub
         item = ((remote.get("items") or {}).get("data") or [{}])[0]
         price = item.get("price") or {}
-        price_id = _id(price) or ""
+        price_id = stripe_id(price) or ""
         sub.stripe_price_id = price_id
         plan_price = await self.db.scalar(select(m.PlanPrice).where(m.PlanPrice.stripe_price_id == price_id))
         if plan_price is not None:
@@ -382,7 +379,7 @@ class SubscriptionService:
         sub.canceled_at = ts(remote.get("canceled_at"))
         sub.ended_at = ts(remote.get("ended_at"))
         sub.trial_end = ts(remote.get("trial_end"))
-        sub.latest_invoice_id = _id(remote.get("latest_invoice"))
+        sub.latest_invoice_id = stripe_id(remote.get("latest_invoice"))
         if event_created:
             sub.last_event_created = max(sub.last_event_created, event_created)
         emails: list[m.EmailMessage] = []
@@ -439,8 +436,10 @@ class SubscriptionService:
 
     async def mirror_invoice(self, remote: dict[str, Any], *, event_created: int = 0) -> m.Invoice | None:
         """Create or update our copy of a subscription invoice. Does not commit (the caller may add credits)."""
-        subscription_id = _id(((remote.get("parent") or {}).get("subscription_details") or {}).get("subscription"))
-        subscription_id = subscription_id or _id(remote.get("subscription"))
+        subscription_id = stripe_id(
+            ((remote.get("parent") or {}).get("subscription_details") or {}).get("subscription")
+        )
+        subscription_id = subscription_id or stripe_id(remote.get("subscription"))
         if not subscription_id:
             return None  # not a subscription invoice
         sub = await self.db.scalar(
