@@ -10,6 +10,7 @@ from saq.types import Context
 from app.domain.bookings import jobs as booking_jobs
 from app.domain.notifications import jobs as notification_jobs
 from app.domain.payments import jobs as payment_jobs
+from app.domain.sync import jobs as sync_jobs
 from app.lib.runtime import QUEUE_NAME, Runtime
 from app.lib.settings import get_settings
 
@@ -31,12 +32,23 @@ TASKS: list[Any] = [
     payment_jobs.process_stripe_event,
     payment_jobs.sweep_stripe_events,
     booking_jobs.release_unpaid_bookings,
+    sync_jobs.run_sync,
+    sync_jobs.nightly_sync,
 ]
 CRON_JOBS = [
     CronJob(function=notification_jobs.sweep_queued_emails, cron="* * * * *", timeout=60, retries=1),
     CronJob(function=payment_jobs.sweep_stripe_events, cron="* * * * *", timeout=60, retries=1),
     CronJob(function=booking_jobs.release_unpaid_bookings, cron="* * * * *", timeout=60, retries=1),
 ]
+
+
+def cron_jobs(runtime: Runtime) -> list[CronJob]:
+    jobs = list(CRON_JOBS)
+    if runtime.settings.stripe_sync_cron:  # off unless configured: "Sync now" and the CLI always work
+        jobs.append(
+            CronJob(function=sync_jobs.nightly_sync, cron=runtime.settings.stripe_sync_cron, timeout=60, retries=1)
+        )
+    return jobs
 
 
 def saq_config(runtime: Runtime) -> SAQConfig:
@@ -46,7 +58,7 @@ def saq_config(runtime: Runtime) -> SAQConfig:
                 broker_instance=runtime.redis,
                 name=QUEUE_NAME,
                 tasks=TASKS,
-                scheduled_tasks=CRON_JOBS,
+                scheduled_tasks=cron_jobs(runtime),
                 startup=on_worker_startup,
                 shutdown=on_worker_shutdown,
                 concurrency=10,

@@ -35,6 +35,7 @@ from app.db.models.commerce import (
     StripeEventStatus,
 )
 from app.db.models.email import EmailMessage, EmailStatus
+from app.db.models.sync import StripeObject, SyncRun, SyncStatus, SyncTrigger
 from app.db.models.user import PasswordResetToken, User
 
 __all__ = [
@@ -69,8 +70,12 @@ __all__ = [
     "Refund",
     "StripeEvent",
     "StripeEventStatus",
+    "StripeObject",
     "Subscription",
     "SubscriptionStatus",
+    "SyncRun",
+    "SyncStatus",
+    "SyncTrigger",
     "User",
     "plan_products",
 ]
