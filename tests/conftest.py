@@ -188,6 +188,8 @@ def runtime(app: Litestar) -> Runtime:
 
 
 _TABLES = [
+    "sync_runs",
+    "stripe_objects",
     "bookings",
     "booking_slots",
     "bookable_resources",

@@ -32,6 +32,7 @@ from app.domain.orders.controllers import OrderController
 from app.domain.payments.controllers import StripeWebhookController
 from app.domain.plans.controllers import PlanController
 from app.domain.subscriptions.controllers import SubscriptionController
+from app.domain.sync.controllers import AdminSyncController
 from app.domain.system.controllers import healthz, readyz
 from app.lib.exceptions import ApplicationError
 from app.lib.htmx import pop_flashes
@@ -125,6 +126,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 AdminController,
                 AdminOrderController,
                 AdminCustomerController,
+                AdminSyncController,
                 DownloadController,
                 StripeWebhookController,
                 CheckoutController,

@@ -16,6 +16,7 @@ from app.db import models as m
 from app.domain.accounts.deps import provide_email_service
 from app.domain.bookings.services import admin_bookings_page
 from app.domain.notifications.services import EmailService
+from app.domain.sync.services import latest_run
 from app.lib.exceptions import NotFoundError
 from app.lib.htmx import render
 from app.lib.permissions import Access, Resource
@@ -37,7 +38,8 @@ class AdminController(Controller):
             or 0,
             "emails": await db_session.scalar(select(func.count()).select_from(m.EmailMessage)) or 0,
         }
-        return render(request, "admin/dashboard.html.j2", {"counts": counts})
+        # "Last synced" with Stripe (admins see it; app/domain/sync).
+        return render(request, "admin/dashboard.html.j2", {"counts": counts, "last_sync": await latest_run(db_session)})
 
     @get("/bookings", name="admin:bookings", guards=[requires(Resource.SUBSCRIPTIONS, Access.READ)])
     async def bookings(

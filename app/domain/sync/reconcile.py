@@ -54,7 +54,7 @@ Reconciler = Callable[[SyncContext, list[dict[str, Any]]], Awaitable[dict[str, O
 
 async def _pairs(db: AsyncSession, stmt: Any) -> dict[str, str]:
     """A two-column query as a dict (first column -> second)."""
-    return {str(a): str(b) for a, b in (await db.execute(stmt)).tuples()}
+    return {str(a): str(b) for a, b in await db.execute(stmt)}
 
 
 def _uuid(value: Any) -> UUID | None:
@@ -230,7 +230,7 @@ async def _orders_by_intent(db: AsyncSession, intent_ids: set[str]) -> dict[str,
             m.Order.payment_intent_id.in_(intent_ids)
         )
     )
-    return {str(pi): (number, status, refunded) for pi, number, status, refunded in rows.tuples()}
+    return {str(pi): (number, status, refunded) for pi, number, status, refunded in rows}
 
 
 async def _order_state(db: AsyncSession, intent_id: str) -> tuple[str, int]:

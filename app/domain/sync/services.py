@@ -447,7 +447,7 @@ class SyncEngine:
                             m.StripeObject.stripe_id.in_(ids)
                         )
                     )
-                ).tuples()
+                )
             }
             await db.rollback()
             fingerprints = {o["id"]: fingerprint(o) for o in objects}
