@@ -270,7 +270,8 @@ def paginate_kind(
         page = list(reversed(newer))
     else:
         page, has_more = walk(range(len(ids) - 1, -1, -1))
-    return {"object": "list", "data": [copy.deepcopy(i) for i in page], "has_more": has_more, "url": url}
+    # Not copied here: every caller renders the page with ``ctx.render``, which copies.
+    return {"object": "list", "data": page, "has_more": has_more, "url": url}
 
 
 # --- expand ---------------------------------------------------------------------------------------

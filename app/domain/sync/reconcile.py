@@ -166,9 +166,21 @@ async def reconcile_subscriptions(ctx: SyncContext, objects: list[dict[str, Any]
             m.Subscription.stripe_subscription_id.in_(objects_ids(objects))
         ),
     )
+    # One query for the page: a subscription neither known here nor of a linked customer (nor naming an account
+    # in its metadata) is not the shop's, and is skipped without a query of its own.
+    customers = {stripe_id(o.get("customer")) or "" for o in objects}
+    linked = set(await db.scalars(select(m.User.stripe_customer_id).where(m.User.stripe_customer_id.in_(customers))))
     service = SubscriptionService(db, ctx.stripe, ctx.queue)
     out: dict[str, Outcome] = {}
     for obj in objects:
+        ours = (
+            obj["id"] in before
+            or stripe_id(obj.get("customer")) in linked
+            or (obj.get("metadata") or {}).get("user_id")
+        )
+        if not ours:
+            out[obj["id"]] = Outcome(SKIPPED)
+            continue
         sub = await service.mirror_subscription(obj)
         if sub is None:
             out[obj["id"]] = Outcome(SKIPPED)
