@@ -92,8 +92,8 @@ async def reconcile_customers(ctx: SyncContext, objects: list[dict[str, Any]]) -
             out[obj["id"]] = Outcome(SKIPPED)
             continue
         user.stripe_customer_id = obj["id"]
-        await db.commit()
         out[obj["id"]] = Outcome(divergence=f"customer {obj['id']} was not linked to {user.email} here — linked")
+    await db.commit()  # once per page (a failing page is redone one object at a time by the engine)
     return out
 
 
@@ -221,7 +221,6 @@ async def reconcile_invoices(ctx: SyncContext, objects: list[dict[str, Any]]) ->
             out[obj["id"]] = Outcome(SKIPPED)
             continue
         invoice, _sub = await mirror_invoice_and_credit(db, ctx.stripe, ctx.queue, obj)
-        await db.commit()
         if invoice is None:
             out[obj["id"]] = Outcome(SKIPPED)
             continue
@@ -232,6 +231,7 @@ async def reconcile_invoices(ctx: SyncContext, objects: list[dict[str, Any]]) ->
             out[obj["id"]] = Outcome(divergence=f"invoice {obj['id']} {invoice.status} in Stripe, {was} here — fixed")
         else:
             out[obj["id"]] = Outcome()
+    await db.commit()  # the page's invoices and credits together (a failing page is redone one by one)
     return out
 
 
