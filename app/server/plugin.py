@@ -40,7 +40,7 @@ from app.lib.settings import BASE_DIR
 from app.lib.templating import get_environment
 from app.server import errors
 from app.server.auth import CurrentUserMiddleware, NotSignedInError, current_user
-from app.server.deps import provide_queue, provide_runtime, provide_settings
+from app.server.deps import provide_actor, provide_queue, provide_runtime, provide_settings
 from app.server.logging import RequestLogMiddleware, configure_logging
 from app.server.sessions import session_config
 from app.server.worker import saq_config
@@ -146,6 +146,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 "runtime": Provide(provide_runtime, sync_to_thread=False),
                 "settings": Provide(provide_settings, sync_to_thread=False),
                 "queue": Provide(provide_queue, sync_to_thread=False),
+                "actor": Provide(provide_actor, sync_to_thread=False),
             }
         )
         app_config.exception_handlers.update(

@@ -1,5 +1,6 @@
 """All models, re-exported: ``from app.db import models as m``."""
 
+from app.db.models.audit import AuditEntry
 from app.db.models.billing import (
     LIVE_SUBSCRIPTION_STATUSES,
     BookableResource,
@@ -39,6 +40,7 @@ from app.db.models.user import PasswordResetToken, User
 
 __all__ = [
     "LIVE_SUBSCRIPTION_STATUSES",
+    "AuditEntry",
     "BookableResource",
     "Booking",
     "BookingSlot",

@@ -23,10 +23,11 @@ from app.domain.admin.customers import (
     parse_credit_form,
     set_holder_pricing,
 )
+from app.domain.audit.services import Actor
 from app.lib.exceptions import FormError
 from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import Access, Resource
-from app.server.auth import current_user, requires
+from app.server.auth import requires
 
 log = structlog.get_logger()
 
@@ -95,14 +96,13 @@ class AdminCustomerController(Controller):
         user_id: FromPath[UUID],
         data: URLEncodedBody[dict[str, str]],
         db_session: NamedDependency[AsyncSession],
+        actor: NamedDependency[Actor],
     ) -> Response[Any]:
-        staff = current_user(request)
-        assert staff is not None  # the guard let only signed-in staff through
         customer = await get_customer(db_session, user_id)
         # An unchecked checkbox sends nothing: absent means off.
         enabled = data.get("holder_pricing", "") in {"on", "true", "1"}
-        await set_holder_pricing(db_session, customer, enabled=enabled)
-        log.info("admin.holder_pricing", customer=str(user_id), enabled=enabled, staff=str(staff.id))
+        await set_holder_pricing(db_session, customer, enabled=enabled, actor=actor)
+        log.info("admin.holder_pricing", customer=str(user_id), enabled=enabled)
         flash(request, "Holder pricing turned on." if enabled else "Holder pricing turned off.", "success")
         return redirect(request, request.app.route_reverse("admin:customer", user_id=user_id))
 
@@ -117,20 +117,19 @@ class AdminCustomerController(Controller):
         user_id: FromPath[UUID],
         data: URLEncodedBody[dict[str, str]],
         db_session: NamedDependency[AsyncSession],
+        actor: NamedDependency[Actor],
     ) -> Template | Response[Any]:
-        staff = current_user(request)
-        assert staff is not None  # the guard let only signed-in staff through
         form = dict(data)
         detail = await customer_detail(db_session, user_id)
         try:
             adjustment = parse_credit_form(form, detail.credit_types)
-            applied = await adjust_credits(db_session, detail.user, adjustment, staff=staff)
+            applied = await adjust_credits(db_session, detail.user, adjustment, actor=actor)
         except FormError as exc:
             # A refused adjustment rolled the session back: read the customer again before rendering.
             detail = await customer_detail(db_session, user_id)
             return _detail_page(request, detail, form=form, errors=exc.errors, message=str(exc), status_code=422)
         if applied:
-            log.info("admin.credits_adjusted", customer=str(user_id), amount=adjustment.amount, staff=str(staff.id))
+            log.info("admin.credits_adjusted", customer=str(user_id), amount=adjustment.amount)
             flash(request, "Credits adjusted.", "success")
         else:
             flash(request, "That adjustment was already applied.", "info")

@@ -12,6 +12,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.domain.audit.services import Actor, record_audit
 from app.domain.credits.services import CreditService, NotEnoughCreditsError, credit_label
 from app.lib.exceptions import FormError, NotFoundError
 from app.lib.permissions import Role
@@ -127,8 +128,19 @@ async def customer_detail(db: AsyncSession, user_id: UUID) -> CustomerDetail:
     )
 
 
-async def set_holder_pricing(db: AsyncSession, user: m.User, *, enabled: bool) -> None:
+async def set_holder_pricing(db: AsyncSession, user: m.User, *, enabled: bool, actor: Actor) -> None:
     """Turn the customer's holder/partner price tier on or off, and commit."""
+    if user.holder_pricing == enabled:
+        return
+    await record_audit(
+        db,
+        actor,
+        "customer.holder_pricing",
+        target=("user", user.id, user.email),
+        summary=f"Holder pricing turned {'on' if enabled else 'off'}",
+        before={"holder_pricing": user.holder_pricing},
+        after={"holder_pricing": enabled},
+    )
     user.holder_pricing = enabled
     await db.commit()
 
@@ -172,7 +184,7 @@ def parse_credit_form(form: dict[str, str], credit_types: list[m.CreditType]) ->
     return CreditAdjustment(credit_type_id=type_id, amount=amount, reason=reason, form_token=token)
 
 
-async def adjust_credits(db: AsyncSession, user: m.User, adjustment: CreditAdjustment, *, staff: m.User) -> bool:
+async def adjust_credits(db: AsyncSession, user: m.User, adjustment: CreditAdjustment, *, actor: Actor) -> bool:
     """Apply a staff adjustment once per form token, and commit. Returns False when the token was already used.
 
     The form token is the ledger row's reference, so the unique (user, type, kind, reference) key makes a double
@@ -190,6 +202,8 @@ async def adjust_credits(db: AsyncSession, user: m.User, adjustment: CreditAdjus
     )
     if used:
         return False
+    staff = actor.user
+    assert staff is not None  # only signed-in staff adjust credits
     try:
         await CreditService(db).adjust(
             user_id=user.id,
@@ -209,5 +223,13 @@ async def adjust_credits(db: AsyncSession, user: m.User, adjustment: CreditAdjus
     except FormError:
         await db.rollback()
         raise
+    await record_audit(
+        db,
+        actor,
+        "customer.credits",
+        target=("user", user.id, user.email),
+        summary=f"Credits adjusted by {adjustment.amount:+d}: {adjustment.reason}",
+        after={"credit_type_id": adjustment.credit_type_id, "amount": adjustment.amount},
+    )
     await db.commit()
     return True

@@ -9,15 +9,16 @@ from typing import Any
 from uuid import UUID
 
 import stripe
-from sqlalchemy import func, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.domain.audit.services import Actor, record_audit
 from app.domain.payments.refunds import STRIPE_REASONS, create_refund
 from app.lib.exceptions import FormError, NotFoundError
-from app.lib.money import format_money, parse_money
+from app.lib.money import format_money, minor_to_decimal, parse_money
+from app.lib.tables import Column, Filter, TableSpec, TableState
 
-PER_PAGE = 25
 STATUSES = tuple(s.value for s in m.OrderStatus)
 REFUNDABLE_STATUSES = frozenset({m.OrderStatus.PAID.value, m.OrderStatus.PARTIALLY_REFUNDED.value})
 
@@ -27,27 +28,79 @@ def new_form_token() -> str:
     return secrets.token_urlsafe(18)
 
 
-async def admin_orders_page(db: AsyncSession, *, page: int, status: str = "", q: str = "") -> tuple[list[m.Order], int]:
-    """One page of orders, newest first, optionally of one status and matching an order number or email."""
-    conditions: list[Any] = []
-    if status in STATUSES:
-        conditions.append(m.Order.status == status)
-    term = q.strip()
-    if term:
+STATUS_LABELS = {
+    "pending": "Awaiting payment",
+    "paid": "Paid",
+    "partially_refunded": "Partly refunded",
+    "refunded": "Refunded",
+    "canceled": "Cancelled",
+}
+
+ORDERS_TABLE = TableSpec(
+    dom_id="admin-orders",
+    noun="orders",
+    columns=(
+        Column("number", "Order", m.Order.number, numeric=True),
+        Column("placed", "Placed (UTC)", m.Order.created_at),
+        Column("email", "Customer", m.Order.email),
+        Column("status", "Status", m.Order.status),
+        Column("total", "Total", m.Order.total, numeric=True),
+        Column("refunded", "Refunded", m.Order.amount_refunded, numeric=True),
+    ),
+    default_sort="-placed",
+    filters=(Filter("status", "Status", tuple((s, STATUS_LABELS.get(s, s)) for s in STATUSES), "Any status"),),
+    search_label="Order number or email",
+    tiebreak=(m.Order.number.desc(),),
+)
+
+
+def orders_query(state: TableState) -> Select[Any]:
+    """Orders matching the table's filter: one status, and an order number or part of an email."""
+    stmt = select(m.Order)
+    if status := state.filters.get("status"):
+        stmt = stmt.where(m.Order.status == status)
+    if term := state.q:
         matches: list[Any] = [m.Order.email.ilike(f"%{term}%")]
         number = term.lstrip("#")
         if number.isdigit() and len(number) < 10:
             matches.append(m.Order.number == int(number))
-        conditions.append(or_(*matches))
-    total = await db.scalar(select(func.count()).select_from(m.Order).where(*conditions)) or 0
-    rows = await db.scalars(
-        select(m.Order)
-        .where(*conditions)
-        .order_by(m.Order.created_at.desc(), m.Order.number.desc())
-        .limit(PER_PAGE)
-        .offset((page - 1) * PER_PAGE)
+        stmt = stmt.where(or_(*matches))
+    return stmt
+
+
+ORDERS_CSV_HEADER = (
+    "number",
+    "placed_at",
+    "email",
+    "billing_name",
+    "country",
+    "region",
+    "status",
+    "currency",
+    "subtotal",
+    "tax",
+    "total",
+    "refunded",
+    "paid_at",
+)
+
+
+def order_csv_row(order: m.Order) -> tuple[Any, ...]:
+    return (
+        order.number,
+        order.created_at.isoformat(),
+        order.email,
+        order.billing_name,
+        order.country,
+        order.region,
+        order.status,
+        order.currency,
+        minor_to_decimal(order.subtotal, order.currency),
+        minor_to_decimal(order.tax_total, order.currency),
+        minor_to_decimal(order.total, order.currency),
+        minor_to_decimal(order.amount_refunded, order.currency),
+        order.paid_at.isoformat() if order.paid_at else "",
     )
-    return list(rows), total
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +195,7 @@ def parse_refund_form(order: m.Order, form: dict[str, str]) -> RefundRequest:
 
 
 async def request_refund(
-    db: AsyncSession, client: stripe.StripeClient, order: m.Order, request: RefundRequest, *, staff: m.User
+    db: AsyncSession, client: stripe.StripeClient, order: m.Order, request: RefundRequest, *, actor: Actor
 ) -> str:
     """Create the refund in Stripe (the form token makes a resubmission replay it) and note it on the timeline.
 
@@ -150,6 +203,8 @@ async def request_refund(
     Returns the Stripe refund id. A ``stripe.StripeError`` propagates with nothing recorded.
     """
     assert order.payment_intent_id is not None  # paid orders always have one
+    staff = actor.user
+    assert staff is not None  # only signed-in staff refund
     refund = await create_refund(
         client,
         payment_intent_id=order.payment_intent_id,
@@ -173,5 +228,13 @@ async def request_refund(
     )
     if not seen:
         db.add(m.OrderEvent(order_id=order.id, kind="refund_requested", message=message))
+        await record_audit(
+            db,
+            actor,
+            "order.refund",
+            target=("order", order.id, order.display_number),
+            summary=f"Refund of {format_money(request.amount, order.currency)} requested: {request.reason}",
+            after={"refund_id": refund_id, "amount": request.amount, "currency": order.currency},
+        )
         await db.commit()
     return refund_id
