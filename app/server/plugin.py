@@ -23,6 +23,9 @@ from app.domain.accounts.controllers import AccountController
 from app.domain.admin.controllers import AdminController
 from app.domain.admin.customer_controllers import AdminCustomerController
 from app.domain.admin.order_controllers import AdminOrderController
+from app.domain.admin.subscription_controllers import AdminRefundController, AdminSubscriptionController
+from app.domain.admin.user_controllers import AdminUserController
+from app.domain.audit.controllers import AuditController
 from app.domain.bookings.controllers import BookingController
 from app.domain.cart.controllers import CartController
 from app.domain.catalog.controllers import CatalogController
@@ -123,6 +126,10 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 AdminController,
                 AdminOrderController,
                 AdminCustomerController,
+                AdminSubscriptionController,
+                AdminRefundController,
+                AdminUserController,
+                AuditController,
                 DownloadController,
                 StripeWebhookController,
                 CheckoutController,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -17,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.domain.admin.orders import (
     ORDERS_CSV_HEADER,
     ORDERS_TABLE,
-    STATUS_LABELS,
     OrderDetail,
     new_form_token,
     order_csv_row,
@@ -32,7 +30,7 @@ from app.lib.exceptions import FormError
 from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
-from app.lib.tables import TableState, csv_response, fetch_page, ordered
+from app.lib.tables import export_for, table_for
 from app.server.auth import requires
 
 log = structlog.get_logger()
@@ -71,29 +69,13 @@ class AdminOrderController(Controller):
 
     @get("/", name="admin:orders")
     async def orders(self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> Template:
-        state = TableState.from_query(ORDERS_TABLE, request.query_params)
-        table = await fetch_page(
-            db_session,
-            ORDERS_TABLE,
-            state,
-            orders_query(state),
-            base_url=request.app.route_reverse("admin:orders"),
-            export_url=request.app.route_reverse("admin:orders_export"),
-        )
-        return render(
-            request,
-            "admin/orders.html.j2",
-            {"table": table, "labels": STATUS_LABELS},
-            fragment="admin/_orders_table.html.j2",
-        )
+        table = await table_for(request, db_session, ORDERS_TABLE, orders_query, export_route="admin:orders_export")
+        return render(request, "admin/orders.html.j2", {"table": table}, fragment="admin/_orders_table.html.j2")
 
     @get("/export.csv", name="admin:orders_export")
     async def export(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Stream:
         """Every order of the current filter, streamed: fine for 100k rows."""
-        state = TableState.from_query(ORDERS_TABLE, request.query_params)
-        stmt = ordered(ORDERS_TABLE, state, orders_query(state))
-        filename = f"orders-{datetime.now(UTC):%Y%m%d-%H%M}.csv"
-        return csv_response(runtime, stmt, ORDERS_CSV_HEADER, order_csv_row, filename=filename)
+        return export_for(request, runtime, ORDERS_TABLE, orders_query, ORDERS_CSV_HEADER, order_csv_row, name="orders")
 
     @get("/{order_id:uuid}", name="admin:order")
     async def order(

@@ -9,7 +9,7 @@ from typing import Any
 from uuid import UUID
 
 import stripe
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
@@ -17,7 +17,7 @@ from app.domain.audit.services import Actor, record_audit
 from app.domain.payments.refunds import STRIPE_REASONS, create_refund
 from app.lib.exceptions import FormError, NotFoundError
 from app.lib.money import format_money, minor_to_decimal, parse_money
-from app.lib.tables import Column, Filter, TableSpec, TableState
+from app.lib.tables import Column, Filter, Query, TableSpec, TableState
 
 STATUSES = tuple(s.value for s in m.OrderStatus)
 REFUNDABLE_STATUSES = frozenset({m.OrderStatus.PAID.value, m.OrderStatus.PARTIALLY_REFUNDED.value})
@@ -54,7 +54,7 @@ ORDERS_TABLE = TableSpec(
 )
 
 
-def orders_query(state: TableState) -> Select[Any]:
+def orders_query(state: TableState) -> Query:
     """Orders matching the table's filter: one status, and an order number or part of an email."""
     stmt = select(m.Order)
     if status := state.filters.get("status"):
