@@ -149,6 +149,16 @@ async def test_support_refunds_part_then_the_rest_and_downloads_are_revoked(
     async with runtime.db() as db:
         refund = await db.scalar(select(m.Refund).where(m.Refund.order_id == order_id))
         assert refund is not None and refund.reason == "requested_by_customer"
+        # One audit row for the refund, the double click included: who, what, on which order, from where.
+        audit = list(await db.scalars(select(m.AuditEntry).where(m.AuditEntry.action == "order.refund")))
+        assert [(a.actor_email, a.target_id, a.after, a.ip) for a in audit] == [
+            (
+                "support@example.com",
+                str(order_id),
+                {"refund_id": refund.stripe_refund_id, "amount": 600, "currency": "CAD"},
+                "203.0.113.7",
+            )
+        ]
 
     # Empty amount: everything still refundable.
     token = await refund_form(client, order_id)
