@@ -11,6 +11,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, URLEncodedBody
 from litestar.response import Stream, Template
+from saq import Queue
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.admin.orders import (
@@ -22,7 +23,9 @@ from app.domain.admin.orders import (
     order_detail,
     orders_query,
     parse_refund_form,
+    reissue_downloads,
     request_refund,
+    resend_receipt,
 )
 from app.domain.audit.services import Actor
 from app.domain.payments.refunds import STRIPE_REASONS
@@ -82,6 +85,51 @@ class AdminOrderController(Controller):
         self, request: Request[Any, Any, Any], order_id: FromPath[UUID], db_session: NamedDependency[AsyncSession]
     ) -> Template:
         return _detail_page(request, await order_detail(db_session, order_id))
+
+    @post(
+        "/{order_id:uuid}/resend-receipt", name="admin:resend_receipt", guards=[requires(Resource.ORDERS, Access.FULL)]
+    )
+    async def post_resend_receipt(
+        self,
+        request: Request[Any, Any, Any],
+        order_id: FromPath[UUID],
+        db_session: NamedDependency[AsyncSession],
+        runtime: NamedDependency[Runtime],
+        queue: NamedDependency[Queue],
+        actor: NamedDependency[Actor],
+    ) -> Response[Any]:
+        order = (await order_detail(db_session, order_id)).order
+        try:
+            await resend_receipt(db_session, queue, runtime.settings, order, actor=actor)
+        except FormError as exc:
+            flash(request, str(exc), "error")
+        else:
+            flash(request, f"Receipt sent again to {order.email}.", "success")
+        return redirect(request, request.app.route_reverse("admin:order", order_id=order_id))
+
+    @post(
+        "/{order_id:uuid}/reissue-downloads",
+        name="admin:reissue_downloads",
+        guards=[requires(Resource.ORDERS, Access.FULL)],
+    )
+    async def post_reissue_downloads(
+        self,
+        request: Request[Any, Any, Any],
+        order_id: FromPath[UUID],
+        db_session: NamedDependency[AsyncSession],
+        runtime: NamedDependency[Runtime],
+        queue: NamedDependency[Queue],
+        actor: NamedDependency[Actor],
+    ) -> Response[Any]:
+        order = (await order_detail(db_session, order_id)).order
+        try:
+            count = await reissue_downloads(db_session, queue, runtime.settings, order, actor=actor)
+        except FormError as exc:
+            flash(request, str(exc), "error")
+        else:
+            noun = "download" if count == 1 else "downloads"
+            flash(request, f"Fresh links for {count} {noun} sent to {order.email}; download counts reset.", "success")
+        return redirect(request, request.app.route_reverse("admin:order", order_id=order_id))
 
     @post("/{order_id:uuid}/refunds", name="admin:refund", guards=[requires(Resource.REFUNDS, Access.FULL)])
     async def refund(

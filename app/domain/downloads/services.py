@@ -377,6 +377,29 @@ class DownloadService:
         items = [self._item(entitlement, number, with_link=True) for entitlement, number in rows]
         if not items:
             return False
+        await self._send_links(address, items, emails)
+        return True
+
+    async def reissue_for_order(self, order: m.Order, *, emails: EmailService) -> list[m.Entitlement]:
+        """Support's "fresh links": every download of the order not revoked gets its full allowance back, and the
+        buyer an email with new links. Commits (through ``emails``). Returns the entitlements reissued."""
+        entitlements = list(
+            await self.db.scalars(
+                select(m.Entitlement)
+                .where(m.Entitlement.order_id == order.id, m.Entitlement.revoked_at.is_(None))
+                .order_by(m.Entitlement.created_at)
+            )
+        )
+        if not entitlements:
+            return []
+        for entitlement in entitlements:
+            entitlement.download_count = 0
+        await self.db.flush()
+        items = [self._item(e, order.number, with_link=True) for e in entitlements]
+        await self._send_links(order.email, items, emails)
+        return entitlements
+
+    async def _send_links(self, address: str, items: list[DownloadItem], emails: EmailService) -> None:
         await emails.send(
             "download_links",
             address,
@@ -395,4 +418,3 @@ class DownloadService:
                 "resend_url": f"{self.settings.base_url}{RESEND_PATH}",
             },
         )
-        return True

@@ -144,19 +144,7 @@ class PaymentSync:
         self.db.add(m.OrderEvent(order_id=order.id, kind="paid", message="Payment received."))
         await confirm_paid_bookings(self.db, self.ctx.stripe, order)  # a booking's order: confirm its seat
         receipt = EmailService(self.db, self.ctx.queue).stage(
-            "receipt",
-            order.email,
-            {
-                "order": order,
-                "lines": list(order.lines),
-                "downloads": [
-                    {"name": e.product_name, "url": downloads.signed_url(e), "limit": e.download_limit}
-                    for e in entitlements
-                ],
-                "account_url": f"{self.ctx.settings.base_url}/account/orders/{order.id}",
-                "is_guest": order.user_id is None,
-                "resend_url": f"{self.ctx.settings.base_url}/downloads/resend",
-            },
+            "receipt", order.email, receipt_context(order, entitlements, downloads, self.ctx.settings.base_url)
         )
         self.db.add(m.OrderEvent(order_id=order.id, kind="receipt_queued", message=f"Receipt sent to {order.email}."))
         log.info("order.fulfilled", order=str(order.id), number=order.number)
@@ -242,3 +230,19 @@ async def on_refund_event(ctx: HandlerContext, event: dict[str, Any]) -> None:
     intent_id = stripe_id(obj.get("payment_intent"))
     if intent_id:
         await PaymentSync(ctx).sync_refunds(intent_id)
+
+
+def receipt_context(
+    order: m.Order, entitlements: list[m.Entitlement], downloads: DownloadService, base_url: str
+) -> dict[str, Any]:
+    """What the receipt email shows: lines, tax, total and a fresh signed link per download."""
+    return {
+        "order": order,
+        "lines": list(order.lines),
+        "downloads": [
+            {"name": e.product_name, "url": downloads.signed_url(e), "limit": e.download_limit} for e in entitlements
+        ],
+        "account_url": f"{base_url}/account/orders/{order.id}",
+        "is_guest": order.user_id is None,
+        "resend_url": f"{base_url}/downloads/resend",
+    }
