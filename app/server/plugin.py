@@ -38,7 +38,7 @@ from app.domain.subscriptions.controllers import SubscriptionController
 from app.domain.system.controllers import healthz, readyz
 from app.lib.exceptions import ApplicationError
 from app.lib.htmx import pop_flashes
-from app.lib.runtime import Runtime
+from app.lib.runtime import QUEUE_NAME, Runtime
 from app.lib.settings import BASE_DIR
 from app.lib.templating import get_environment
 from app.server import errors
@@ -92,9 +92,14 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
             loggers={"litestar": {"level": level, "handlers": ["queue_listener"], "propagate": False}},
         )
         app_config.debug = settings.debug
-        app_config.state.update({"runtime": runtime})
+        saq = saq_config(runtime)
+        # One queue object for the process, on app state: litestar-saq's own dependency is an async generator
+        # (connect on every request, and a cleanup task group per request that asks for it).
+        queue = saq.get_queues().get(QUEUE_NAME)
+        app_config.state.update({"runtime": runtime, "queue": queue})
+        app_config.on_startup.append(queue.connect)
 
-        app_config.plugins.extend([SQLAlchemyPlugin(config=runtime.alchemy), SAQPlugin(config=saq_config(runtime))])
+        app_config.plugins.extend([SQLAlchemyPlugin(config=runtime.alchemy), SAQPlugin(config=saq)])
         app_config.stores = StoreRegistry(
             default_factory=lambda name: RedisStore(runtime.redis, namespace=f"cartwright:{name}")
         )
