@@ -20,9 +20,11 @@ from litestar.template import TemplateConfig
 from litestar_saq import SAQPlugin
 
 from app.domain.accounts.controllers import AccountController
+from app.domain.admin.category_controllers import AdminCategoryController
 from app.domain.admin.controllers import AdminController
 from app.domain.admin.customer_controllers import AdminCustomerController
 from app.domain.admin.order_controllers import AdminOrderController
+from app.domain.admin.product_controllers import AdminProductController
 from app.domain.bookings.controllers import BookingController
 from app.domain.cart.controllers import CartController
 from app.domain.catalog.controllers import CatalogController
@@ -123,6 +125,8 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 AdminController,
                 AdminOrderController,
                 AdminCustomerController,
+                AdminProductController,
+                AdminCategoryController,
                 DownloadController,
                 StripeWebhookController,
                 CheckoutController,
