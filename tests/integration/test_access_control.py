@@ -76,6 +76,29 @@ async def test_every_admin_route_answers_each_role_as_the_table_says(
                 assert "You don&#39;t have access to that page." in response.text
 
 
+async def test_every_admin_post_is_refused_to_each_role_the_table_does_not_allow(
+    app: Litestar, client: httpx.AsyncClient, factory: Factory
+) -> None:
+    """The unsafe half of the matrix: a role without the needed access gets 403 before anything is read or changed
+    (support's read-only products among them: no save, upload, archive or category change)."""
+    routes = [(m, p, h) for m, p, h in admin_routes(app) if m not in {"GET", "HEAD", "OPTIONS"}]
+    assert any(p.startswith("/admin/products") for _, p, _ in routes)
+    assert any(p.startswith("/admin/categories") for _, p, _ in routes)
+    transport = client._transport
+    for role in Role:
+        email = f"{role.value}-post@example.com"
+        await factory.user(email=email, role=role.value)
+        browser = httpx.AsyncClient(transport=transport, base_url="http://testserver.local")
+        await sign_in(browser, email)
+        token = browser.cookies.get("cartwright_csrf") or ""
+        for method, path, handler in routes:
+            resource, access = required_permission(handler)
+            if can(role, resource, access):
+                continue
+            response = await browser.request(method, path, data={"name": "x"}, headers={"x-csrftoken": token})
+            assert response.status_code == 403, (role, method, path, response.status_code)
+
+
 async def test_anonymous_visitors_are_sent_to_sign_in_from_every_admin_route(
     app: Litestar, client: httpx.AsyncClient
 ) -> None:

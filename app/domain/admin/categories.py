@@ -70,26 +70,29 @@ def parse_category_form(form: dict[str, str]) -> dict[str, Any]:
     return {"name": name, "slug": slug, "description": description, "position": position}
 
 
-async def _save(db: AsyncSession, category_id: UUID | None, slug: str) -> None:
+async def _check_slug(db: AsyncSession, category_id: UUID | None, slug: str) -> None:
     clash = await db.scalar(select(m.Category.id).where(m.Category.slug == slug))
     if clash is not None and clash != category_id:
-        await db.rollback()
         raise FormError({"slug": f"Another category already uses the slug “{slug}”: choose another."})
+
+
+async def _save(db: AsyncSession, slug: str, *, flush_only: bool = False) -> None:
     try:
-        await db.commit()
+        await (db.flush() if flush_only else db.commit())
     except IntegrityError as exc:
         await db.rollback()
         raise FormError({"slug": f"Another category already uses the slug “{slug}”: choose another."}) from exc
 
 
 async def create_category(db: AsyncSession, values: dict[str, Any], *, actor: Actor) -> m.Category:
+    await _check_slug(db, None, values["slug"])
     category = m.Category(**values)
     db.add(category)
-    await db.flush()
+    await _save(db, values["slug"], flush_only=True)  # a slug taken meanwhile is a form error too
     await record_audit(
         db, actor, "category.create", target=("category", category.id, category.name), summary="Created", after=values
     )
-    await _save(db, category.id, values["slug"])
+    await _save(db, values["slug"])
     return category
 
 
@@ -97,6 +100,7 @@ async def update_category(db: AsyncSession, category: m.Category, values: dict[s
     before, after = changes({f: getattr(category, f) for f in FIELDS}, values)
     if not after:
         return False
+    await _check_slug(db, category.id, values["slug"])
     for field, value in values.items():
         setattr(category, field, value)
     await record_audit(
@@ -108,7 +112,7 @@ async def update_category(db: AsyncSession, category: m.Category, values: dict[s
         before=before,
         after=after,
     )
-    await _save(db, category.id, values["slug"])
+    await _save(db, values["slug"])
     return True
 
 

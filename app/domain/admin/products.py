@@ -247,9 +247,9 @@ async def _check_slug(db: AsyncSession, slug: str, product_id: UUID | None) -> N
         raise FormError({"slug": f"Another product already uses the slug “{slug}”: choose another."})
 
 
-async def _commit(db: AsyncSession, slug: str) -> None:
+async def _commit(db: AsyncSession, slug: str, *, flush_only: bool = False) -> None:
     try:
-        await db.commit()
+        await (db.flush() if flush_only else db.commit())
     except IntegrityError as exc:  # two admins saving the same slug at once
         await db.rollback()
         raise FormError({"slug": f"Another product already uses the slug “{slug}”: choose another."}) from exc
@@ -260,7 +260,7 @@ async def create_product(db: AsyncSession, values: dict[str, Any], *, actor: Act
     await _check_slug(db, values["slug"], None)
     product = m.Product(**values, currency=CURRENCY, cover_image="img/logo.svg")
     db.add(product)
-    await db.flush()
+    await _commit(db, values["slug"], flush_only=True)  # a slug taken meanwhile is a form error too
     await record_audit(
         db,
         actor,

@@ -15,7 +15,6 @@ from app.domain.catalog.services import CatalogService, ProductQuery, SortOrder
 from app.lib.exceptions import NotFoundError
 from app.lib.htmx import render
 from app.lib.runtime import Runtime
-from app.lib.settings import Settings
 
 
 def provide_catalog_service(
@@ -65,10 +64,10 @@ class CatalogController(Controller):
         return render(request, "catalog/detail.html.j2", {"product": product, "related": related})
 
     @get(f"{COVER_ROUTE}/{{key:path}}", name="catalog:cover", cache_control=None)
-    async def cover(self, key: FromPath[str], settings: NamedDependency[Settings]) -> File:
+    async def cover(self, key: FromPath[str], runtime: NamedDependency[Runtime]) -> File:
         """An uploaded cover's thumbnail. Public: covers only (never a purchased file); immutable, since a new
         upload gets a new URL."""
-        path = cover_file(settings.storage_dir, key)
+        path = cover_file(runtime.settings.storage_dir, key.lstrip("/"))  # path parameters keep their leading /
         if path is None:
             raise NotFoundError("No such image.")
         return File(
