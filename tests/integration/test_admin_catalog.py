@@ -8,6 +8,7 @@ import hashlib
 import io
 import os
 import re
+from dataclasses import replace
 from uuid import UUID
 
 import httpx
@@ -17,11 +18,12 @@ from saq import Queue, Worker
 from sqlalchemy import select
 
 from app.db import models as m
+from app.domain.payments.gateway import build_stripe_client
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings
-from app.stripe_emulator.server import EmulatorServer
+from app.stripe_emulator.server import EmulatorServer, free_port
 from tests.conftest import Factory
-from tests.helpers import CSRF_COOKIE, csrf_token, post_form, sign_in, text_of
+from tests.helpers import CSRF_COOKIE, csrf_token, job_finished, post_form, sign_in, text_of
 from tests.integration.purchase_support import add_to_cart, confirm, load_order, open_pay_page, place_order, settle
 from tests.support import Mailbox, body_text
 
@@ -391,3 +393,30 @@ async def test_categories_crud_with_clear_errors_and_the_shop_updates_at_once(
     assert [e.action for e in entries] == ["category.create", "category.update", "category.delete"]
     assert entries[1].before == {"name": "Zines", "position": 1}
     assert entries[1].after == {"name": "Small Zines", "position": 2}
+
+
+async def test_when_stripe_is_unreachable_the_save_stands_and_the_job_syncs_it_later(
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, settings: Settings, queue: Queue, worker: Worker
+) -> None:
+    admin = await staff(client, factory)
+    product_id = await create_product(admin)
+    first_price = (await load_product(runtime, product_id)).stripe_price_id
+    # Stripe unreachable from the web process: a real client aimed at a port nothing listens on.
+    reachable = runtime.stripe
+    runtime.stripe = build_stripe_client(replace(settings.stripe, api_base=f"http://127.0.0.1:{free_port()}"))
+    try:
+        saved = await post_form(admin, f"/admin/products/{product_id}", {**PRODUCT_FORM, "price": "20.00"})
+    finally:
+        runtime.stripe = reachable
+    assert saved.status_code == 303
+    page = await admin.get(f"/admin/products/{product_id}")
+    assert "Saved; Stripe sync will retry." in page.text and "sync pending" in page.text
+    assert "$20.00 CAD" in (await client.get("/products/field-notes-on-typography")).text  # the save stood
+
+    job = await job_finished(queue, f"product-sync:{product_id}", timeout=30)  # the worker's own client
+    assert job.status == "complete", job.error
+    product = await load_product(runtime, product_id)
+    assert product.stripe_synced_at is not None and product.stripe_price_id != first_price
+    price = await runtime.stripe.v1.prices.retrieve_async(product.stripe_price_id or "")
+    assert (price.unit_amount, price.active) == (2000, True)
+    assert (await runtime.stripe.v1.prices.retrieve_async(first_price or "")).active is False
