@@ -20,9 +20,11 @@ from litestar.template import TemplateConfig
 from litestar_saq import SAQPlugin
 
 from app.domain.accounts.controllers import AccountController
+from app.domain.admin.category_controllers import AdminCategoryController
 from app.domain.admin.controllers import AdminController
 from app.domain.admin.customer_controllers import AdminCustomerController
 from app.domain.admin.order_controllers import AdminOrderController
+from app.domain.admin.product_controllers import AdminProductController
 from app.domain.admin.subscription_controllers import AdminRefundController, AdminSubscriptionController
 from app.domain.admin.user_controllers import AdminUserController
 from app.domain.audit.controllers import AuditController
@@ -135,6 +137,8 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 AdminRefundController,
                 AdminUserController,
                 AuditController,
+                AdminProductController,
+                AdminCategoryController,
                 DownloadController,
                 StripeWebhookController,
                 CheckoutController,

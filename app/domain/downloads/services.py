@@ -348,8 +348,12 @@ class DownloadService:
         if not path.is_file():
             log.error("downloads.not_a_file", entitlement_id=str(entitlement.id), key=key)
             raise DownloadRefusedError(RefusalReason.UNAVAILABLE, entitlement)
-        filename = PurePosixPath(key).name
-        return DownloadFile(path=path, filename=filename, media_type=media_type_for(filename), stat=stat)
+        # An uploaded file keeps the name and type it was uploaded with; a seeded one is named by its key.
+        filename = (product.digital_file_name if product is not None else "") or PurePosixPath(key).name
+        media_type = (product.digital_file_content_type if product is not None else "") or media_type_for(filename)
+        if media_type == "application/octet-stream" or "/" not in media_type:
+            media_type = media_type_for(filename)
+        return DownloadFile(path=path, filename=filename, media_type=media_type, stat=stat)
 
     # --- fresh links by email (guests) --------------------------------------------------------------------------------
 

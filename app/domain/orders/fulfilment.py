@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
 from app.domain.bookings.card_payments import cancel_refunded_bookings, confirm_paid_bookings
+from app.domain.catalog.cache import invalidate_catalog
 from app.domain.downloads.services import DownloadService
 from app.domain.notifications.services import EmailService
 from app.domain.payments.context import HandlerContext
@@ -48,6 +49,7 @@ class PaymentSync:
     def __init__(self, ctx: HandlerContext) -> None:
         self.ctx = ctx
         self.db: AsyncSession = ctx.db
+        self.stock_changed = False
 
     async def _order_for_intent(self, intent_id: str) -> m.Order | None:
         # Row lock on PostgreSQL serialises everything that touches one order's money; SQLite serialises writers.
@@ -96,6 +98,9 @@ class PaymentSync:
         if new_status == m.PaymentStatus.SUCCEEDED:
             emails = await self._fulfil(order, intent)
         await self.db.commit()
+        if self.stock_changed:  # the shop shows "N left": drop the cached pages now that N changed
+            await invalidate_catalog(self.ctx.redis)
+            self.stock_changed = False
         await EmailService(self.db, self.ctx.queue).dispatch(emails)
         return order
 
@@ -131,11 +136,13 @@ class PaymentSync:
             if line.product_id is None:
                 continue
             # Limited stock: sell what was paid for even if it crossed zero meanwhile (no reservation yet).
-            await self.db.execute(
+            counted = await self.db.execute(
                 update(m.Product)
                 .where(m.Product.id == line.product_id, m.Product.stock.is_not(None))
                 .values(stock=case((m.Product.stock >= line.quantity, m.Product.stock - line.quantity), else_=0))
             )
+            if getattr(counted, "rowcount", 0):
+                self.stock_changed = True
         if order.user_id is not None:
             ordered = [line.product_id for line in order.lines if line.product_id is not None]
             await self.db.execute(
