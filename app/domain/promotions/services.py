@@ -8,7 +8,7 @@ What Stripe enforces and what we enforce is written down in ``docs/promo-codes.m
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -102,7 +102,6 @@ class PlanQuote:
     promo: m.PromoCode
     price: m.PlanPrice
     first_discount: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def code(self) -> str:
