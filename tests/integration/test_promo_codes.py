@@ -427,6 +427,11 @@ async def test_paid_order_counts_one_redemption_even_when_stripe_repeats_its_web
     assert "Discount (SAVE5)" in body and "$5.00 CAD" in body and "$16.95 CAD" in body
     page = visible((await client.get(f"/orders/{order_id}/complete")).text)
     assert f"Discount (SAVE5) {MINUS}$5.00 CAD" in page
+    # Support and admins see it on the back-office order page too.
+    back_office = httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local")
+    await sign_in(back_office, admin.email)
+    admin_page = visible((await back_office.get(f"/admin/orders/{order_id}")).text)
+    assert f"Discount (SAVE5) {MINUS}$5.00 CAD" in admin_page
 
 
 async def test_two_paid_orders_racing_for_the_last_redemption(
