@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from app.db import models as m
 from app.domain.audit.services import Actor
 from app.domain.promotions.admin import create_promo, parse_promo_form
+from app.domain.promotions.services import redeem_for_order
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings
 from app.stripe_emulator.server import EmulatorServer
@@ -551,3 +552,51 @@ async def test_a_three_month_twenty_percent_code_discounts_the_first_invoice(
     assert (await load_promo(runtime, "RESIDENT20")).times_redeemed == 1
     stripe_promo = await runtime.stripe.v1.promotion_codes.retrieve_async(str(promo.stripe_promotion_code_id))
     assert stripe_promo.times_redeemed == 1
+
+
+async def test_concurrent_redemptions_never_pass_the_maximum(runtime: Runtime, factory: Factory) -> None:
+    """The conditional UPDATE itself, from concurrent transactions: 5 paid orders racing for 2 redemptions."""
+    promo = await local_code(runtime, "TWO", max_redemptions=2)
+    order_ids: list[UUID] = []
+    async with runtime.db() as db:
+        for index in range(5):
+            number = m.OrderNumber()
+            db.add(number)
+            await db.flush()
+            order = m.Order(
+                number=7000 + number.id,
+                email=f"r{index}@example.com",
+                billing_name="R",
+                country="CA",
+                region="AB",
+                status="paid",
+                currency="CAD",
+                subtotal=1000,
+                discount_total=100,
+                promo_code="TWO",
+                promo_code_id=promo.id,
+                tax_total=45,
+                total=945,
+            )
+            db.add(order)
+            await db.flush()
+            order_ids.append(order.id)
+        await db.commit()
+
+    async def redeem(order_id: UUID) -> bool:
+        async with runtime.db() as db:
+            order = await db.get(m.Order, order_id)
+            assert order is not None
+            redemption = await redeem_for_order(db, order)
+            await db.commit()
+            assert redemption is not None
+            return redemption.counted
+
+    counted = await asyncio.gather(*(redeem(order_id) for order_id in order_ids))
+    assert sorted(counted) == [False, False, False, True, True]
+    assert (await load_promo(runtime, "TWO")).times_redeemed == 2
+    # A second call for an order (a replayed fulfilment) changes nothing.
+    async with runtime.db() as db:
+        order = await db.get(m.Order, order_ids[0])
+        assert order is not None
+        assert await redeem_for_order(db, order) is None
