@@ -28,7 +28,7 @@ from app.domain.payments.gateway import idempotency_key
 from app.domain.plans.stripe_sync import PlanStripeSync
 from app.domain.promotions.services import describe, describe_duration, normalize_code, status_of
 from app.lib.exceptions import FormError, NotFoundError
-from app.lib.money import format_money, minor_to_decimal, parse_money
+from app.lib.money import minor_to_decimal, parse_money
 from app.lib.tables import Column, Filter, TableSpec, TableState
 
 log = structlog.get_logger()
@@ -406,7 +406,3 @@ async def archive_promo(db: AsyncSession, client: stripe.StripeClient, promo: m.
     await db.commit()
     log.info("promo_code.archived", code=promo.code)
     return True
-
-
-def money_hint(amount: int | None, currency: str = "CAD") -> str:
-    return format_money(amount, currency) if amount is not None else ""
