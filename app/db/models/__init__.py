@@ -36,6 +36,13 @@ from app.db.models.commerce import (
     StripeEventStatus,
 )
 from app.db.models.email import EmailMessage, EmailStatus
+from app.db.models.promotions import (
+    PromoCode,
+    PromoDuration,
+    PromoRedemption,
+    promo_code_plans,
+    promo_code_products,
+)
 from app.db.models.user import PasswordResetToken, User
 
 __all__ = [
@@ -68,6 +75,9 @@ __all__ = [
     "PriceInterval",
     "PriceTier",
     "Product",
+    "PromoCode",
+    "PromoDuration",
+    "PromoRedemption",
     "Refund",
     "StripeEvent",
     "StripeEventStatus",
@@ -75,4 +85,6 @@ __all__ = [
     "SubscriptionStatus",
     "User",
     "plan_products",
+    "promo_code_plans",
+    "promo_code_products",
 ]
