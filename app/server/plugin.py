@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import stripe
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
+from litestar.channels import ChannelsPlugin
+from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from litestar.config.csrf import CSRFConfig
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
@@ -18,11 +21,13 @@ from litestar.stores.redis import RedisStore
 from litestar.stores.registry import StoreRegistry
 from litestar.template import TemplateConfig
 from litestar_saq import SAQPlugin
+from redis.asyncio import Redis
 
 from app.domain.accounts.controllers import AccountController
 from app.domain.admin.controllers import AdminController
 from app.domain.admin.customer_controllers import AdminCustomerController
 from app.domain.admin.order_controllers import AdminOrderController
+from app.domain.analytics.controllers import AnalyticsLiveController
 from app.domain.bookings.controllers import BookingController
 from app.domain.cart.controllers import CartController
 from app.domain.catalog.controllers import CatalogController
@@ -91,7 +96,22 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
         app_config.debug = settings.debug
         app_config.state.update({"runtime": runtime})
 
-        app_config.plugins.extend([SQLAlchemyPlugin(config=runtime.alchemy), SAQPlugin(config=saq_config(runtime))])
+        # The live dashboard: its own Redis client, without the socket timeout (a subscription waits for ever).
+        channels_redis = Redis.from_url(runtime.redis_url, socket_connect_timeout=2)
+        channels = ChannelsPlugin(
+            backend=RedisChannelsPubSubBackend(redis=channels_redis),
+            channels=["analytics"],
+            create_ws_route_handlers=False,
+        )
+        app_config.plugins.extend(
+            [SQLAlchemyPlugin(config=runtime.alchemy), SAQPlugin(config=saq_config(runtime)), channels]
+        )
+        # Set first thing at shutdown: open Server-Sent Event streams end within a second (analytics/live.py).
+        stopping = asyncio.Event()
+        app_config.state.update({"analytics_stopping": stopping})
+        app_config.on_startup.append(stopping.clear)
+        app_config.on_shutdown.insert(0, stopping.set)
+        app_config.on_shutdown.append(channels_redis.aclose)
         app_config.stores = StoreRegistry(
             default_factory=lambda name: RedisStore(runtime.redis, namespace=f"cartwright:{name}")
         )
@@ -123,6 +143,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 AdminController,
                 AdminOrderController,
                 AdminCustomerController,
+                AnalyticsLiveController,
                 DownloadController,
                 StripeWebhookController,
                 CheckoutController,
