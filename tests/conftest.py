@@ -188,6 +188,8 @@ def runtime(app: Litestar) -> Runtime:
 
 
 _TABLES = [
+    "mrr_daily_snapshots",
+    "mrr_movements",
     "bookings",
     "booking_slots",
     "bookable_resources",

@@ -12,7 +12,7 @@ from litestar.response import ServerSentEvent
 
 from app.domain.analytics.live import live_events
 from app.lib.permissions import Access, Resource, can
-from app.lib.settings import Settings
+from app.lib.runtime import Runtime
 from app.server.auth import current_user, requires
 
 
@@ -25,7 +25,7 @@ class AnalyticsLiveController(Controller):
         self,
         request: Request[Any, Any, Any],
         channels: NamedDependency[ChannelsPlugin],
-        settings: NamedDependency[Settings],
+        runtime: NamedDependency[Runtime],
     ) -> Response[Any]:
         if "text/event-stream" not in request.headers.get("accept", ""):
             # Only an EventSource gets the endless stream; a link followed by hand gets a word of explanation.
@@ -37,7 +37,7 @@ class AnalyticsLiveController(Controller):
                 channels,
                 money=user is not None and can(user.role, Resource.ANALYTICS, Access.FULL),
                 order_base=request.app.route_reverse("admin:orders"),
-                max_seconds=settings.analytics_stream_seconds,
+                max_seconds=runtime.settings.analytics_stream_seconds,
                 stopping=stopping,
             ),
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

@@ -103,15 +103,16 @@ class AnalyticsService:
         new_customers = await self.db.scalar(
             select(func.count()).where(m.User.created_at >= a, m.User.created_at < b, m.User.role == "customer")
         )
-        outcomes = dict(
-            (
+        outcomes: dict[str, int] = {
+            str(status): int(count)
+            for status, count in (
                 await self.db.execute(
                     select(m.Payment.status, func.count())
                     .where(m.Payment.created_at >= a, m.Payment.created_at < b, m.Payment.status.in_(PAYMENT_OUTCOMES))
                     .group_by(m.Payment.status)
                 )
-            ).tuples()
-        )
+            )
+        }
         credits = await self.db.scalar(
             select(func.coalesce(func.sum(m.CreditEntry.amount), 0)).where(
                 m.CreditEntry.kind.in_([m.CreditEntryKind.USAGE.value, m.CreditEntryKind.REFUND.value]),
