@@ -97,10 +97,12 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
         app_config.state.update({"runtime": runtime})
 
         # The live dashboard: its own Redis client, without the socket timeout (a subscription waits for ever).
+        # Channels are subscribed when the first stream opens, not at start-up: the web process must start (and
+        # take webhooks) while Redis is down.
         channels_redis = Redis.from_url(runtime.redis_url, socket_connect_timeout=2)
         channels = ChannelsPlugin(
             backend=RedisChannelsPubSubBackend(redis=channels_redis),
-            channels=["analytics"],
+            arbitrary_channels_allowed=True,
             create_ws_route_handlers=False,
         )
         app_config.plugins.extend(
