@@ -15,6 +15,8 @@ log = structlog.get_logger()
 
 VERSION_KEY = "cartwright:analytics:version"
 KEY_PREFIX = "cartwright:analytics:v"
+# Change when the cached value's shape changes: a deploy never reads what the previous release wrote.
+SCHEMA = 1
 # A backstop for what no hook announces (a customer registering, credits spent on a booking): at worst this old.
 TTL_SECONDS = 300
 
@@ -38,7 +40,7 @@ async def cached(redis: Redis, parts: tuple[str, ...], compute: Callable[[], Awa
     """
     try:
         version = int(await redis.get(VERSION_KEY) or 0)
-        key = f"{KEY_PREFIX}{version}:{':'.join(parts)}"
+        key = f"{KEY_PREFIX}{version}:s{SCHEMA}:{':'.join(parts)}"
         raw = await redis.get(key)
     except RedisError:
         log.warning("analytics.cache_unavailable", exc_info=True)
