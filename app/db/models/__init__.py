@@ -1,6 +1,7 @@
 """All models, re-exported: ``from app.db import models as m``."""
 
 from app.db.models.analytics import MovementKind, MrrDailySnapshot, MrrMovement
+from app.db.models.audit import AuditEntry
 from app.db.models.billing import (
     LIVE_SUBSCRIPTION_STATUSES,
     BookableResource,
@@ -40,6 +41,7 @@ from app.db.models.user import PasswordResetToken, User
 
 __all__ = [
     "LIVE_SUBSCRIPTION_STATUSES",
+    "AuditEntry",
     "BookableResource",
     "Booking",
     "BookingSlot",

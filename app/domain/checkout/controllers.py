@@ -207,7 +207,9 @@ class CheckoutController(Controller):
             log.warning("checkout.return_lookup_failed", order=str(order.id))
             return None
         if intent.get("status") == "succeeded":
-            await PaymentSync(HandlerContext(db, runtime.stripe, runtime.settings, queue)).apply_payment_intent(intent)
+            await PaymentSync(
+                HandlerContext(db, runtime.stripe, runtime.settings, queue, runtime.redis)
+            ).apply_payment_intent(intent)
         return intent
 
     async def _confirmation_context(

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import models as m
 from app.domain.analytics.feed import announce, order_item, redis_of, refund_item
 from app.domain.bookings.card_payments import cancel_refunded_bookings, confirm_paid_bookings
+from app.domain.catalog.cache import invalidate_catalog
 from app.domain.downloads.services import DownloadService
 from app.domain.notifications.services import EmailService
 from app.domain.payments.context import HandlerContext
@@ -49,6 +50,7 @@ class PaymentSync:
     def __init__(self, ctx: HandlerContext) -> None:
         self.ctx = ctx
         self.db: AsyncSession = ctx.db
+        self.stock_changed = False
 
     async def _order_for_intent(self, intent_id: str) -> m.Order | None:
         # Row lock on PostgreSQL serialises everything that touches one order's money; SQLite serialises writers.
@@ -98,6 +100,9 @@ class PaymentSync:
         if new_status == m.PaymentStatus.SUCCEEDED:
             emails, fulfilled = await self._fulfil(order, intent)
         await self.db.commit()
+        if self.stock_changed:  # the shop shows "N left": drop the cached pages now that N changed
+            await invalidate_catalog(self.ctx.redis)
+            self.stock_changed = False
         await EmailService(self.db, self.ctx.queue).dispatch(emails)
         # Analytics: the success rate may have moved; a fulfilment is a paid order on the live dashboard.
         await announce(redis_of(self.ctx.queue), [order_item(order)] if fulfilled else None)
@@ -136,11 +141,13 @@ class PaymentSync:
             if line.product_id is None:
                 continue
             # Limited stock: sell what was paid for even if it crossed zero meanwhile (no reservation yet).
-            await self.db.execute(
+            counted = await self.db.execute(
                 update(m.Product)
                 .where(m.Product.id == line.product_id, m.Product.stock.is_not(None))
                 .values(stock=case((m.Product.stock >= line.quantity, m.Product.stock - line.quantity), else_=0))
             )
+            if getattr(counted, "rowcount", 0):
+                self.stock_changed = True
         if order.user_id is not None:
             ordered = [line.product_id for line in order.lines if line.product_id is not None]
             await self.db.execute(
@@ -149,19 +156,7 @@ class PaymentSync:
         self.db.add(m.OrderEvent(order_id=order.id, kind="paid", message="Payment received."))
         await confirm_paid_bookings(self.db, self.ctx.stripe, order)  # a booking's order: confirm its seat
         receipt = EmailService(self.db, self.ctx.queue).stage(
-            "receipt",
-            order.email,
-            {
-                "order": order,
-                "lines": list(order.lines),
-                "downloads": [
-                    {"name": e.product_name, "url": downloads.signed_url(e), "limit": e.download_limit}
-                    for e in entitlements
-                ],
-                "account_url": f"{self.ctx.settings.base_url}/account/orders/{order.id}",
-                "is_guest": order.user_id is None,
-                "resend_url": f"{self.ctx.settings.base_url}/downloads/resend",
-            },
+            "receipt", order.email, receipt_context(order, entitlements, downloads, self.ctx.settings.base_url)
         )
         self.db.add(m.OrderEvent(order_id=order.id, kind="receipt_queued", message=f"Receipt sent to {order.email}."))
         log.info("order.fulfilled", order=str(order.id), number=order.number)
@@ -253,3 +248,19 @@ async def on_refund_event(ctx: HandlerContext, event: dict[str, Any]) -> None:
     intent_id = stripe_id(obj.get("payment_intent"))
     if intent_id:
         await PaymentSync(ctx).sync_refunds(intent_id)
+
+
+def receipt_context(
+    order: m.Order, entitlements: list[m.Entitlement], downloads: DownloadService, base_url: str
+) -> dict[str, Any]:
+    """What the receipt email shows: lines, tax, total and a fresh signed link per download."""
+    return {
+        "order": order,
+        "lines": list(order.lines),
+        "downloads": [
+            {"name": e.product_name, "url": downloads.signed_url(e), "limit": e.download_limit} for e in entitlements
+        ],
+        "account_url": f"{base_url}/account/orders/{order.id}",
+        "is_guest": order.user_id is None,
+        "resend_url": f"{base_url}/downloads/resend",
+    }
