@@ -41,6 +41,7 @@ from app.domain.downloads.controllers import DownloadController
 from app.domain.orders.controllers import OrderController
 from app.domain.payments.controllers import StripeWebhookController
 from app.domain.plans.controllers import PlanController
+from app.domain.promotions.controllers import AdminPromoCodeController
 from app.domain.subscriptions.controllers import SubscriptionController
 from app.domain.system.controllers import healthz, readyz
 from app.lib.exceptions import ApplicationError
@@ -159,6 +160,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 AuditController,
                 AdminProductController,
                 AdminCategoryController,
+                AdminPromoCodeController,
                 AnalyticsLiveController,
                 DownloadController,
                 StripeWebhookController,

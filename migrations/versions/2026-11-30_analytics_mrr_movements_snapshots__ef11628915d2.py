@@ -1,7 +1,7 @@
 """analytics: MRR movements and daily snapshots; indexes for the dashboard's range aggregates
 
 Revision ID: ef11628915d2
-Revises: 3c1d9a7e5b20
+Revises: 3c2fc7515dd6
 Create Date: 2026-11-30 00:49:15.694820+00:00
 """
 
@@ -13,7 +13,7 @@ sa.GUID = GUID  # autogenerate renders advanced-alchemy types as sa.<Type>
 sa.DateTimeUTC = DateTimeUTC
 
 revision = 'ef11628915d2'
-down_revision = '3c1d9a7e5b20'
+down_revision = '3c2fc7515dd6'
 branch_labels = None
 depends_on = None
 

@@ -37,6 +37,13 @@ from app.db.models.commerce import (
     StripeEventStatus,
 )
 from app.db.models.email import EmailMessage, EmailStatus
+from app.db.models.promotions import (
+    PromoCode,
+    PromoDuration,
+    PromoRedemption,
+    promo_code_plans,
+    promo_code_products,
+)
 from app.db.models.user import PasswordResetToken, User
 
 __all__ = [
@@ -72,6 +79,9 @@ __all__ = [
     "PriceInterval",
     "PriceTier",
     "Product",
+    "PromoCode",
+    "PromoDuration",
+    "PromoRedemption",
     "Refund",
     "StripeEvent",
     "StripeEventStatus",
@@ -79,4 +89,6 @@ __all__ = [
     "SubscriptionStatus",
     "User",
     "plan_products",
+    "promo_code_plans",
+    "promo_code_products",
 ]

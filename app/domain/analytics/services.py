@@ -236,7 +236,7 @@ class AnalyticsService:
 
     async def top_products(self, r: DateRange, limit: int = 8) -> list[dict[str, Any]]:
         line, o = m.OrderLine, m.Order
-        revenue = func.sum(line.subtotal)
+        revenue = func.sum(line.subtotal - line.discount)  # before tax, after a promo code's share
         rows = await self.db.execute(
             select(func.max(line.product_name), func.sum(line.quantity), revenue)
             .join(o, o.id == line.order_id)

@@ -28,6 +28,7 @@ from app.domain.downloads.services import DownloadService
 from app.domain.notifications.services import EmailService
 from app.domain.payments.context import HandlerContext
 from app.domain.payments.gateway import as_dict, stripe_id
+from app.domain.promotions.services import redeem_for_order
 from app.lib.money import format_money
 
 log = structlog.get_logger()
@@ -135,6 +136,8 @@ class PaymentSync:
         if getattr(won, "rowcount", 0) != 1:
             return [], False  # somebody else fulfilled it
         await self.db.refresh(order)
+        # The code's redemption counts here, once per paid order, in the same transaction as the fulfilment.
+        await redeem_for_order(self.db, order)
         downloads = DownloadService(self.db, self.ctx.settings)
         entitlements = await downloads.grant_for_order(order)
         for line in order.lines:
