@@ -99,6 +99,8 @@ class Settings:
     # How members pay for a new plan: "elements" (the Payment Element on our page), "hosted" (Stripe Checkout)
     # or "both" (the customer chooses).
     subscription_checkout: str = "elements"
+    # How long one live-dashboard connection (Server-Sent Events) stays open before the browser reconnects.
+    analytics_stream_seconds: int = 300
 
     @property
     def offers_hosted_checkout(self) -> bool:
@@ -149,6 +151,7 @@ def load_settings() -> Settings:
         product_file_max_bytes=_env_int("PRODUCT_FILE_MAX_BYTES", 200 * 1024 * 1024),
         trusted_proxies=parse_networks(_env("TRUSTED_PROXIES")),
         subscription_checkout=_subscription_checkout(_env("SUBSCRIPTION_CHECKOUT")),
+        analytics_stream_seconds=_env_int("ANALYTICS_STREAM_SECONDS", 300),
     )
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import stripe
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
+from litestar.channels import ChannelsPlugin
+from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from litestar.config.csrf import CSRFConfig
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
@@ -18,6 +21,7 @@ from litestar.stores.redis import RedisStore
 from litestar.stores.registry import StoreRegistry
 from litestar.template import TemplateConfig
 from litestar_saq import SAQPlugin
+from redis.asyncio import Redis
 
 from app.domain.accounts.controllers import AccountController
 from app.domain.admin.category_controllers import AdminCategoryController
@@ -27,6 +31,7 @@ from app.domain.admin.order_controllers import AdminOrderController
 from app.domain.admin.product_controllers import AdminProductController
 from app.domain.admin.subscription_controllers import AdminRefundController, AdminSubscriptionController
 from app.domain.admin.user_controllers import AdminUserController
+from app.domain.analytics.controllers import AnalyticsLiveController
 from app.domain.audit.controllers import AuditController
 from app.domain.bookings.controllers import BookingController
 from app.domain.cart.controllers import CartController
@@ -102,7 +107,22 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
         app_config.state.update({"runtime": runtime, "queue": queue})
         app_config.on_startup.append(queue.connect)
 
-        app_config.plugins.extend([SQLAlchemyPlugin(config=runtime.alchemy), SAQPlugin(config=saq)])
+        # The live dashboard: its own Redis client, without the socket timeout (a subscription waits for ever).
+        # Channels are subscribed when the first stream opens, not at start-up: the web process must start (and
+        # take webhooks) while Redis is down.
+        channels_redis = Redis.from_url(runtime.redis_url, socket_connect_timeout=2)
+        channels = ChannelsPlugin(
+            backend=RedisChannelsPubSubBackend(redis=channels_redis),
+            arbitrary_channels_allowed=True,
+            create_ws_route_handlers=False,
+        )
+        app_config.plugins.extend([SQLAlchemyPlugin(config=runtime.alchemy), SAQPlugin(config=saq), channels])
+        # Set first thing at shutdown: open Server-Sent Event streams end within a second (analytics/live.py).
+        stopping = asyncio.Event()
+        app_config.state.update({"analytics_stopping": stopping})
+        app_config.on_startup.append(stopping.clear)
+        app_config.on_shutdown.insert(0, stopping.set)
+        app_config.on_shutdown.append(channels_redis.aclose)
         app_config.stores = StoreRegistry(
             default_factory=lambda name: RedisStore(runtime.redis, namespace=f"cartwright:{name}")
         )
@@ -141,6 +161,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 AdminProductController,
                 AdminCategoryController,
                 AdminPromoCodeController,
+                AnalyticsLiveController,
                 DownloadController,
                 StripeWebhookController,
                 CheckoutController,

@@ -1,5 +1,6 @@
 """All models, re-exported: ``from app.db import models as m``."""
 
+from app.db.models.analytics import MovementKind, MrrDailySnapshot, MrrMovement
 from app.db.models.audit import AuditEntry
 from app.db.models.billing import (
     LIVE_SUBSCRIPTION_STATUSES,
@@ -61,6 +62,9 @@ __all__ = [
     "EmailStatus",
     "Entitlement",
     "Invoice",
+    "MovementKind",
+    "MrrDailySnapshot",
+    "MrrMovement",
     "Order",
     "OrderEvent",
     "OrderLine",

@@ -1,4 +1,4 @@
-"""The back office: dashboard shell and the email outbox. Every route declares its permission."""
+"""The back office: the analytics dashboard, bookings and the email outbox. Every route declares its permission."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ from uuid import UUID
 
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery
 from litestar.response import Stream, Template
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import models as m
 from app.domain.accounts.deps import provide_email_service
 from app.domain.admin.bookings import (
     BOOKING_STATUS_LABELS,
@@ -22,13 +20,15 @@ from app.domain.admin.bookings import (
     bookings_query,
 )
 from app.domain.admin.emails import EMAILS_CSV_HEADER, email_csv_row, emails_query, emails_table
+from app.domain.analytics.ranges import PRESETS, parse_range
+from app.domain.analytics.services import dashboard_data
 from app.domain.notifications.services import EmailService
 from app.lib.exceptions import NotFoundError
 from app.lib.htmx import render
-from app.lib.permissions import Access, Resource
+from app.lib.permissions import Access, Resource, access_for
 from app.lib.runtime import Runtime
 from app.lib.tables import export_for, table_for
-from app.server.auth import requires
+from app.server.auth import current_user, requires
 
 
 class AdminController(Controller):
@@ -37,16 +37,26 @@ class AdminController(Controller):
     dependencies = {"email_service": Provide(provide_email_service, sync_to_thread=False)}
 
     @get("/", name="admin:dashboard")
-    async def dashboard(self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> Template:
-        counts = {
-            "products": await db_session.scalar(select(func.count()).select_from(m.Product)) or 0,
-            "customers": await db_session.scalar(
-                select(func.count()).select_from(m.User).where(m.User.role == "customer")
-            )
-            or 0,
-            "emails": await db_session.scalar(select(func.count()).select_from(m.EmailMessage)) or 0,
-        }
-        return render(request, "admin/dashboard.html.j2", {"counts": counts})
+    async def dashboard(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        runtime: NamedDependency[Runtime],
+        period: FromQuery[str | None] = None,
+        start: FromQuery[str | None] = None,
+        end: FromQuery[str | None] = None,
+    ) -> Template:
+        """KPIs and charts of a date range against the range before it, and the live activity feed."""
+        user = current_user(request)
+        access = access_for(user.role if user else None, Resource.ANALYTICS)
+        date_range = parse_range(period, start, end)
+        data = await dashboard_data(db_session, runtime.redis, date_range, access)
+        return render(
+            request,
+            "admin/dashboard.html.j2",
+            {"data": data, "date_range": date_range, "presets": PRESETS},
+            fragment="admin/_analytics.html.j2",
+        )
 
     @get("/bookings", name="admin:bookings", guards=[requires(Resource.SUBSCRIPTIONS, Access.READ)])
     async def bookings(self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> Template:

@@ -21,6 +21,7 @@ from sqlalchemy import case, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.domain.analytics.feed import announce, order_item, redis_of, refund_item
 from app.domain.bookings.card_payments import cancel_refunded_bookings, confirm_paid_bookings
 from app.domain.catalog.cache import invalidate_catalog
 from app.domain.downloads.services import DownloadService
@@ -96,17 +97,21 @@ class PaymentSync:
             if new_status == m.PaymentStatus.FAILED and first_sight and event_id:
                 self.db.add(m.OrderEvent(order_id=order.id, kind="payment_failed", message=payment.failure_message))
         emails: list[m.EmailMessage] = []
+        fulfilled = False
         if new_status == m.PaymentStatus.SUCCEEDED:
-            emails = await self._fulfil(order, intent)
+            emails, fulfilled = await self._fulfil(order, intent)
         await self.db.commit()
         if self.stock_changed:  # the shop shows "N left": drop the cached pages now that N changed
             await invalidate_catalog(self.ctx.redis)
             self.stock_changed = False
         await EmailService(self.db, self.ctx.queue).dispatch(emails)
+        # Analytics: the success rate may have moved; a fulfilment is a paid order on the live dashboard.
+        await announce(redis_of(self.ctx.queue), [order_item(order)] if fulfilled else None)
         return order
 
-    async def _fulfil(self, order: m.Order, intent: dict[str, Any]) -> list[m.EmailMessage]:
-        """Within the caller's transaction: mark paid and deliver, once. Returns the emails to dispatch."""
+    async def _fulfil(self, order: m.Order, intent: dict[str, Any]) -> tuple[list[m.EmailMessage], bool]:
+        """Within the caller's transaction: mark paid and deliver, once. Returns the emails to dispatch and whether
+        this call fulfilled the order."""
         received = int(intent.get("amount_received") or 0)
         if received != order.total or str(intent.get("currency", "")).upper() != order.currency.upper():
             # Never deliver goods for a payment that does not match the order; support sees it on the timeline.
@@ -121,7 +126,7 @@ class PaymentSync:
                     ),
                 )
             )
-            return []
+            return [], False
         now = datetime.now(UTC)
         won = await self.db.execute(
             update(m.Order)
@@ -129,7 +134,7 @@ class PaymentSync:
             .values(fulfilled_at=now, paid_at=now, status=m.OrderStatus.PAID.value, updated_at=now)
         )
         if getattr(won, "rowcount", 0) != 1:
-            return []  # somebody else fulfilled it
+            return [], False  # somebody else fulfilled it
         await self.db.refresh(order)
         # The code's redemption counts here, once per paid order, in the same transaction as the fulfilment.
         await redeem_for_order(self.db, order)
@@ -158,7 +163,7 @@ class PaymentSync:
         )
         self.db.add(m.OrderEvent(order_id=order.id, kind="receipt_queued", message=f"Receipt sent to {order.email}."))
         log.info("order.fulfilled", order=str(order.id), number=order.number)
-        return [receipt]
+        return [receipt], True
 
     async def sync_refunds(self, intent_id: str) -> m.Order | None:
         """Mirror every refund of the PaymentIntent and recompute the order's refund state. Commits."""
@@ -180,6 +185,7 @@ class PaymentSync:
             r.stripe_refund_id: r for r in await self.db.scalars(select(m.Refund).where(m.Refund.order_id == order.id))
         }
         to_notify: list[m.Refund] = []
+        created: list[m.Refund] = []  # first seen now: the live dashboard's feed shows them
         for data in remote:
             row = existing.get(data["id"])
             if row is None:
@@ -191,6 +197,7 @@ class PaymentSync:
                     status=data["status"],
                 )
                 self.db.add(row)
+                created.append(row)
             row.status = str(data["status"])
             row.amount = int(data["amount"])
             row.charge_id = stripe_id(data.get("charge"))
@@ -221,6 +228,10 @@ class PaymentSync:
         emails = [mailer.stage("refund", order.email, {"order": order, "amount": r.amount}) for r in to_notify]
         await self.db.commit()
         await mailer.dispatch(emails)
+        await announce(
+            redis_of(self.ctx.queue),
+            [refund_item(r, order.number) for r in created if r.status in COUNTED_REFUND_STATUSES],
+        )
         return order
 
 

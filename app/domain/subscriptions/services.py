@@ -22,6 +22,8 @@ from stripe.params import SubscriptionCreateParams
 from stripe.params.checkout import SessionCreateParams, SessionCreateParamsSubscriptionData
 
 from app.db import models as m
+from app.domain.analytics.feed import announce, movement_item, redis_of
+from app.domain.analytics.movements import refresh_customer_metrics
 from app.domain.notifications.services import EmailService
 from app.domain.payments.gateway import as_dict, idempotency_key, stripe_id
 from app.domain.promotions.services import find_code, redeem_for_subscription
@@ -65,6 +67,8 @@ class SubscriptionService:
         self.db = db
         self.stripe = stripe_client
         self.queue = queue
+        # Feed items of MRR movements derived in the open transaction, announced after its commit.
+        self._pending_feed: list[dict[str, Any]] = []
 
     # --- reading ---------------------------------------------------------------------------------------------
 
@@ -246,6 +250,7 @@ class SubscriptionService:
         if isinstance(invoice, dict):
             await self.mirror_invoice(invoice)
             await self.db.commit()
+            await self.announce_metrics()
         return mirrored or sub
 
     # --- managing --------------------------------------------------------------------------------------------
@@ -424,12 +429,15 @@ class SubscriptionService:
             await self.db.flush()
             if was_live and sub.status in ENDED_STATUSES and await self._claim_ended_notice(sub):
                 emails.append(await self._ended_email(sub))
+            await self.derive_metrics(sub.user_id)
             await self.db.commit()
         except IntegrityError:
             # The webhook and the page mirrored the same new subscription at once: the other row stands.
             await self.db.rollback()
+            self._pending_feed.clear()
             return await self.mirror_subscription(remote, event_created=event_created)
         await EmailService(self.db, self.queue).dispatch(emails)
+        await self.announce_metrics()
         # The plan may have changed (a switch) or never been loaded (a new row): load it now, not lazily later.
         await self.db.refresh(sub, attribute_names=["plan", "price"])
         return sub
@@ -515,4 +523,22 @@ class SubscriptionService:
         if event_created:
             invoice.last_event_created = max(invoice.last_event_created, event_created)
         await self.db.flush()
+        await self.derive_metrics(sub.user_id)  # the caller commits, then calls announce_metrics()
         return invoice
+
+    # --- analytics -------------------------------------------------------------------------------------------
+
+    async def derive_metrics(self, user_id: UUID) -> None:
+        """Re-derive the customer's MRR movements in the open transaction (cheap: one customer's rows)."""
+        moves = await refresh_customer_metrics(self.db, user_id)
+        if moves:
+            user = await self.db.get(m.User, user_id)
+            email = user.email if user is not None else ""
+            self._pending_feed.extend(
+                movement_item(move.kind, move.mrr_delta, move.currency, email, move.occurred_at) for move in moves
+            )
+
+    async def announce_metrics(self) -> None:
+        """After the commit: invalidate the cached dashboards and push the new movements to open ones."""
+        items, self._pending_feed = self._pending_feed, []
+        await announce(redis_of(self.queue), items)
