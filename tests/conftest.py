@@ -187,35 +187,14 @@ def runtime(app: Litestar) -> Runtime:
     return runtime
 
 
-_TABLES = [
-    "sync_runs",
-    "stripe_objects",
-    "bookings",
-    "booking_slots",
-    "bookable_resources",
-    "credit_entries",
-    "invoices",
-    "subscriptions",
-    "plan_products",
-    "plan_credits",
-    "plan_prices",
-    "plans",
-    "credit_types",
-    "stripe_events",
-    "refunds",
-    "payments",
-    "entitlements",
-    "order_events",
-    "order_lines",
-    "orders",
-    "order_numbers",
-    "cart_items",
-    "password_reset_tokens",
-    "email_messages",
-    "products",
-    "categories",
-    "users",
-]
+def _tables() -> list[str]:
+    """Every table of the models, children first (so SQLite's row-by-row DELETEs respect foreign keys)."""
+    from advanced_alchemy.base import orm_registry
+
+    return [t.name for t in reversed(orm_registry.metadata.sorted_tables)]
+
+
+_TABLES = _tables()
 
 
 @pytest.fixture(autouse=True)

@@ -27,3 +27,9 @@ def parse_money(text: str, currency: str = "CAD") -> int:
     if minor != minor.to_integral_value():
         raise ValueError("too many decimal places")
     return int(minor)
+
+
+def minor_to_decimal(amount: int, currency: str = "CAD") -> Decimal:
+    """Minor units as a plain decimal amount (12.50), for exports and machine-readable output."""
+    exponent = 0 if currency.upper() in ZERO_DECIMAL else 2
+    return Decimal(amount).scaleb(-exponent).quantize(Decimal(1).scaleb(-exponent))

@@ -93,6 +93,8 @@ class Settings:
     login_max_failures_ip: int = 20
     login_lockout_seconds: int = 15 * 60
     storage_dir: Path = field(default=BASE_DIR / "var" / "uploads")
+    cover_max_bytes: int = 5 * 1024 * 1024  # an uploaded cover image
+    product_file_max_bytes: int = 200 * 1024 * 1024  # an uploaded digital file (streamed to storage)
     trusted_proxies: tuple[Network, ...] = ()
     # How members pay for a new plan: "elements" (the Payment Element on our page), "hosted" (Stripe Checkout)
     # or "both" (the customer chooses).
@@ -101,6 +103,8 @@ class Settings:
     # "Sync now" and `cartwright stripe sync` always work), and the most requests it may have in flight at once.
     stripe_sync_cron: str = ""
     stripe_sync_concurrency: int = 2
+    # How long one live-dashboard connection (Server-Sent Events) stays open before the browser reconnects.
+    analytics_stream_seconds: int = 300
 
     @property
     def offers_hosted_checkout(self) -> bool:
@@ -147,10 +151,13 @@ def load_settings() -> Settings:
         db_pool_size=_env_int("DB_POOL_SIZE", 20),
         log_level=_env("LOG_LEVEL") or "INFO",
         storage_dir=Path(_env("STORAGE_DIR") or var_dir / "uploads"),
+        cover_max_bytes=_env_int("COVER_MAX_BYTES", 5 * 1024 * 1024),
+        product_file_max_bytes=_env_int("PRODUCT_FILE_MAX_BYTES", 200 * 1024 * 1024),
         trusted_proxies=parse_networks(_env("TRUSTED_PROXIES")),
         subscription_checkout=_subscription_checkout(_env("SUBSCRIPTION_CHECKOUT")),
         stripe_sync_cron=_env("STRIPE_SYNC_CRON"),
         stripe_sync_concurrency=max(1, min(_env_int("STRIPE_SYNC_CONCURRENCY", 2), 2)),
+        analytics_stream_seconds=_env_int("ANALYTICS_STREAM_SECONDS", 300),
     )
 
 

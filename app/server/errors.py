@@ -77,6 +77,8 @@ def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) 
         message = "Some of what was sent could not be understood."
     else:
         message = exc.detail if status < 500 else "Please try again in a moment."
+    if status >= 500:  # Litestar's own 5xx (a template that fails to render, a missing route name): log it
+        log.error("request.http_error", path=request.url.path, status=status, detail=exc.detail, exc_info=exc)
     return _error_response(request, status, message)
 
 

@@ -8,6 +8,7 @@ from litestar_saq import CronJob, QueueConfig, SAQConfig
 from saq.types import Context
 
 from app.domain.bookings import jobs as booking_jobs
+from app.domain.catalog import jobs as catalog_jobs
 from app.domain.notifications import jobs as notification_jobs
 from app.domain.payments import jobs as payment_jobs
 from app.domain.sync import jobs as sync_jobs
@@ -34,11 +35,14 @@ TASKS: list[Any] = [
     booking_jobs.release_unpaid_bookings,
     sync_jobs.run_sync,
     sync_jobs.nightly_sync,
+    catalog_jobs.sync_product_to_stripe,
+    catalog_jobs.sweep_unsynced_products,
 ]
 CRON_JOBS = [
     CronJob(function=notification_jobs.sweep_queued_emails, cron="* * * * *", timeout=60, retries=1),
     CronJob(function=payment_jobs.sweep_stripe_events, cron="* * * * *", timeout=60, retries=1),
     CronJob(function=booking_jobs.release_unpaid_bookings, cron="* * * * *", timeout=60, retries=1),
+    CronJob(function=catalog_jobs.sweep_unsynced_products, cron="* * * * *", timeout=60, retries=1),
 ]
 
 

@@ -1,7 +1,7 @@
 """sync runs and stripe objects
 
 Revision ID: 45af9a8bb32c
-Revises: eab60f81d75f
+Revises: ef11628915d2
 Create Date: 2026-11-30 00:48:06.166947+00:00
 """
 
@@ -13,7 +13,7 @@ sa.GUID = GUID  # autogenerate renders advanced-alchemy types as sa.<Type>
 sa.DateTimeUTC = DateTimeUTC
 
 revision = '45af9a8bb32c'
-down_revision = 'eab60f81d75f'
+down_revision = 'ef11628915d2'
 branch_labels = None
 depends_on = None
 

@@ -176,6 +176,8 @@ async def test_a_shop_that_missed_every_webhook_converges_to_stripe_once(
     assert await counts(runtime, m.Entitlement) == 3
     async with runtime.db() as db:
         assert await db.scalar(select(func.sum(m.CreditEntry.amount))) == 10
+    # Both presses of "Sync now" are in the audit log.
+    assert await counts(runtime, m.AuditEntry, m.AuditEntry.action == "sync.start") == 2
 
 
 def engine(runtime: Runtime, run_id: UUID, **kwargs: Any) -> SyncEngine:
@@ -308,3 +310,23 @@ async def test_only_admins_reach_the_sync_page(client: httpx.AsyncClient, factor
     invalid = await post_form(client, "/admin/sync", {"since": "yesterday"}, htmx=True)
     assert invalid.status_code == 422
     assert "Enter a date as YYYY-MM-DD." in text_of(invalid.text)
+
+
+async def test_an_admin_cancels_a_running_sync(
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, stripe_emulator: EmulatorServer
+) -> None:
+    await control(stripe_emulator, "seed_history", {"customers": 150})
+    run = await _start(runtime, SyncOptions(only=("customers",)))
+    await factory.user(email=ADMIN, role="admin")
+    await sign_in(client, ADMIN)
+    page = await client.get(f"/admin/sync/runs/{run.id}", headers={"HX-Request": "true"})
+    assert page.status_code == 200 and "<html" not in page.text
+    assert 'hx-trigger="every 1s"' in page.text  # the progress fragment polls while the run is running
+    response = await post_form(client, f"/admin/sync/runs/{run.id}/cancel", {})
+    assert response.status_code == 303
+    finished = await engine(runtime, run.id).run()
+    assert finished.status == "cancelled"
+    assert finished.progress["customers"]["pages"] == 1  # stopped after the page it was on
+    assert await counts(runtime, m.AuditEntry, m.AuditEntry.action == "sync.cancel") == 1
+    report = await client.get(f"/admin/sync/runs/{run.id}", headers={"HX-Request": "true"})
+    assert "every 1s" not in report.text and "continues from the last completed page" in text_of(report.text)

@@ -1,5 +1,7 @@
 """All models, re-exported: ``from app.db import models as m``."""
 
+from app.db.models.analytics import MovementKind, MrrDailySnapshot, MrrMovement
+from app.db.models.audit import AuditEntry
 from app.db.models.billing import (
     LIVE_SUBSCRIPTION_STATUSES,
     BookableResource,
@@ -35,11 +37,19 @@ from app.db.models.commerce import (
     StripeEventStatus,
 )
 from app.db.models.email import EmailMessage, EmailStatus
+from app.db.models.promotions import (
+    PromoCode,
+    PromoDuration,
+    PromoRedemption,
+    promo_code_plans,
+    promo_code_products,
+)
 from app.db.models.sync import StripeObject, SyncRun, SyncStatus, SyncTrigger
 from app.db.models.user import PasswordResetToken, User
 
 __all__ = [
     "LIVE_SUBSCRIPTION_STATUSES",
+    "AuditEntry",
     "BookableResource",
     "Booking",
     "BookingSlot",
@@ -53,6 +63,9 @@ __all__ = [
     "EmailStatus",
     "Entitlement",
     "Invoice",
+    "MovementKind",
+    "MrrDailySnapshot",
+    "MrrMovement",
     "Order",
     "OrderEvent",
     "OrderLine",
@@ -67,6 +80,9 @@ __all__ = [
     "PriceInterval",
     "PriceTier",
     "Product",
+    "PromoCode",
+    "PromoDuration",
+    "PromoRedemption",
     "Refund",
     "StripeEvent",
     "StripeEventStatus",
@@ -78,4 +94,6 @@ __all__ = [
     "SyncTrigger",
     "User",
     "plan_products",
+    "promo_code_plans",
+    "promo_code_products",
 ]

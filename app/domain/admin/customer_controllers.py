@@ -8,25 +8,31 @@ from uuid import UUID
 import structlog
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, URLEncodedBody
-from litestar.response import Template
+from litestar.params import FromPath, URLEncodedBody
+from litestar.response import Stream, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.admin.customers import (
-    PER_PAGE,
+    CUSTOMERS_CSV_HEADER,
+    CUSTOMERS_TABLE,
     CustomerDetail,
     adjust_credits,
-    admin_customers_page,
+    customer_csv_row,
     customer_detail,
+    customer_row,
+    customers_query,
     get_customer,
     new_form_token,
     parse_credit_form,
     set_holder_pricing,
 )
+from app.domain.audit.services import Actor
 from app.lib.exceptions import FormError
 from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import Access, Resource
-from app.server.auth import current_user, requires
+from app.lib.runtime import Runtime
+from app.lib.tables import export_for, table_for
+from app.server.auth import requires
 
 log = structlog.get_logger()
 
@@ -62,20 +68,17 @@ class AdminCustomerController(Controller):
     guards = [requires(Resource.CUSTOMERS, Access.READ)]
 
     @get("/", name="admin:customers")
-    async def customers(
-        self,
-        request: Request[Any, Any, Any],
-        db_session: NamedDependency[AsyncSession],
-        page: FromQuery[int] = 1,
-        q: FromQuery[str] = "",
-    ) -> Template:
-        page = max(1, page)
-        rows, total = await admin_customers_page(db_session, page=page, q=q)
-        return render(
-            request,
-            "admin/customers.html.j2",
-            {"customers": rows, "total": total, "page": page, "pages": max(1, -(-total // PER_PAGE)), "q": q.strip()},
-            fragment="admin/_customers_table.html.j2",
+    async def customers(self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> Template:
+        table = await table_for(
+            request, db_session, CUSTOMERS_TABLE, customers_query, export_route="admin:customers_export"
+        )
+        table.rows = [customer_row(row) for row in table.rows]
+        return render(request, "admin/customers.html.j2", {"table": table}, fragment="admin/_customers_table.html.j2")
+
+    @get("/export.csv", name="admin:customers_export")
+    async def export(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Stream:
+        return export_for(
+            request, runtime, CUSTOMERS_TABLE, customers_query, CUSTOMERS_CSV_HEADER, customer_csv_row, name="customers"
         )
 
     @get("/{user_id:uuid}", name="admin:customer")
@@ -95,14 +98,13 @@ class AdminCustomerController(Controller):
         user_id: FromPath[UUID],
         data: URLEncodedBody[dict[str, str]],
         db_session: NamedDependency[AsyncSession],
+        actor: NamedDependency[Actor],
     ) -> Response[Any]:
-        staff = current_user(request)
-        assert staff is not None  # the guard let only signed-in staff through
         customer = await get_customer(db_session, user_id)
         # An unchecked checkbox sends nothing: absent means off.
         enabled = data.get("holder_pricing", "") in {"on", "true", "1"}
-        await set_holder_pricing(db_session, customer, enabled=enabled)
-        log.info("admin.holder_pricing", customer=str(user_id), enabled=enabled, staff=str(staff.id))
+        await set_holder_pricing(db_session, customer, enabled=enabled, actor=actor)
+        log.info("admin.holder_pricing", customer=str(user_id), enabled=enabled)
         flash(request, "Holder pricing turned on." if enabled else "Holder pricing turned off.", "success")
         return redirect(request, request.app.route_reverse("admin:customer", user_id=user_id))
 
@@ -117,20 +119,19 @@ class AdminCustomerController(Controller):
         user_id: FromPath[UUID],
         data: URLEncodedBody[dict[str, str]],
         db_session: NamedDependency[AsyncSession],
+        actor: NamedDependency[Actor],
     ) -> Template | Response[Any]:
-        staff = current_user(request)
-        assert staff is not None  # the guard let only signed-in staff through
         form = dict(data)
         detail = await customer_detail(db_session, user_id)
         try:
             adjustment = parse_credit_form(form, detail.credit_types)
-            applied = await adjust_credits(db_session, detail.user, adjustment, staff=staff)
+            applied = await adjust_credits(db_session, detail.user, adjustment, actor=actor)
         except FormError as exc:
             # A refused adjustment rolled the session back: read the customer again before rendering.
             detail = await customer_detail(db_session, user_id)
             return _detail_page(request, detail, form=form, errors=exc.errors, message=str(exc), status_code=422)
         if applied:
-            log.info("admin.credits_adjusted", customer=str(user_id), amount=adjustment.amount, staff=str(staff.id))
+            log.info("admin.credits_adjusted", customer=str(user_id), amount=adjustment.amount)
             flash(request, "Credits adjusted.", "success")
         else:
             flash(request, "That adjustment was already applied.", "info")

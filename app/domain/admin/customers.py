@@ -12,11 +12,13 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.domain.audit.services import Actor, record_audit
 from app.domain.credits.services import CreditService, NotEnoughCreditsError, credit_label
 from app.lib.exceptions import FormError, NotFoundError
+from app.lib.money import minor_to_decimal
 from app.lib.permissions import Role
+from app.lib.tables import Column, Query, TableSpec, TableState
 
-PER_PAGE = 25
 LEDGER_ROWS = 50
 # The store sells in CAD; lifetime value sums CAD orders only (another currency would not add up).
 LTV_CURRENCY = "CAD"
@@ -46,37 +48,73 @@ class CustomerRow:
     plan_status: str | None
 
 
-async def admin_customers_page(db: AsyncSession, *, page: int, q: str = "") -> tuple[list[CustomerRow], int]:
-    """One page of customers, newest first, optionally matching an email or a name."""
-    conditions: list[Any] = [m.User.role == Role.CUSTOMER.value]
-    term = q.strip()
-    if term:
-        conditions.append(or_(m.User.email.ilike(f"%{term}%"), m.User.name.ilike(f"%{term}%")))
-    total = await db.scalar(select(func.count()).select_from(m.User).where(*conditions)) or 0
-    orders = (
-        select(func.count())
-        .select_from(m.Order)
-        .where(m.Order.user_id == m.User.id, m.Order.status.in_(PAID_STATUSES))
-        .scalar_subquery()
+_PAID_ORDERS = (
+    select(func.count())
+    .select_from(m.Order)
+    .where(m.Order.user_id == m.User.id, m.Order.status.in_(PAID_STATUSES))
+    .scalar_subquery()
+)
+_LTV = _lifetime_value(m.User.id)
+_PLAN_STATUS = (
+    select(m.Subscription.status)
+    .where(m.Subscription.user_id == m.User.id)
+    .order_by(m.Subscription.created_at.desc(), m.Subscription.id.desc())
+    .limit(1)
+    .scalar_subquery()
+)
+
+CUSTOMERS_TABLE = TableSpec(
+    dom_id="admin-customers",
+    noun="customers",
+    columns=(
+        Column("email", "Email", m.User.email),
+        Column("name", "Name", m.User.name),
+        Column("created", "Joined (UTC)", m.User.created_at),
+        Column("orders", "Paid orders", _PAID_ORDERS, numeric=True),
+        Column("ltv", "Lifetime value", _LTV, numeric=True),
+        Column("plan", "Plan"),
+    ),
+    default_sort="-created",
+    search_label="Email or name",
+    tiebreak=(m.User.id.desc(),),
+)
+
+
+def customers_query(state: TableState) -> Query:
+    """Customers (not staff) with their paid orders, lifetime value and newest subscription's status."""
+    stmt = select(m.User, _PAID_ORDERS, _LTV, _PLAN_STATUS).where(m.User.role == Role.CUSTOMER.value)
+    if term := state.q:
+        stmt = stmt.where(or_(m.User.email.ilike(f"%{term}%"), m.User.name.ilike(f"%{term}%")))
+    return stmt
+
+
+def customer_row(row: Any) -> CustomerRow:
+    user, count, ltv, status = row
+    return CustomerRow(user=user, orders=int(count or 0), lifetime_value=int(ltv or 0), plan_status=status)
+
+
+CUSTOMERS_CSV_HEADER = (
+    "email",
+    "name",
+    "joined_at",
+    "paid_orders",
+    "lifetime_value_cad",
+    "plan_status",
+    "holder_pricing",
+)
+
+
+def customer_csv_row(row: Any) -> tuple[Any, ...]:
+    c = customer_row(row)
+    return (
+        c.user.email,
+        c.user.name,
+        c.user.created_at.isoformat(),
+        c.orders,
+        minor_to_decimal(c.lifetime_value, LTV_CURRENCY),
+        c.plan_status or "",
+        "yes" if c.user.holder_pricing else "no",
     )
-    plan_status = (
-        select(m.Subscription.status)
-        .where(m.Subscription.user_id == m.User.id)
-        .order_by(m.Subscription.created_at.desc(), m.Subscription.id.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-    rows = await db.execute(
-        select(m.User, orders, _lifetime_value(m.User.id), plan_status)
-        .where(*conditions)
-        .order_by(m.User.created_at.desc(), m.User.id.desc())
-        .limit(PER_PAGE)
-        .offset((page - 1) * PER_PAGE)
-    )
-    return [
-        CustomerRow(user=user, orders=int(count or 0), lifetime_value=int(ltv or 0), plan_status=status)
-        for user, count, ltv, status in rows
-    ], total
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +165,19 @@ async def customer_detail(db: AsyncSession, user_id: UUID) -> CustomerDetail:
     )
 
 
-async def set_holder_pricing(db: AsyncSession, user: m.User, *, enabled: bool) -> None:
+async def set_holder_pricing(db: AsyncSession, user: m.User, *, enabled: bool, actor: Actor) -> None:
     """Turn the customer's holder/partner price tier on or off, and commit."""
+    if user.holder_pricing == enabled:
+        return
+    await record_audit(
+        db,
+        actor,
+        "customer.holder_pricing",
+        target=("user", user.id, user.email),
+        summary=f"Holder pricing turned {'on' if enabled else 'off'}",
+        before={"holder_pricing": user.holder_pricing},
+        after={"holder_pricing": enabled},
+    )
     user.holder_pricing = enabled
     await db.commit()
 
@@ -172,7 +221,7 @@ def parse_credit_form(form: dict[str, str], credit_types: list[m.CreditType]) ->
     return CreditAdjustment(credit_type_id=type_id, amount=amount, reason=reason, form_token=token)
 
 
-async def adjust_credits(db: AsyncSession, user: m.User, adjustment: CreditAdjustment, *, staff: m.User) -> bool:
+async def adjust_credits(db: AsyncSession, user: m.User, adjustment: CreditAdjustment, *, actor: Actor) -> bool:
     """Apply a staff adjustment once per form token, and commit. Returns False when the token was already used.
 
     The form token is the ledger row's reference, so the unique (user, type, kind, reference) key makes a double
@@ -190,6 +239,8 @@ async def adjust_credits(db: AsyncSession, user: m.User, adjustment: CreditAdjus
     )
     if used:
         return False
+    staff = actor.user
+    assert staff is not None  # only signed-in staff adjust credits
     try:
         await CreditService(db).adjust(
             user_id=user.id,
@@ -209,5 +260,13 @@ async def adjust_credits(db: AsyncSession, user: m.User, adjustment: CreditAdjus
     except FormError:
         await db.rollback()
         raise
+    await record_audit(
+        db,
+        actor,
+        "customer.credits",
+        target=("user", user.id, user.email),
+        summary=f"Credits adjusted by {adjustment.amount:+d}: {adjustment.reason}",
+        after={"credit_type_id": adjustment.credit_type_id, "amount": adjustment.amount},
+    )
     await db.commit()
     return True

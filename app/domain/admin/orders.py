@@ -9,15 +9,21 @@ from typing import Any
 from uuid import UUID
 
 import stripe
+from saq import Queue
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.domain.audit.services import Actor, record_audit
+from app.domain.downloads.services import DownloadService
+from app.domain.notifications.services import EmailService
+from app.domain.orders.fulfilment import receipt_context
 from app.domain.payments.refunds import STRIPE_REASONS, create_refund
 from app.lib.exceptions import FormError, NotFoundError
-from app.lib.money import format_money, parse_money
+from app.lib.money import format_money, minor_to_decimal, parse_money
+from app.lib.settings import Settings
+from app.lib.tables import Column, Filter, Query, TableSpec, TableState
 
-PER_PAGE = 25
 STATUSES = tuple(s.value for s in m.OrderStatus)
 REFUNDABLE_STATUSES = frozenset({m.OrderStatus.PAID.value, m.OrderStatus.PARTIALLY_REFUNDED.value})
 
@@ -27,27 +33,83 @@ def new_form_token() -> str:
     return secrets.token_urlsafe(18)
 
 
-async def admin_orders_page(db: AsyncSession, *, page: int, status: str = "", q: str = "") -> tuple[list[m.Order], int]:
-    """One page of orders, newest first, optionally of one status and matching an order number or email."""
-    conditions: list[Any] = []
-    if status in STATUSES:
-        conditions.append(m.Order.status == status)
-    term = q.strip()
-    if term:
+STATUS_LABELS = {
+    "pending": "Awaiting payment",
+    "paid": "Paid",
+    "partially_refunded": "Partly refunded",
+    "refunded": "Refunded",
+    "canceled": "Cancelled",
+}
+
+ORDERS_TABLE = TableSpec(
+    dom_id="admin-orders",
+    noun="orders",
+    columns=(
+        Column("number", "Order", m.Order.number, numeric=True),
+        Column("placed", "Placed (UTC)", m.Order.created_at),
+        Column("email", "Customer", m.Order.email),
+        Column("status", "Status", m.Order.status),
+        Column("total", "Total", m.Order.total, numeric=True),
+        Column("refunded", "Refunded", m.Order.amount_refunded, numeric=True),
+    ),
+    default_sort="-placed",
+    filters=(Filter("status", "Status", tuple((s, STATUS_LABELS.get(s, s)) for s in STATUSES), "Any status"),),
+    search_label="Order number or email",
+    tiebreak=(m.Order.number.desc(),),
+)
+
+
+def orders_query(state: TableState) -> Query:
+    """Orders matching the table's filter: one status, and an order number or part of an email."""
+    stmt = select(m.Order)
+    if status := state.filters.get("status"):
+        stmt = stmt.where(m.Order.status == status)
+    if term := state.q:
         matches: list[Any] = [m.Order.email.ilike(f"%{term}%")]
         number = term.lstrip("#")
         if number.isdigit() and len(number) < 10:
             matches.append(m.Order.number == int(number))
-        conditions.append(or_(*matches))
-    total = await db.scalar(select(func.count()).select_from(m.Order).where(*conditions)) or 0
-    rows = await db.scalars(
-        select(m.Order)
-        .where(*conditions)
-        .order_by(m.Order.created_at.desc(), m.Order.number.desc())
-        .limit(PER_PAGE)
-        .offset((page - 1) * PER_PAGE)
+        stmt = stmt.where(or_(*matches))
+    return stmt
+
+
+ORDERS_CSV_HEADER = (
+    "number",
+    "placed_at",
+    "email",
+    "billing_name",
+    "country",
+    "region",
+    "status",
+    "currency",
+    "subtotal",
+    "discount",
+    "promo_code",
+    "tax",
+    "total",
+    "refunded",
+    "paid_at",
+)
+
+
+def order_csv_row(order: m.Order) -> tuple[Any, ...]:
+    return (
+        order.number,
+        order.created_at.isoformat(),
+        order.email,
+        order.billing_name,
+        order.country,
+        order.region,
+        order.status,
+        order.currency,
+        minor_to_decimal(order.subtotal, order.currency),
+        minor_to_decimal(order.discount_total, order.currency),
+        order.promo_code or "",
+        minor_to_decimal(order.tax_total, order.currency),
+        minor_to_decimal(order.total, order.currency),
+        minor_to_decimal(order.amount_refunded, order.currency),
+        order.paid_at.isoformat() if order.paid_at else "",
     )
-    return list(rows), total
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +204,7 @@ def parse_refund_form(order: m.Order, form: dict[str, str]) -> RefundRequest:
 
 
 async def request_refund(
-    db: AsyncSession, client: stripe.StripeClient, order: m.Order, request: RefundRequest, *, staff: m.User
+    db: AsyncSession, client: stripe.StripeClient, order: m.Order, request: RefundRequest, *, actor: Actor
 ) -> str:
     """Create the refund in Stripe (the form token makes a resubmission replay it) and note it on the timeline.
 
@@ -150,6 +212,8 @@ async def request_refund(
     Returns the Stripe refund id. A ``stripe.StripeError`` propagates with nothing recorded.
     """
     assert order.payment_intent_id is not None  # paid orders always have one
+    staff = actor.user
+    assert staff is not None  # only signed-in staff refund
     refund = await create_refund(
         client,
         payment_intent_id=order.payment_intent_id,
@@ -173,5 +237,60 @@ async def request_refund(
     )
     if not seen:
         db.add(m.OrderEvent(order_id=order.id, kind="refund_requested", message=message))
+        await record_audit(
+            db,
+            actor,
+            "order.refund",
+            target=("order", order.id, order.display_number),
+            summary=f"Refund of {format_money(request.amount, order.currency)} requested: {request.reason}",
+            after={"refund_id": refund_id, "amount": request.amount, "currency": order.currency},
+        )
         await db.commit()
     return refund_id
+
+
+async def resend_receipt(db: AsyncSession, queue: Queue, settings: Settings, order: m.Order, *, actor: Actor) -> None:
+    """Email the receipt again, with fresh download links, and note it on the timeline and in the audit log."""
+    if not order.is_paid:
+        raise FormError({}, "Only a paid order has a receipt to resend.")
+    downloads = DownloadService(db, settings)
+    entitlements = list(
+        await db.scalars(
+            select(m.Entitlement)
+            .where(m.Entitlement.order_id == order.id, m.Entitlement.revoked_at.is_(None))
+            .order_by(m.Entitlement.created_at)
+        )
+    )
+    db.add(m.OrderEvent(order_id=order.id, kind="receipt_resent", message=f"Receipt sent again to {order.email}."))
+    await record_audit(
+        db, actor, "order.resend_receipt", target=("order", order.id, order.display_number), summary="Receipt resent"
+    )
+    # send() commits the email with the timeline entry and the audit row, then queues its delivery.
+    await EmailService(db, queue).send(
+        "receipt", order.email, receipt_context(order, entitlements, downloads, settings.base_url)
+    )
+
+
+async def reissue_downloads(db: AsyncSession, queue: Queue, settings: Settings, order: m.Order, *, actor: Actor) -> int:
+    """Give every download of the order its full allowance back and email fresh links; returns how many."""
+    counts = {
+        str(e.id): e.download_count
+        for e in await db.scalars(
+            select(m.Entitlement).where(m.Entitlement.order_id == order.id, m.Entitlement.revoked_at.is_(None))
+        )
+    }
+    if not counts:
+        raise FormError({}, "This order has no downloads to reissue (none, or all revoked by a refund).")
+    message = f"Fresh download links sent to {order.email}."
+    db.add(m.OrderEvent(order_id=order.id, kind="links_reissued", message=message))
+    await record_audit(
+        db,
+        actor,
+        "order.reissue_downloads",
+        target=("order", order.id, order.display_number),
+        summary="Download counts reset and fresh links emailed",
+        before={"download_counts": counts},
+        after={"download_counts": dict.fromkeys(counts, 0)},
+    )
+    reissued = await DownloadService(db, settings).reissue_for_order(order, emails=EmailService(db, queue))
+    return len(reissued)

@@ -8,9 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import stripe
-from saq import Queue
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
 from app.domain.credits.services import CreditService
@@ -34,16 +32,13 @@ async def on_subscription_event(ctx: HandlerContext, event: dict[str, Any]) -> N
 
 
 async def mirror_invoice_and_credit(
-    db: AsyncSession,
-    stripe_client: stripe.StripeClient,
-    queue: Queue | None,
-    remote: dict[str, Any],
-    *,
-    event_created: int = 0,
+    service: SubscriptionService, remote: dict[str, Any], *, event_created: int = 0
 ) -> tuple[m.Invoice | None, m.Subscription | None]:
     """Mirror one invoice as Stripe reports it and, for a paid cycle, allocate the plan's credits (once per
-    invoice). Does not commit. The webhook and the full re-sync both go through here: one copy of the rule."""
-    invoice = await SubscriptionService(db, stripe_client, queue).mirror_invoice(remote, event_created=event_created)
+    invoice). Does not commit; after the commit the caller calls ``service.announce_metrics()``. The webhook and
+    the full re-sync (app/domain/sync) both go through here: one copy of the rule."""
+    db = service.db
+    invoice = await service.mirror_invoice(remote, event_created=event_created)
     if invoice is None or invoice.subscription_id is None:
         return invoice, None
     sub = await db.get(m.Subscription, invoice.subscription_id)
@@ -67,11 +62,11 @@ async def mirror_invoice_and_credit(
 async def on_invoice_event(ctx: HandlerContext, event: dict[str, Any]) -> None:
     obj = event["data"]["object"]
     remote = as_dict(await ctx.stripe.v1.invoices.retrieve_async(obj["id"]))
-    invoice, sub = await mirror_invoice_and_credit(
-        ctx.db, ctx.stripe, ctx.queue, remote, event_created=int(event.get("created") or 0)
-    )
+    service = SubscriptionService(ctx.db, ctx.stripe, ctx.queue)
+    invoice, sub = await mirror_invoice_and_credit(service, remote, event_created=int(event.get("created") or 0))
     if invoice is None or sub is None:
         await ctx.db.commit()
+        await service.announce_metrics()
         return
     user = await ctx.db.get(m.User, sub.user_id)
     mailer = EmailService(ctx.db, ctx.queue)
@@ -91,6 +86,7 @@ async def on_invoice_event(ctx: HandlerContext, event: dict[str, Any]) -> None:
         )
     await ctx.db.commit()
     await mailer.dispatch(emails)
+    await service.announce_metrics()
     # The invoice's outcome moves the subscription (active, past_due, unpaid): mirror that too.
     await on_subscription_event(ctx, {"data": {"object": {"id": sub.stripe_subscription_id}}, "created": 0})
 

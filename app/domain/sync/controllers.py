@@ -14,6 +14,7 @@ from saq import Queue
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.domain.audit.services import Actor
 from app.domain.sync.jobs import enqueue_sync_job
 from app.domain.sync.services import (
     LABELS,
@@ -78,6 +79,7 @@ class AdminSyncController(Controller):
         db_session: NamedDependency[AsyncSession],
         runtime: NamedDependency[Runtime],
         queue: NamedDependency[Queue],
+        actor: NamedDependency[Actor],
     ) -> Template | Response[Any]:
         staff = current_user(request)
         assert staff is not None
@@ -88,14 +90,17 @@ class AdminSyncController(Controller):
         try:
             options = parse_options(str(form.get("since") or ""), only)
             run = await start_sync(
-                db_session, runtime.redis, trigger=m.SyncTrigger.MANUAL, options=options, requested_by=staff
+                db_session,
+                runtime.redis,
+                trigger=m.SyncTrigger.MANUAL,
+                options=options,
+                requested_by=staff,
+                actor=actor,
             )
         except FormError as exc:
             return await _index(request, db_session, form=form, errors=exc.errors, message=str(exc), status_code=422)
         except ConflictError as exc:
             return await _index(request, db_session, form=form, message=str(exc), status_code=409)
-        # TODO(audit): record_audit(db, request=request, action="sync.start", target=run, summary=...) once
-        # app/domain/audit is on main (not in this tree yet).
         log.info("admin.sync_started", run=str(run.id), staff=str(staff.id), options=options.to_json())
         await enqueue_sync_job(queue, run.id)
         flash(
@@ -117,17 +122,19 @@ class AdminSyncController(Controller):
 
     @post("/runs/{run_id:uuid}/cancel", name="admin:sync_cancel")
     async def cancel(
-        self, request: Request[Any, Any, Any], run_id: FromPath[UUID], db_session: NamedDependency[AsyncSession]
+        self,
+        request: Request[Any, Any, Any],
+        run_id: FromPath[UUID],
+        db_session: NamedDependency[AsyncSession],
+        actor: NamedDependency[Actor],
     ) -> Response[Any]:
         staff = current_user(request)
         assert staff is not None
         try:
-            await request_cancel(db_session, run_id)
+            await request_cancel(db_session, run_id, actor=actor)
         except ConflictError as exc:
             flash(request, str(exc), "error")
             return redirect(request, request.app.route_reverse("admin:sync_run", run_id=run_id))
-        # TODO(audit): record_audit(db, request=request, action="sync.cancel", target=run, summary=...) once
-        # app/domain/audit is on main (not in this tree yet).
         log.info("admin.sync_cancel_requested", run=str(run_id), staff=str(staff.id))
         flash(request, "Cancelling: the sync stops after its current page.", "success")
         return redirect(request, request.app.route_reverse("admin:sync_run", run_id=run_id))

@@ -98,11 +98,13 @@ async def reconcile_customers(ctx: SyncContext, objects: list[dict[str, Any]]) -
 
 
 async def reconcile_products(ctx: SyncContext, objects: list[dict[str, Any]]) -> dict[str, Outcome]:
-    """Plans know their Stripe product; one created by `cartwright plans sync` names its plan in metadata."""
+    """Plans and catalog products know their Stripe product; a product created by `cartwright plans sync` names its
+    plan in metadata (linked here if the plan lost its link). Anything else is not the shop's."""
     db = ctx.db
-    known = set(
-        await db.scalars(select(m.Plan.stripe_product_id).where(m.Plan.stripe_product_id.in_(objects_ids(objects))))
-    )
+    ids = objects_ids(objects)
+    known = set(await db.scalars(select(m.Plan.stripe_product_id).where(m.Plan.stripe_product_id.in_(ids))))
+    # Catalog products are the shop's own and pushed to Stripe (app/domain/catalog/stripe_sync.py): known, as is.
+    known |= set(await db.scalars(select(m.Product.stripe_product_id).where(m.Product.stripe_product_id.in_(ids))))
     out: dict[str, Outcome] = {}
     for obj in objects:
         if obj["id"] in known:
@@ -130,10 +132,16 @@ async def reconcile_prices(ctx: SyncContext, objects: list[dict[str, Any]]) -> d
         p.stripe_price_id: p
         for p in await db.scalars(select(m.PlanPrice).where(m.PlanPrice.stripe_price_id.in_(objects_ids(objects))))
     }
+    catalog = set(
+        await db.scalars(select(m.Product.stripe_price_id).where(m.Product.stripe_price_id.in_(objects_ids(objects))))
+    )
     out: dict[str, Outcome] = {}
     for obj in objects:
         price = rows.get(obj["id"])
         notes: list[str] = []
+        if price is None and obj["id"] in catalog:
+            out[obj["id"]] = Outcome()  # a catalog product's price: the shop sets it and pushes it to Stripe
+            continue
         if price is None:
             local_id = _uuid((obj.get("metadata") or {}).get("plan_price_id"))
             price = await db.get(m.PlanPrice, local_id) if local_id else None
@@ -215,12 +223,13 @@ async def reconcile_invoices(ctx: SyncContext, objects: list[dict[str, Any]]) ->
             m.Invoice.stripe_invoice_id.in_(objects_ids(objects))
         ),
     )
+    service = SubscriptionService(db, ctx.stripe, ctx.queue)
     out: dict[str, Outcome] = {}
     for obj in objects:
         if _invoice_subscription(obj) not in ours:
             out[obj["id"]] = Outcome(SKIPPED)
             continue
-        invoice, _sub = await mirror_invoice_and_credit(db, ctx.stripe, ctx.queue, obj)
+        invoice, _sub = await mirror_invoice_and_credit(service, obj)
         if invoice is None:
             out[obj["id"]] = Outcome(SKIPPED)
             continue
@@ -232,6 +241,7 @@ async def reconcile_invoices(ctx: SyncContext, objects: list[dict[str, Any]]) ->
         else:
             out[obj["id"]] = Outcome()
     await db.commit()  # the page's invoices and credits together (a failing page is redone one by one)
+    await service.announce_metrics()
     return out
 
 

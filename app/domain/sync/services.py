@@ -29,7 +29,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
-from app.domain.payments.gateway import as_dict, with_backoff
+from app.domain.audit.services import Actor, record_audit
+from app.domain.payments.gateway import with_backoff
 from app.domain.sync.reconcile import OK, RECONCILERS, SKIPPED, Outcome, SyncContext
 from app.lib.exceptions import ConflictError, FormError, NotFoundError
 from app.lib.settings import Settings
@@ -181,6 +182,7 @@ async def start_sync(
     trigger: m.SyncTrigger,
     options: SyncOptions,
     requested_by: m.User | None = None,
+    actor: Actor | None = None,
     resume: bool = True,
 ) -> m.SyncRun:
     """Create a run and take the lock for it (the job or the CLI then runs it). Raises ``ConflictError`` when a
@@ -210,12 +212,21 @@ async def start_sync(
     if not await SyncLock(redis, str(run.id)).acquire():
         await db.rollback()
         raise ConflictError("A sync is already running. Wait for it to finish, or cancel it first.")
+    if actor is not None:  # a staff member pressed "Sync now" (the CLI and the cron have no actor)
+        await record_audit(
+            db,
+            actor,
+            "sync.start",
+            target=("sync_run", run.id, f"Stripe sync {run.started_at:%Y-%m-%d %H:%M}"),
+            summary="Started a Stripe sync" + (" (resuming the interrupted one)" if previous else ""),
+            after=options.to_json(),
+        )
     await db.commit()
     log.info("sync.started", run=str(run.id), trigger=trigger.value, resumed_from=str(run.resumed_from_id or ""))
     return run
 
 
-async def request_cancel(db: AsyncSession, run_id: UUID) -> m.SyncRun:
+async def request_cancel(db: AsyncSession, run_id: UUID, *, actor: Actor | None = None) -> m.SyncRun:
     """Ask a running sync to stop after its current page (it keeps what it did; the next sync resumes)."""
     run = await db.get(m.SyncRun, run_id)
     if run is None:
@@ -223,6 +234,14 @@ async def request_cancel(db: AsyncSession, run_id: UUID) -> m.SyncRun:
     if run.status != m.SyncStatus.RUNNING:
         raise ConflictError("That sync is not running any more.")
     run.cancel_requested = True
+    if actor is not None:
+        await record_audit(
+            db,
+            actor,
+            "sync.cancel",
+            target=("sync_run", run.id, f"Stripe sync {run.started_at:%Y-%m-%d %H:%M}"),
+            summary="Cancelled a running Stripe sync",
+        )
     await db.commit()
     return run
 
@@ -419,7 +438,7 @@ class SyncEngine:
                 if has_more and objects:
                     # Prefetch the next page while this one is reconciled (the second request slot).
                     fetch = asyncio.create_task(self._fetch(resource, objects[-1]["id"], options))
-                await self._process_page(resource, [as_dict(o) for o in objects], done=not has_more or not objects)
+                await self._process_page(resource, objects, done=not has_more or not objects)
                 del objects
                 if not has_more:
                     return
