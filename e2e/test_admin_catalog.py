@@ -25,6 +25,26 @@ def cover_png() -> bytes:
     return buffer.getvalue()
 
 
+def create_product(staff: Page, *, name: str, price: str, summary: str) -> None:
+    """From the products table: a new product with a name, a price and a summary, saved."""
+    staff.goto("/admin/products")
+    staff.get_by_role("link", name="New product").click()
+    staff.get_by_label("Name", exact=True).fill(name)
+    staff.get_by_label("Price (CAD)").fill(price)
+    staff.get_by_label("Summary").fill(summary)
+    staff.get_by_role("button", name="Create product").click()
+    expect(staff.get_by_role("heading", level=1, name=name)).to_be_visible()
+
+
+def upload_product_file(staff: Page, filename: str, content: bytes) -> None:
+    """On a product's page: upload the file its buyers download."""
+    staff.get_by_label(re.compile(r"^Upload the file")).set_input_files(
+        {"name": filename, "mimeType": "application/pdf", "buffer": content}
+    )
+    staff.get_by_role("button", name="Upload file").click()
+    expect(staff.locator("#current-file")).to_contain_text(filename)
+
+
 def test_admin_creates_a_product_with_a_cover_and_a_file_and_a_customer_buys_and_downloads_it(
     page: Page, browser: Browser, live_server: LiveServer
 ) -> None:
@@ -65,10 +85,7 @@ def test_admin_creates_a_product_with_a_cover_and_a_file_and_a_customer_buys_and
             "src", re.compile(r"^/media/covers/.+/400\.webp$")
         )
 
-        staff.get_by_label(re.compile(r"^Upload the file")).set_input_files(
-            {"name": "letterpress.pdf", "mimeType": "application/pdf", "buffer": content}
-        )
-        staff.get_by_role("button", name="Upload file").click()
+        upload_product_file(staff, "letterpress.pdf", content)
         digest = hashlib.sha256(content).hexdigest()
         expect(staff.locator("#current-file")).to_contain_text(f"letterpress.pdf · 0.3 MB · sha256 {digest[:12]}")
     finally:
