@@ -99,6 +99,10 @@ class Settings:
     # How members pay for a new plan: "elements" (the Payment Element on our page), "hosted" (Stripe Checkout)
     # or "both" (the customer chooses).
     subscription_checkout: str = "elements"
+    # Full re-sync with Stripe (app/domain/sync): a crontab line for the nightly sync ("" = no cron; the admin's
+    # "Sync now" and `cartwright stripe sync` always work), and the most requests it may have in flight at once.
+    stripe_sync_cron: str = ""
+    stripe_sync_concurrency: int = 2
     # How long one live-dashboard connection (Server-Sent Events) stays open before the browser reconnects.
     analytics_stream_seconds: int = 300
 
@@ -151,6 +155,8 @@ def load_settings() -> Settings:
         product_file_max_bytes=_env_int("PRODUCT_FILE_MAX_BYTES", 200 * 1024 * 1024),
         trusted_proxies=parse_networks(_env("TRUSTED_PROXIES")),
         subscription_checkout=_subscription_checkout(_env("SUBSCRIPTION_CHECKOUT")),
+        stripe_sync_cron=_env("STRIPE_SYNC_CRON"),
+        stripe_sync_concurrency=max(1, min(_env_int("STRIPE_SYNC_CONCURRENCY", 2), 2)),
         analytics_stream_seconds=_env_int("ANALYTICS_STREAM_SECONDS", 300),
     )
 

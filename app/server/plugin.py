@@ -43,6 +43,7 @@ from app.domain.payments.controllers import StripeWebhookController
 from app.domain.plans.controllers import PlanController
 from app.domain.promotions.controllers import AdminPromoCodeController
 from app.domain.subscriptions.controllers import SubscriptionController
+from app.domain.sync.controllers import AdminSyncController
 from app.domain.system.controllers import healthz, readyz
 from app.lib.exceptions import ApplicationError
 from app.lib.htmx import pop_flashes
@@ -82,11 +83,13 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
     def on_cli_init(self, cli: Group) -> None:
         from app.cli.commands import dev_command, seed_command, users_group
         from app.cli.plans import plans_group
+        from app.cli.stripe_sync import stripe_group
 
         cli.add_command(users_group)
         cli.add_command(seed_command)
         cli.add_command(dev_command)
         cli.add_command(plans_group)
+        cli.add_command(stripe_group)
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         runtime = self.runtime
@@ -154,6 +157,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 AdminController,
                 AdminOrderController,
                 AdminCustomerController,
+                AdminSyncController,
                 AdminSubscriptionController,
                 AdminRefundController,
                 AdminUserController,

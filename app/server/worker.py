@@ -11,6 +11,7 @@ from app.domain.bookings import jobs as booking_jobs
 from app.domain.catalog import jobs as catalog_jobs
 from app.domain.notifications import jobs as notification_jobs
 from app.domain.payments import jobs as payment_jobs
+from app.domain.sync import jobs as sync_jobs
 from app.lib.runtime import QUEUE_NAME, Runtime
 from app.lib.settings import get_settings
 
@@ -32,6 +33,8 @@ TASKS: list[Any] = [
     payment_jobs.process_stripe_event,
     payment_jobs.sweep_stripe_events,
     booking_jobs.release_unpaid_bookings,
+    sync_jobs.run_sync,
+    sync_jobs.nightly_sync,
     catalog_jobs.sync_product_to_stripe,
     catalog_jobs.sweep_unsynced_products,
 ]
@@ -43,6 +46,15 @@ CRON_JOBS = [
 ]
 
 
+def cron_jobs(runtime: Runtime) -> list[CronJob]:
+    jobs = list(CRON_JOBS)
+    if runtime.settings.stripe_sync_cron:  # off unless configured: "Sync now" and the CLI always work
+        jobs.append(
+            CronJob(function=sync_jobs.nightly_sync, cron=runtime.settings.stripe_sync_cron, timeout=60, retries=1)
+        )
+    return jobs
+
+
 def saq_config(runtime: Runtime) -> SAQConfig:
     return SAQConfig(
         queue_configs=[
@@ -50,7 +62,7 @@ def saq_config(runtime: Runtime) -> SAQConfig:
                 broker_instance=runtime.redis,
                 name=QUEUE_NAME,
                 tasks=TASKS,
-                scheduled_tasks=CRON_JOBS,
+                scheduled_tasks=cron_jobs(runtime),
                 startup=on_worker_startup,
                 shutdown=on_worker_shutdown,
                 concurrency=10,

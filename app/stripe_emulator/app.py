@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from litestar import Litestar, Request, Response, get, route
 from litestar.config.cors import CORSConfig
 from litestar.enums import HttpMethod
@@ -31,16 +32,24 @@ def base_url(request: Request[Any, Any, Any]) -> str:
 
 @route("/v1/{path:path}", http_method=[HttpMethod.GET, HttpMethod.POST, HttpMethod.DELETE])
 async def api(request: Request[Any, Any, Any], path: FromPath[str]) -> Response[bytes]:
-    body = await request.body()
-    headers = {k.lower(): v for k, v in request.headers.items()}
-    status, payload, out_headers = runtime_of(request).handle_api(
-        request.method,
-        "/v1" + path,
-        request.scope.get("query_string", b"").decode(),
-        body,
-        headers,
-        base_url(request),
-    )
+    rt = runtime_of(request)
+    rt.request_started()  # before reading the body: two clients sending at once count as two in flight
+    try:
+        body = await request.body()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        # On a worker thread (the state lock serialises the handlers): the event loop keeps accepting requests,
+        # so clients that send several at once are really in flight together and `max_in_flight` sees it.
+        status, payload, out_headers = await anyio.to_thread.run_sync(
+            rt.handle_api,
+            request.method,
+            "/v1" + path,
+            request.scope.get("query_string", b"").decode(),
+            body,
+            headers,
+            base_url(request),
+        )
+    finally:
+        rt.request_finished()
     return Response(
         json.dumps(payload, indent=2).encode(), status_code=status, media_type="application/json", headers=out_headers
     )

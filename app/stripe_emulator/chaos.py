@@ -1,4 +1,4 @@
-"""Seedable delivery chaos: drops, duplicates, delays and reordering of webhook deliveries."""
+"""Seedable chaos: drops, duplicates, delays and reordering of webhook deliveries, and API rate limiting (429)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,24 @@ class ChaosConfig:
     drop_rate: float = 0.0
     delay_ms: tuple[int, int] = (0, 0)
     shuffle: int = 0  # window size; 0/1 = keep order
+    # API rate limiting: answer a share of /v1 requests (or every Nth one) with Stripe's 429 ``rate_limit`` error.
+    rate_limit_rate: float = 0.0
+    rate_limit_every: int = 0
+    # What the 429 says in ``Stripe-Should-Retry`` ("true", "false", or "" for no header).
+    rate_limit_should_retry: str = "true"
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ChaosConfig:
-        allowed = {"seed", "duplicate_rate", "drop_rate", "delay_ms", "shuffle"}
+        allowed = {
+            "seed",
+            "duplicate_rate",
+            "drop_rate",
+            "delay_ms",
+            "shuffle",
+            "rate_limit_rate",
+            "rate_limit_every",
+            "rate_limit_should_retry",
+        }
         unknown = set(data) - allowed
         if unknown:
             raise StripeError(f"Received unknown parameter: {sorted(unknown)[0]}", code="parameter_unknown")
@@ -33,8 +47,11 @@ class ChaosConfig:
             drop_rate=float(data.get("drop_rate", 0.0)),
             delay_ms=(min(low, high), max(low, high)),
             shuffle=int(data.get("shuffle", 0)),
+            rate_limit_rate=float(data.get("rate_limit_rate", 0.0)),
+            rate_limit_every=max(0, int(data.get("rate_limit_every", 0))),
+            rate_limit_should_retry=str(data.get("rate_limit_should_retry", "true")),
         )
-        for rate in (cfg.duplicate_rate, cfg.drop_rate):
+        for rate in (cfg.duplicate_rate, cfg.drop_rate, cfg.rate_limit_rate):
             if not 0.0 <= rate <= 1.0:
                 raise StripeError("Rates must be between 0 and 1.")
         return cfg
@@ -63,6 +80,16 @@ class Chaos:
         # drop/duplicate/delay decisions still reproduce exactly for a given seed.
         self.rng = random.Random(config.seed)
         self.order_rng = random.Random(None if config.seed is None else config.seed + 1)
+        self.limit_rng = random.Random(None if config.seed is None else config.seed + 2)
+        self.api_requests = 0
+
+    def rate_limited(self) -> bool:
+        """Whether this API request gets a 429 (counted per request; thread-safe enough under the API lock)."""
+        c = self.config
+        self.api_requests += 1
+        if c.rate_limit_every and self.api_requests % c.rate_limit_every == 0:
+            return True
+        return bool(c.rate_limit_rate) and self.limit_rng.random() < c.rate_limit_rate
 
     def plan(self) -> Plan:
         # Always draw the same number of values so a seed reproduces the same decisions.

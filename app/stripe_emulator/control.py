@@ -12,6 +12,7 @@ from litestar.params import FromPath
 from app.stripe_emulator.api import Ctx
 from app.stripe_emulator.chaos import ChaosConfig
 from app.stripe_emulator.errors import StripeError
+from app.stripe_emulator.history import HistorySpec, seed_history
 from app.stripe_emulator.ids import random_token
 from app.stripe_emulator.resources.events import create_endpoint
 from app.stripe_emulator.resources.refunds import refund_charge
@@ -184,9 +185,47 @@ async def dashboard_refund(request: Request[Any, Any, Any], pi_id: FromPath[str]
     return Response(refund)
 
 
+@post("/_emulator/seed_history", status_code=200)
+async def history(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    """Bulk history straight into the state (no events, no webhooks): see ``app/stripe_emulator/history.py``."""
+    rt = _rt(request)
+    try:
+        spec = HistorySpec.from_json((await request.json() if await request.body() else {}) or {})
+
+        def build() -> dict[str, int]:
+            with rt.state.lock:
+                counts = seed_history(rt, spec)
+            rt.persist()
+            return counts
+
+        counts = await anyio.to_thread.run_sync(build)
+    except (StripeError, TypeError, ValueError) as exc:
+        return _error(exc if isinstance(exc, StripeError) else StripeError(str(exc)))
+    return Response({"created": counts})
+
+
+@get("/_emulator/stats")
+async def stats(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """API requests served, 429s answered, and the most requests ever in flight at once (``?reset=1`` restarts)."""
+    return _rt(request).stats(reset=request.query_params.get("reset") in {"1", "true"})
+
+
 @get("/_emulator/time")
 async def now() -> dict[str, Any]:
     return {"now": int(time.time())}
 
 
-HANDLERS = [health, reset, flush, deliveries, get_chaos, set_chaos, settings, add_endpoint, dashboard_refund, now]
+HANDLERS = [
+    health,
+    reset,
+    flush,
+    deliveries,
+    get_chaos,
+    set_chaos,
+    settings,
+    add_endpoint,
+    dashboard_refund,
+    history,
+    stats,
+    now,
+]

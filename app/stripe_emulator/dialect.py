@@ -232,6 +232,48 @@ def paginate(items: list[dict[str, Any]], params: Params, url: str) -> dict[str,
     return {"object": "list", "data": [copy.deepcopy(i) for i in page], "has_more": has_more, "url": url}
 
 
+def paginate_kind(
+    state: Any, kind: str, wanted: Callable[[dict[str, Any]], bool], params: Params, url: str
+) -> dict[str, Any]:
+    """``paginate`` over every object of one type that ``wanted`` accepts, newest first, walking the type's index
+    from the cursor instead of materialising the whole list (what makes 100k-object histories page quickly)."""
+    limit = get_int(params, "limit")
+    if limit is None:
+        limit = 10
+    if not 1 <= limit <= 100:
+        raise invalid("Invalid limit: must be between 1 and 100", "limit", "parameter_invalid_integer")
+    after = get_str(params, "starting_after")
+    before = get_str(params, "ending_before")
+    if after and before:
+        raise invalid("You may only specify one of these parameters: ending_before, starting_after.", "ending_before")
+    ids, pos = state.kind_index(kind)
+    objects = state.objects
+
+    def walk(indices: range) -> tuple[list[dict[str, Any]], bool]:
+        found: list[dict[str, Any]] = []
+        for i in indices:
+            obj = objects.get(ids[i])
+            if obj is None or obj.get("object") != kind or not wanted(obj):
+                continue
+            if len(found) == limit:
+                return found, True
+            found.append(obj)
+        return found, False
+
+    for cursor, param in ((after, "starting_after"), (before, "ending_before")):
+        if cursor and (cursor not in pos or objects.get(cursor) is None):
+            raise StripeError(f"No such object: '{cursor}'", status=404, code="resource_missing", param=param)
+    if after:
+        page, has_more = walk(range(pos[after] - 1, -1, -1))  # older than the cursor
+    elif before:
+        newer, has_more = walk(range(pos[before] + 1, len(ids)))  # newer than the cursor, nearest first
+        page = list(reversed(newer))
+    else:
+        page, has_more = walk(range(len(ids) - 1, -1, -1))
+    # Not copied here: every caller renders the page with ``ctx.render``, which copies.
+    return {"object": "list", "data": page, "has_more": has_more, "url": url}
+
+
 # --- expand ---------------------------------------------------------------------------------------
 
 Resolver = Callable[[str], dict[str, Any] | None]

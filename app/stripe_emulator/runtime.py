@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,40 @@ class Runtime:
         self.state = state or (EmulatorState.load(state_file) if state_file else EmulatorState())
         self.state_file = state_file
         self.dispatcher = Dispatcher(self.state, settings, on_change=self.persist)
+        # API requests in flight (counted by the ASGI app around each /v1 request) and the most seen at once.
+        self.stats_lock = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.api_requests = 0
+        self.rate_limited = 0
         if self.state.chaos:
             from app.stripe_emulator.chaos import ChaosConfig
 
             self.dispatcher.chaos.configure(ChaosConfig.from_json(self.state.chaos))
+
+    def request_started(self) -> None:
+        with self.stats_lock:
+            self.in_flight += 1
+            self.api_requests += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def request_finished(self) -> None:
+        with self.stats_lock:
+            self.in_flight -= 1
+
+    def stats(self, *, reset: bool = False) -> dict[str, int]:
+        with self.stats_lock:
+            out = {
+                "in_flight": self.in_flight,
+                "max_in_flight": self.max_in_flight,
+                "api_requests": self.api_requests,
+                "rate_limited": self.rate_limited,
+            }
+            if reset:
+                self.max_in_flight = self.in_flight
+                self.api_requests = 0
+                self.rate_limited = 0
+        return out
 
     def persist(self) -> None:
         if self.state_file is not None:
@@ -59,6 +90,21 @@ class Runtime:
         request_id = "req_" + random_token(14)
         out_headers: Headers = {"Request-Id": request_id, "Stripe-Version": headers.get("stripe-version", API_VERSION)}
         events: list[dict[str, Any]] = []
+        with self.stats_lock:
+            limited = self.dispatcher.chaos.rate_limited()
+            self.rate_limited += limited
+        if limited:
+            # Stripe's own 429 body; the SDK raises RateLimitError for it (and retries when told it may).
+            exc = StripeError(
+                "Request rate limit exceeded. You can learn more about rate limits here "
+                "https://stripe.com/docs/rate-limits.",
+                status=429,
+                code="rate_limit",
+            )
+            should_retry = self.dispatcher.chaos.config.rate_limit_should_retry
+            if should_retry:
+                out_headers["Stripe-Should-Retry"] = should_retry
+            return 429, exc.body(request_id), out_headers
         try:
             status, payload, replayed = self._dispatch(method, path, query, body, headers, base_url, request_id, events)
         except StripeError as exc:

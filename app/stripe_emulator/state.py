@@ -54,10 +54,30 @@ class EmulatorState:
     # Time offset lets test clocks move "now" for objects bound to them (per clock in private data).
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
+    # Per type: ids in insertion order and their positions, so list pages cost O(page), not O(all objects)
+    # (built lazily; 100k invoices page in constant time per page instead of scanning every object).
+    _index: dict[str, tuple[list[str], dict[str, int]]] | None = field(default=None, repr=False, compare=False)
+
     # --- object store ----------------------------------------------------------------------------
     def put(self, obj: dict[str, Any]) -> dict[str, Any]:
+        new = obj["id"] not in self.objects
         self.objects[obj["id"]] = obj
+        if new and self._index is not None:
+            ids, pos = self._index.setdefault(str(obj.get("object")), ([], {}))
+            pos[obj["id"]] = len(ids)
+            ids.append(obj["id"])
         return obj
+
+    def kind_index(self, kind: str) -> tuple[list[str], dict[str, int]]:
+        """Ids of one type, oldest first, with each id's position (removed ids stay; callers skip them)."""
+        if self._index is None:
+            index: dict[str, tuple[list[str], dict[str, int]]] = {}
+            for object_id, obj in self.objects.items():
+                ids, pos = index.setdefault(str(obj.get("object")), ([], {}))
+                pos[object_id] = len(ids)
+                ids.append(object_id)
+            self._index = index
+        return self._index.get(kind, ([], {}))
 
     def find(self, object_id: str) -> dict[str, Any] | None:
         return self.objects.get(object_id)
@@ -128,6 +148,7 @@ class EmulatorState:
     def clear(self) -> None:
         with self.lock:
             self.objects.clear()
+            self._index = None
             self.private.clear()
             self.events.clear()
             self.idempotency.clear()

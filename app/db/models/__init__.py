@@ -44,6 +44,7 @@ from app.db.models.promotions import (
     promo_code_plans,
     promo_code_products,
 )
+from app.db.models.sync import StripeObject, SyncRun, SyncStatus, SyncTrigger
 from app.db.models.user import PasswordResetToken, User
 
 __all__ = [
@@ -85,8 +86,12 @@ __all__ = [
     "Refund",
     "StripeEvent",
     "StripeEventStatus",
+    "StripeObject",
     "Subscription",
     "SubscriptionStatus",
+    "SyncRun",
+    "SyncStatus",
+    "SyncTrigger",
     "User",
     "plan_products",
     "promo_code_plans",

@@ -23,6 +23,7 @@ from app.domain.admin.emails import EMAILS_CSV_HEADER, email_csv_row, emails_que
 from app.domain.analytics.ranges import PRESETS, parse_range
 from app.domain.analytics.services import dashboard_data
 from app.domain.notifications.services import EmailService
+from app.domain.sync.services import latest_run
 from app.lib.exceptions import NotFoundError
 from app.lib.htmx import render
 from app.lib.permissions import Access, Resource, access_for
@@ -54,7 +55,8 @@ class AdminController(Controller):
         return render(
             request,
             "admin/dashboard.html.j2",
-            {"data": data, "date_range": date_range, "presets": PRESETS},
+            # "Last synced" with Stripe (shown to admins; app/domain/sync).
+            {"data": data, "date_range": date_range, "presets": PRESETS, "last_sync": await latest_run(db_session)},
             fragment="admin/_analytics.html.j2",
         )
 

@@ -6,10 +6,14 @@ keys); the code path is the same official SDK either way.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from typing import Any
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import stripe
+import structlog
 from stripe.params import PriceListParams
 
 from app.lib.settings import StripeSettings
@@ -20,15 +24,60 @@ MAX_NETWORK_RETRIES = 2
 TIMEOUT_SECONDS = 20
 
 
-def build_stripe_client(settings: StripeSettings) -> stripe.StripeClient:
+log = structlog.get_logger()
+T = TypeVar("T")
+
+
+class BoundedHTTPXClient(stripe.HTTPXClient):
+    """The SDK's httpx client with at most ``max_concurrency`` requests in flight (the SDK's retry sleeps happen
+    outside the bound). Bulk readers (the full re-sync) use it so they never hammer Stripe."""
+
+    def __init__(self, *, max_concurrency: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_concurrency = max_concurrency
+        self._slots: asyncio.Semaphore | None = None
+
+    async def request_async(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        if self._slots is None:  # created in the loop that uses it
+            self._slots = asyncio.Semaphore(self.max_concurrency)
+        async with self._slots:
+            return await super().request_async(method, url, headers, post_data)
+
+
+def build_stripe_client(settings: StripeSettings, *, max_concurrency: int | None = None) -> stripe.StripeClient:
+    """The client. ``max_concurrency`` bounds requests in flight at once (default: unbounded)."""
     base = settings.api_base
+    # httpx serves the async (`*_async`) methods the app uses and, allowed here, the sync ones scripts use.
+    http_client: stripe.HTTPXClient = (
+        stripe.HTTPXClient(timeout=TIMEOUT_SECONDS, allow_sync_methods=True)
+        if max_concurrency is None
+        else BoundedHTTPXClient(max_concurrency=max_concurrency, timeout=TIMEOUT_SECONDS, allow_sync_methods=True)
+    )
     return stripe.StripeClient(
         api_key=settings.secret_key,
         base_addresses={"api": base, "connect": base, "files": base, "meter_events": base},
         max_network_retries=MAX_NETWORK_RETRIES,
-        # httpx serves the async (`*_async`) methods the app uses and, allowed here, the sync ones scripts use.
-        http_client=stripe.HTTPXClient(timeout=TIMEOUT_SECONDS, allow_sync_methods=True),
+        http_client=http_client,
     )
+
+
+async def with_backoff(
+    call: Callable[[], Awaitable[T]], *, attempts: int = 6, base_delay: float = 0.5, max_delay: float = 30.0
+) -> T:
+    """Run ``call``; on a 429 (after the SDK's own retries) wait with exponential backoff and jitter and try again,
+    ``attempts`` times in all. Only for reads and idempotent POSTs: the SDK keeps one idempotency key per call."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await call()
+        except stripe.RateLimitError:
+            if attempt == attempts:
+                raise
+            delay = min(max_delay, base_delay * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+            log.info("stripe.rate_limited", attempt=attempt, retry_in=round(delay, 2))
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def idempotency_key(operation: str, *parts: object) -> str:

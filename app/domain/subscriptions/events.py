@@ -31,33 +31,46 @@ async def on_subscription_event(ctx: HandlerContext, event: dict[str, Any]) -> N
     )
 
 
-async def on_invoice_event(ctx: HandlerContext, event: dict[str, Any]) -> None:
-    obj = event["data"]["object"]
-    remote = as_dict(await ctx.stripe.v1.invoices.retrieve_async(obj["id"]))
-    service = SubscriptionService(ctx.db, ctx.stripe, ctx.queue)
-    invoice = await service.mirror_invoice(remote, event_created=int(event.get("created") or 0))
+async def mirror_invoice_and_credit(
+    service: SubscriptionService, remote: dict[str, Any], *, event_created: int = 0
+) -> tuple[m.Invoice | None, m.Subscription | None]:
+    """Mirror one invoice as Stripe reports it and, for a paid cycle, allocate the plan's credits (once per
+    invoice). Does not commit; after the commit the caller calls ``service.announce_metrics()``. The webhook and
+    the full re-sync (app/domain/sync) both go through here: one copy of the rule."""
+    db = service.db
+    invoice = await service.mirror_invoice(remote, event_created=event_created)
     if invoice is None or invoice.subscription_id is None:
-        await ctx.db.commit()
-        await service.announce_metrics()
-        return
-    sub = await ctx.db.get(m.Subscription, invoice.subscription_id)
+        return invoice, None
+    sub = await db.get(m.Subscription, invoice.subscription_id)
     assert sub is not None
-    user = await ctx.db.get(m.User, sub.user_id)
-    mailer = EmailService(ctx.db, ctx.queue)
-    emails: list[m.EmailMessage] = []
     if invoice.status == "paid" and invoice.billing_reason in CREDIT_REASONS and sub.plan_id is not None:
-        plan = await ctx.db.scalar(select(m.Plan).where(m.Plan.id == sub.plan_id))
+        plan = await db.scalar(select(m.Plan).where(m.Plan.id == sub.plan_id))
         if plan is not None:
             lines = (remote.get("lines") or {}).get("data") or [{}]
             period = lines[0].get("period") or {}
             # Stripe's clock, not ours: the cycle that starts now ends the previous one's credits (test clocks too).
-            await CreditService(ctx.db).allocate_for_invoice(
+            await CreditService(db).allocate_for_invoice(
                 user_id=sub.user_id,
                 plan=plan,
                 invoice_id=invoice.stripe_invoice_id,
                 period_end=ts(period.get("end")) or sub.current_period_end,
                 now=ts(period.get("start")),
             )
+    return invoice, sub
+
+
+async def on_invoice_event(ctx: HandlerContext, event: dict[str, Any]) -> None:
+    obj = event["data"]["object"]
+    remote = as_dict(await ctx.stripe.v1.invoices.retrieve_async(obj["id"]))
+    service = SubscriptionService(ctx.db, ctx.stripe, ctx.queue)
+    invoice, sub = await mirror_invoice_and_credit(service, remote, event_created=int(event.get("created") or 0))
+    if invoice is None or sub is None:
+        await ctx.db.commit()
+        await service.announce_metrics()
+        return
+    user = await ctx.db.get(m.User, sub.user_id)
+    mailer = EmailService(ctx.db, ctx.queue)
+    emails: list[m.EmailMessage] = []
     if event["type"] == "invoice.payment_failed" and user is not None:
         emails.append(
             mailer.stage(

@@ -16,7 +16,7 @@ from app.stripe_emulator.dialect import (
     get_int,
     get_list,
     get_str,
-    paginate,
+    paginate_kind,
 )
 from app.stripe_emulator.errors import StripeError, invalid
 from app.stripe_emulator.ids import new_id
@@ -138,12 +138,11 @@ def list_products(ctx: Ctx) -> dict[str, Any]:
     active = get_bool(ctx.params, "active")
     ids = get_list(ctx.params, "ids")
     in_range = created_filter(ctx.params)
-    items = [
-        p
-        for p in ctx.state.all("product")
-        if (active is None or p["active"] == active) and (ids is None or p["id"] in ids) and in_range(p["created"])
-    ]
-    page = paginate(items, ctx.params, "/v1/products")
+
+    def wanted(p: dict[str, Any]) -> bool:
+        return (active is None or p["active"] == active) and (ids is None or p["id"] in ids) and in_range(p["created"])
+
+    page = paginate_kind(ctx.state, "product", wanted, ctx.params, "/v1/products")
     page["data"] = [ctx.render(p, list_mode=True) for p in page["data"]]
     return page
 
@@ -303,16 +302,17 @@ def list_prices(ctx: Ctx) -> dict[str, Any]:
     currency = get_str(ctx.params, "currency")
     keys = get_list(ctx.params, "lookup_keys")
     in_range = created_filter(ctx.params)
-    items = [
-        x
-        for x in ctx.state.all("price")
-        if (active is None or x["active"] == active)
-        and (product is None or x["product"] == product)
-        and (kind is None or x["type"] == kind)
-        and (currency is None or x["currency"] == currency.lower())
-        and (keys is None or x["lookup_key"] in keys)
-        and in_range(x["created"])
-    ]
-    page = paginate(items, ctx.params, "/v1/prices")
+
+    def wanted(x: dict[str, Any]) -> bool:
+        return (
+            (active is None or x["active"] == active)
+            and (product is None or x["product"] == product)
+            and (kind is None or x["type"] == kind)
+            and (currency is None or x["currency"] == currency.lower())
+            and (keys is None or x["lookup_key"] in keys)
+            and in_range(x["created"])
+        )
+
+    page = paginate_kind(ctx.state, "price", wanted, ctx.params, "/v1/prices")
     page["data"] = [ctx.render(x, list_mode=True) for x in page["data"]]
     return page

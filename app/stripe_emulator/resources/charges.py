@@ -7,7 +7,14 @@ from typing import Any
 
 from app.stripe_emulator.api import Ctx, diff, route
 from app.stripe_emulator.cards import DECLINE_MESSAGES, TestCard
-from app.stripe_emulator.dialect import LIST_PARAMS, apply_metadata, check_params, created_filter, get_str, paginate
+from app.stripe_emulator.dialect import (
+    LIST_PARAMS,
+    apply_metadata,
+    check_params,
+    created_filter,
+    get_str,
+    paginate_kind,
+)
 from app.stripe_emulator.ids import new_id, random_token
 
 
@@ -145,13 +152,14 @@ def list_(ctx: Ctx) -> dict[str, Any]:
     customer = get_str(ctx.params, "customer")
     pi = get_str(ctx.params, "payment_intent")
     in_range = created_filter(ctx.params)
-    items = [
-        c
-        for c in ctx.state.all("charge")
-        if (customer is None or c["customer"] == customer)
-        and (pi is None or c["payment_intent"] == pi)
-        and in_range(c["created"])
-    ]
-    page = paginate(items, ctx.params, "/v1/charges")
+
+    def wanted(c: dict[str, Any]) -> bool:
+        return bool(
+            (customer is None or c["customer"] == customer)
+            and (pi is None or c["payment_intent"] == pi)
+            and in_range(c["created"])
+        )
+
+    page = paginate_kind(ctx.state, "charge", wanted, ctx.params, "/v1/charges")
     page["data"] = [ctx.render(c, list_mode=True) for c in page["data"]]
     return page

@@ -14,6 +14,7 @@ from app.stripe_emulator.dialect import (
     get_dict,
     get_str,
     paginate,
+    paginate_kind,
 )
 from app.stripe_emulator.errors import invalid
 from app.stripe_emulator.ids import new_id, random_token
@@ -225,13 +226,14 @@ def list_(ctx: Ctx) -> dict[str, Any]:
     email = get_str(ctx.params, "email")
     clock = get_str(ctx.params, "test_clock")
     in_range = created_filter(ctx.params)
-    items = [
-        c
-        for c in ctx.state.all("customer")
-        if (email is None or c["email"] == email)
-        and (clock is None or c["test_clock"] == clock)
-        and in_range(c["created"])
-    ]
-    page = paginate(items, ctx.params, "/v1/customers")
+
+    def wanted(c: dict[str, Any]) -> bool:
+        return bool(
+            (email is None or c["email"] == email)
+            and (clock is None or c["test_clock"] == clock)
+            and in_range(c["created"])
+        )
+
+    page = paginate_kind(ctx.state, "customer", wanted, ctx.params, "/v1/customers")
     page["data"] = [ctx.render(c, list_mode=True) for c in page["data"]]
     return page

@@ -18,6 +18,7 @@ from app.stripe_emulator.dialect import (
     get_list,
     get_str,
     paginate,
+    paginate_kind,
 )
 from app.stripe_emulator.errors import StripeError, invalid
 from app.stripe_emulator.ids import random_token
@@ -129,15 +130,16 @@ def list_(ctx: Ctx) -> dict[str, Any]:
     sub = get_str(ctx.params, "subscription")
     status = get_str(ctx.params, "status")
     in_range = created_filter(ctx.params)
-    items = [
-        i
-        for i in ctx.state.all("invoice")
-        if (customer is None or i["customer"] == customer)
-        and (status is None or i["status"] == status)
-        and (sub is None or (i["parent"] and i["parent"]["subscription_details"]["subscription"] == sub))
-        and in_range(i["created"])
-    ]
-    page = paginate(items, ctx.params, "/v1/invoices")
+
+    def wanted(i: dict[str, Any]) -> bool:
+        return bool(
+            (customer is None or i["customer"] == customer)
+            and (status is None or i["status"] == status)
+            and (sub is None or (i["parent"] and i["parent"]["subscription_details"]["subscription"] == sub))
+            and in_range(i["created"])
+        )
+
+    page = paginate_kind(ctx.state, "invoice", wanted, ctx.params, "/v1/invoices")
     page["data"] = [ctx.render(i, list_mode=True) for i in page["data"]]
     return page
 

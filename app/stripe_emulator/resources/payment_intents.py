@@ -21,7 +21,7 @@ from app.stripe_emulator.dialect import (
     get_int,
     get_list,
     get_str,
-    paginate,
+    paginate_kind,
 )
 from app.stripe_emulator.errors import DOC_BASE, StripeError, invalid, unauthorized
 from app.stripe_emulator.ids import client_secret, new_id
@@ -504,11 +504,10 @@ def list_(ctx: Ctx) -> dict[str, Any]:
     check_params(ctx.params, (*LIST_PARAMS, "customer", "created"))
     customer = get_str(ctx.params, "customer")
     in_range = created_filter(ctx.params)
-    items = [
-        p
-        for p in ctx.state.all("payment_intent")
-        if (customer is None or p["customer"] == customer) and in_range(p["created"])
-    ]
-    page = paginate(items, ctx.params, "/v1/payment_intents")
+
+    def wanted(p: dict[str, Any]) -> bool:
+        return bool((customer is None or p["customer"] == customer) and in_range(p["created"]))
+
+    page = paginate_kind(ctx.state, "payment_intent", wanted, ctx.params, "/v1/payment_intents")
     page["data"] = [ctx.render(p, list_mode=True) for p in page["data"]]
     return page

@@ -14,6 +14,7 @@ from app.stripe_emulator.dialect import (
     get_int,
     get_str,
     paginate,
+    paginate_kind,
 )
 from app.stripe_emulator.errors import invalid
 from app.stripe_emulator.ids import new_id
@@ -163,14 +164,15 @@ def list_(ctx: Ctx) -> dict[str, Any]:
     charge = get_str(ctx.params, "charge")
     pi = get_str(ctx.params, "payment_intent")
     in_range = created_filter(ctx.params)
-    items = [
-        r
-        for r in ctx.state.all("refund")
-        if (charge is None or r["charge"] == charge)
-        and (pi is None or r["payment_intent"] == pi)
-        and in_range(r["created"])
-    ]
-    page = paginate(items, ctx.params, "/v1/refunds")
+
+    def wanted(r: dict[str, Any]) -> bool:
+        return bool(
+            (charge is None or r["charge"] == charge)
+            and (pi is None or r["payment_intent"] == pi)
+            and in_range(r["created"])
+        )
+
+    page = paginate_kind(ctx.state, "refund", wanted, ctx.params, "/v1/refunds")
     page["data"] = [ctx.render(r, list_mode=True) for r in page["data"]]
     return page
 

@@ -19,6 +19,7 @@ from app.stripe_emulator.dialect import (
     get_list,
     get_str,
     paginate,
+    paginate_kind,
 )
 from app.stripe_emulator.errors import StripeError, invalid
 from app.stripe_emulator.ids import new_id
@@ -530,7 +531,7 @@ def list_(ctx: Ctx) -> dict[str, Any]:
             and in_range(s["created"])
         )
 
-    page = paginate([s for s in ctx.state.all("subscription") if wanted(s)], ctx.params, "/v1/subscriptions")
+    page = paginate_kind(ctx.state, "subscription", wanted, ctx.params, "/v1/subscriptions")
     page["data"] = [ctx.render(s, list_mode=True) for s in page["data"]]
     return page
 
