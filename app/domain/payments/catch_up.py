@@ -71,7 +71,9 @@ async def _window_start(runtime: Runtime, state: dict[str, Any], now: int) -> in
     return max(watermark - overlap, floor) if watermark else floor
 
 
-async def catch_up(runtime: Runtime, queue: Queue | None, *, max_pages: int | None = None) -> CatchUpResult:
+async def catch_up(
+    runtime: Runtime, queue: Queue | None, *, max_pages: int | None = None, page_size: int = PAGE_SIZE
+) -> CatchUpResult:
     """One bounded catch-up run; records its result in Redis for the health card and returns it."""
     redis = runtime.redis
     token = secrets.token_hex(8)
@@ -82,7 +84,8 @@ async def catch_up(runtime: Runtime, queue: Queue | None, *, max_pages: int | No
         return result
     try:
         state = await _load_state(redis)
-        await _scan(runtime, queue, state, result, now, max_pages or runtime.settings.stripe_catch_up_max_pages)
+        pages = max_pages or runtime.settings.stripe_catch_up_max_pages
+        await _scan(runtime, queue, state, result, now, pages, page_size)
         await redis.set(STATE_KEY, json.dumps(state))
     except stripe.StripeError as exc:
         result.error = f"{type(exc).__name__}: {exc.user_message or exc}"
@@ -96,7 +99,13 @@ async def catch_up(runtime: Runtime, queue: Queue | None, *, max_pages: int | No
 
 
 async def _scan(
-    runtime: Runtime, queue: Queue | None, state: dict[str, Any], result: CatchUpResult, now: int, max_pages: int
+    runtime: Runtime,
+    queue: Queue | None,
+    state: dict[str, Any],
+    result: CatchUpResult,
+    now: int,
+    max_pages: int,
+    page_size: int,
 ) -> None:
     cursor = state.get("cursor") if isinstance(state.get("cursor"), dict) else None
     if cursor:
@@ -105,7 +114,7 @@ async def _scan(
         since, after, newest = await _window_start(runtime, state, now), "", 0
     result.since = since
     while result.pages < max_pages:
-        params: dict[str, Any] = {"limit": PAGE_SIZE, "created": {"gte": since}}
+        params: dict[str, Any] = {"limit": page_size, "created": {"gte": since}}
         if after:
             params["starting_after"] = after
         try:
