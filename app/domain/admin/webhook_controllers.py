@@ -119,7 +119,12 @@ class AdminWebhookController(Controller):
         self, request: Request[Any, Any, Any], event_id: FromPath[UUID], db_session: NamedDependency[AsyncSession]
     ) -> Template:
         detail = await event_detail(db_session, event_id)
-        return render(request, "admin/webhook.html.j2", {"detail": detail, "ev": detail.event, "labels": STATUS_LABELS})
+        return render(
+            request,
+            "admin/webhook.html.j2",
+            {"detail": detail, "ev": detail.event, "labels": STATUS_LABELS},
+            fragment="admin/_webhook_summary.html.j2",
+        )
 
     @post("/{event_id:uuid}/replay", name="admin:webhook_replay")
     async def replay_one(
