@@ -35,6 +35,7 @@ STATUS_LABELS = {
     "failed": "Failed",
     "ignored": "Ignored",
 }
+CATCH_UP_JOB = "stripe_catch_up"
 # A replay or "replay all failed" press acts on at most this many events; press again for more.
 MAX_BULK = 1000
 # An event being processed right now is left alone; ignored only makes sense for events not yet processed.
@@ -318,6 +319,14 @@ async def replay_failed(db: AsyncSession, queue: Queue | None, state: TableState
     stmt = events_query(replace(state, filters={**state.filters, "status": m.StripeEventStatus.FAILED.value}))
     ids = list(await db.scalars(stmt.with_only_columns(m.StripeEvent.id).order_by(m.StripeEvent.received_at)))
     return await replay_events(db, queue, ids[:MAX_BULK], actor=actor)
+
+
+async def request_catch_up(db: AsyncSession, queue: Queue, *, actor: Actor) -> bool:
+    """Audit the request, commit, then enqueue the catch-up job; False if one is already waiting or running."""
+    await record_audit(db, actor, "webhook.catch_up", summary="Ran the catch-up from Stripe's Events API")
+    await db.commit()
+    job = await queue.enqueue(CATCH_UP_JOB, key="stripe-catch-up:manual", timeout=240, retries=1)
+    return job is not None
 
 
 def parse_ids(values: Iterable[str]) -> list[UUID]:

@@ -67,7 +67,8 @@ async def _window_start(runtime: Runtime, state: dict[str, Any], now: int) -> in
     if not watermark:
         # First run (or Redis lost its state): from the newest event we hold, else as far back as Stripe goes.
         async with runtime.db() as db:
-            watermark = int(await db.scalar(select(func.max(m.StripeEvent.api_created))) or 0)
+            newest = select(func.max(m.StripeEvent.api_created)).where(m.StripeEvent.api_created <= now)
+            watermark = int(await db.scalar(newest) or 0)
     return max(watermark - overlap, floor) if watermark else floor
 
 
@@ -138,7 +139,8 @@ async def _scan(
             break
     if result.complete:
         state.pop("cursor", None)
-        state["watermark"] = max(int(state.get("watermark") or 0), newest)
+        # Never past our own clock: events made under a Stripe test clock carry simulated (future) times.
+        state["watermark"] = min(max(int(state.get("watermark") or 0), newest), now)
     else:
         state["cursor"] = {"since": since, "after": after, "newest": newest}
 
