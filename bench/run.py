@@ -87,7 +87,20 @@ def parse_args() -> argparse.Namespace:
     add("--target-p99-ms", type=float, default=20.0, help="webhook p99 the issue asks for")
     add("--fresh", action="store_true", default=bool(os.environ.get("BENCH_FRESH")), help="drop the database first")
     add("--strict", action="store_true", help="exit 2 when a target is missed (errors or lost events: always 1)")
-    return p.parse_args()
+    add(
+        "--scenario",
+        choices=["ingestion", "dashboard"],
+        default=_env("BENCH_SCENARIO", "ingestion"),
+        help="ingestion: webhooks and checkout (default); dashboard: GET /admin on a large data set",
+    )
+    add("--orders", type=int, default=int(_env("BENCH_ORDERS", "100000")), help="dashboard: orders generated")
+    add("--cold-requests", type=int, default=int(_env("BENCH_COLD_REQUESTS", "10")), help="dashboard: cold requests")
+    add("--warm-requests", type=int, default=int(_env("BENCH_WARM_REQUESTS", "500")), help="dashboard: warm requests")
+    opts = p.parse_args()
+    if opts.scenario == "dashboard" and not os.environ.get("BENCH_DATABASE_URL") and "--database-url" not in sys.argv:
+        # Its own database: 100k generated orders stay there between runs and never mix with the webhook runs.
+        opts.database_url = "postgresql+asyncpg://postgres@127.0.0.1:5432/cartwright_bench_dashboard"
+    return opts
 
 
 # --- processes -----------------------------------------------------------------------------------------------
@@ -432,21 +445,14 @@ def verdict(results: dict[str, Any], opts: argparse.Namespace) -> tuple[bool, bo
 
 def main() -> int:
     try:
-        return bench(parse_args())
+        opts = parse_args()
+        return dashboard_bench(opts) if opts.scenario == "dashboard" else bench(opts)
     except KeyboardInterrupt:
         print("\ninterrupted; the servers it started are stopped", file=sys.stderr)
         return 130
 
 
-def bench(opts: argparse.Namespace) -> int:
-    started = time.monotonic()
-    # Run the `finally`s on Ctrl-C and SIGTERM: no orphaned servers. SIGINT is reset because a shell starts
-    # background jobs with it ignored.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    host, port = "127.0.0.1", free_port()
-    base_url = f"http://{host}:{port}"
-    work = Path(tempfile.mkdtemp(prefix="cartwright-bench-"))
+def environment(opts: argparse.Namespace, base_url: str, work: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GRANIAN_", "LITESTAR_"))}
     env.update(
         {
@@ -462,6 +468,68 @@ def bench(opts: argparse.Namespace) -> int:
             "SMTP_URL": "",
         }
     )
+    return env
+
+
+def granian_command(opts: argparse.Namespace, host: str, port: int) -> list[str]:
+    return [
+        str(BIN / "granian"),
+        "--interface",
+        "asgi",
+        "--factory",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(opts.workers),
+        "--log-level",
+        "warning",
+        *shlex.split(opts.granian_args),
+        "app.asgi:create_app",
+    ]
+
+
+def dashboard_bench(opts: argparse.Namespace) -> int:
+    """The admin dashboard on a large data set (bench/dashboard.py): cold and warm GET /admin."""
+    from bench import dashboard
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    host, port = "127.0.0.1", free_port()
+    base_url = f"http://{host}:{port}"
+    work = Path(tempfile.mkdtemp(prefix="cartwright-bench-"))
+    env = environment(opts, base_url, work)
+    info = machine()
+    try:
+        print(f"setup: database {make_url(opts.database_url).render_as_string()}, redis {opts.redis_url}")
+        asyncio.run(create_database(opts.database_url, fresh=opts.fresh))
+        cartwright = str(BIN / "cartwright")
+        _run([cartwright, "database", "upgrade", "--no-prompt"], env, work / "migrate.log")
+        _run([cartwright, "seed"], env, work / "seed.log")
+        data = asyncio.run(dashboard.prepare(opts, _dsn(opts.database_url)))
+        with Redis.from_url(opts.redis_url, socket_timeout=5) as redis:
+            redis.flushdb()
+        granian = granian_command(opts, host, port)
+        with serve(granian, env, work / "web.log", f"{base_url}/readyz"):
+            results = asyncio.run(dashboard.measure(opts, base_url, host, port))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    dashboard.report(results, data, info, RESULTS / "dashboard.json")
+    return 0
+
+
+def bench(opts: argparse.Namespace) -> int:
+    started = time.monotonic()
+    # Run the `finally`s on Ctrl-C and SIGTERM: no orphaned servers. SIGINT is reset because a shell starts
+    # background jobs with it ignored.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    host, port = "127.0.0.1", free_port()
+    base_url = f"http://{host}:{port}"
+    work = Path(tempfile.mkdtemp(prefix="cartwright-bench-"))
+    env = environment(opts, base_url, work)
     info = machine()
     try:
         print(f"setup: database {make_url(opts.database_url).render_as_string()}, redis {opts.redis_url}")
@@ -477,22 +545,7 @@ def bench(opts: argparse.Namespace) -> int:
         finally:
             redis.close()
         info["postgresql"] = asyncio.run(sql(opts.database_url, "SHOW server_version"))[0][0]
-        granian = [
-            str(BIN / "granian"),
-            "--interface",
-            "asgi",
-            "--factory",
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--workers",
-            str(opts.workers),
-            "--log-level",
-            "warning",
-            *shlex.split(opts.granian_args),
-            "app.asgi:create_app",
-        ]
+        granian = granian_command(opts, host, port)
         print(f"server: {' '.join(Path(a).name if a.startswith('/') else a for a in granian)}")
         Meter.database = make_url(opts.database_url).database or ""
         with serve(granian, env, work / "web.log", f"{base_url}/readyz") as server:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
@@ -69,7 +71,11 @@ def test_visitor_signs_in_as_admin_and_lands_back_on_admin(
     welcome = rows.filter(has_text="Welcome to Cartwright, Olive Outbox")
     reset = rows.filter(has_text="Reset your Cartwright password")
     expect(welcome.get_by_role("cell").nth(3)).to_have_text("welcome")
-    expect(reset.get_by_role("cell").nth(3)).to_have_text("password_reset")
+    expect(reset.get_by_role("cell").nth(3)).to_have_text("password reset")
+    # The outbox is one of the back office tables: filter by kind, the URL follows.
+    page.get_by_label("Kind").select_option("password_reset")
+    expect(page).to_have_url(re.compile(r"/admin/emails\?kind=password_reset&sort=-created$"))  # no empty fields
+    expect(page.get_by_role("row").filter(has_text=email)).to_have_count(1)
 
     # And one message opens.
     reset.get_by_role("link", name="Reset your Cartwright password").click()

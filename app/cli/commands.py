@@ -64,12 +64,15 @@ def create_admin(email: str, name: str, role: str, password: str) -> None:
 @click.command(name="seed", help="Load the demo catalog and demo users (safe to run again).")
 def seed_command() -> None:
     from app.cli.seed import seed_demo
+    from app.domain.catalog.cache import invalidate_catalog
 
     async def run() -> None:
         runtime = Runtime(get_settings())
         try:
             async with runtime.db() as db:
                 result = await seed_demo(db, runtime.settings)
+            if result.products or result.categories:  # a running shop shows them at once
+                await invalidate_catalog(runtime.redis)
             click.echo(f"Seeded {result.categories} categories, {result.products} products, {result.users} users.")
         finally:
             await runtime.close()

@@ -98,10 +98,14 @@ class Settings:
     login_max_failures_ip: int = 20
     login_lockout_seconds: int = 15 * 60
     storage_dir: Path = field(default=BASE_DIR / "var" / "uploads")
+    cover_max_bytes: int = 5 * 1024 * 1024  # an uploaded cover image
+    product_file_max_bytes: int = 200 * 1024 * 1024  # an uploaded digital file (streamed to storage)
     trusted_proxies: tuple[Network, ...] = ()
     # How members pay for a new plan: "elements" (the Payment Element on our page), "hosted" (Stripe Checkout)
     # or "both" (the customer chooses).
     subscription_checkout: str = "elements"
+    # How long one live-dashboard connection (Server-Sent Events) stays open before the browser reconnects.
+    analytics_stream_seconds: int = 300
     # Webhook health (the admin's alert banner): no Stripe event for this long while orders were placed, or a
     # failure rate above this share of the last hour's events (once at least `webhook_failure_alert_min_sample`).
     webhook_silence_alert_minutes: int = 30
@@ -161,8 +165,11 @@ def load_settings() -> Settings:
         db_pool_size=_env_int("DB_POOL_SIZE", 20),
         log_level=_env("LOG_LEVEL") or "INFO",
         storage_dir=Path(_env("STORAGE_DIR") or var_dir / "uploads"),
+        cover_max_bytes=_env_int("COVER_MAX_BYTES", 5 * 1024 * 1024),
+        product_file_max_bytes=_env_int("PRODUCT_FILE_MAX_BYTES", 200 * 1024 * 1024),
         trusted_proxies=parse_networks(_env("TRUSTED_PROXIES")),
         subscription_checkout=_subscription_checkout(_env("SUBSCRIPTION_CHECKOUT")),
+        analytics_stream_seconds=_env_int("ANALYTICS_STREAM_SECONDS", 300),
         webhook_silence_alert_minutes=_env_int("WEBHOOK_SILENCE_ALERT_MINUTES", 30),
         webhook_failure_alert_rate=_env_float("WEBHOOK_FAILURE_ALERT_RATE", 0.05),
         webhook_failure_alert_min_sample=_env_int("WEBHOOK_FAILURE_ALERT_MIN_SAMPLE", 20),

@@ -12,9 +12,11 @@ import csv
 import io
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlencode
 
+from litestar import Request
 from litestar.response import Stream
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     from app.lib.runtime import Runtime
 
 SortKey = ColumnElement[Any] | InstrumentedAttribute[Any]
+# Any SELECT, whatever it returns (one entity, or an entity with extra columns).
+Query: TypeAlias = Select[*tuple[Any, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,10 @@ class TableSpec:
 
     def column(self, key: str) -> Column | None:
         return next((c for c in self.columns if c.key == key), None)
+
+    def with_filter(self, extra: Filter) -> TableSpec:
+        """A copy with one more filter, for options known only at request time (the event types stored so far)."""
+        return replace(self, filters=(*[f for f in self.filters if f.key != extra.key], extra))
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +163,7 @@ class TableView:
         return f"{self.export_url}?{urlencode(params)}"
 
 
-def ordered(spec: TableSpec, state: TableState, stmt: Select[Any]) -> Select[Any]:
+def ordered(spec: TableSpec, state: TableState, stmt: Query) -> Query:
     column = spec.column(state.sort_key)
     # TableState.from_query only lets sortable columns through.
     assert column is not None
@@ -165,7 +173,7 @@ def ordered(spec: TableSpec, state: TableState, stmt: Select[Any]) -> Select[Any
 
 
 async def fetch_page(
-    db: AsyncSession, spec: TableSpec, state: TableState, stmt: Select[Any], *, base_url: str, export_url: str = ""
+    db: AsyncSession, spec: TableSpec, state: TableState, stmt: Query, *, base_url: str, export_url: str = ""
 ) -> TableView:
     """Count the filtered rows, then fetch the requested page in the requested order (clamped to the last page)."""
     total = await db.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
@@ -179,7 +187,7 @@ async def fetch_page(
 
 async def csv_rows(
     db: AsyncSession,
-    stmt: Select[Any],
+    stmt: Query,
     header: Iterable[str],
     row: Callable[[Any], Iterable[Any]],
     *,
@@ -210,7 +218,7 @@ def _cell(value: Any) -> Any:
 
 def csv_response(
     runtime: Runtime,
-    stmt: Select[Any],
+    stmt: Query,
     header: Iterable[str],
     row: Callable[[Any], Iterable[Any]],
     *,
@@ -228,3 +236,39 @@ def csv_response(
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
     )
+
+
+async def table_for(
+    request: Request[Any, Any, Any],
+    db: AsyncSession,
+    spec: TableSpec,
+    query: Callable[[TableState], Query],
+    *,
+    export_route: str = "",
+) -> TableView:
+    """The page of ``spec`` the request's query string asks for; links point back at the request's own route."""
+    state = TableState.from_query(spec, request.query_params)
+    return await fetch_page(
+        db,
+        spec,
+        state,
+        query(state),
+        base_url=request.url.path,
+        export_url=request.app.route_reverse(export_route) if export_route else "",
+    )
+
+
+def export_for(
+    request: Request[Any, Any, Any],
+    runtime: Runtime,
+    spec: TableSpec,
+    query: Callable[[TableState], Query],
+    header: Iterable[str],
+    row: Callable[[Any], Iterable[Any]],
+    *,
+    name: str,
+) -> Stream:
+    """Every row of the request's filter, in its order, as a streamed CSV named ``<name>-<UTC time>.csv``."""
+    state = TableState.from_query(spec, request.query_params)
+    filename = f"{name}-{datetime.now(UTC):%Y%m%d-%H%M}.csv"
+    return csv_response(runtime, ordered(spec, state, query(state)), header, row, filename=filename)

@@ -7,6 +7,7 @@ from functools import lru_cache
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from app.domain.catalog.covers import cover_src
 from app.lib.money import format_money
 from app.lib.permissions import can, is_staff
 from app.lib.settings import BASE_DIR, get_settings
@@ -35,4 +36,5 @@ def get_environment() -> Environment:
     env.filters["datetime"] = format_datetime
     env.globals["can"] = can
     env.globals["is_staff"] = is_staff
+    env.globals["cover_src"] = cover_src
     return env

@@ -7,12 +7,11 @@ from typing import Any
 from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar_saq.config import TaskQueues
 from saq import Queue
 
 from app.domain.audit.services import Actor
 from app.lib.client_ip import client_ip
-from app.lib.runtime import QUEUE_NAME, Runtime
+from app.lib.runtime import Runtime
 from app.lib.settings import Settings
 
 
@@ -26,8 +25,9 @@ def provide_settings(state: State) -> Settings:
     return runtime.settings
 
 
-def provide_queue(task_queues: NamedDependency[TaskQueues]) -> Queue:
-    return task_queues.get(QUEUE_NAME)
+def provide_queue(state: State) -> Queue:
+    queue: NamedDependency[Queue] = state.queue  # set up once by ApplicationCore
+    return queue
 
 
 def provide_actor(request: Request[Any, Any, Any], state: State) -> Actor:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import stripe
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
+from litestar.channels import ChannelsPlugin
+from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from litestar.config.csrf import CSRFConfig
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
@@ -18,12 +21,19 @@ from litestar.stores.redis import RedisStore
 from litestar.stores.registry import StoreRegistry
 from litestar.template import TemplateConfig
 from litestar_saq import SAQPlugin
+from redis.asyncio import Redis
 
 from app.domain.accounts.controllers import AccountController
+from app.domain.admin.category_controllers import AdminCategoryController
 from app.domain.admin.controllers import AdminController
 from app.domain.admin.customer_controllers import AdminCustomerController
 from app.domain.admin.order_controllers import AdminOrderController
+from app.domain.admin.product_controllers import AdminProductController
+from app.domain.admin.subscription_controllers import AdminRefundController, AdminSubscriptionController
+from app.domain.admin.user_controllers import AdminUserController
 from app.domain.admin.webhook_controllers import AdminWebhookController
+from app.domain.analytics.controllers import AnalyticsLiveController
+from app.domain.audit.controllers import AuditController
 from app.domain.bookings.controllers import BookingController
 from app.domain.cart.controllers import CartController
 from app.domain.catalog.controllers import CatalogController
@@ -32,11 +42,12 @@ from app.domain.downloads.controllers import DownloadController
 from app.domain.orders.controllers import OrderController
 from app.domain.payments.controllers import StripeWebhookController
 from app.domain.plans.controllers import PlanController
+from app.domain.promotions.controllers import AdminPromoCodeController
 from app.domain.subscriptions.controllers import SubscriptionController
 from app.domain.system.controllers import healthz, readyz
 from app.lib.exceptions import ApplicationError
 from app.lib.htmx import pop_flashes
-from app.lib.runtime import Runtime
+from app.lib.runtime import QUEUE_NAME, Runtime
 from app.lib.settings import BASE_DIR
 from app.lib.templating import get_environment
 from app.server import errors
@@ -90,9 +101,29 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
             loggers={"litestar": {"level": level, "handlers": ["queue_listener"], "propagate": False}},
         )
         app_config.debug = settings.debug
-        app_config.state.update({"runtime": runtime})
+        saq = saq_config(runtime)
+        # One queue object for the process, on app state: litestar-saq's own dependency is an async generator
+        # (connect on every request, and a cleanup task group per request that asks for it).
+        queue = saq.get_queues().get(QUEUE_NAME)
+        app_config.state.update({"runtime": runtime, "queue": queue})
+        app_config.on_startup.append(queue.connect)
 
-        app_config.plugins.extend([SQLAlchemyPlugin(config=runtime.alchemy), SAQPlugin(config=saq_config(runtime))])
+        # The live dashboard: its own Redis client, without the socket timeout (a subscription waits for ever).
+        # Channels are subscribed when the first stream opens, not at start-up: the web process must start (and
+        # take webhooks) while Redis is down.
+        channels_redis = Redis.from_url(runtime.redis_url, socket_connect_timeout=2)
+        channels = ChannelsPlugin(
+            backend=RedisChannelsPubSubBackend(redis=channels_redis),
+            arbitrary_channels_allowed=True,
+            create_ws_route_handlers=False,
+        )
+        app_config.plugins.extend([SQLAlchemyPlugin(config=runtime.alchemy), SAQPlugin(config=saq), channels])
+        # Set first thing at shutdown: open Server-Sent Event streams end within a second (analytics/live.py).
+        stopping = asyncio.Event()
+        app_config.state.update({"analytics_stopping": stopping})
+        app_config.on_startup.append(stopping.clear)
+        app_config.on_shutdown.insert(0, stopping.set)
+        app_config.on_shutdown.append(channels_redis.aclose)
         app_config.stores = StoreRegistry(
             default_factory=lambda name: RedisStore(runtime.redis, namespace=f"cartwright:{name}")
         )
@@ -124,6 +155,14 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 AdminController,
                 AdminOrderController,
                 AdminCustomerController,
+                AdminSubscriptionController,
+                AdminRefundController,
+                AdminUserController,
+                AuditController,
+                AdminProductController,
+                AdminCategoryController,
+                AdminPromoCodeController,
+                AnalyticsLiveController,
                 AdminWebhookController,
                 DownloadController,
                 StripeWebhookController,

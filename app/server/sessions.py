@@ -88,5 +88,5 @@ def session_config(*, secure: bool, default_ttl: int) -> ServerSideSessionConfig
         secure=secure,
         httponly=True,
         samesite="lax",
-        exclude=["^/static/", "^/healthz$", "^/readyz$"],
+        exclude=["^/static/", "^/healthz$", "^/readyz$", "^/webhooks/"],
     )

@@ -11,6 +11,7 @@ from app.stripe_emulator import hooks
 from app.stripe_emulator.api import Ctx
 from app.stripe_emulator.errors import StripeError
 from app.stripe_emulator.ids import new_id
+from app.stripe_emulator.resources.coupons import coupon_products
 from app.stripe_emulator.resources.payment_intents import confirm_intent, new_intent
 
 DAY = 86400
@@ -130,7 +131,13 @@ def make_discount(
     return discount
 
 
-def discount_amounts(ctx: Ctx, discount_ids: list[str], subtotal: int, now: int) -> list[dict[str, Any]]:
+def discount_amounts(
+    ctx: Ctx, discount_ids: list[str], subtotal: int, now: int, lines: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """The invoice's ``total_discount_amounts``; with ``lines``, also each line's ``discount_amounts``.
+
+    A coupon with ``applies_to.products`` discounts only the discountable lines of those products.
+    """
     out: list[dict[str, Any]] = []
     remaining = subtotal
     for discount_id in discount_ids:
@@ -143,14 +150,39 @@ def discount_amounts(ctx: Ctx, discount_ids: list[str], subtotal: int, now: int)
         coupon = ctx.state.find(discount["source"]["coupon"])
         if coupon is None or (coupon["duration"] == "once" and hidden.get("used")):
             continue
+        products = coupon_products(ctx, coupon)
+        eligible = [
+            line
+            for line in (lines or [])
+            if line["discountable"]
+            and (products is None or (line.get("pricing") or {}).get("price_details", {}).get("product") in products)
+        ]
+        base = (
+            remaining if products is None or lines is None else min(remaining, sum(int(x["amount"]) for x in eligible))
+        )
+        if base <= 0:
+            continue
         if coupon["percent_off"] is not None:
-            amount = round(remaining * float(coupon["percent_off"]) / 100)
+            amount = round(base * float(coupon["percent_off"]) / 100)
         else:
-            amount = min(int(coupon["amount_off"]), remaining)
+            amount = min(int(coupon["amount_off"]), base)
         remaining -= amount
         hidden["used"] = True
         out.append({"amount": amount, "discount": discount_id})
+        _spread(eligible, amount, discount_id)
     return out
+
+
+def _spread(lines: list[dict[str, Any]], amount: int, discount_id: str) -> None:
+    """Record a discount on the lines it applies to, in proportion to their amounts (remainder to the first)."""
+    total = sum(int(line["amount"]) for line in lines)
+    if total <= 0 or amount <= 0:
+        return
+    shares = [amount * int(line["amount"]) // total for line in lines]
+    shares[0] += amount - sum(shares)
+    for line, share in zip(lines, shares, strict=True):
+        line["discount_amounts"].append({"amount": share, "discount": discount_id})
+        line["discounts"].append(discount_id)
 
 
 # --- invoices -------------------------------------------------------------------------------------
@@ -227,7 +259,7 @@ def build_invoice(
         line["invoice"] = invoice_id
     subtotal = sum(int(line["amount"]) for line in lines)
     discountable = sum(int(line["amount"]) for line in lines if line["discountable"])
-    discounts = discount_amounts(ctx, list(sub["discounts"]), max(0, discountable), now) if store else []
+    discounts = discount_amounts(ctx, list(sub["discounts"]), max(0, discountable), now, lines) if store else []
     total = subtotal - sum(d["amount"] for d in discounts)
     amount_due = max(0, total)
     invoice: dict[str, Any] = {

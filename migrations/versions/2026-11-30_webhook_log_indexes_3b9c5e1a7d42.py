@@ -1,14 +1,14 @@
 """webhook log indexes
 
 Revision ID: 3b9c5e1a7d42
-Revises: 67e6a0dee31f
+Revises: ef11628915d2
 Create Date: 2026-11-30 01:30:00.000000+00:00
 """
 
 from alembic import op
 
 revision = "3b9c5e1a7d42"
-down_revision = "67e6a0dee31f"
+down_revision = "ef11628915d2"
 branch_labels = None
 depends_on = None
 

@@ -289,6 +289,64 @@ def test_coupons_and_promotion_codes(sc: stripe.StripeClient) -> None:
         sc.v1.coupons.create(params={"percent_off": 10, "amount_off": 5, "currency": "usd"})
 
 
+def test_coupon_applies_to_limits_the_discount_to_those_products(sc: stripe.StripeClient) -> None:
+    pro, basic = monthly_price(sc, 1000, "Pro"), monthly_price(sc, 400, "Basic")
+    coupon = sc.v1.coupons.create(
+        params={
+            "percent_off": 25,
+            "duration": "repeating",
+            "duration_in_months": 3,
+            "applies_to": {"products": [pro.product]},
+        }
+    )
+    assert "applies_to" not in coupon  # includable, like Stripe: only when expanded
+    expanded = sc.v1.coupons.retrieve(coupon.id, params={"expand": ["applies_to"]})
+    assert expanded.applies_to.products == [pro.product]
+    with pytest.raises(stripe.InvalidRequestError):
+        sc.v1.coupons.create(params={"percent_off": 5, "applies_to": {"products": ["prod_missing"]}})
+    promo = sc.v1.promotion_codes.create(params={"promotion": {"type": "coupon", "coupon": coupon.id}, "code": "PRO25"})
+    cus = customer_with_card(sc, None)
+    sub = sc.v1.subscriptions.create(
+        params={
+            "customer": cus.id,
+            "items": [{"price": pro.id}, {"price": basic.id}],
+            "discounts": [{"promotion_code": promo.id}],
+        }
+    )
+    [discount_id] = sub.discounts
+    invoice = sc.v1.invoices.retrieve(str(sub.latest_invoice))
+    assert (invoice.subtotal, invoice.total) == (1400, 1150)  # 25 % of the Pro line only
+    assert [(d.amount, d.discount) for d in invoice.total_discount_amounts] == [(250, discount_id)]
+    by_amount = {line.amount: line for line in invoice.lines.data}
+    assert [d.amount for d in by_amount[1000].discount_amounts] == [250]
+    assert by_amount[400].discount_amounts == []
+
+
+def test_checkout_session_with_a_preset_promotion_code(sc: stripe.StripeClient) -> None:
+    coupon = sc.v1.coupons.create(params={"percent_off": 20, "duration": "forever"})
+    promo = sc.v1.promotion_codes.create(params={"promotion": {"type": "coupon", "coupon": coupon.id}})
+    session = sc.v1.checkout.sessions.create(
+        params={
+            "mode": "subscription",
+            "line_items": [{"price": monthly_price(sc).id, "quantity": 1}],
+            "success_url": "https://example.com/ok",
+            "discounts": [{"promotion_code": promo.id}],
+        }
+    )
+    assert session.discounts[0].promotion_code == promo.id
+    assert (session.amount_subtotal, session.total_details.amount_discount, session.amount_total) == (1000, 200, 800)
+    with pytest.raises(stripe.InvalidRequestError):
+        sc.v1.checkout.sessions.create(
+            params={
+                "mode": "subscription",
+                "line_items": [{"price": monthly_price(sc).id, "quantity": 1}],
+                "success_url": "https://example.com/ok",
+                "allow_promotion_codes": True,
+                "discounts": [{"promotion_code": promo.id}],
+            }
+        )
+
+
 async def test_async_subscription_flow(asc: stripe.StripeClient) -> None:
     cus = await asc.v1.customers.create_async()
     price = await asc.v1.prices.create_async(

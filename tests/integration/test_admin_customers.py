@@ -211,6 +211,11 @@ async def test_credit_adjustments_need_a_reason_apply_once_and_never_overdraw(
     rows = await adjustments(runtime, customer.id)
     assert [(r.amount, r.reference, r.created_by_id) for r in rows] == [(5, token, admin.id)]
     assert await balance_of(runtime, customer.id, rooms.id) == 5
+    async with runtime.db() as db:
+        audit = list(await db.scalars(select(m.AuditEntry).where(m.AuditEntry.action == "customer.credits")))
+    assert [(a.actor_id, a.target_id, a.summary) for a in audit] == [
+        (admin.id, str(customer.id), "Credits adjusted by +5: Goodwill for a cancelled event")
+    ]
     page = text_of((await client.get(f"/admin/customers/{customer.id}")).text)
     assert "Credits adjusted." in page and "That adjustment was already applied." in page
     assert "Goodwill for a cancelled event" in page

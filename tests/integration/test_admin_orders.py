@@ -8,7 +8,7 @@ from uuid import UUID
 import httpx
 import pytest
 from saq import Queue, Worker
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.db import models as m
 from app.lib.runtime import Runtime
@@ -25,6 +25,7 @@ from tests.integration.purchase_support import (
     place_order,
     settle,
 )
+from tests.support import Mailbox, body_text
 
 pytestmark = pytest.mark.usefixtures("app_server")
 
@@ -149,6 +150,16 @@ async def test_support_refunds_part_then_the_rest_and_downloads_are_revoked(
     async with runtime.db() as db:
         refund = await db.scalar(select(m.Refund).where(m.Refund.order_id == order_id))
         assert refund is not None and refund.reason == "requested_by_customer"
+        # One audit row for the refund, the double click included: who, what, on which order, from where.
+        audit = list(await db.scalars(select(m.AuditEntry).where(m.AuditEntry.action == "order.refund")))
+        assert [(a.actor_email, a.target_id, a.after, a.ip) for a in audit] == [
+            (
+                "support@example.com",
+                str(order_id),
+                {"refund_id": refund.stripe_refund_id, "amount": 600, "currency": "CAD"},
+                "203.0.113.7",
+            )
+        ]
 
     # Empty amount: everything still refundable.
     token = await refund_form(client, order_id)
@@ -250,3 +261,73 @@ async def test_a_refund_stripe_refuses_shows_its_message_and_records_nothing(
     async with runtime.db() as db:
         kinds = list(await db.scalars(select(m.OrderEvent.kind).where(m.OrderEvent.order_id == order_id)))
         assert "refund_requested" not in kinds
+
+
+async def test_support_resends_the_receipt_and_reissues_exhausted_downloads(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    runtime: Runtime,
+    settings: Settings,
+    stripe_emulator: EmulatorServer,
+    queue: Queue,
+    worker: Worker,
+    mailbox: Mailbox,
+) -> None:
+    order_id, _ = await paid_order(client, factory, runtime, settings, stripe_emulator, queue, email="dee@example.com")
+    await mailbox.wait_for("dee@example.com")  # the original receipt
+    async with runtime.db() as db:  # every download used up
+        entitlement = await db.scalar(select(m.Entitlement).where(m.Entitlement.order_id == order_id))
+        assert entitlement is not None
+        entitlement.download_count = entitlement.download_limit
+        await db.commit()
+    await factory.user(email="support@example.com", role="support")
+    await sign_in(client, "support@example.com")
+
+    response = await post_form(client, f"/admin/orders/{order_id}/resend-receipt", {})
+    assert response.status_code == 303
+    [_, again] = await mailbox.wait_for("dee@example.com", count=2)
+    assert again["Subject"].startswith("Your Cartwright receipt for order #")
+
+    response = await post_form(client, f"/admin/orders/{order_id}/reissue-downloads", {})
+    assert response.status_code == 303
+    [*_, links_email] = await mailbox.wait_for("dee@example.com", count=3)
+    body = body_text(links_email)
+    assert "5 of 5 downloads left" in body
+    [link] = re.findall(r"http://testserver\.local/downloads/(?!resend)\S+", body)
+    page = text_of((await client.get(f"/admin/orders/{order_id}")).text)
+    assert "Fresh links for 1 download sent to dee@example.com; download counts reset." in page
+    assert "Receipt sent again to dee@example.com." in page  # on the timeline
+    client.cookies.clear()  # the buyer, a guest, follows the link
+    download = await client.get(link.replace("http://testserver.local", ""))
+    assert download.status_code == 200
+    async with runtime.db() as db:
+        actions = list(await db.scalars(select(m.AuditEntry.action).order_by(m.AuditEntry.created_at)))
+    assert actions == ["order.resend_receipt", "order.reissue_downloads"]
+
+
+async def test_nothing_to_reissue_after_a_full_refund_says_so(
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime
+) -> None:
+    async with runtime.db() as db:
+        order = m.Order(
+            number=777,
+            email="gone@example.com",
+            billing_name="Gone",
+            country="CA",
+            status="refunded",
+            currency="CAD",
+            subtotal=1000,
+            tax_total=0,
+            total=1000,
+            amount_refunded=1000,
+        )
+        db.add(order)
+        await db.commit()
+    await factory.user(email="admin@example.com", role="admin")
+    await sign_in(client, "admin@example.com")
+    response = await post_form(client, f"/admin/orders/{order.id}/reissue-downloads", {})
+    assert response.status_code == 303
+    page = text_of((await client.get(f"/admin/orders/{order.id}")).text)
+    assert "This order has no downloads to reissue (none, or all revoked by a refund)." in page
+    async with runtime.db() as db:
+        assert await db.scalar(select(func.count()).select_from(m.AuditEntry)) == 0

@@ -1,5 +1,6 @@
 """All models, re-exported: ``from app.db import models as m``."""
 
+from app.db.models.analytics import MovementKind, MrrDailySnapshot, MrrMovement
 from app.db.models.audit import AuditEntry
 from app.db.models.billing import (
     LIVE_SUBSCRIPTION_STATUSES,
@@ -36,6 +37,13 @@ from app.db.models.commerce import (
     StripeEventStatus,
 )
 from app.db.models.email import EmailMessage, EmailStatus
+from app.db.models.promotions import (
+    PromoCode,
+    PromoDuration,
+    PromoRedemption,
+    promo_code_plans,
+    promo_code_products,
+)
 from app.db.models.user import PasswordResetToken, User
 
 __all__ = [
@@ -54,6 +62,9 @@ __all__ = [
     "EmailStatus",
     "Entitlement",
     "Invoice",
+    "MovementKind",
+    "MrrDailySnapshot",
+    "MrrMovement",
     "Order",
     "OrderEvent",
     "OrderLine",
@@ -68,6 +79,9 @@ __all__ = [
     "PriceInterval",
     "PriceTier",
     "Product",
+    "PromoCode",
+    "PromoDuration",
+    "PromoRedemption",
     "Refund",
     "StripeEvent",
     "StripeEventStatus",
@@ -75,4 +89,6 @@ __all__ = [
     "SubscriptionStatus",
     "User",
     "plan_products",
+    "promo_code_plans",
+    "promo_code_products",
 ]

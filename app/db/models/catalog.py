@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from datetime import datetime
 from uuid import UUID
 
 from advanced_alchemy.base import UUIDv7AuditBase
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text
+from advanced_alchemy.types import DateTimeUTC
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 
@@ -41,9 +43,21 @@ class Product(UUIDv7AuditBase):
     seo_description: Mapped[str] = mapped_column(String(320), default="")
     # None = unlimited (a digital good); a number = limited edition, decremented on fulfilment.
     stock: Mapped[int | None] = mapped_column(default=None)
-    cover_image: Mapped[str] = mapped_column(String(255), default="")  # path under static/ or storage key
+    cover_image: Mapped[str] = mapped_column(String(255), default="")  # path under static/ (the seeded covers)
+    # An uploaded cover: a storage folder "covers/<product id>/<token>" holding 400.webp and 800.webp thumbnails,
+    # served publicly by catalog:cover. Wins over cover_image when set. A new upload gets a new token (new URL).
+    cover_upload: Mapped[str | None] = mapped_column(String(255), default=None)
     digital_file: Mapped[str | None] = mapped_column(String(255), default=None)  # storage key, never public
+    # What the admin uploaded: the name and type downloads are served with, its size and SHA-256 (hex).
+    digital_file_name: Mapped[str] = mapped_column(String(255), default="")
+    digital_file_content_type: Mapped[str] = mapped_column(String(120), default="")
+    digital_file_size: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    digital_file_sha256: Mapped[str] = mapped_column(String(64), default="")
     download_limit: Mapped[int] = mapped_column(default=5)
+    # Mirrored to Stripe by app/domain/catalog/stripe_sync.py; stripe_synced_at is None while a sync is pending.
+    stripe_product_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    stripe_price_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    stripe_synced_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
 
     category: Mapped[Category | None] = relationship(back_populates="products", lazy="joined")
 

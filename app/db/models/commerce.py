@@ -67,7 +67,8 @@ class OrderNumber(IdentityBase):
 class Order(UUIDv7AuditBase):
     __tablename__ = "orders"
     __table_args__ = (
-        CheckConstraint("total = subtotal + tax_total", name="order_total_adds_up"),
+        CheckConstraint("total = subtotal - discount_total + tax_total", name="order_total_adds_up"),
+        CheckConstraint("discount_total >= 0 AND discount_total <= subtotal", name="order_discount_within_subtotal"),
         CheckConstraint("amount_refunded >= 0 AND amount_refunded <= total", name="order_refund_within_total"),
         Index("ix_orders_user_created", "user_id", "created_at"),
         # The webhook silence alert counts recent orders; the admin orders table sorts by placement time.
@@ -85,6 +86,12 @@ class Order(UUIDv7AuditBase):
     status: Mapped[str] = mapped_column(String(24), default=OrderStatus.PENDING.value, index=True)
     currency: Mapped[str] = mapped_column(String(3))
     subtotal: Mapped[int]
+    # A promo code's discount, taken off before tax; ``promo_code`` is the code as typed (a snapshot).
+    discount_total: Mapped[int] = mapped_column(default=0, server_default="0")
+    promo_code: Mapped[str] = mapped_column(String(40), default="", server_default="")
+    promo_code_id: Mapped[UUID | None] = mapped_column(
+        ForeignKey("promo_codes.id", ondelete="SET NULL"), default=None, index=True
+    )
     tax_total: Mapped[int]
     total: Mapped[int]
     amount_refunded: Mapped[int] = mapped_column(default=0)
@@ -134,7 +141,8 @@ class OrderLine(UUIDv7AuditBase):
     unit_price: Mapped[int]
     quantity: Mapped[int]
     subtotal: Mapped[int]  # unit_price * quantity
-    tax: Mapped[int]  # this line's tax, rounded per line and per tax component
+    discount: Mapped[int] = mapped_column(default=0, server_default="0")  # this line's share of the order discount
+    tax: Mapped[int]  # tax on (subtotal - discount), rounded per line and per tax component
     download_limit: Mapped[int] = mapped_column(default=5)
     has_download: Mapped[bool] = mapped_column(default=False)
 
@@ -142,7 +150,7 @@ class OrderLine(UUIDv7AuditBase):
 
     @property
     def total(self) -> int:
-        return self.subtotal + self.tax
+        return self.subtotal - self.discount + self.tax
 
 
 class OrderEvent(UUIDv7AuditBase):

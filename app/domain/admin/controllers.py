@@ -1,4 +1,4 @@
-"""The back office: dashboard shell and the email outbox. Every route declares its permission."""
+"""The back office: the analytics dashboard, bookings and the email outbox. Every route declares its permission."""
 
 from __future__ import annotations
 
@@ -8,18 +8,27 @@ from uuid import UUID
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery
-from litestar.response import Template
-from sqlalchemy import func, select
+from litestar.response import Stream, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import models as m
 from app.domain.accounts.deps import provide_email_service
-from app.domain.bookings.services import admin_bookings_page
+from app.domain.admin.bookings import (
+    BOOKING_STATUS_LABELS,
+    BOOKINGS_CSV_HEADER,
+    BOOKINGS_TABLE,
+    booking_csv_row,
+    bookings_query,
+)
+from app.domain.admin.emails import EMAILS_CSV_HEADER, email_csv_row, emails_query, emails_table
+from app.domain.analytics.ranges import PRESETS, parse_range
+from app.domain.analytics.services import dashboard_data
 from app.domain.notifications.services import EmailService
 from app.lib.exceptions import NotFoundError
 from app.lib.htmx import render
-from app.lib.permissions import Access, Resource
-from app.server.auth import requires
+from app.lib.permissions import Access, Resource, access_for
+from app.lib.runtime import Runtime
+from app.lib.tables import export_for, table_for
+from app.server.auth import current_user, requires
 
 
 class AdminController(Controller):
@@ -28,53 +37,60 @@ class AdminController(Controller):
     dependencies = {"email_service": Provide(provide_email_service, sync_to_thread=False)}
 
     @get("/", name="admin:dashboard")
-    async def dashboard(self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> Template:
-        counts = {
-            "products": await db_session.scalar(select(func.count()).select_from(m.Product)) or 0,
-            "customers": await db_session.scalar(
-                select(func.count()).select_from(m.User).where(m.User.role == "customer")
-            )
-            or 0,
-            "emails": await db_session.scalar(select(func.count()).select_from(m.EmailMessage)) or 0,
-        }
-        return render(request, "admin/dashboard.html.j2", {"counts": counts})
-
-    @get("/bookings", name="admin:bookings", guards=[requires(Resource.SUBSCRIPTIONS, Access.READ)])
-    async def bookings(
+    async def dashboard(
         self,
         request: Request[Any, Any, Any],
         db_session: NamedDependency[AsyncSession],
-        page: FromQuery[int] = 1,
-        show: FromQuery[str] = "upcoming",
+        runtime: NamedDependency[Runtime],
+        period: FromQuery[str | None] = None,
+        start: FromQuery[str | None] = None,
+        end: FromQuery[str | None] = None,
     ) -> Template:
-        upcoming = show != "all"
-        rows, total = await admin_bookings_page(db_session, page=max(1, page), upcoming_only=upcoming)
+        """KPIs and charts of a date range against the range before it, and the live activity feed."""
+        user = current_user(request)
+        access = access_for(user.role if user else None, Resource.ANALYTICS)
+        date_range = parse_range(period, start, end)
+        data = await dashboard_data(db_session, runtime.redis, date_range, access)
+        return render(
+            request,
+            "admin/dashboard.html.j2",
+            {"data": data, "date_range": date_range, "presets": PRESETS},
+            fragment="admin/_analytics.html.j2",
+        )
+
+    @get("/bookings", name="admin:bookings", guards=[requires(Resource.SUBSCRIPTIONS, Access.READ)])
+    async def bookings(self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> Template:
+        table = await table_for(
+            request, db_session, BOOKINGS_TABLE, bookings_query, export_route="admin:bookings_export"
+        )
         return render(
             request,
             "admin/bookings.html.j2",
-            {
-                "rows": rows,
-                "total": total,
-                "page": max(1, page),
-                "pages": max(1, -(-total // 25)),
-                "show": "upcoming" if upcoming else "all",
-            },
+            {"table": table, "labels": BOOKING_STATUS_LABELS},
             fragment="admin/_bookings_table.html.j2",
         )
 
-    @get("/emails", name="admin:emails", guards=[requires(Resource.SYSTEM, Access.FULL)])
-    async def emails(
-        self, request: Request[Any, Any, Any], email_service: NamedDependency[EmailService], page: FromQuery[int] = 1
-    ) -> Template:
-        page = max(1, page)
-        rows, total = await email_service.list_page(page=page)
-        pages = max(1, -(-total // 25))
-        return render(
-            request,
-            "admin/emails.html.j2",
-            {"emails": rows, "total": total, "page": page, "pages": pages},
-            fragment="admin/_emails_table.html.j2",
+    @get("/bookings/export.csv", name="admin:bookings_export", guards=[requires(Resource.SUBSCRIPTIONS, Access.READ)])
+    async def bookings_export(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Stream:
+        return export_for(
+            request, runtime, BOOKINGS_TABLE, bookings_query, BOOKINGS_CSV_HEADER, booking_csv_row, name="bookings"
         )
+
+    @get("/emails", name="admin:emails", guards=[requires(Resource.SYSTEM, Access.FULL)])
+    async def emails(self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> Template:
+        spec = await emails_table(db_session)
+        table = await table_for(request, db_session, spec, emails_query, export_route="admin:emails_export")
+        return render(request, "admin/emails.html.j2", {"table": table}, fragment="admin/_emails_table.html.j2")
+
+    @get("/emails/export.csv", name="admin:emails_export", guards=[requires(Resource.SYSTEM, Access.FULL)])
+    async def emails_export(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: NamedDependency[Runtime],
+        db_session: NamedDependency[AsyncSession],
+    ) -> Stream:
+        spec = await emails_table(db_session)
+        return export_for(request, runtime, spec, emails_query, EMAILS_CSV_HEADER, email_csv_row, name="emails")
 
     @get("/emails/{email_id:uuid}", name="admin:email", guards=[requires(Resource.SYSTEM, Access.FULL)])
     async def email(

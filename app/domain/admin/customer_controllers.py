@@ -8,16 +8,19 @@ from uuid import UUID
 import structlog
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, URLEncodedBody
-from litestar.response import Template
+from litestar.params import FromPath, URLEncodedBody
+from litestar.response import Stream, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.admin.customers import (
-    PER_PAGE,
+    CUSTOMERS_CSV_HEADER,
+    CUSTOMERS_TABLE,
     CustomerDetail,
     adjust_credits,
-    admin_customers_page,
+    customer_csv_row,
     customer_detail,
+    customer_row,
+    customers_query,
     get_customer,
     new_form_token,
     parse_credit_form,
@@ -27,6 +30,8 @@ from app.domain.audit.services import Actor
 from app.lib.exceptions import FormError
 from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import Access, Resource
+from app.lib.runtime import Runtime
+from app.lib.tables import export_for, table_for
 from app.server.auth import requires
 
 log = structlog.get_logger()
@@ -63,20 +68,17 @@ class AdminCustomerController(Controller):
     guards = [requires(Resource.CUSTOMERS, Access.READ)]
 
     @get("/", name="admin:customers")
-    async def customers(
-        self,
-        request: Request[Any, Any, Any],
-        db_session: NamedDependency[AsyncSession],
-        page: FromQuery[int] = 1,
-        q: FromQuery[str] = "",
-    ) -> Template:
-        page = max(1, page)
-        rows, total = await admin_customers_page(db_session, page=page, q=q)
-        return render(
-            request,
-            "admin/customers.html.j2",
-            {"customers": rows, "total": total, "page": page, "pages": max(1, -(-total // PER_PAGE)), "q": q.strip()},
-            fragment="admin/_customers_table.html.j2",
+    async def customers(self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> Template:
+        table = await table_for(
+            request, db_session, CUSTOMERS_TABLE, customers_query, export_route="admin:customers_export"
+        )
+        table.rows = [customer_row(row) for row in table.rows]
+        return render(request, "admin/customers.html.j2", {"table": table}, fragment="admin/_customers_table.html.j2")
+
+    @get("/export.csv", name="admin:customers_export")
+    async def export(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Stream:
+        return export_for(
+            request, runtime, CUSTOMERS_TABLE, customers_query, CUSTOMERS_CSV_HEADER, customer_csv_row, name="customers"
         )
 
     @get("/{user_id:uuid}", name="admin:customer")

@@ -15,9 +15,10 @@ from app.db import models as m
 from app.domain.audit.services import Actor, record_audit
 from app.domain.credits.services import CreditService, NotEnoughCreditsError, credit_label
 from app.lib.exceptions import FormError, NotFoundError
+from app.lib.money import minor_to_decimal
 from app.lib.permissions import Role
+from app.lib.tables import Column, Query, TableSpec, TableState
 
-PER_PAGE = 25
 LEDGER_ROWS = 50
 # The store sells in CAD; lifetime value sums CAD orders only (another currency would not add up).
 LTV_CURRENCY = "CAD"
@@ -47,37 +48,73 @@ class CustomerRow:
     plan_status: str | None
 
 
-async def admin_customers_page(db: AsyncSession, *, page: int, q: str = "") -> tuple[list[CustomerRow], int]:
-    """One page of customers, newest first, optionally matching an email or a name."""
-    conditions: list[Any] = [m.User.role == Role.CUSTOMER.value]
-    term = q.strip()
-    if term:
-        conditions.append(or_(m.User.email.ilike(f"%{term}%"), m.User.name.ilike(f"%{term}%")))
-    total = await db.scalar(select(func.count()).select_from(m.User).where(*conditions)) or 0
-    orders = (
-        select(func.count())
-        .select_from(m.Order)
-        .where(m.Order.user_id == m.User.id, m.Order.status.in_(PAID_STATUSES))
-        .scalar_subquery()
+_PAID_ORDERS = (
+    select(func.count())
+    .select_from(m.Order)
+    .where(m.Order.user_id == m.User.id, m.Order.status.in_(PAID_STATUSES))
+    .scalar_subquery()
+)
+_LTV = _lifetime_value(m.User.id)
+_PLAN_STATUS = (
+    select(m.Subscription.status)
+    .where(m.Subscription.user_id == m.User.id)
+    .order_by(m.Subscription.created_at.desc(), m.Subscription.id.desc())
+    .limit(1)
+    .scalar_subquery()
+)
+
+CUSTOMERS_TABLE = TableSpec(
+    dom_id="admin-customers",
+    noun="customers",
+    columns=(
+        Column("email", "Email", m.User.email),
+        Column("name", "Name", m.User.name),
+        Column("created", "Joined (UTC)", m.User.created_at),
+        Column("orders", "Paid orders", _PAID_ORDERS, numeric=True),
+        Column("ltv", "Lifetime value", _LTV, numeric=True),
+        Column("plan", "Plan"),
+    ),
+    default_sort="-created",
+    search_label="Email or name",
+    tiebreak=(m.User.id.desc(),),
+)
+
+
+def customers_query(state: TableState) -> Query:
+    """Customers (not staff) with their paid orders, lifetime value and newest subscription's status."""
+    stmt = select(m.User, _PAID_ORDERS, _LTV, _PLAN_STATUS).where(m.User.role == Role.CUSTOMER.value)
+    if term := state.q:
+        stmt = stmt.where(or_(m.User.email.ilike(f"%{term}%"), m.User.name.ilike(f"%{term}%")))
+    return stmt
+
+
+def customer_row(row: Any) -> CustomerRow:
+    user, count, ltv, status = row
+    return CustomerRow(user=user, orders=int(count or 0), lifetime_value=int(ltv or 0), plan_status=status)
+
+
+CUSTOMERS_CSV_HEADER = (
+    "email",
+    "name",
+    "joined_at",
+    "paid_orders",
+    "lifetime_value_cad",
+    "plan_status",
+    "holder_pricing",
+)
+
+
+def customer_csv_row(row: Any) -> tuple[Any, ...]:
+    c = customer_row(row)
+    return (
+        c.user.email,
+        c.user.name,
+        c.user.created_at.isoformat(),
+        c.orders,
+        minor_to_decimal(c.lifetime_value, LTV_CURRENCY),
+        c.plan_status or "",
+        "yes" if c.user.holder_pricing else "no",
     )
-    plan_status = (
-        select(m.Subscription.status)
-        .where(m.Subscription.user_id == m.User.id)
-        .order_by(m.Subscription.created_at.desc(), m.Subscription.id.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-    rows = await db.execute(
-        select(m.User, orders, _lifetime_value(m.User.id), plan_status)
-        .where(*conditions)
-        .order_by(m.User.created_at.desc(), m.User.id.desc())
-        .limit(PER_PAGE)
-        .offset((page - 1) * PER_PAGE)
-    )
-    return [
-        CustomerRow(user=user, orders=int(count or 0), lifetime_value=int(ltv or 0), plan_status=status)
-        for user, count, ltv, status in rows
-    ], total
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -12,19 +11,21 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, URLEncodedBody
 from litestar.response import Stream, Template
+from saq import Queue
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.admin.orders import (
     ORDERS_CSV_HEADER,
     ORDERS_TABLE,
-    STATUS_LABELS,
     OrderDetail,
     new_form_token,
     order_csv_row,
     order_detail,
     orders_query,
     parse_refund_form,
+    reissue_downloads,
     request_refund,
+    resend_receipt,
 )
 from app.domain.audit.services import Actor
 from app.domain.payments.refunds import STRIPE_REASONS
@@ -32,7 +33,7 @@ from app.lib.exceptions import FormError
 from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
-from app.lib.tables import TableState, csv_response, fetch_page, ordered
+from app.lib.tables import export_for, table_for
 from app.server.auth import requires
 
 log = structlog.get_logger()
@@ -71,35 +72,64 @@ class AdminOrderController(Controller):
 
     @get("/", name="admin:orders")
     async def orders(self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> Template:
-        state = TableState.from_query(ORDERS_TABLE, request.query_params)
-        table = await fetch_page(
-            db_session,
-            ORDERS_TABLE,
-            state,
-            orders_query(state),
-            base_url=request.app.route_reverse("admin:orders"),
-            export_url=request.app.route_reverse("admin:orders_export"),
-        )
-        return render(
-            request,
-            "admin/orders.html.j2",
-            {"table": table, "labels": STATUS_LABELS},
-            fragment="admin/_orders_table.html.j2",
-        )
+        table = await table_for(request, db_session, ORDERS_TABLE, orders_query, export_route="admin:orders_export")
+        return render(request, "admin/orders.html.j2", {"table": table}, fragment="admin/_orders_table.html.j2")
 
     @get("/export.csv", name="admin:orders_export")
     async def export(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Stream:
         """Every order of the current filter, streamed: fine for 100k rows."""
-        state = TableState.from_query(ORDERS_TABLE, request.query_params)
-        stmt = ordered(ORDERS_TABLE, state, orders_query(state))
-        filename = f"orders-{datetime.now(UTC):%Y%m%d-%H%M}.csv"
-        return csv_response(runtime, stmt, ORDERS_CSV_HEADER, order_csv_row, filename=filename)
+        return export_for(request, runtime, ORDERS_TABLE, orders_query, ORDERS_CSV_HEADER, order_csv_row, name="orders")
 
     @get("/{order_id:uuid}", name="admin:order")
     async def order(
         self, request: Request[Any, Any, Any], order_id: FromPath[UUID], db_session: NamedDependency[AsyncSession]
     ) -> Template:
         return _detail_page(request, await order_detail(db_session, order_id))
+
+    @post(
+        "/{order_id:uuid}/resend-receipt", name="admin:resend_receipt", guards=[requires(Resource.ORDERS, Access.FULL)]
+    )
+    async def post_resend_receipt(
+        self,
+        request: Request[Any, Any, Any],
+        order_id: FromPath[UUID],
+        db_session: NamedDependency[AsyncSession],
+        runtime: NamedDependency[Runtime],
+        queue: NamedDependency[Queue],
+        actor: NamedDependency[Actor],
+    ) -> Response[Any]:
+        order = (await order_detail(db_session, order_id)).order
+        try:
+            await resend_receipt(db_session, queue, runtime.settings, order, actor=actor)
+        except FormError as exc:
+            flash(request, str(exc), "error")
+        else:
+            flash(request, f"Receipt sent again to {order.email}.", "success")
+        return redirect(request, request.app.route_reverse("admin:order", order_id=order_id))
+
+    @post(
+        "/{order_id:uuid}/reissue-downloads",
+        name="admin:reissue_downloads",
+        guards=[requires(Resource.ORDERS, Access.FULL)],
+    )
+    async def post_reissue_downloads(
+        self,
+        request: Request[Any, Any, Any],
+        order_id: FromPath[UUID],
+        db_session: NamedDependency[AsyncSession],
+        runtime: NamedDependency[Runtime],
+        queue: NamedDependency[Queue],
+        actor: NamedDependency[Actor],
+    ) -> Response[Any]:
+        order = (await order_detail(db_session, order_id)).order
+        try:
+            count = await reissue_downloads(db_session, queue, runtime.settings, order, actor=actor)
+        except FormError as exc:
+            flash(request, str(exc), "error")
+        else:
+            noun = "download" if count == 1 else "downloads"
+            flash(request, f"Fresh links for {count} {noun} sent to {order.email}; download counts reset.", "success")
+        return redirect(request, request.app.route_reverse("admin:order", order_id=order_id))
 
     @post("/{order_id:uuid}/refunds", name="admin:refund", guards=[requires(Resource.REFUNDS, Access.FULL)])
     async def refund(

@@ -9,15 +9,20 @@ from typing import Any
 from uuid import UUID
 
 import stripe
-from sqlalchemy import Select, func, or_, select
+from saq import Queue
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
 from app.domain.audit.services import Actor, record_audit
+from app.domain.downloads.services import DownloadService
+from app.domain.notifications.services import EmailService
+from app.domain.orders.fulfilment import receipt_context
 from app.domain.payments.refunds import STRIPE_REASONS, create_refund
 from app.lib.exceptions import FormError, NotFoundError
 from app.lib.money import format_money, minor_to_decimal, parse_money
-from app.lib.tables import Column, Filter, TableSpec, TableState
+from app.lib.settings import Settings
+from app.lib.tables import Column, Filter, Query, TableSpec, TableState
 
 STATUSES = tuple(s.value for s in m.OrderStatus)
 REFUNDABLE_STATUSES = frozenset({m.OrderStatus.PAID.value, m.OrderStatus.PARTIALLY_REFUNDED.value})
@@ -54,7 +59,7 @@ ORDERS_TABLE = TableSpec(
 )
 
 
-def orders_query(state: TableState) -> Select[Any]:
+def orders_query(state: TableState) -> Query:
     """Orders matching the table's filter: one status, and an order number or part of an email."""
     stmt = select(m.Order)
     if status := state.filters.get("status"):
@@ -78,6 +83,8 @@ ORDERS_CSV_HEADER = (
     "status",
     "currency",
     "subtotal",
+    "discount",
+    "promo_code",
     "tax",
     "total",
     "refunded",
@@ -96,6 +103,8 @@ def order_csv_row(order: m.Order) -> tuple[Any, ...]:
         order.status,
         order.currency,
         minor_to_decimal(order.subtotal, order.currency),
+        minor_to_decimal(order.discount_total, order.currency),
+        order.promo_code or "",
         minor_to_decimal(order.tax_total, order.currency),
         minor_to_decimal(order.total, order.currency),
         minor_to_decimal(order.amount_refunded, order.currency),
@@ -238,3 +247,50 @@ async def request_refund(
         )
         await db.commit()
     return refund_id
+
+
+async def resend_receipt(db: AsyncSession, queue: Queue, settings: Settings, order: m.Order, *, actor: Actor) -> None:
+    """Email the receipt again, with fresh download links, and note it on the timeline and in the audit log."""
+    if not order.is_paid:
+        raise FormError({}, "Only a paid order has a receipt to resend.")
+    downloads = DownloadService(db, settings)
+    entitlements = list(
+        await db.scalars(
+            select(m.Entitlement)
+            .where(m.Entitlement.order_id == order.id, m.Entitlement.revoked_at.is_(None))
+            .order_by(m.Entitlement.created_at)
+        )
+    )
+    db.add(m.OrderEvent(order_id=order.id, kind="receipt_resent", message=f"Receipt sent again to {order.email}."))
+    await record_audit(
+        db, actor, "order.resend_receipt", target=("order", order.id, order.display_number), summary="Receipt resent"
+    )
+    # send() commits the email with the timeline entry and the audit row, then queues its delivery.
+    await EmailService(db, queue).send(
+        "receipt", order.email, receipt_context(order, entitlements, downloads, settings.base_url)
+    )
+
+
+async def reissue_downloads(db: AsyncSession, queue: Queue, settings: Settings, order: m.Order, *, actor: Actor) -> int:
+    """Give every download of the order its full allowance back and email fresh links; returns how many."""
+    counts = {
+        str(e.id): e.download_count
+        for e in await db.scalars(
+            select(m.Entitlement).where(m.Entitlement.order_id == order.id, m.Entitlement.revoked_at.is_(None))
+        )
+    }
+    if not counts:
+        raise FormError({}, "This order has no downloads to reissue (none, or all revoked by a refund).")
+    message = f"Fresh download links sent to {order.email}."
+    db.add(m.OrderEvent(order_id=order.id, kind="links_reissued", message=message))
+    await record_audit(
+        db,
+        actor,
+        "order.reissue_downloads",
+        target=("order", order.id, order.display_number),
+        summary="Download counts reset and fresh links emailed",
+        before={"download_counts": counts},
+        after={"download_counts": dict.fromkeys(counts, 0)},
+    )
+    reissued = await DownloadService(db, settings).reissue_for_order(order, emails=EmailService(db, queue))
+    return len(reissued)

@@ -10,18 +10,18 @@ always has one:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
-from app.lib.tables import Column, Filter, TableSpec, TableState
+from app.lib.tables import Column, Filter, Query, TableSpec, TableState
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,13 +105,13 @@ AUDIT_TABLE = TableSpec(
 )
 
 
-async def action_filter(db: AsyncSession) -> TableSpec:
-    """The spec with an "action" filter listing the actions recorded so far."""
-    actions = list(await db.scalars(select(m.AuditEntry.action).distinct().order_by(m.AuditEntry.action)))
-    return replace(AUDIT_TABLE, filters=(Filter("action", "Action", tuple((a, a) for a in actions), "Any action"),))
+async def audit_table(db: AsyncSession) -> TableSpec:
+    """The audit table with an "action" filter listing the actions recorded so far."""
+    actions = await db.scalars(select(m.AuditEntry.action).distinct().order_by(m.AuditEntry.action))
+    return AUDIT_TABLE.with_filter(Filter("action", "Action", tuple((a, a) for a in actions), "Any action"))
 
 
-def audit_query(state: TableState) -> Select[Any]:
+def audit_query(state: TableState) -> Query:
     stmt = select(m.AuditEntry)
     if action := state.filters.get("action"):
         stmt = stmt.where(m.AuditEntry.action == action)

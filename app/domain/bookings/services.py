@@ -16,7 +16,7 @@ from uuid import UUID
 
 import stripe
 import structlog
-from sqlalchemy import CursorResult, exists, func, select, text, update
+from sqlalchemy import CursorResult, exists, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
@@ -433,30 +433,3 @@ class BookingService:
         )
         assert booking is not None
         return booking
-
-
-@dataclass(frozen=True, slots=True)
-class AdminBookingRow:
-    booking: m.Booking
-    email: str
-
-
-async def admin_bookings_page(
-    db: AsyncSession, *, page: int, upcoming_only: bool, per_page: int = 25
-) -> tuple[list[AdminBookingRow], int]:
-    """Every member's bookings for the back office, soonest first (upcoming) or newest first (all)."""
-    stmt = (
-        select(m.Booking, m.User.email)
-        .join(m.User, m.User.id == m.Booking.user_id)
-        .join(m.BookingSlot, m.BookingSlot.id == m.Booking.slot_id)
-    )
-    count = select(func.count()).select_from(m.Booking).join(m.BookingSlot, m.BookingSlot.id == m.Booking.slot_id)
-    if upcoming_only:
-        now = datetime.now(UTC)
-        stmt = stmt.where(m.BookingSlot.starts_at >= now).order_by(m.BookingSlot.starts_at)
-        count = count.where(m.BookingSlot.starts_at >= now)
-    else:
-        stmt = stmt.order_by(m.BookingSlot.starts_at.desc())
-    total = int(await db.scalar(count) or 0)
-    rows = await db.execute(stmt.limit(per_page).offset((max(page, 1) - 1) * per_page))
-    return [AdminBookingRow(booking=b, email=email) for b, email in rows.tuples()], total

@@ -15,6 +15,7 @@ from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.cart.services import MAX_QUANTITY, CartChange, CartService, PricedCart, QuantityError
+from app.domain.promotions.services import SESSION_PROMO_KEY, CartPromo, PromoError, cart_promo, quote_cart
 from app.lib.exceptions import ApplicationError, NotFoundError
 from app.lib.htmx import flash, redirect, render, wants_fragment
 from app.server.auth import current_user
@@ -55,13 +56,33 @@ def back_url(request: Request[Any, Any, Any]) -> str:
     """Where a plain form post returns to: the page it came from when that is one of ours, else the cart."""
     parts = urlsplit(request.headers.get("referer", ""))
     ours = parts.netloc == request.url.netloc and parts.path.startswith("/")
-    if ours and not parts.path.startswith(("//", "/\\", "/cart/items")):
+    if ours and not parts.path.startswith(("//", "/\\", "/cart/items", "/cart/promo")):
         return parts.path + (f"?{parts.query}" if parts.query else "")
     return request.app.route_reverse("cart:show")
 
 
-def _context(cart: PricedCart, message: str = "", *, is_error: bool = False, view: str | None = None) -> dict[str, Any]:
-    return {"cart": cart, "message": message, "is_error": is_error, "view": view}
+def _context(
+    cart: PricedCart,
+    message: str = "",
+    *,
+    is_error: bool = False,
+    view: str | None = None,
+    promo: CartPromo | None = None,
+    promo_error: str = "",
+) -> dict[str, Any]:
+    return {
+        "cart": cart,
+        "message": message,
+        "is_error": is_error,
+        "view": view,
+        "promo": promo,
+        "promo_error": promo_error,
+    }
+
+
+async def _promo(request: Request[Any, Any, Any], cart: CartService, priced: PricedCart) -> CartPromo | None:
+    """The stored code re-checked against the cart as it now is (never trusted from an earlier check)."""
+    return await cart_promo(cart.db, request.session, priced, user=current_user(request))
 
 
 class CartController(Controller):
@@ -70,13 +91,15 @@ class CartController(Controller):
     @get("/cart", name="cart:show")
     async def show(self, request: Request[Any, Any, Any], cart: NamedDependency[CartService]) -> Template:
         priced = await cart.priced(current_user(request))
-        return render(request, PAGE, _context(priced), fragment="cart/_cart.html.j2")
+        promo = await _promo(request, cart, priced)
+        return render(request, PAGE, _context(priced, promo=promo), fragment="cart/_cart.html.j2")
 
     @get("/cart/drawer", name="cart:drawer")
     async def drawer(self, request: Request[Any, Any, Any], cart: NamedDependency[CartService]) -> Template:
         """The mini-cart's contents for HTMX; a plain visit (no JavaScript) gets the cart page."""
         priced = await cart.priced(current_user(request))
-        return render(request, PAGE, _context(priced), fragment="cart/_drawer.html.j2")
+        promo = await _promo(request, cart, priced)
+        return render(request, PAGE, _context(priced, promo=promo), fragment="cart/_drawer.html.j2")
 
     @post("/cart/items", name="cart:add")
     async def add(
@@ -119,15 +142,69 @@ class CartController(Controller):
         except ApplicationError as exc:
             # Shown where the shopper is looking, with the cart as it really is; htmx swaps 4xx (base.html.j2).
             priced = await cart.priced(current_user(request))
-            context = _context(priced, exc.message, is_error=True, view=view)
+            promo = await _promo(request, cart, priced)
+            context = _context(priced, exc.message, is_error=True, view=view, promo=promo)
             return render(request, PAGE, context, fragment="cart/_changed.html.j2", status_code=exc.status_code)
         if not wants_fragment(request):
             flash(request, result.message, "success")
             return redirect(request, back_url(request))
+        promo = await _promo(request, cart, result.cart)
         return render(
             request,
             PAGE,
-            _context(result.cart, result.message, view=view),
+            _context(result.cart, result.message, view=view, promo=promo),
+            fragment="cart/_changed.html.j2",
+            trigger=None if view == VIEWS["cart"] else CHANGED_EVENT,
+        )
+
+    @post("/cart/promo", name="cart:promo_apply")
+    async def apply_promo(
+        self, request: Request[Any, Any, Any], data: Form, cart: NamedDependency[CartService]
+    ) -> Response[Any]:
+        """Check the code against the cart now; keep it only if it applies, else say why, next to the field."""
+        user = current_user(request)
+        view = VIEWS.get(request.headers.get("hx-target", ""), VIEWS["cart"])
+        priced = await cart.priced(user)
+        code = "".join(data.get("code", "").split()).upper()[:40]
+        try:
+            if not code:
+                raise PromoError("Enter a promo code.")
+            quote = await quote_cart(cart.db, code, priced, user=user)
+        except PromoError as exc:
+            if not wants_fragment(request):
+                flash(request, exc.message, "error")
+                return redirect(request, back_url(request))
+            promo = await _promo(request, cart, priced)
+            context = _context(priced, view=view, promo=promo, promo_error=exc.message)
+            context["promo_input"] = code
+            return render(request, PAGE, context, fragment="cart/_changed.html.j2", status_code=422)
+        request.session[SESSION_PROMO_KEY] = quote.code
+        message = f"Code {quote.code} applied: {quote.summary}."
+        if not wants_fragment(request):
+            flash(request, message, "success")
+            return redirect(request, back_url(request))
+        promo = CartPromo(code=quote.code, quote=quote)
+        return render(
+            request,
+            PAGE,
+            _context(priced, message, view=view, promo=promo),
+            fragment="cart/_changed.html.j2",
+            trigger=None if view == VIEWS["cart"] else CHANGED_EVENT,
+        )
+
+    @post("/cart/promo/remove", name="cart:promo_remove")
+    async def remove_promo(self, request: Request[Any, Any, Any], cart: NamedDependency[CartService]) -> Response[Any]:
+        view = VIEWS.get(request.headers.get("hx-target", ""), VIEWS["cart"])
+        request.session.pop(SESSION_PROMO_KEY, None)
+        message = "Promo code removed."
+        if not wants_fragment(request):
+            flash(request, message, "success")
+            return redirect(request, back_url(request))
+        priced = await cart.priced(current_user(request))
+        return render(
+            request,
+            PAGE,
+            _context(priced, message, view=view),
             fragment="cart/_changed.html.j2",
             trigger=None if view == VIEWS["cart"] else CHANGED_EVENT,
         )

@@ -29,7 +29,8 @@ SESSION_CART_KEY = "cart"
 SESSION_COUNT_KEY = "cart_count"
 # Kept when sign-in or a password change moves the session to a new id: the anonymous cart until it is merged,
 # and the badge count.
-CART_SESSION_KEYS = (SESSION_CART_KEY, SESSION_COUNT_KEY)
+# and the promo code typed into the cart ("promo_code", app/domain/promotions/services.py).
+CART_SESSION_KEYS = (SESSION_CART_KEY, SESSION_COUNT_KEY, "promo_code")
 
 NO_LONGER_FOR_SALE = "No longer for sale"
 SOLD_OUT = "Sold out"

@@ -7,16 +7,20 @@ from typing import Any
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery
-from litestar.response import Template
+from litestar.response import File, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.domain.catalog.covers import COVER_ROUTE, cover_file
 from app.domain.catalog.services import CatalogService, ProductQuery, SortOrder
 from app.lib.exceptions import NotFoundError
 from app.lib.htmx import render
+from app.lib.runtime import Runtime
 
 
-def provide_catalog_service(db_session: NamedDependency[AsyncSession]) -> CatalogService:
-    return CatalogService(db_session)
+def provide_catalog_service(
+    db_session: NamedDependency[AsyncSession], runtime: NamedDependency[Runtime]
+) -> CatalogService:
+    return CatalogService(db_session, runtime.redis)
 
 
 class CatalogController(Controller):
@@ -53,9 +57,22 @@ class CatalogController(Controller):
     async def detail(
         self, request: Request[Any, Any, Any], slug: FromPath[str], catalog: NamedDependency[CatalogService]
     ) -> Template:
-        product = await catalog.product_by_slug(slug)
-        if product is None:
+        found = await catalog.product_page(slug)
+        if found is None:
             raise NotFoundError("That product doesn't exist or is no longer for sale.")
-        return render(
-            request, "catalog/detail.html.j2", {"product": product, "related": await catalog.related(product)}
+        product, related = found
+        return render(request, "catalog/detail.html.j2", {"product": product, "related": related})
+
+    @get(f"{COVER_ROUTE}/{{key:path}}", name="catalog:cover", cache_control=None)
+    async def cover(self, key: FromPath[str], runtime: NamedDependency[Runtime]) -> File:
+        """An uploaded cover's thumbnail. Public: covers only (never a purchased file); immutable, since a new
+        upload gets a new URL."""
+        path = cover_file(runtime.settings.storage_dir, key.lstrip("/"))  # path parameters keep their leading /
+        if path is None:
+            raise NotFoundError("No such image.")
+        return File(
+            path=path,
+            media_type="image/webp",
+            content_disposition_type="inline",
+            headers={"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"},
         )

@@ -1,16 +1,24 @@
-"""Catalog queries: listing with filter, search, sort and pagination; product and category look-ups."""
+"""Catalog queries: listing with filter, search, sort and pagination; product and category look-ups.
+
+The public pages read plain views (``ProductView``, ``CategoryView``) built from the database and cached in Redis
+(``app/domain/catalog/cache.py``); admin changes invalidate the cache.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from enum import Enum, StrEnum
 from typing import Any
 
+from markupsafe import Markup
+from redis.asyncio import Redis
 from sqlalchemy import Select, UnaryExpression, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.domain.catalog.cache import cached
+from app.domain.catalog.markdown import render_markdown
 
 
 class SortOrder(StrEnum):
@@ -68,12 +76,87 @@ class ProductQuery:
         return {k: v for k, v in values.items() if v and defaults.get(k) != v}
 
 
+@dataclass(frozen=True, slots=True)
+class CategoryView:
+    id: str
+    name: str
+    slug: str
+    description: str
+
+    @classmethod
+    def of(cls, category: m.Category) -> CategoryView:
+        return cls(id=str(category.id), name=category.name, slug=category.slug, description=category.description)
+
+
+@dataclass(frozen=True, slots=True)
+class ProductView:
+    """What the public pages show of a product: plain data, so it can be cached as JSON."""
+
+    id: str
+    name: str
+    slug: str
+    summary: str
+    description: str
+    description_html: str
+    price: int
+    currency: str
+    stock: int | None
+    cover_image: str
+    cover_upload: str | None
+    seo_title: str
+    seo_description: str
+    category: CategoryView | None
+
+    @classmethod
+    def of(cls, product: m.Product) -> ProductView:
+        return cls(
+            id=str(product.id),
+            name=product.name,
+            slug=product.slug,
+            summary=product.summary,
+            description=product.description,
+            description_html=str(render_markdown(product.description)),
+            price=product.price,
+            currency=product.currency,
+            stock=product.stock,
+            cover_image=product.cover_image,
+            cover_upload=product.cover_upload,
+            seo_title=product.seo_title,
+            seo_description=product.seo_description,
+            category=CategoryView.of(product.category) if product.category is not None else None,
+        )
+
+    @classmethod
+    def load(cls, data: dict[str, Any]) -> ProductView:
+        category = data.get("category")
+        return cls(**{**data, "category": CategoryView(**category) if category else None})
+
+    def dump(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def description_markup(self) -> Markup:
+        return Markup(self.description_html)  # noqa: S704 - rendered by render_markdown, which escapes raw HTML
+
+    @property
+    def in_stock(self) -> bool:
+        return self.stock is None or self.stock > 0
+
+    @property
+    def page_title(self) -> str:
+        return self.seo_title or self.name
+
+    @property
+    def meta_description(self) -> str:
+        return self.seo_description or self.summary or self.description[:160]
+
+
 @dataclass(frozen=True)
 class ProductPage:
-    items: list[m.Product]
+    items: list[ProductView]
     total: int
     query: ProductQuery
-    category: m.Category | None = None
+    category: CategoryView | None = None
     per_page: int = PER_PAGE
 
     @property
@@ -101,11 +184,20 @@ def _escape_like(text: str) -> str:
 
 
 class CatalogService:
-    def __init__(self, db: AsyncSession) -> None:
-        self.db = db
+    """The public catalog. With ``redis`` every read is cached under the catalog's current version."""
 
-    async def categories(self) -> list[m.Category]:
+    def __init__(self, db: AsyncSession, redis: Redis | None = None) -> None:
+        self.db = db
+        self.redis = redis
+
+    async def _categories(self) -> list[m.Category]:
         return list(await self.db.scalars(select(m.Category).order_by(m.Category.position, m.Category.name)))
+
+    async def categories(self) -> list[CategoryView]:
+        async def build() -> list[dict[str, Any]]:
+            return [asdict(CategoryView.of(c)) for c in await self._categories()]
+
+        return [CategoryView(**c) for c in await cached(self.redis, "categories", {}, build)]
 
     async def category_by_slug(self, slug: str) -> m.Category | None:
         return await self.db.scalar(select(m.Category).where(m.Category.slug == slug))
@@ -125,24 +217,59 @@ class CatalogService:
         return stmt
 
     async def list_products(self, query: ProductQuery) -> ProductPage:
-        category = await self.category_by_slug(query.category) if query.category else None
-        if query.category and category is None:
-            return ProductPage(items=[], total=0, query=query)
-        stmt = self._filtered(query, category)
-        total = await self.db.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
-        rows = await self.db.scalars(
-            stmt.order_by(*_ORDER_BY[query.sort]).limit(PER_PAGE).offset((query.page - 1) * PER_PAGE)
-        )
-        return ProductPage(items=list(rows.unique()), total=total, query=query, category=category)
+        async def build() -> dict[str, Any]:
+            category = await self.category_by_slug(query.category) if query.category else None
+            if query.category and category is None:
+                return {"items": [], "total": 0, "category": None}
+            stmt = self._filtered(query, category)
+            total = await self.db.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
+            rows = await self.db.scalars(
+                stmt.order_by(*_ORDER_BY[query.sort]).limit(PER_PAGE).offset((query.page - 1) * PER_PAGE)
+            )
+            return {
+                "items": [ProductView.of(p).dump() for p in rows.unique()],
+                "total": total,
+                "category": asdict(CategoryView.of(category)) if category is not None else None,
+            }
 
-    async def featured(self, limit: int = 8) -> list[m.Product]:
-        rows = await self.db.scalars(
-            select(m.Product)
-            .where(m.Product.is_active.is_(True), m.Product.is_featured.is_(True))
-            .order_by(m.Product.created_at.desc())
-            .limit(limit)
+        data = await cached(self.redis, "list", query.params(page=query.page, sort=query.sort.value), build)
+        return ProductPage(
+            items=[ProductView.load(p) for p in data["items"]],
+            total=data["total"],
+            query=query,
+            category=CategoryView(**data["category"]) if data["category"] else None,
         )
-        return list(rows.unique())
+
+    async def featured(self, limit: int = 8) -> list[ProductView]:
+        async def build() -> list[dict[str, Any]]:
+            rows = await self.db.scalars(
+                select(m.Product)
+                .where(m.Product.is_active.is_(True), m.Product.is_featured.is_(True))
+                .order_by(m.Product.created_at.desc())
+                .limit(limit)
+            )
+            return [ProductView.of(p).dump() for p in rows.unique()]
+
+        return [ProductView.load(p) for p in await cached(self.redis, "featured", {"limit": limit}, build)]
+
+    async def product_page(self, slug: str) -> tuple[ProductView, list[ProductView]] | None:
+        """An active product by slug with up to four others of its category; None when there is none to sell."""
+
+        async def build() -> dict[str, Any] | None:
+            product = await self.db.scalar(
+                select(m.Product).where(m.Product.slug == slug, m.Product.is_active.is_(True))
+            )
+            if product is None:
+                return None
+            return {
+                "product": ProductView.of(product).dump(),
+                "related": [ProductView.of(p).dump() for p in await self.related(product)],
+            }
+
+        data = await cached(self.redis, "product", {"slug": slug}, build)
+        if data is None:
+            return None
+        return ProductView.load(data["product"]), [ProductView.load(p) for p in data["related"]]
 
     async def product_by_slug(self, slug: str) -> m.Product | None:
         return await self.db.scalar(select(m.Product).where(m.Product.slug == slug, m.Product.is_active.is_(True)))

@@ -22,6 +22,7 @@ from app.domain.checkout.services import (
     BillingDetails,
     CheckoutError,
     CheckoutService,
+    PromoCodeRejectedError,
     parse_billing,
     tax_for,
 )
@@ -31,6 +32,7 @@ from app.domain.orders.controllers import provide_order_service
 from app.domain.orders.fulfilment import PaymentSync
 from app.domain.orders.services import OrderService, remember_visitor_order
 from app.domain.payments.context import HandlerContext
+from app.domain.promotions.services import SESSION_PROMO_KEY, CartPromo, cart_promo
 from app.lib.exceptions import FormError
 from app.lib.htmx import flash, redirect, render
 from app.lib.runtime import Runtime
@@ -47,6 +49,18 @@ def provide_checkout_service(
     db_session: NamedDependency[AsyncSession], runtime: NamedDependency[Runtime]
 ) -> CheckoutService:
     return CheckoutService(db_session, runtime.stripe)
+
+
+async def _priced_summary(
+    request: Request[Any, Any, Any], db: AsyncSession, cart: PricedCart, country: str, region: str
+) -> dict[str, Any]:
+    """The summary's figures: the cart's code re-checked now, and tax on the discounted line amounts."""
+    promo: CartPromo | None = await cart_promo(db, request.session, cart, user=current_user(request))
+    tax = None
+    if country != "CA" or region in PROVINCES:
+        line_discounts = promo.line_discounts(len(cart.purchasable)) if promo else None
+        tax = tax_for(cart, country=country, region=region, line_discounts=line_discounts)
+    return {"cart": cart, "tax": tax, "promo": promo, "discount": promo.discount if promo else 0}
 
 
 def _checkout_token(request: Request[Any, Any, Any]) -> str:
@@ -80,16 +94,15 @@ class CheckoutController(Controller):
             cart = await CartService(db_session, request.session).priced(user)
         country = form.get("country", "CA").upper()
         region = form.get("region", "").upper()
-        tax = tax_for(cart, country=country, region=region) if (country != "CA" or region in PROVINCES) else None
+        summary = await _priced_summary(request, db_session, cart, country, region)
         return render(
             request,
             "checkout/start.html.j2",
             {
-                "cart": cart,
+                **summary,
                 "form": form,
                 "errors": errors,
                 "message": message,
-                "tax": tax,
                 "countries": COUNTRIES,
                 "provinces": PROVINCES,
                 "user": user,
@@ -122,8 +135,8 @@ class CheckoutController(Controller):
         """The order summary with the tax for the chosen country/province (swapped in as the form changes)."""
         cart = await CartService(db_session, request.session).priced(current_user(request))
         country, region = country.upper(), region.upper()
-        tax = tax_for(cart, country=country, region=region) if (country != "CA" or region in PROVINCES) else None
-        return render(request, "checkout/_summary.html.j2", {"cart": cart, "tax": tax, "country": country})
+        summary = await _priced_summary(request, db_session, cart, country, region)
+        return render(request, "checkout/_summary.html.j2", {**summary, "country": country})
 
     @post("/checkout", name="checkout:submit")
     async def submit(
@@ -149,10 +162,19 @@ class CheckoutController(Controller):
                 request, db_session, form, {}, status_code=409, message="This form has expired; please check again."
             )
         cart = await CartService(db_session, request.session).priced(user)
+        code = request.session.get(SESSION_PROMO_KEY)
         try:
             order, visitor_token = await checkout.place_order(
-                cart=cart, billing=billing, user=user, checkout_token=token
+                cart=cart,
+                billing=billing,
+                user=user,
+                checkout_token=token,
+                promo_code=code if isinstance(code, str) else None,
             )
+        except PromoCodeRejectedError as exc:
+            # Never charge more than the summary showed without saying so: drop the code, show the new total.
+            request.session.pop(SESSION_PROMO_KEY, None)
+            return await self._form_page(request, db_session, form, {}, status_code=409, message=exc.message)
         except CheckoutError as exc:
             return await self._form_page(request, db_session, form, {}, status_code=409, message=exc.message)
         if visitor_token:
@@ -207,7 +229,9 @@ class CheckoutController(Controller):
             log.warning("checkout.return_lookup_failed", order=str(order.id))
             return None
         if intent.get("status") == "succeeded":
-            await PaymentSync(HandlerContext(db, runtime.stripe, runtime.settings, queue)).apply_payment_intent(intent)
+            await PaymentSync(
+                HandlerContext(db, runtime.stripe, runtime.settings, queue, runtime.redis)
+            ).apply_payment_intent(intent)
         return intent
 
     async def _confirmation_context(
@@ -280,4 +304,6 @@ class CheckoutController(Controller):
         for line in order.lines:
             if line.product_id is not None:
                 await cart.remove(current_user(request), line.product_id)
+        if order.promo_code and request.session.get(SESSION_PROMO_KEY) == order.promo_code:
+            request.session.pop(SESSION_PROMO_KEY, None)  # used: a next order starts without it
         request.session[PAID_SEEN_KEY] = [*seen[-19:], str(order.id)]

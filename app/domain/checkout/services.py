@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +17,7 @@ from app.db import models as m
 from app.domain.cart.services import PricedCart
 from app.domain.checkout.tax import PROVINCES, TaxResult, compute_tax
 from app.domain.payments.gateway import as_dict, idempotency_key
+from app.domain.promotions.services import PromoError, PromoQuote, quote_cart
 from app.lib.exceptions import ApplicationError, FormError
 from app.lib.tokens import new_token
 
@@ -59,6 +61,10 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 class CheckoutError(ApplicationError):
     status_code = 409
+
+
+class PromoCodeRejectedError(CheckoutError):
+    """The cart's code no longer applies at order time: the caller drops it and shows the new total."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +120,14 @@ def parse_billing(data: dict[str, str], *, account_email: str | None) -> Billing
     return BillingDetails(email=email, name=name, country=country, region=region, postal_code=postal)
 
 
-def tax_for(cart: PricedCart, *, country: str, region: str) -> TaxResult:
+def tax_for(cart: PricedCart, *, country: str, region: str, line_discounts: Sequence[int] | None = None) -> TaxResult:
+    """Tax per purchasable line on what the customer pays for it: its subtotal less its share of any discount."""
+    discounts = list(line_discounts) if line_discounts is not None else [0] * len(cart.purchasable)
     return compute_tax(
-        [line.subtotal for line in cart.purchasable], country=country, region=region, on=datetime.now(UTC).date()
+        [line.subtotal - off for line, off in zip(cart.purchasable, discounts, strict=True)],
+        country=country,
+        region=region,
+        on=datetime.now(UTC).date(),
     )
 
 
@@ -126,9 +137,19 @@ class CheckoutService:
         self.stripe = stripe_client
 
     async def place_order(
-        self, *, cart: PricedCart, billing: BillingDetails, user: m.User | None, checkout_token: str
+        self,
+        *,
+        cart: PricedCart,
+        billing: BillingDetails,
+        user: m.User | None,
+        checkout_token: str,
+        promo_code: str | None = None,
     ) -> tuple[m.Order, str | None]:
-        """Create the pending order with price snapshots and tax. Commits.
+        """Create the pending order with price snapshots, the promo discount and tax. Commits.
+
+        ``promo_code`` is checked again here, with the billing email (first-order-only codes), against the cart
+        as it is now; a code that no longer applies raises :class:`PromoCodeRejectedError` rather than silently
+        charging more than the customer was shown.
 
         Returns ``(order, visitor_token)``; the token (only for a newly created order) proves to the return page
         that this browser placed it. A second submission of the same form returns the first order instead.
@@ -139,7 +160,17 @@ class CheckoutService:
         lines = cart.purchasable
         if not lines:
             raise CheckoutError("Your cart has nothing that can be bought right now.")
-        tax = tax_for(cart, country=billing.country, region=billing.region)
+        quote: PromoQuote | None = None
+        if promo_code:
+            try:
+                quote = await quote_cart(self.db, promo_code, cart, user=user, email=billing.email)
+            except PromoError as exc:
+                raise PromoCodeRejectedError(
+                    f"Your promo code was removed: {exc.message} Check the new total and continue."
+                ) from exc
+        line_discounts = quote.line_discounts if quote else [0] * len(lines)
+        discount_total = quote.discount if quote else 0
+        tax = tax_for(cart, country=billing.country, region=billing.region, line_discounts=line_discounts)
         number_id = await self.db.scalar(insert(m.OrderNumber).returning(m.OrderNumber.id))
         visitor_token, visitor_hash = new_token()
         subtotal = sum(line.subtotal for line in lines)
@@ -153,8 +184,11 @@ class CheckoutService:
             postal_code=billing.postal_code,
             currency=cart.currency,
             subtotal=subtotal,
+            discount_total=discount_total,
+            promo_code=quote.code if quote else "",
+            promo_code_id=quote.promo.id if quote else None,
             tax_total=tax.total,
-            total=subtotal + tax.total,
+            total=subtotal - discount_total + tax.total,
             tax_breakdown=[c.as_dict() for c in tax.components],
             checkout_token=checkout_token,
             visitor_token_hash=visitor_hash,
@@ -168,14 +202,20 @@ class CheckoutService:
                 unit_price=line.unit_price,
                 quantity=line.quantity,
                 subtotal=line.subtotal,
+                discount=line_discount,
                 tax=line_tax,
                 download_limit=line.product.download_limit,
                 has_download=bool(line.product.digital_file),
             )
-            for index, (line, line_tax) in enumerate(zip(lines, tax.line_taxes, strict=True))
+            for index, (line, line_discount, line_tax) in enumerate(
+                zip(lines, line_discounts, tax.line_taxes, strict=True)
+            )
         ]
         self.db.add(order)
-        self.db.add(m.OrderEvent(order=order, kind="placed", message="Order placed, waiting for payment."))
+        placed = "Order placed, waiting for payment."
+        if quote:
+            placed = f"Order placed with code {quote.code} ({quote.summary}), waiting for payment."
+        self.db.add(m.OrderEvent(order=order, kind="placed", message=placed))
         try:
             await self.db.commit()
         except IntegrityError:
@@ -247,6 +287,15 @@ class CheckoutService:
         """The order's one PaymentIntent: created on first call (idempotently), retrieved afterwards. Commits."""
         if order.payment_intent_id:
             return as_dict(await self.stripe.v1.payment_intents.retrieve_async(order.payment_intent_id))
+        metadata = {"order_id": str(order.id), "order_number": str(order.number)}
+        if order.promo_code_id is not None:
+            # Stripe doesn't discount PaymentIntents: the amount is ours (subtotal - discount + tax); the metadata
+            # ties the payment to the promotion code for reporting in the Dashboard.
+            promo = await self.db.get(m.PromoCode, order.promo_code_id)
+            metadata["promo_code"] = order.promo_code
+            metadata["discount"] = str(order.discount_total)
+            if promo is not None and promo.stripe_promotion_code_id:
+                metadata["promotion_code"] = promo.stripe_promotion_code_id
         intent = as_dict(
             await self.stripe.v1.payment_intents.create_async(
                 {
@@ -254,7 +303,7 @@ class CheckoutService:
                     "currency": order.currency.lower(),
                     "automatic_payment_methods": {"enabled": True},
                     "description": f"Cartwright order {order.display_number}",
-                    "metadata": {"order_id": str(order.id), "order_number": str(order.number)},
+                    "metadata": metadata,
                 },
                 # Derived from the order: a retry, a double click or two tabs all get the same PaymentIntent.
                 {"idempotency_key": idempotency_key("order-payment-intent", order.id)},

@@ -348,8 +348,12 @@ class DownloadService:
         if not path.is_file():
             log.error("downloads.not_a_file", entitlement_id=str(entitlement.id), key=key)
             raise DownloadRefusedError(RefusalReason.UNAVAILABLE, entitlement)
-        filename = PurePosixPath(key).name
-        return DownloadFile(path=path, filename=filename, media_type=media_type_for(filename), stat=stat)
+        # An uploaded file keeps the name and type it was uploaded with; a seeded one is named by its key.
+        filename = (product.digital_file_name if product is not None else "") or PurePosixPath(key).name
+        media_type = (product.digital_file_content_type if product is not None else "") or media_type_for(filename)
+        if media_type == "application/octet-stream" or "/" not in media_type:
+            media_type = media_type_for(filename)
+        return DownloadFile(path=path, filename=filename, media_type=media_type, stat=stat)
 
     # --- fresh links by email (guests) --------------------------------------------------------------------------------
 
@@ -377,6 +381,29 @@ class DownloadService:
         items = [self._item(entitlement, number, with_link=True) for entitlement, number in rows]
         if not items:
             return False
+        await self._send_links(address, items, emails)
+        return True
+
+    async def reissue_for_order(self, order: m.Order, *, emails: EmailService) -> list[m.Entitlement]:
+        """Support's "fresh links": every download of the order not revoked gets its full allowance back, and the
+        buyer an email with new links. Commits (through ``emails``). Returns the entitlements reissued."""
+        entitlements = list(
+            await self.db.scalars(
+                select(m.Entitlement)
+                .where(m.Entitlement.order_id == order.id, m.Entitlement.revoked_at.is_(None))
+                .order_by(m.Entitlement.created_at)
+            )
+        )
+        if not entitlements:
+            return []
+        for entitlement in entitlements:
+            entitlement.download_count = 0
+        await self.db.flush()
+        items = [self._item(e, order.number, with_link=True) for e in entitlements]
+        await self._send_links(order.email, items, emails)
+        return entitlements
+
+    async def _send_links(self, address: str, items: list[DownloadItem], emails: EmailService) -> None:
         await emails.send(
             "download_links",
             address,
@@ -395,4 +422,3 @@ class DownloadService:
                 "resend_url": f"{self.settings.base_url}{RESEND_PATH}",
             },
         )
-        return True

@@ -6,7 +6,13 @@ climbs out with ``..`` or escapes through a symlink is refused rather than serve
 
 from __future__ import annotations
 
+import hashlib
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from app.lib.settings import BASE_DIR
 
@@ -36,3 +42,70 @@ def resolve_storage_key(storage_dir: Path, key: str) -> Path:
     if path == root or not path.is_relative_to(root):
         raise StorageKeyError(key)
     return path
+
+
+class FileTooLargeError(ValueError):
+    """The upload went past its size limit; nothing was kept."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    key: str
+    size: int
+    sha256: str
+
+
+class StorageWriter:
+    """Writes one upload under ``key`` chunk by chunk, hashing as it goes, into a temporary file next to the final
+    one; ``finish`` fsyncs and renames it into place (atomic on one filesystem), ``abort`` removes it. Whatever was
+    stored under another key (the product's previous file) is untouched until the caller switches over."""
+
+    def __init__(self, storage_dir: Path, key: str, *, max_bytes: int) -> None:
+        self.key = key
+        self.path = resolve_storage_key(storage_dir, key)
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._hash = hashlib.sha256()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(6)}.part")
+        self._file: BinaryIO | None = self._tmp.open("xb")
+
+    def write(self, chunk: bytes) -> None:
+        assert self._file is not None
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            self.abort()
+            raise FileTooLargeError(self.key)
+        self._hash.update(chunk)
+        # Plain blocking writes: each lands in the page cache (a chunk is at most the ASGI server's read size).
+        self._file.write(chunk)
+
+    def finish(self) -> StoredFile:
+        assert self._file is not None
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._file = None
+        self._tmp.replace(self.path)  # atomic within one filesystem: readers see the old file or the new one
+        return StoredFile(key=self.key, size=self.size, sha256=self._hash.hexdigest())
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._tmp.unlink(missing_ok=True)
+
+
+def remove_stored(storage_dir: Path, key: str, *, folder: bool = False) -> None:
+    """Delete a stored file (or the folder holding it) that nothing references any more; best effort."""
+    try:
+        path = resolve_storage_key(storage_dir, key)
+    except StorageKeyError:
+        return
+    target = path.parent if folder else path
+    if target.resolve() == storage_dir.resolve():
+        return
+    if folder:
+        shutil.rmtree(target, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 import structlog
 from saq import Queue
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
@@ -71,16 +71,6 @@ class EmailService:
                 await enqueue_email_job(self.queue, str(message.id))
             except Exception:
                 log.warning("email.enqueue_failed", email_id=str(message.id), kind=message.kind)
-
-    async def list_page(self, *, page: int, per_page: int = 25) -> tuple[list[m.EmailMessage], int]:
-        total = await self.db.scalar(select(func.count()).select_from(m.EmailMessage)) or 0
-        rows = await self.db.scalars(
-            select(m.EmailMessage)
-            .order_by(m.EmailMessage.created_at.desc(), m.EmailMessage.id.desc())
-            .limit(per_page)
-            .offset((page - 1) * per_page)
-        )
-        return list(rows), total
 
     async def get(self, email_id: Any) -> m.EmailMessage | None:
         return await self.db.get(m.EmailMessage, email_id)

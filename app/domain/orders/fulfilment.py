@@ -21,11 +21,14 @@ from sqlalchemy import case, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.domain.analytics.feed import announce, order_item, redis_of, refund_item
 from app.domain.bookings.card_payments import cancel_refunded_bookings, confirm_paid_bookings
+from app.domain.catalog.cache import invalidate_catalog
 from app.domain.downloads.services import DownloadService
 from app.domain.notifications.services import EmailService
 from app.domain.payments.context import HandlerContext
 from app.domain.payments.gateway import as_dict, stripe_id
+from app.domain.promotions.services import redeem_for_order
 from app.lib.money import format_money
 
 log = structlog.get_logger()
@@ -48,6 +51,7 @@ class PaymentSync:
     def __init__(self, ctx: HandlerContext) -> None:
         self.ctx = ctx
         self.db: AsyncSession = ctx.db
+        self.stock_changed = False
 
     async def _order_for_intent(self, intent_id: str) -> m.Order | None:
         # Row lock on PostgreSQL serialises everything that touches one order's money; SQLite serialises writers.
@@ -99,14 +103,21 @@ class PaymentSync:
             if new_status == m.PaymentStatus.FAILED and first_sight and event_id:
                 self.db.add(m.OrderEvent(order_id=order.id, kind="payment_failed", message=payment.failure_message))
         emails: list[m.EmailMessage] = []
+        fulfilled = False
         if new_status == m.PaymentStatus.SUCCEEDED:
-            emails = await self._fulfil(order, intent)
+            emails, fulfilled = await self._fulfil(order, intent)
         await self.db.commit()
+        if self.stock_changed:  # the shop shows "N left": drop the cached pages now that N changed
+            await invalidate_catalog(self.ctx.redis)
+            self.stock_changed = False
         await EmailService(self.db, self.ctx.queue).dispatch(emails)
+        # Analytics: the success rate may have moved; a fulfilment is a paid order on the live dashboard.
+        await announce(redis_of(self.ctx.queue), [order_item(order)] if fulfilled else None)
         return order
 
-    async def _fulfil(self, order: m.Order, intent: dict[str, Any]) -> list[m.EmailMessage]:
-        """Within the caller's transaction: mark paid and deliver, once. Returns the emails to dispatch."""
+    async def _fulfil(self, order: m.Order, intent: dict[str, Any]) -> tuple[list[m.EmailMessage], bool]:
+        """Within the caller's transaction: mark paid and deliver, once. Returns the emails to dispatch and whether
+        this call fulfilled the order."""
         received = int(intent.get("amount_received") or 0)
         if received != order.total or str(intent.get("currency", "")).upper() != order.currency.upper():
             # Never deliver goods for a payment that does not match the order; support sees it on the timeline.
@@ -121,7 +132,7 @@ class PaymentSync:
                     ),
                 )
             )
-            return []
+            return [], False
         now = datetime.now(UTC)
         won = await self.db.execute(
             update(m.Order)
@@ -129,19 +140,23 @@ class PaymentSync:
             .values(fulfilled_at=now, paid_at=now, status=m.OrderStatus.PAID.value, updated_at=now)
         )
         if getattr(won, "rowcount", 0) != 1:
-            return []  # somebody else fulfilled it
+            return [], False  # somebody else fulfilled it
         await self.db.refresh(order)
+        # The code's redemption counts here, once per paid order, in the same transaction as the fulfilment.
+        await redeem_for_order(self.db, order)
         downloads = DownloadService(self.db, self.ctx.settings)
         entitlements = await downloads.grant_for_order(order)
         for line in order.lines:
             if line.product_id is None:
                 continue
             # Limited stock: sell what was paid for even if it crossed zero meanwhile (no reservation yet).
-            await self.db.execute(
+            counted = await self.db.execute(
                 update(m.Product)
                 .where(m.Product.id == line.product_id, m.Product.stock.is_not(None))
                 .values(stock=case((m.Product.stock >= line.quantity, m.Product.stock - line.quantity), else_=0))
             )
+            if getattr(counted, "rowcount", 0):
+                self.stock_changed = True
         if order.user_id is not None:
             ordered = [line.product_id for line in order.lines if line.product_id is not None]
             await self.db.execute(
@@ -150,23 +165,11 @@ class PaymentSync:
         self.db.add(m.OrderEvent(order_id=order.id, kind="paid", message="Payment received."))
         await confirm_paid_bookings(self.db, self.ctx.stripe, order)  # a booking's order: confirm its seat
         receipt = EmailService(self.db, self.ctx.queue).stage(
-            "receipt",
-            order.email,
-            {
-                "order": order,
-                "lines": list(order.lines),
-                "downloads": [
-                    {"name": e.product_name, "url": downloads.signed_url(e), "limit": e.download_limit}
-                    for e in entitlements
-                ],
-                "account_url": f"{self.ctx.settings.base_url}/account/orders/{order.id}",
-                "is_guest": order.user_id is None,
-                "resend_url": f"{self.ctx.settings.base_url}/downloads/resend",
-            },
+            "receipt", order.email, receipt_context(order, entitlements, downloads, self.ctx.settings.base_url)
         )
         self.db.add(m.OrderEvent(order_id=order.id, kind="receipt_queued", message=f"Receipt sent to {order.email}."))
         log.info("order.fulfilled", order=str(order.id), number=order.number)
-        return [receipt]
+        return [receipt], True
 
     async def sync_refunds(self, intent_id: str) -> m.Order | None:
         """Mirror every refund of the PaymentIntent and recompute the order's refund state. Commits."""
@@ -188,6 +191,7 @@ class PaymentSync:
             r.stripe_refund_id: r for r in await self.db.scalars(select(m.Refund).where(m.Refund.order_id == order.id))
         }
         to_notify: list[m.Refund] = []
+        created: list[m.Refund] = []  # first seen now: the live dashboard's feed shows them
         for data in remote:
             row = existing.get(data["id"])
             if row is None:
@@ -199,6 +203,7 @@ class PaymentSync:
                     status=data["status"],
                 )
                 self.db.add(row)
+                created.append(row)
             row.status = str(data["status"])
             row.amount = int(data["amount"])
             row.charge_id = stripe_id(data.get("charge"))
@@ -229,6 +234,10 @@ class PaymentSync:
         emails = [mailer.stage("refund", order.email, {"order": order, "amount": r.amount}) for r in to_notify]
         await self.db.commit()
         await mailer.dispatch(emails)
+        await announce(
+            redis_of(self.ctx.queue),
+            [refund_item(r, order.number) for r in created if r.status in COUNTED_REFUND_STATUSES],
+        )
         return order
 
 
@@ -258,3 +267,19 @@ async def on_refund_event(ctx: HandlerContext, event: dict[str, Any]) -> None:
     intent_id = stripe_id(obj.get("payment_intent"))
     if intent_id:
         await PaymentSync(ctx).sync_refunds(intent_id)
+
+
+def receipt_context(
+    order: m.Order, entitlements: list[m.Entitlement], downloads: DownloadService, base_url: str
+) -> dict[str, Any]:
+    """What the receipt email shows: lines, tax, total and a fresh signed link per download."""
+    return {
+        "order": order,
+        "lines": list(order.lines),
+        "downloads": [
+            {"name": e.product_name, "url": downloads.signed_url(e), "limit": e.download_limit} for e in entitlements
+        ],
+        "account_url": f"{base_url}/account/orders/{order.id}",
+        "is_guest": order.user_id is None,
+        "resend_url": f"{base_url}/downloads/resend",
+    }

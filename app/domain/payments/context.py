@@ -1,10 +1,11 @@
-"""What a Stripe event handler is given: one database session and the process's Stripe client and queue."""
+"""What a Stripe event handler is given: one database session and the process's Stripe client, queue and Redis."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import stripe
+from redis.asyncio import Redis
 from saq import Queue
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,3 +18,4 @@ class HandlerContext:
     stripe: stripe.StripeClient
     settings: Settings
     queue: Queue | None
+    redis: Redis | None = None  # to invalidate the catalog cache when fulfilment changes stock

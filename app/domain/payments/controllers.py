@@ -6,11 +6,10 @@ from typing import Any
 
 import structlog
 from litestar import Controller, Request, Response, post
-from litestar.di import NamedDependency
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
 from litestar.status_codes import HTTP_200_OK, HTTP_400_BAD_REQUEST, HTTP_503_SERVICE_UNAVAILABLE
-from saq import Queue
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.payments.webhooks import WebhookIntake, WebhookSignatureError, verify_signature
 from app.lib.runtime import Runtime
@@ -18,16 +17,21 @@ from app.lib.runtime import Runtime
 log = structlog.get_logger()
 
 
+def provide_webhook_intake(state: State) -> WebhookIntake:
+    # The busiest route gets one dependency: Litestar resolves two or more in a task group per request.
+    runtime: Runtime = state.runtime
+    return WebhookIntake(runtime.alchemy.get_engine(), state.queue)
+
+
 class StripeWebhookController(Controller):
+    dependencies = {"webhook_intake": Provide(provide_webhook_intake, sync_to_thread=False)}
+
     @post("/webhooks/stripe", name="payments:webhook", status_code=HTTP_200_OK)
     async def receive(
-        self,
-        request: Request[Any, Any, Any],
-        db_session: NamedDependency[AsyncSession],
-        queue: NamedDependency[Queue],
-        runtime: NamedDependency[Runtime],
+        self, request: Request[Any, Any, Any], webhook_intake: NamedDependency[WebhookIntake]
     ) -> Response[dict[str, Any]]:
         payload = await request.body()
+        runtime: Runtime = request.app.state.runtime
         try:
             event = verify_signature(
                 payload, request.headers.get("stripe-signature"), runtime.settings.stripe.webhook_secrets
@@ -36,7 +40,7 @@ class StripeWebhookController(Controller):
             log.warning("stripe_webhook.rejected", reason=str(exc))
             return Response({"error": "invalid signature"}, status_code=HTTP_400_BAD_REQUEST)
         try:
-            intake = await WebhookIntake(db_session, queue).store(event)
+            intake = await webhook_intake.store(event)
         except (SQLAlchemyError, OSError):
             # Not stored, so not acknowledged: Stripe retries for three days.
             log.exception("stripe_webhook.store_failed", event_id=event["id"])

@@ -10,6 +10,7 @@ import hashlib
 from typing import Any
 
 import stripe
+from stripe.params import PriceListParams
 
 from app.lib.settings import StripeSettings
 
@@ -58,3 +59,22 @@ def stripe_id(value: Any) -> str | None:
         inner = value.get("id")
         return inner if isinstance(inner, str) else None
     return None
+
+
+def is_missing(exc: stripe.InvalidRequestError) -> bool:
+    """Whether Stripe answered "no such object" (a stored id from another account, or a wiped emulator)."""
+    return exc.code == "resource_missing" or exc.http_status == 404
+
+
+async def prices_of_product(client: stripe.StripeClient, product_id: str) -> dict[str, dict[str, Any]]:
+    """Every Price of a Stripe Product (active or archived), by id, with its ``active``, ``unit_amount`` and
+    ``currency``: one request per 100 Prices."""
+    found: dict[str, dict[str, Any]] = {}
+    params: PriceListParams = {"product": product_id, "limit": 100}
+    while True:
+        page = await client.v1.prices.list_async(params)
+        for price in page.data:
+            found[price.id] = {"active": price.active, "unit_amount": price.unit_amount, "currency": price.currency}
+        if not page.has_more or not page.data:
+            return found
+        params["starting_after"] = page.data[-1].id

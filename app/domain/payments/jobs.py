@@ -42,7 +42,7 @@ async def process_stripe_event(ctx: Context, *, event_id: str) -> dict[str, Any]
     started = time.perf_counter()
     try:
         async with runtime.db() as db:
-            await dispatch(HandlerContext(db, runtime.stripe, runtime.settings, queue), payload)
+            await dispatch(HandlerContext(db, runtime.stripe, runtime.settings, queue, runtime.redis), payload)
     except asyncio.CancelledError:
         # SAQ cancels a handler that outlives the job's timeout (and on shutdown): say so on the row. Shielded:
         # SAQ cancels once more if the task takes over a second to stop.

@@ -17,7 +17,7 @@ import structlog
 from saq import Queue
 from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db import models as m
 from app.domain.payments.handlers import is_handled
@@ -116,7 +116,12 @@ _INSERTS: dict[str, Any] = {
 
 
 class WebhookIntake:
-    def __init__(self, db: AsyncSession, queue: Queue | None) -> None:
+    """Stores events through a session (jobs, tests) or straight on the engine (the webhook route).
+
+    The route passes the engine: no ORM session to build and tear down per request, one autocommit INSERT.
+    """
+
+    def __init__(self, db: AsyncSession | AsyncEngine, queue: Queue | None) -> None:
         self.db = db
         self.queue = queue
 
@@ -135,12 +140,17 @@ class WebhookIntake:
             "source": source,
             "received_at": now,
         }
-        if not self.db.in_transaction():
-            # One round trip: the INSERT commits by itself (no BEGIN/COMMIT); ON CONFLICT keeps it idempotent.
-            await self.db.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-        result = await self.db.execute(_INSERTS[self.db.get_bind().dialect.name], values)
-        await self.db.commit()
-        stored = bool(getattr(result, "rowcount", 1))
+        # One round trip: the INSERT commits by itself (no BEGIN/COMMIT); ON CONFLICT keeps it idempotent.
+        if isinstance(self.db, AsyncEngine):
+            async with self.db.connect() as conn:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+                stored = bool((await conn.execute(_INSERTS[self.db.dialect.name], values)).rowcount)
+        else:
+            if not self.db.in_transaction():
+                await self.db.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            result = await self.db.execute(_INSERTS[self.db.get_bind().dialect.name], values)
+            await self.db.commit()
+            stored = bool(getattr(result, "rowcount", 1))
         if stored and status is m.StripeEventStatus.RECEIVED and self.queue is not None:
             try:
                 await enqueue_event_job(self.queue, event["id"])

@@ -13,10 +13,10 @@ from typing import Any
 import stripe
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
-from stripe.params import PriceCreateParams, PriceListParams, ProductCreateParams, ProductUpdateParams
+from stripe.params import PriceCreateParams, ProductCreateParams, ProductUpdateParams
 
 from app.db import models as m
-from app.domain.payments.gateway import idempotency_key
+from app.domain.payments.gateway import idempotency_key, is_missing, prices_of_product
 
 log = structlog.get_logger()
 
@@ -35,10 +35,6 @@ class PlanSyncResult:
         return self.product_created or bool(self.prices_created or self.prices_archived)
 
 
-def _missing(exc: stripe.InvalidRequestError) -> bool:
-    return exc.code == "resource_missing" or exc.http_status == 404
-
-
 class PlanStripeSync:
     """Makes Stripe match a plan. Safe to run any number of times, and concurrently: every POST has a deterministic
     idempotency key, so two callers racing create one object and store the same id."""
@@ -53,7 +49,7 @@ class PlanStripeSync:
         new link, so an id Stripe gave us is never lost to a later failure."""
         result = PlanSyncResult()
         product_id = await self._ensure_product(plan, result)
-        known = await self._prices_of(product_id)
+        known = await prices_of_product(self.stripe, product_id)
         for price in list(plan.prices):
             if price.is_active:
                 await self._ensure_price(plan, price, product_id, known, result)
@@ -74,7 +70,7 @@ class PlanStripeSync:
             try:
                 product = await self.stripe.v1.products.retrieve_async(stale)
             except stripe.InvalidRequestError as exc:
-                if not _missing(exc):
+                if not is_missing(exc):
                     raise
             else:
                 if product.active and (product.name != plan.name or (product.description or "") != plan.description):
@@ -100,18 +96,6 @@ class PlanStripeSync:
             result.relinked += 1
         log.info("plans.stripe_product_created", plan=plan.slug, product_id=product.id, replaces=stale)
         return product.id
-
-    async def _prices_of(self, product_id: str) -> dict[str, dict[str, Any]]:
-        """Every Price of the product (active or archived), by id: one request per 100 Prices."""
-        found: dict[str, dict[str, Any]] = {}
-        params: PriceListParams = {"product": product_id, "limit": 100}
-        while True:
-            page = await self.stripe.v1.prices.list_async(params)
-            for price in page.data:
-                found[price.id] = {"active": price.active}
-            if not page.has_more or not page.data:
-                return found
-            params["starting_after"] = page.data[-1].id
 
     async def _ensure_price(
         self,

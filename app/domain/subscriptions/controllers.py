@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import models as m
 from app.domain.plans.services import parse_interval, tier_for
 from app.domain.plans.stripe_sync import PlanStripeSync
+from app.domain.promotions.services import PlanQuote, PromoError, normalize_code, quote_plan
 from app.domain.subscriptions.services import SubscriptionError, SubscriptionService
 from app.lib.exceptions import NotFoundError
 from app.lib.htmx import flash, redirect, render
@@ -62,7 +63,9 @@ class SubscriptionController(Controller):
         subscriptions: NamedDependency[SubscriptionService],
         runtime: NamedDependency[Runtime],
         interval: FromQuery[str | None] = None,
+        code: FromQuery[str] = "",
     ) -> Template | Response[Any]:
+        """The subscribe step; ``?code=`` checks a promo code for this plan and shows the discounted first invoice."""
         user = _user(request)
         plan = await _plan(db_session, slug)
         if await subscriptions.live_for(user) is not None:
@@ -73,6 +76,14 @@ class SubscriptionController(Controller):
         if price is None:
             raise NotFoundError("That plan is not offered with this billing interval.")
         request.session["subscribe_attempt"] = secrets.token_urlsafe(12)
+        quote: PlanQuote | None = None
+        promo_error = ""
+        code = normalize_code(code)[:40]
+        if code:
+            try:
+                quote = await quote_plan(db_session, code, plan, price, user=user)
+            except PromoError as exc:
+                promo_error = exc.message
         return render(
             request,
             "subscriptions/start.html.j2",
@@ -83,7 +94,11 @@ class SubscriptionController(Controller):
                 "attempt": request.session["subscribe_attempt"],
                 "offers_elements": runtime.settings.offers_elements,
                 "offers_hosted": runtime.settings.offers_hosted_checkout,
+                "quote": quote,
+                "promo_input": code,
+                "promo_error": promo_error,
             },
+            fragment="subscriptions/_offer.html.j2",
         )
 
     @post("/subscribe/{slug:str}", name="subscriptions:create")
@@ -105,6 +120,11 @@ class SubscriptionController(Controller):
             if price is None:
                 raise NotFoundError("That plan is not offered with this billing interval.")
             attempt = data.get("attempt") or secrets.token_urlsafe(12)
+            quote: PlanQuote | None = None
+            if code := normalize_code(data.get("promo_code"))[:40]:
+                # Checked again here (never trusted from the form), before Stripe is asked.
+                quote = await quote_plan(db_session, code, plan, price, user=user)
+            promo = quote.promo if quote else None
             settings = runtime.settings
             hosted = settings.offers_hosted_checkout and (data.get("via") == "hosted" or not settings.offers_elements)
             if hosted:
@@ -117,9 +137,26 @@ class SubscriptionController(Controller):
                     + request.app.route_reverse("subscriptions:checkout_return")
                     + "?session_id={CHECKOUT_SESSION_ID}",
                     cancel_url=f"{settings.base_url}{request.app.route_reverse('plans:pricing')}?interval={interval}",
+                    promo=promo,
                 )
                 return redirect(request, url)
-            sub = await subscriptions.subscribe(user, plan, price, attempt=attempt)
+            sub = await subscriptions.subscribe(user, plan, price, attempt=attempt, promo=promo)
+        except PromoError as exc:
+            flash(request, exc.message, "error")
+            return redirect(
+                request, request.app.route_reverse("subscriptions:start", slug=slug) + f"?interval={interval}"
+            )
+        except stripe.InvalidRequestError as exc:
+            if exc.param and "discounts" in exc.param:
+                # Stripe's own check of the code (its redemption limit, first-time rule) refused it.
+                said = exc.error.message if exc.error is not None else None
+                flash(request, f"That promo code can't be used: {said or 'Stripe refused it.'}", "error")
+                return redirect(
+                    request, request.app.route_reverse("subscriptions:start", slug=slug) + f"?interval={interval}"
+                )
+            log.warning("subscribe.stripe_failed", error=str(exc))
+            flash(request, "We couldn't reach the payment processor. Please try again in a moment.", "error")
+            return redirect(request, request.app.route_reverse("plans:pricing"))
         except SubscriptionError as exc:
             flash(request, exc.message, "error")
             return redirect(request, request.app.route_reverse("subscriptions:manage"))
@@ -161,7 +198,7 @@ class SubscriptionController(Controller):
         runtime: NamedDependency[Runtime],
     ) -> Template | Response[Any]:
         sub = await subscriptions.owned(_user(request), subscription_id)
-        secret = await subscriptions.payment_secret(sub)
+        secret, invoice = await subscriptions.open_invoice(sub)
         if secret is None:
             return redirect(request, request.app.route_reverse("subscriptions:complete", subscription_id=sub.id))
         return render(
@@ -169,6 +206,10 @@ class SubscriptionController(Controller):
             "subscriptions/pay.html.j2",
             {
                 "sub": sub,
+                # What Stripe will charge now, its discount included (Stripe computed it, not us).
+                "amount_due": int(invoice.get("amount_due") or 0),
+                "invoice_currency": str(invoice.get("currency") or "cad").upper(),
+                "invoice_discount": sum(int(d.get("amount") or 0) for d in invoice.get("total_discount_amounts") or []),
                 "client_secret": secret,
                 "publishable_key": runtime.settings.stripe.publishable_key,
                 "stripe_js_url": runtime.settings.stripe.js_url,

@@ -38,6 +38,7 @@ async def on_invoice_event(ctx: HandlerContext, event: dict[str, Any]) -> None:
     invoice = await service.mirror_invoice(remote, event_created=int(event.get("created") or 0))
     if invoice is None or invoice.subscription_id is None:
         await ctx.db.commit()
+        await service.announce_metrics()
         return
     sub = await ctx.db.get(m.Subscription, invoice.subscription_id)
     assert sub is not None
@@ -72,6 +73,7 @@ async def on_invoice_event(ctx: HandlerContext, event: dict[str, Any]) -> None:
         )
     await ctx.db.commit()
     await mailer.dispatch(emails)
+    await service.announce_metrics()
     # The invoice's outcome moves the subscription (active, past_due, unpaid): mirror that too.
     await on_subscription_event(ctx, {"data": {"object": {"id": sub.stripe_subscription_id}}, "created": 0})
 

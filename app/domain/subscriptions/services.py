@@ -19,11 +19,14 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from stripe.params import SubscriptionCreateParams
-from stripe.params.checkout import SessionCreateParamsSubscriptionData
+from stripe.params.checkout import SessionCreateParams, SessionCreateParamsSubscriptionData
 
 from app.db import models as m
+from app.domain.analytics.feed import announce, movement_item, redis_of
+from app.domain.analytics.movements import refresh_customer_metrics
 from app.domain.notifications.services import EmailService
 from app.domain.payments.gateway import as_dict, idempotency_key, stripe_id
+from app.domain.promotions.services import find_code, redeem_for_subscription
 from app.lib.exceptions import ApplicationError, NotFoundError
 
 log = structlog.get_logger()
@@ -64,6 +67,8 @@ class SubscriptionService:
         self.db = db
         self.stripe = stripe_client
         self.queue = queue
+        # Feed items of MRR movements derived in the open transaction, announced after its commit.
+        self._pending_feed: list[dict[str, Any]] = []
 
     # --- reading ---------------------------------------------------------------------------------------------
 
@@ -111,8 +116,20 @@ class SubscriptionService:
         await self.db.commit()
         return customer.id
 
-    async def subscribe(self, user: m.User, plan: m.Plan, price: m.PlanPrice, *, attempt: str) -> m.Subscription:
-        """Create the subscription at Stripe (``default_incomplete``: the first invoice waits for the card)."""
+    async def subscribe(
+        self,
+        user: m.User,
+        plan: m.Plan,
+        price: m.PlanPrice,
+        *,
+        attempt: str,
+        promo: m.PromoCode | None = None,
+    ) -> m.Subscription:
+        """Create the subscription at Stripe (``default_incomplete``: the first invoice waits for the card).
+
+        ``promo`` (already checked by ``quote_plan``) goes to Stripe as ``discounts=[{promotion_code}]``: Stripe
+        discounts the invoices for the code's duration and checks the code's own limits again.
+        """
         if await self.live_for(user) is not None:
             raise SubscriptionError("You already have a plan: switch it from your account instead.")
         if not price.stripe_price_id:
@@ -128,17 +145,29 @@ class SubscriptionService:
         }
         if plan.trial_days and not await self._had_subscription(user):
             params["trial_period_days"] = plan.trial_days
+        if promo is not None and promo.stripe_promotion_code_id:
+            params["discounts"] = [{"promotion_code": promo.stripe_promotion_code_id}]
+        # The code is part of the request: applying one after a first try must not replay the undiscounted answer.
+        key = idempotency_key("subscribe", user.id, price.id, attempt, promo.code if promo else "")
         created = as_dict(
-            await self.stripe.v1.subscriptions.create_async(
-                params=params, options={"idempotency_key": idempotency_key("subscribe", user.id, price.id, attempt)}
-            )
+            await self.stripe.v1.subscriptions.create_async(params=params, options={"idempotency_key": key})
         )
         sub = await self.mirror_subscription(created)
         assert sub is not None
+        if promo is not None:
+            await redeem_for_subscription(self.db, promo, user=user, stripe_subscription_id=created["id"])
         return sub
 
     async def hosted_checkout_url(
-        self, user: m.User, plan: m.Plan, price: m.PlanPrice, *, success_url: str, cancel_url: str, attempt: str
+        self,
+        user: m.User,
+        plan: m.Plan,
+        price: m.PlanPrice,
+        *,
+        success_url: str,
+        cancel_url: str,
+        attempt: str,
+        promo: m.PromoCode | None = None,
     ) -> str:
         """A Stripe Checkout session (subscription mode) for the plan; Stripe hosts the payment page."""
         if await self.live_for(user) is not None:
@@ -150,19 +179,22 @@ class SubscriptionService:
         }
         if plan.trial_days and not await self._had_subscription(user):
             subscription_data["trial_period_days"] = plan.trial_days
-        session = await self.stripe.v1.checkout.sessions.create_async(
-            params={
-                "mode": "subscription",
-                "customer": await self.customer_id(user),
-                "client_reference_id": str(user.id),
-                "line_items": [{"price": price.stripe_price_id, "quantity": 1}],
-                "success_url": success_url,
-                "cancel_url": cancel_url,
-                "subscription_data": subscription_data,
-                "metadata": {"user_id": str(user.id), "plan": plan.slug},
-            },
-            options={"idempotency_key": idempotency_key("subscribe-checkout", user.id, price.id, attempt)},
-        )
+        params: SessionCreateParams = {
+            "mode": "subscription",
+            "customer": await self.customer_id(user),
+            "client_reference_id": str(user.id),
+            "line_items": [{"price": price.stripe_price_id, "quantity": 1}],
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+            "subscription_data": subscription_data,
+            "metadata": {"user_id": str(user.id), "plan": plan.slug},
+        }
+        if promo is not None and promo.stripe_promotion_code_id:
+            # Counted by Stripe when the subscription is created; our counter follows in finish_hosted_checkout.
+            params["discounts"] = [{"promotion_code": promo.stripe_promotion_code_id}]
+            params["metadata"] = {"user_id": str(user.id), "plan": plan.slug, "promo_code": promo.code}
+        key = idempotency_key("subscribe-checkout", user.id, price.id, attempt, promo.code if promo else "")
+        session = await self.stripe.v1.checkout.sessions.create_async(params=params, options={"idempotency_key": key})
         return str(session.url)
 
     async def finish_hosted_checkout(self, user: m.User, session_id: str) -> m.Subscription | None:
@@ -174,7 +206,11 @@ class SubscriptionService:
         if session.get("status") != "complete" or not subscription_id:
             return None
         remote = as_dict(await self.stripe.v1.subscriptions.retrieve_async(subscription_id))
-        return await self.mirror_subscription(remote)
+        sub = await self.mirror_subscription(remote)
+        code = (session.get("metadata") or {}).get("promo_code")
+        if sub is not None and code and (promo := await find_code(self.db, str(code))) is not None:
+            await redeem_for_subscription(self.db, promo, user=user, stripe_subscription_id=subscription_id)
+        return sub
 
     async def _had_subscription(self, user: m.User) -> bool:
         # One free trial per customer.
@@ -185,6 +221,11 @@ class SubscriptionService:
 
     async def payment_secret(self, sub: m.Subscription) -> str | None:
         """The client secret that pays the subscription's open invoice (its confirmation secret), if any."""
+        secret, _ = await self.open_invoice(sub)
+        return secret
+
+    async def open_invoice(self, sub: m.Subscription) -> tuple[str | None, dict[str, Any]]:
+        """The open invoice's client secret (None when nothing is due) and the invoice as Stripe has it now."""
         remote = as_dict(
             await self.stripe.v1.subscriptions.retrieve_async(
                 sub.stripe_subscription_id, params={"expand": ["latest_invoice.confirmation_secret"]}
@@ -193,9 +234,9 @@ class SubscriptionService:
         await self.mirror_subscription(remote)
         invoice = remote.get("latest_invoice")
         if not isinstance(invoice, dict) or invoice.get("status") != "open":
-            return None
+            return None, invoice if isinstance(invoice, dict) else {}
         secret = (invoice.get("confirmation_secret") or {}).get("client_secret")
-        return str(secret) if secret else None
+        return (str(secret) if secret else None), invoice
 
     async def refresh(self, sub: m.Subscription) -> m.Subscription:
         """Re-read the subscription and its latest invoice from Stripe (the return page must not show stale)."""
@@ -209,6 +250,7 @@ class SubscriptionService:
         if isinstance(invoice, dict):
             await self.mirror_invoice(invoice)
             await self.db.commit()
+            await self.announce_metrics()
         return mirrored or sub
 
     # --- managing --------------------------------------------------------------------------------------------
@@ -387,12 +429,15 @@ class SubscriptionService:
             await self.db.flush()
             if was_live and sub.status in ENDED_STATUSES and await self._claim_ended_notice(sub):
                 emails.append(await self._ended_email(sub))
+            await self.derive_metrics(sub.user_id)
             await self.db.commit()
         except IntegrityError:
             # The webhook and the page mirrored the same new subscription at once: the other row stands.
             await self.db.rollback()
+            self._pending_feed.clear()
             return await self.mirror_subscription(remote, event_created=event_created)
         await EmailService(self.db, self.queue).dispatch(emails)
+        await self.announce_metrics()
         # The plan may have changed (a switch) or never been loaded (a new row): load it now, not lazily later.
         await self.db.refresh(sub, attribute_names=["plan", "price"])
         return sub
@@ -478,4 +523,22 @@ class SubscriptionService:
         if event_created:
             invoice.last_event_created = max(invoice.last_event_created, event_created)
         await self.db.flush()
+        await self.derive_metrics(sub.user_id)  # the caller commits, then calls announce_metrics()
         return invoice
+
+    # --- analytics -------------------------------------------------------------------------------------------
+
+    async def derive_metrics(self, user_id: UUID) -> None:
+        """Re-derive the customer's MRR movements in the open transaction (cheap: one customer's rows)."""
+        moves = await refresh_customer_metrics(self.db, user_id)
+        if moves:
+            user = await self.db.get(m.User, user_id)
+            email = user.email if user is not None else ""
+            self._pending_feed.extend(
+                movement_item(move.kind, move.mrr_delta, move.currency, email, move.occurred_at) for move in moves
+            )
+
+    async def announce_metrics(self) -> None:
+        """After the commit: invalidate the cached dashboards and push the new movements to open ones."""
+        items, self._pending_feed = self._pending_feed, []
+        await announce(redis_of(self.queue), items)

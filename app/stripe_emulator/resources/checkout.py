@@ -203,7 +203,45 @@ def create(ctx: Ctx) -> dict[str, Any]:
     hidden["line_items"] = items
     hidden["subscription_data"] = get_dict(p, "subscription_data") or {}
     hidden["payment_intent_data"] = get_dict(p, "payment_intent_data") or {}
+    _preset_discounts(ctx, session, hidden, get_list(p, "discounts"))
     return ctx.render(session)
+
+
+def _preset_discounts(ctx: Ctx, session: dict[str, Any], hidden: dict[str, Any], raw: list[Any] | None) -> None:
+    """``discounts=[{promotion_code}|{coupon}]`` chosen by the merchant at creation (exclusive with
+    ``allow_promotion_codes``, like Stripe). Subscriptions apply and count them on their first invoice."""
+    if not raw:
+        return
+    if session["allow_promotion_codes"]:
+        raise invalid("You may only specify one of these parameters: allow_promotion_codes, discounts.", "discounts")
+    if len(raw) > 1:
+        raise invalid("You can only apply one discount to a Checkout Session.", "discounts")
+    entry = raw[0]
+    if not isinstance(entry, dict):
+        raise invalid("Invalid discounts", "discounts")
+    check_params(entry, ("coupon", "promotion_code"))
+    promo_id, coupon_id = entry.get("promotion_code"), entry.get("coupon")
+    if promo_id:
+        promo = ctx.state.get("promotion_code", str(promo_id), "discounts[0][promotion_code]")
+        if not promo["active"]:
+            raise invalid(f"This promotion code is inactive: {promo['code']}.", "discounts[0][promotion_code]")
+        coupon = ctx.state.get("coupon", promo["promotion"]["coupon"])
+        hidden["discounts"] = [{"promotion_code": promo["id"]}]
+        session["discounts"] = [{"coupon": None, "promotion_code": promo["id"]}]
+    elif coupon_id:
+        coupon = ctx.state.get("coupon", str(coupon_id), "discounts[0][coupon]")
+        hidden["discounts"] = [{"coupon": coupon["id"]}]
+        session["discounts"] = [{"coupon": coupon["id"], "promotion_code": None}]
+    else:
+        return
+    subtotal = session["amount_subtotal"]
+    off = (
+        round(subtotal * float(coupon["percent_off"]) / 100)
+        if coupon["percent_off"] is not None
+        else min(int(coupon["amount_off"]), subtotal)
+    )
+    session["total_details"]["amount_discount"] = off
+    session["amount_total"] = subtotal - off
 
 
 @route("GET", "/v1/checkout/sessions/{id}")

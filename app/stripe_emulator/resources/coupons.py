@@ -61,6 +61,16 @@ def create_coupon(ctx: Ctx) -> dict[str, Any]:
         raise invalid(
             "You must pass duration_in_months when duration is repeating.", "duration_in_months", "parameter_missing"
         )
+    applies_to = get_dict(p, "applies_to")
+    products: list[str] = []
+    if applies_to is not None:
+        check_params(applies_to, ("products",))
+        raw_products = applies_to.get("products") or []
+        if not isinstance(raw_products, list):
+            raise invalid("Invalid array", "applies_to[products]")
+        for index, product_id in enumerate(raw_products):
+            ctx.state.get("product", str(product_id), f"applies_to[products][{index}]")
+            products.append(str(product_id))
     coupon: dict[str, Any] = {
         "id": coupon_id,
         "object": "coupon",
@@ -79,8 +89,17 @@ def create_coupon(ctx: Ctx) -> dict[str, Any]:
         "valid": True,
     }
     ctx.state.put(coupon)
+    if applies_to is not None:
+        # Like Stripe, ``applies_to`` is includable: present only with ``expand[]=applies_to``.
+        ctx.state.hidden(coupon_id).setdefault("includable", {})["applies_to"] = {"products": products}
     ctx.emit("coupon.created", coupon)
     return ctx.render(coupon)
+
+
+def coupon_products(ctx: Ctx, coupon: dict[str, Any]) -> list[str] | None:
+    """The Stripe products a coupon is restricted to (``applies_to.products``), or None for all of them."""
+    applies_to = ctx.state.private.get(coupon["id"], {}).get("includable", {}).get("applies_to")
+    return list(applies_to["products"]) if applies_to else None
 
 
 @route("GET", "/v1/coupons/{id}")

@@ -1,0 +1,379 @@
+"""Products in the back office: the table, the product form's rules, and every change (audited, cache invalidated
+by the controller after the commit, mirrored to Stripe by app/domain/catalog/stripe_sync.py)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from decimal import InvalidOperation
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Select, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import models as m
+from app.domain.audit.services import Actor, changes, record_audit
+from app.domain.downloads.storage import StoredFile
+from app.lib.exceptions import FormError, NotFoundError
+from app.lib.money import format_money, minor_to_decimal, parse_money
+from app.lib.tables import BulkAction, Column, Filter, TableSpec, TableState
+
+CURRENCY = "CAD"
+MAX_PRICE = 100_000_00  # $100,000: anything above is a typo
+MAX_DOWNLOAD_LIMIT = 1000
+
+# The fields the form edits, in the order the audit log shows them.
+FIELDS = (
+    "name",
+    "slug",
+    "summary",
+    "description",
+    "price",
+    "category_id",
+    "stock",
+    "seo_title",
+    "seo_description",
+    "download_limit",
+    "is_active",
+    "is_featured",
+)
+# A change to any of these makes the Stripe mirror stale.
+STRIPE_FIELDS = frozenset({"name", "slug", "summary", "price", "is_active"})
+
+
+def products_table(categories: list[m.Category]) -> TableSpec:
+    """The products table; its category filter lists the categories that exist."""
+    return TableSpec(
+        dom_id="admin-products",
+        noun="products",
+        columns=(
+            Column("name", "Product", m.Product.name),
+            Column("category", "Category"),
+            Column("price", "Price", m.Product.price, numeric=True),
+            Column("stock", "Stock", m.Product.stock, numeric=True),
+            Column("status", "Status"),
+            Column("created", "Created (UTC)", m.Product.created_at),
+        ),
+        default_sort="-created",
+        filters=(
+            Filter("category", "Category", tuple((c.slug, c.name) for c in categories), "Any category"),
+            Filter("status", "Status", (("active", "Active"), ("archived", "Archived")), "Active or archived"),
+        ),
+        search_label="Name or slug",
+        bulk_actions=(
+            BulkAction("admin:products_archive", "Archive", "Archive the selected products? They leave the shop."),
+            BulkAction("admin:products_activate", "Activate"),
+        ),
+        tiebreak=(m.Product.id.desc(),),
+    )
+
+
+def products_query(state: TableState, categories: list[m.Category]) -> Select[Any]:
+    stmt = select(m.Product)
+    if slug := state.filters.get("category"):
+        ids = [c.id for c in categories if c.slug == slug]
+        stmt = stmt.where(m.Product.category_id.in_(ids))
+    if status := state.filters.get("status"):
+        stmt = stmt.where(m.Product.is_active.is_(status == "active"))
+    if term := state.q:
+        like = f"%{term.lower()}%"
+        stmt = stmt.where(or_(m.Product.name.ilike(like), m.Product.slug.ilike(like)))
+    return stmt
+
+
+PRODUCTS_CSV_HEADER = (
+    "name",
+    "slug",
+    "category",
+    "currency",
+    "price",
+    "stock",
+    "active",
+    "featured",
+    "download_limit",
+    "file",
+    "file_sha256",
+    "stripe_product_id",
+    "stripe_price_id",
+    "created_at",
+)
+
+
+def product_csv_row(product: m.Product) -> tuple[Any, ...]:
+    return (
+        product.name,
+        product.slug,
+        product.category.name if product.category else "",
+        product.currency,
+        minor_to_decimal(product.price, product.currency),
+        "" if product.stock is None else product.stock,
+        "yes" if product.is_active else "no",
+        "yes" if product.is_featured else "no",
+        product.download_limit,
+        product.digital_file_name,
+        product.digital_file_sha256,
+        product.stripe_product_id or "",
+        product.stripe_price_id or "",
+        product.created_at.isoformat(),
+    )
+
+
+async def all_categories(db: AsyncSession) -> list[m.Category]:
+    return list(await db.scalars(select(m.Category).order_by(m.Category.position, m.Category.name)))
+
+
+async def get_product(db: AsyncSession, product_id: UUID) -> m.Product:
+    product: m.Product | None = await db.get(m.Product, product_id, populate_existing=True)
+    if product is None:
+        raise NotFoundError("That product doesn't exist.")
+    return product
+
+
+def slugify(text: str) -> str:
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:160].strip("-")
+
+
+def form_values(product: m.Product | None) -> dict[str, str]:
+    """The form's fields as the admin would type them (prices as "12.50", unlimited stock as blank)."""
+    if product is None:
+        return {"is_active": "on", "download_limit": "5"}
+    return {
+        "name": product.name,
+        "slug": product.slug,
+        "summary": product.summary,
+        "description": product.description,
+        "price": str(minor_to_decimal(product.price, product.currency)),
+        "category_id": str(product.category_id or ""),
+        "stock": "" if product.stock is None else str(product.stock),
+        "seo_title": product.seo_title,
+        "seo_description": product.seo_description,
+        "download_limit": str(product.download_limit),
+        "is_active": "on" if product.is_active else "",
+        "is_featured": "on" if product.is_featured else "",
+    }
+
+
+def _whole_number(raw: str, *, low: int, high: int) -> int | None:
+    try:
+        value = int(raw)
+    except ValueError:
+        return None
+    return value if low <= value <= high else None
+
+
+def parse_product_form(form: dict[str, str], categories: list[m.Category]) -> dict[str, Any]:
+    """Validate the product form; raises ``FormError`` with every field's problem at once."""
+    errors: dict[str, str] = {}
+    name = form.get("name", "").strip()
+    if not name:
+        errors["name"] = "Give the product a name."
+    elif len(name) > 160:
+        errors["name"] = "Keep the name under 160 characters."
+    raw_slug = form.get("slug", "").strip()
+    slug = slugify(raw_slug or name)
+    if raw_slug and slug != raw_slug:
+        errors["slug"] = f"Use lower-case letters, digits and dashes, e.g. “{slug or 'my-product'}”."
+    elif not slug and name:
+        errors["slug"] = "Enter a slug: lower-case letters, digits and dashes."
+    summary = form.get("summary", "").strip()
+    if len(summary) > 280:
+        errors["summary"] = "Keep the summary under 280 characters."
+    description = form.get("description", "").replace("\r\n", "\n").strip()
+    if len(description) > 50_000:
+        errors["description"] = "Keep the description under 50,000 characters."
+    price = 0
+    raw_price = form.get("price", "").strip()
+    if not raw_price:
+        errors["price"] = "Enter a price, such as 12.50."
+    else:
+        try:
+            price = parse_money(raw_price, CURRENCY)
+        except (ValueError, InvalidOperation):
+            errors["price"] = "Enter a price such as 12.50 (at most two decimals)."
+        else:
+            if price < 0:
+                errors["price"] = "A price can't be negative."
+            elif price > MAX_PRICE:
+                errors["price"] = f"At most {format_money(MAX_PRICE, CURRENCY)}."
+    category_id: UUID | None = None
+    if raw_category := form.get("category_id", "").strip():
+        known = {str(c.id): c.id for c in categories}
+        category_id = known.get(raw_category)
+        if category_id is None:
+            errors["category_id"] = "Choose one of the listed categories."
+    stock: int | None = None
+    if raw_stock := form.get("stock", "").strip():
+        stock = _whole_number(raw_stock, low=0, high=1_000_000)
+        if stock is None:
+            errors["stock"] = "Enter a whole number of copies, or leave it blank for unlimited."
+    seo_title = form.get("seo_title", "").strip()
+    if len(seo_title) > 160:
+        errors["seo_title"] = "Keep the SEO title under 160 characters."
+    seo_description = form.get("seo_description", "").strip()
+    if len(seo_description) > 320:
+        errors["seo_description"] = "Keep the SEO description under 320 characters."
+    download_limit = _whole_number(form.get("download_limit", "").strip() or "5", low=1, high=MAX_DOWNLOAD_LIMIT)
+    if download_limit is None:
+        errors["download_limit"] = f"Enter how many downloads a buyer gets, from 1 to {MAX_DOWNLOAD_LIMIT}."
+    if errors:
+        raise FormError(errors)
+    return {
+        "name": name,
+        "slug": slug,
+        "summary": summary,
+        "description": description,
+        "price": price,
+        "category_id": category_id,
+        "stock": stock,
+        "seo_title": seo_title,
+        "seo_description": seo_description,
+        "download_limit": download_limit,
+        "is_active": form.get("is_active", "") in {"on", "true", "1"},
+        "is_featured": form.get("is_featured", "") in {"on", "true", "1"},
+    }
+
+
+def snapshot(product: m.Product) -> dict[str, Any]:
+    return {field: getattr(product, field) for field in FIELDS}
+
+
+async def _check_slug(db: AsyncSession, slug: str, product_id: UUID | None) -> None:
+    clash = await db.scalar(select(m.Product.id).where(m.Product.slug == slug))
+    if clash is not None and clash != product_id:
+        raise FormError({"slug": f"Another product already uses the slug “{slug}”: choose another."})
+
+
+async def _commit(db: AsyncSession, slug: str, *, flush_only: bool = False) -> None:
+    try:
+        await (db.flush() if flush_only else db.commit())
+    except IntegrityError as exc:  # two admins saving the same slug at once
+        await db.rollback()
+        raise FormError({"slug": f"Another product already uses the slug “{slug}”: choose another."}) from exc
+
+
+async def create_product(db: AsyncSession, values: dict[str, Any], *, actor: Actor) -> m.Product:
+    """Create the product (not yet mirrored to Stripe) and commit."""
+    await _check_slug(db, values["slug"], None)
+    product = m.Product(**values, currency=CURRENCY, cover_image="img/logo.svg")
+    db.add(product)
+    await _commit(db, values["slug"], flush_only=True)  # a slug taken meanwhile is a form error too
+    await record_audit(
+        db,
+        actor,
+        "product.create",
+        target=("product", product.id, product.name),
+        summary=f"Created at {format_money(product.price, product.currency)}",
+        after=snapshot(product),
+    )
+    await _commit(db, values["slug"])
+    return product
+
+
+async def update_product(db: AsyncSession, product: m.Product, values: dict[str, Any], *, actor: Actor) -> bool:
+    """Apply the form's values and commit; returns whether anything changed."""
+    await _check_slug(db, values["slug"], product.id)
+    before, after = changes(snapshot(product), values)
+    if not after:
+        return False
+    for field, value in values.items():
+        setattr(product, field, value)
+    if STRIPE_FIELDS & after.keys():
+        product.stripe_synced_at = None
+    parts = []
+    if "price" in after:
+        parts.append(f"price {format_money(before['price'], product.currency)} → {format_money(values['price'])}")
+    if "is_active" in after:
+        parts.append("activated" if values["is_active"] else "archived")
+    other = [k for k in after if k not in {"price", "is_active"}]
+    if other:
+        parts.append("changed " + ", ".join(other))
+    action = "product.archive" if after.get("is_active") is False else "product.update"
+    await record_audit(
+        db,
+        actor,
+        action,
+        target=("product", product.id, product.name),
+        summary="; ".join(parts).capitalize(),
+        before=before,
+        after=after,
+    )
+    await _commit(db, values["slug"])
+    return True
+
+
+async def set_active(db: AsyncSession, ids: list[UUID], *, active: bool, actor: Actor) -> list[UUID]:
+    """Archive (or activate) the products; archived ones leave the shop, their buyers keep their downloads.
+    Returns the ids that changed. Never deletes: orders reference products."""
+    products = list(await db.scalars(select(m.Product).where(m.Product.id.in_(ids), m.Product.is_active != active)))
+    for product in products:
+        await record_audit(
+            db,
+            actor,
+            "product.activate" if active else "product.archive",
+            target=("product", product.id, product.name),
+            summary="Activated" if active else "Archived",
+            before={"is_active": not active},
+            after={"is_active": active},
+        )
+    changed = [p.id for p in products]
+    if changed:
+        await db.execute(
+            update(m.Product).where(m.Product.id.in_(changed)).values(is_active=active, stripe_synced_at=None)
+        )
+    await db.commit()
+    return changed
+
+
+async def set_cover(db: AsyncSession, product: m.Product, key: str, *, actor: Actor) -> str | None:
+    """Point the product at its new cover's thumbnails and commit; returns the previous cover's key."""
+    old = product.cover_upload
+    await record_audit(
+        db,
+        actor,
+        "product.cover",
+        target=("product", product.id, product.name),
+        summary="Cover image uploaded",
+        before={"cover_upload": old},
+        after={"cover_upload": key},
+    )
+    product.cover_upload = key
+    await db.commit()
+    return old
+
+
+@dataclass(frozen=True, slots=True)
+class UploadedFile:
+    stored: StoredFile
+    filename: str
+    content_type: str
+
+
+async def set_digital_file(db: AsyncSession, product: m.Product, upload: UploadedFile, *, actor: Actor) -> str | None:
+    """Switch the product to the newly stored file and commit; returns the previous file's key. Buyers' links
+    serve whatever file the product has when they click."""
+    old = product.digital_file
+    before = {
+        "file": product.digital_file_name,
+        "size": product.digital_file_size,
+        "sha256": product.digital_file_sha256,
+    }
+    product.digital_file = upload.stored.key
+    product.digital_file_name = upload.filename
+    product.digital_file_content_type = upload.content_type
+    product.digital_file_size = upload.stored.size
+    product.digital_file_sha256 = upload.stored.sha256
+    await record_audit(
+        db,
+        actor,
+        "product.file",
+        target=("product", product.id, product.name),
+        summary=f"File uploaded: {upload.filename}",
+        before=before,
+        after={"file": upload.filename, "size": upload.stored.size, "sha256": upload.stored.sha256},
+    )
+    await db.commit()
+    return old
