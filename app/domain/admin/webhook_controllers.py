@@ -171,7 +171,7 @@ class AdminWebhookController(Controller):
         queue: NamedDependency[Queue],
     ) -> Response[Any]:
         form = await request.form()
-        result = await replay_events(db_session, queue, parse_ids(form.getall("ids")), actor=actor)
+        result = await replay_events(db_session, queue, parse_ids(form.getall("ids", [])), actor=actor)
         flash(request, result.message("Replayed"), "success" if result.done else "info")
         return redirect(request, _back_to_list(request))
 
@@ -180,7 +180,7 @@ class AdminWebhookController(Controller):
         self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], actor: NamedDependency[Actor]
     ) -> Response[Any]:
         form = await request.form()
-        result = await ignore_events(db_session, parse_ids(form.getall("ids")), actor=actor)
+        result = await ignore_events(db_session, parse_ids(form.getall("ids", [])), actor=actor)
         flash(request, result.message("Marked ignored"), "success" if result.done else "info")
         return redirect(request, _back_to_list(request))
 

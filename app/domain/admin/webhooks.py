@@ -15,6 +15,7 @@ from uuid import UUID
 
 import structlog
 from saq import Queue
+from saq.job import TERMINAL_STATUSES
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,7 +23,7 @@ from app.db import models as m
 from app.domain.audit.services import Actor, record_audit
 from app.domain.payments.gateway import stripe_id
 from app.domain.payments.handlers import is_handled
-from app.domain.payments.webhooks import enqueue_event_job
+from app.domain.payments.webhooks import enqueue_event_job, event_job_key
 from app.lib.exceptions import NotFoundError
 from app.lib.tables import BulkAction, Column, Filter, TableSpec, TableState
 
@@ -287,11 +288,22 @@ async def replay_events(db: AsyncSession, queue: Queue | None, ids: Sequence[UUI
     if queue is not None:
         for ev in replayed:
             try:
-                await enqueue_event_job(queue, ev.stripe_id)
+                await _enqueue_replay(queue, ev.stripe_id)
             except Exception:
                 log.warning("stripe_event.replay_enqueue_failed", event_id=ev.stripe_id)
     log.info("stripe_event.replayed", count=len(replayed))
     return ActionResult(len(replayed), len(events) - len(replayed) + max(0, len(ids) - len(events)))
+
+
+async def _enqueue_replay(queue: Queue, stripe_id: str) -> None:
+    if await enqueue_event_job(queue, stripe_id):
+        return
+    existing = await queue.job(event_job_key(stripe_id))
+    if existing is None or existing.status in TERMINAL_STATUSES:
+        # The key's last job is over, yet SAQ refused the key: it keeps an aborted job's key blocked for a few
+        # seconds. Nothing else runs this event, so a job under a second key is no duplicate.
+        await enqueue_event_job(queue, stripe_id, key=f"{event_job_key(stripe_id)}:replay")
+    # Otherwise a job for the event is waiting, scheduled for SAQ's retry, or running: it processes the replay.
 
 
 async def ignore_events(db: AsyncSession, ids: Sequence[UUID], *, actor: Actor) -> ActionResult:

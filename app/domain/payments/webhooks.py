@@ -76,7 +76,7 @@ def event_job_key(stripe_id: str) -> str:
     return f"stripe-event:{stripe_id}"
 
 
-async def enqueue_event_job(queue: Queue, stripe_id: str, *, retries: int = 6) -> bool:
+async def enqueue_event_job(queue: Queue, stripe_id: str, *, retries: int = 6, key: str | None = None) -> bool:
     """Enqueue the event's job; False if a job for it is already waiting, scheduled for a retry, or running.
 
     The key makes a second enqueue of a waiting or running event (sweeper racing the web, an admin's replay racing
@@ -84,7 +84,7 @@ async def enqueue_event_job(queue: Queue, stripe_id: str, *, retries: int = 6) -
     """
     job = await queue.enqueue(
         PROCESS_EVENT_JOB,
-        key=event_job_key(stripe_id),
+        key=key or event_job_key(stripe_id),
         event_id=stripe_id,
         timeout=60,
         retries=retries,
