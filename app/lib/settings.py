@@ -26,6 +26,11 @@ def _env_int(name: str, default: int) -> int:
     return int(raw) if raw else default
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = _env(name)
+    return float(raw) if raw else default
+
+
 def _env_bool(name: str, default: bool) -> bool:
     raw = _env(name).lower()
     if not raw:
@@ -105,6 +110,19 @@ class Settings:
     stripe_sync_concurrency: int = 2
     # How long one live-dashboard connection (Server-Sent Events) stays open before the browser reconnects.
     analytics_stream_seconds: int = 300
+    # Webhook health (the admin's alert banner): no Stripe event for this long while orders were placed, or a
+    # failure rate above this share of the last hour's events (once at least `webhook_failure_alert_min_sample`).
+    webhook_silence_alert_minutes: int = 30
+    webhook_failure_alert_rate: float = 0.05
+    webhook_failure_alert_min_sample: int = 20
+    # Failed events are retried by the sweeper with exponential backoff (base x 2^(attempts-1), capped at 6 h)
+    # until they have had this many attempts; then they stay `failed` for an admin to replay.
+    stripe_event_max_attempts: int = 10
+    stripe_event_retry_base_seconds: int = 60
+    # Catch-up from Stripe's Events API: re-list this much before the last complete scan (events can become
+    # visible late) and read at most this many pages (100 events each) per run.
+    stripe_catch_up_overlap_seconds: int = 300
+    stripe_catch_up_max_pages: int = 10
 
     @property
     def offers_hosted_checkout(self) -> bool:
@@ -158,6 +176,13 @@ def load_settings() -> Settings:
         stripe_sync_cron=_env("STRIPE_SYNC_CRON"),
         stripe_sync_concurrency=max(1, min(_env_int("STRIPE_SYNC_CONCURRENCY", 2), 2)),
         analytics_stream_seconds=_env_int("ANALYTICS_STREAM_SECONDS", 300),
+        webhook_silence_alert_minutes=_env_int("WEBHOOK_SILENCE_ALERT_MINUTES", 30),
+        webhook_failure_alert_rate=_env_float("WEBHOOK_FAILURE_ALERT_RATE", 0.05),
+        webhook_failure_alert_min_sample=_env_int("WEBHOOK_FAILURE_ALERT_MIN_SAMPLE", 20),
+        stripe_event_max_attempts=_env_int("STRIPE_EVENT_MAX_ATTEMPTS", 10),
+        stripe_event_retry_base_seconds=_env_int("STRIPE_EVENT_RETRY_BASE_SECONDS", 60),
+        stripe_catch_up_overlap_seconds=_env_int("STRIPE_CATCH_UP_OVERLAP_SECONDS", 300),
+        stripe_catch_up_max_pages=_env_int("STRIPE_CATCH_UP_MAX_PAGES", 10),
     )
 
 

@@ -31,6 +31,7 @@ from app.domain.admin.order_controllers import AdminOrderController
 from app.domain.admin.product_controllers import AdminProductController
 from app.domain.admin.subscription_controllers import AdminRefundController, AdminSubscriptionController
 from app.domain.admin.user_controllers import AdminUserController
+from app.domain.admin.webhook_controllers import AdminWebhookController
 from app.domain.analytics.controllers import AnalyticsLiveController
 from app.domain.audit.controllers import AuditController
 from app.domain.bookings.controllers import BookingController
@@ -166,6 +167,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 AdminCategoryController,
                 AdminPromoCodeController,
                 AnalyticsLiveController,
+                AdminWebhookController,
                 DownloadController,
                 StripeWebhookController,
                 CheckoutController,

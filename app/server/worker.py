@@ -32,6 +32,7 @@ TASKS: list[Any] = [
     notification_jobs.sweep_queued_emails,
     payment_jobs.process_stripe_event,
     payment_jobs.sweep_stripe_events,
+    payment_jobs.stripe_catch_up,
     booking_jobs.release_unpaid_bookings,
     sync_jobs.run_sync,
     sync_jobs.nightly_sync,
@@ -41,6 +42,8 @@ TASKS: list[Any] = [
 CRON_JOBS = [
     CronJob(function=notification_jobs.sweep_queued_emails, cron="* * * * *", timeout=60, retries=1),
     CronJob(function=payment_jobs.sweep_stripe_events, cron="* * * * *", timeout=60, retries=1),
+    # Missed webhooks: list Stripe's events and feed the ones we lack to the same intake (a lock keeps runs apart).
+    CronJob(function=payment_jobs.stripe_catch_up, cron="*/5 * * * *", timeout=240, retries=1),
     CronJob(function=booking_jobs.release_unpaid_bookings, cron="* * * * *", timeout=60, retries=1),
     CronJob(function=catalog_jobs.sweep_unsynced_products, cron="* * * * *", timeout=60, retries=1),
 ]

@@ -126,3 +126,22 @@ async def test_every_admin_form_post_answers_each_role_as_the_table_says(
                 assert response.status_code in {303, 404, 422}, (role, path, response.status_code)
             else:
                 assert response.status_code == 403, (role, path, response.status_code)
+
+
+async def test_support_and_customers_get_403_on_every_webhook_log_route_including_actions(
+    app: Litestar, client: httpx.AsyncClient, factory: Factory
+) -> None:
+    routes = [(m, p) for m, p, _ in admin_routes(app) if p.startswith("/admin/webhooks") and m in {"GET", "POST"}]
+    assert {m for m, _ in routes} == {"GET", "POST"}
+    assert len([p for m, p in routes if m == "POST"]) >= 5  # replay/ignore one, replay/ignore selected, all failed
+    transport = client._transport
+    for role in (Role.SUPPORT, Role.CUSTOMER):
+        email = f"{role.value}-webhooks@example.com"
+        await factory.user(email=email, role=role.value)
+        browser = httpx.AsyncClient(transport=transport, base_url="http://testserver.local")
+        await sign_in(browser, email)
+        token = browser.cookies.get("cartwright_csrf")
+        assert token
+        for method, path in routes:
+            response = await browser.request(method, path, headers={"x-csrftoken": token}, data={"ids": "x"})
+            assert response.status_code == 403, (role, method, path, response.status_code)

@@ -505,7 +505,7 @@ async def test_with_redis_down_the_event_is_kept_and_the_sweeper_gets_it_process
     sweep = await queue.enqueue("sweep_stripe_events", key="sweep-fresh")
     assert sweep is not None
     await sweep.refresh(until_complete=15)
-    assert sweep.result == {"requeued": 0}
+    assert sweep.result == {"requeued": 0, "retried": 0}
     async with runtime.db() as db:
         await db.execute(
             update(m.StripeEvent)
@@ -516,7 +516,7 @@ async def test_with_redis_down_the_event_is_kept_and_the_sweeper_gets_it_process
     sweep = await queue.enqueue("sweep_stripe_events", key="sweep-stale")
     assert sweep is not None
     await sweep.refresh(until_complete=15)
-    assert sweep.result == {"requeued": 1}  # only the handled type; the others were stored as ignored
+    assert sweep.result == {"requeued": 1, "retried": 0}  # only the handled type; the others were stored as ignored
 
     job = await job_finished(queue, f"stripe-event:{succeeded['id']}")
     assert job.status == "complete"

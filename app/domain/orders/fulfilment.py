@@ -76,8 +76,14 @@ class PaymentSync:
             return None
         payment = await self.db.scalar(select(m.Payment).where(m.Payment.payment_intent_id == intent["id"]))
         if payment is None:
+            # Column defaults only apply at flush: the comparisons below need them now.
             payment = m.Payment(
-                order_id=order.id, payment_intent_id=intent["id"], amount=order.total, currency=order.currency
+                order_id=order.id,
+                payment_intent_id=intent["id"],
+                amount=order.total,
+                currency=order.currency,
+                status=m.PaymentStatus.REQUIRES_PAYMENT_METHOD.value,
+                last_event_created=0,
             )
             self.db.add(payment)
         new_status = payment_status(intent)
@@ -243,7 +249,17 @@ async def on_payment_intent_event(ctx: HandlerContext, event: dict[str, Any]) ->
     if event["type"] != "payment_intent.succeeded":
         # Not terminal: the snapshot may be older than the PaymentIntent's current state.
         intent = as_dict(await ctx.stripe.v1.payment_intents.retrieve_async(intent["id"]))
-    await sync.apply_payment_intent(intent, event_id=event["id"], event_created=int(event.get("created") or 0))
+    order = await sync.apply_payment_intent(intent, event_id=event["id"], event_created=int(event.get("created") or 0))
+    if order is None:
+        # Stripe says this PaymentIntent pays one of our orders, yet no order carries it (the link was not committed
+        # yet, or the database lost it): fail, so the job retries with backoff and an admin sees it in the log.
+        raise UnknownOrderError(
+            f"PaymentIntent {intent['id']} names order {intent['metadata']['order_id']}, which no local order carries"
+        )
+
+
+class UnknownOrderError(Exception):
+    """A shop PaymentIntent (it has an ``order_id`` in its metadata) that no local order is linked to."""
 
 
 async def on_refund_event(ctx: HandlerContext, event: dict[str, Any]) -> None:

@@ -10,12 +10,15 @@ from typing import Any
 import structlog
 from saq.types import Context
 from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.domain.payments.catch_up import catch_up
 from app.domain.payments.context import HandlerContext
 from app.domain.payments.handlers import dispatch
 from app.domain.payments.webhooks import enqueue_event_job
 from app.lib.runtime import Runtime
+from app.lib.settings import Settings
 
 log = structlog.get_logger()
 
@@ -71,9 +74,24 @@ async def _mark_failed(runtime: Runtime, event_id: str, error: str, started: flo
             await db.commit()
 
 
+def retry_backoff(attempts: int, base_seconds: int) -> timedelta:
+    """How long a failed event waits after its last attempt before the sweeper tries it again.
+
+    Exponential in the attempts made so far (base, 2 x base, 4 x base, …), capped at six hours: a transient failure
+    (Stripe unreachable, a row another transaction had not committed yet) heals within minutes, a persistent one
+    stops hammering and ends in `failed` for an admin.
+    """
+    return min(timedelta(seconds=base_seconds * 2 ** max(attempts - 1, 0)), MAX_RETRY_BACKOFF)
+
+
+MAX_RETRY_BACKOFF = timedelta(hours=6)
+
+
 async def sweep_stripe_events(ctx: Context) -> dict[str, int]:
-    """Cron: enqueue stored events no worker has finished (Redis was down, or a worker died mid-job)."""
+    """Cron: enqueue stored events no worker has finished (Redis was down, or a worker died mid-job), and retry
+    failed events whose backoff has passed while they have attempts left."""
     runtime: Runtime = ctx["runtime"]  # type: ignore[typeddict-item]
+    queue = ctx["worker"].queue
     now = datetime.now(UTC)
     async with runtime.db() as db:
         ids = list(
@@ -91,7 +109,36 @@ async def sweep_stripe_events(ctx: Context) -> dict[str, int]:
                 .limit(500)
             )
         )
-    queue = ctx["worker"].queue
+        due = await failed_events_due(db, runtime.settings, now)
     for stripe_id in ids:
         await enqueue_event_job(queue, stripe_id)
-    return {"requeued": len(ids)}
+    retried = 0
+    for stripe_id in due:
+        # One attempt per sweep: the backoff is ours, not SAQ's. A job still scheduled for SAQ's own retry keeps
+        # its key, so this enqueue is a no-op for it.
+        retried += await enqueue_event_job(queue, stripe_id, retries=1)
+    return {"requeued": len(ids), "retried": retried}
+
+
+async def failed_events_due(db: AsyncSession, settings: Settings, now: datetime) -> list[str]:
+    """Failed events with attempts left whose backoff (from their last attempt) has passed, oldest first."""
+    base = settings.stripe_event_retry_base_seconds
+    rows = await db.execute(
+        select(m.StripeEvent.stripe_id, m.StripeEvent.attempts, m.StripeEvent.updated_at)
+        .where(
+            m.StripeEvent.status == m.StripeEventStatus.FAILED.value,
+            m.StripeEvent.attempts < settings.stripe_event_max_attempts,
+            # The shortest backoff, in SQL; the per-row one below.
+            m.StripeEvent.updated_at < now - timedelta(seconds=base),
+        )
+        .order_by(m.StripeEvent.updated_at)
+        .limit(500)
+    )
+    return [stripe_id for stripe_id, attempts, last in rows if last + retry_backoff(attempts, base) <= now]
+
+
+async def stripe_catch_up(ctx: Context) -> dict[str, Any]:
+    """Cron (every 5 minutes): store and process the Stripe events whose webhook never arrived."""
+    runtime: Runtime = ctx["runtime"]  # type: ignore[typeddict-item]
+    result = await catch_up(runtime, ctx["worker"].queue)
+    return {"ran": result.ran, "pages": result.pages, "stored": result.stored, "complete": result.complete}

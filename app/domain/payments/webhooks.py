@@ -72,17 +72,26 @@ def verify_signature(
     return event
 
 
-async def enqueue_event_job(queue: Queue, stripe_id: str) -> None:
-    # The key makes a second enqueue of a waiting or running event (sweeper racing the web) a no-op.
-    await queue.enqueue(
+def event_job_key(stripe_id: str) -> str:
+    return f"stripe-event:{stripe_id}"
+
+
+async def enqueue_event_job(queue: Queue, stripe_id: str, *, retries: int = 6, key: str | None = None) -> bool:
+    """Enqueue the event's job; False if a job for it is already waiting, scheduled for a retry, or running.
+
+    The key makes a second enqueue of a waiting or running event (sweeper racing the web, an admin's replay racing
+    SAQ's own retry) a no-op. ``retries`` is SAQ's attempts in all: the backoff sweep gives failed events one.
+    """
+    job = await queue.enqueue(
         PROCESS_EVENT_JOB,
-        key=f"stripe-event:{stripe_id}",
+        key=key or event_job_key(stripe_id),
         event_id=stripe_id,
         timeout=60,
-        retries=6,
+        retries=retries,
         retry_delay=2.0,
         retry_backoff=True,
     )
+    return job is not None
 
 
 @dataclass(frozen=True, slots=True)

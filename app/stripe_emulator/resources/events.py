@@ -28,6 +28,9 @@ def list_events(ctx: Ctx) -> dict[str, Any]:
     types = get_list(ctx.params, "types")
     if type_ and types:
         raise invalid("You may only specify one of these parameters: type, types.", "types")
+    if types and len(types) > 20:
+        # Stripe accepts at most 20 types per request (a client handling more lists them all, or splits).
+        raise invalid("Invalid array: types can have at most 20 elements.", "types", "parameter_invalid_array")
     in_range = created_filter(ctx.params)
     cutoff = ctx.now - EVENT_RETENTION  # Stripe only lists the last 30 days
 
