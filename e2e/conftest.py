@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from tests.support import Mailbox, app_environment, body_text, free_port, redis_test_url, smtp_server
 
@@ -323,3 +323,31 @@ def images_loaded(page: Page) -> None:
               .filter((img) => img.getBoundingClientRect().top < window.innerHeight)
               .every((img) => img.complete && img.naturalWidth > 0)"""
     )
+
+
+def archive_product(browser: Browser, base_url: str, name: str) -> None:
+    """Take a product a journey created out of the shop again (the products table's bulk action), so the other
+    journeys find the demo catalog as seeded."""
+    context = browser.new_context(base_url=base_url)
+    try:
+        staff = context.new_page()
+        staff.goto("/login?next_url=/admin/products")
+        sign_in(staff, *ADMIN)
+        staff.get_by_label("Name or slug").fill(name)
+        row = staff.locator("#admin-products tbody tr").filter(has_text=name)
+        expect(row).to_have_count(1)
+        row.get_by_role("checkbox").check()
+        staff.once("dialog", lambda dialog: dialog.accept())
+        staff.get_by_role("button", name="Archive").click()
+        expect(row).to_contain_text("Archived")
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def products_to_archive(browser: Browser, base_url: str) -> Iterator[list[str]]:
+    """Names of products a journey creates; archived afterwards, whatever the outcome, through the admin."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        archive_product(browser, base_url, name)

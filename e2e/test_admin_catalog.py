@@ -46,10 +46,11 @@ def upload_product_file(staff: Page, filename: str, content: bytes) -> None:
 
 
 def test_admin_creates_a_product_with_a_cover_and_a_file_and_a_customer_buys_and_downloads_it(
-    page: Page, browser: Browser, live_server: LiveServer
+    page: Page, browser: Browser, live_server: LiveServer, products_to_archive: list[str]
 ) -> None:
     run = os.urandom(3).hex()
     name = f"Letterpress Handbook {run}"
+    products_to_archive.append(name)
     slug = f"letterpress-handbook-{run}"
     content = b"%PDF-1.7\n" + os.urandom(256 * 1024) + b"\n%%EOF\n"
 

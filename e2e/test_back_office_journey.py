@@ -19,10 +19,11 @@ pytestmark = pytest.mark.e2e
 
 
 def test_product_to_purchase_to_live_dashboard_to_partial_refund_seen_by_the_customer(
-    page: Page, browser: Browser, base_url: str, mailbox: Mailbox
+    page: Page, browser: Browser, base_url: str, mailbox: Mailbox, products_to_archive: list[str]
 ) -> None:
     run = os.urandom(3).hex()
     name = f"Bookbinding Basics {run}"
+    products_to_archive.append(name)
     content = b"%PDF-1.7\n" + os.urandom(64 * 1024) + b"\n%%EOF\n"
 
     # The admin adds the product, then keeps the dashboard open (the page this test drives).
