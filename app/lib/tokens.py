@@ -14,3 +14,9 @@ def new_token() -> tuple[str, str]:
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_form_token() -> str:
+    """A one-use token for one rendering of a form that changes money or Stripe (refund, credits, promo code):
+    it becomes the idempotency key, so submitting that rendering twice acts once."""
+    return secrets.token_urlsafe(18)

@@ -194,6 +194,18 @@ async def test_archive_hides_the_product_from_the_shop_at_once(
     table = await admin.get("/admin/products?status=active", headers={"HX-Request": "true"})
     assert "Keeper" in table.text and "Goner" not in table.text
 
+    # Back and forth within minutes: Stripe's Product follows every change (each save is its own request there,
+    # not a replay of an earlier one with the same target state).
+    for action, active in (("activate", True), ("archive", False)) * 2:
+        response = await admin.post(
+            f"/admin/products/{action}", data={"ids": [str(gone.id)]}, headers={"x-csrftoken": token}
+        )
+        assert response.status_code in {200, 303}
+        product = await load_product(runtime, gone.id)
+        assert product.is_active is active and product.stripe_product_id
+        mirrored = await runtime.stripe.v1.products.retrieve_async(product.stripe_product_id)
+        assert mirrored.active is active, action
+
 
 async def test_cover_upload_is_checked_by_content_and_size_and_served_as_thumbnails(
     client: httpx.AsyncClient, factory: Factory, runtime: Runtime, settings: Settings

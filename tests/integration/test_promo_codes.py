@@ -254,6 +254,8 @@ async def test_cart_applies_and_removes_a_code_and_says_why_a_code_does_not_appl
     await local_code(runtime, "GONE", max_redemptions=2, times_redeemed=2)
     await local_code(runtime, "BIG", minimum_amount=5000)
     await local_code(runtime, "ONLYOTHER", products=[other])
+    await local_code(runtime, "FREE", percent_off_bps=10_000)
+    await local_code(runtime, "NEARLY", percent_off_bps=None, amount_off=1970, currency="CAD")
     await add_to_cart(client, guide)
 
     reasons = {
@@ -263,6 +265,9 @@ async def test_cart_applies_and_removes_a_code_and_says_why_a_code_does_not_appl
         "GONE": "The code GONE has been used as many times as it allows.",
         "BIG": "The code BIG needs an order of at least $50.00 CAD before tax; your order is $20.00 CAD.",
         "ONLYOTHER": "The code ONLYOTHER doesn't apply to anything in your cart: it applies only to Other Thing.",
+        # Nothing, or 30 cents, left to pay: no card payment can be taken for it.
+        "FREE": "The code FREE would bring your order below $0.50 CAD, the smallest amount we can charge.",
+        "NEARLY": "The code NEARLY would bring your order below $0.50 CAD",
     }
     for code, reason in reasons.items():
         response = await apply(client, code)

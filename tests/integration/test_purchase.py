@@ -268,7 +268,9 @@ async def test_webhook_and_return_page_racing_fulfil_once(
 
     async def fulfil() -> None:
         async with runtime.db() as db:
-            await PaymentSync(HandlerContext(db, runtime.stripe, settings, None)).apply_payment_intent(intent)
+            await PaymentSync(HandlerContext(db, runtime.stripe, settings, None, runtime.redis)).apply_payment_intent(
+                intent
+            )
 
     await asyncio.gather(*(fulfil() for _ in range(4)))
     async with runtime.db() as db:

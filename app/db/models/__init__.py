@@ -23,6 +23,7 @@ from app.db.models.billing import (
 )
 from app.db.models.catalog import Category, Product
 from app.db.models.commerce import (
+    PAID_ORDER_STATUSES,
     CartItem,
     Entitlement,
     Order,
@@ -49,6 +50,7 @@ from app.db.models.user import PasswordResetToken, User
 
 __all__ = [
     "LIVE_SUBSCRIPTION_STATUSES",
+    "PAID_ORDER_STATUSES",
     "AuditEntry",
     "BookableResource",
     "Booking",

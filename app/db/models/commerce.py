@@ -31,6 +31,10 @@ class OrderStatus(StrEnum):
     CANCELED = "canceled"
 
 
+# Orders whose money was taken (a refund later changes how much is kept, not that it was paid).
+PAID_ORDER_STATUSES = (OrderStatus.PAID.value, OrderStatus.PARTIALLY_REFUNDED.value, OrderStatus.REFUNDED.value)
+
+
 class PaymentStatus(StrEnum):
     """Mirrors the PaymentIntent's status, plus ``failed`` for the last attempt's decline."""
 
@@ -124,7 +128,7 @@ class Order(UUIDv7AuditBase):
 
     @property
     def is_paid(self) -> bool:
-        return self.status in {OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED}
+        return self.status in PAID_ORDER_STATUSES
 
 
 class OrderLine(UUIDv7AuditBase):

@@ -22,7 +22,6 @@ from app.domain.admin.customers import (
     customer_row,
     customers_query,
     get_customer,
-    new_form_token,
     parse_credit_form,
     set_holder_pricing,
 )
@@ -32,6 +31,7 @@ from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
 from app.lib.tables import export_for, table_for
+from app.lib.tokens import new_form_token
 from app.server.auth import requires
 
 log = structlog.get_logger()

@@ -3,7 +3,6 @@ manual credit adjustments."""
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -22,20 +21,14 @@ from app.lib.tables import Column, Query, TableSpec, TableState
 LEDGER_ROWS = 50
 # The store sells in CAD; lifetime value sums CAD orders only (another currency would not add up).
 LTV_CURRENCY = "CAD"
-# Orders whose money was taken; a refunded one counts for what was kept (total - amount_refunded, i.e. 0).
-PAID_STATUSES = (m.OrderStatus.PAID.value, m.OrderStatus.PARTIALLY_REFUNDED.value, m.OrderStatus.REFUNDED.value)
 MAX_ADJUSTMENT = 10_000
 
 
-def new_form_token() -> str:
-    """A one-use token for one rendering of the credit form: submitting it twice adjusts once."""
-    return secrets.token_urlsafe(18)
-
-
 def _lifetime_value(user_id: Any) -> Any:
+    # Paid orders count for what was kept: a fully refunded one adds total - amount_refunded, i.e. 0.
     return (
         select(func.coalesce(func.sum(m.Order.total - m.Order.amount_refunded), 0))
-        .where(m.Order.user_id == user_id, m.Order.status.in_(PAID_STATUSES), m.Order.currency == LTV_CURRENCY)
+        .where(m.Order.user_id == user_id, m.Order.status.in_(m.PAID_ORDER_STATUSES), m.Order.currency == LTV_CURRENCY)
         .scalar_subquery()
     )
 
@@ -51,7 +44,7 @@ class CustomerRow:
 _PAID_ORDERS = (
     select(func.count())
     .select_from(m.Order)
-    .where(m.Order.user_id == m.User.id, m.Order.status.in_(PAID_STATUSES))
+    .where(m.Order.user_id == m.User.id, m.Order.status.in_(m.PAID_ORDER_STATUSES))
     .scalar_subquery()
 )
 _LTV = _lifetime_value(m.User.id)

@@ -18,7 +18,6 @@ from app.domain.admin.orders import (
     ORDERS_CSV_HEADER,
     ORDERS_TABLE,
     OrderDetail,
-    new_form_token,
     order_csv_row,
     order_detail,
     orders_query,
@@ -28,12 +27,14 @@ from app.domain.admin.orders import (
     resend_receipt,
 )
 from app.domain.audit.services import Actor
+from app.domain.payments.gateway import outcome_unknown, stripe_message
 from app.domain.payments.refunds import STRIPE_REASONS
 from app.lib.exceptions import FormError
 from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
 from app.lib.tables import export_for, table_for
+from app.lib.tokens import new_form_token
 from app.server.auth import requires
 
 log = structlog.get_logger()
@@ -47,6 +48,7 @@ def _detail_page(
     errors: dict[str, str] | None = None,
     message: str = "",
     status_code: int = 200,
+    form_token: str | None = None,
 ) -> Template:
     return render(
         request,
@@ -58,7 +60,7 @@ def _detail_page(
             "errors": errors or {},
             "message": message,
             # Every rendering of the form gets a fresh token; a resubmission of one rendering replays its refund.
-            "form_token": new_form_token(),
+            "form_token": form_token or new_form_token(),
             "stripe_reasons": STRIPE_REASONS,
         },
         fragment="admin/_refund_form.html.j2",
@@ -150,9 +152,10 @@ class AdminOrderController(Controller):
             return _detail_page(request, detail, form=form, errors=exc.errors, message=str(exc), status_code=422)
         except stripe.StripeError as exc:
             log.warning("admin.refund_refused", order=str(order_id), error=type(exc).__name__, code=exc.code)
-            said = exc.error.message if exc.error is not None else None
-            message = f"Stripe refused the refund: {said or exc.user_message or type(exc).__name__}"
-            return _detail_page(request, detail, form=form, message=message, status_code=422)
+            message = f"Stripe refused the refund: {stripe_message(exc)}"
+            # If Stripe may have made the refund, the next press must replay it: keep this form's token.
+            token = form.get("form_token") if outcome_unknown(exc) else None
+            return _detail_page(request, detail, form=form, message=message, status_code=422, form_token=token)
         log.info("admin.refund_requested", order=str(order_id), refund=refund_id)
         flash(request, "Refund requested; the order updates when Stripe confirms it.", "success")
         return redirect(request, request.app.route_reverse("admin:order", order_id=order_id))

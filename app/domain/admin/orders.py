@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from decimal import InvalidOperation
 from typing import Any
@@ -26,11 +25,6 @@ from app.lib.tables import Column, Filter, Query, TableSpec, TableState
 
 STATUSES = tuple(s.value for s in m.OrderStatus)
 REFUNDABLE_STATUSES = frozenset({m.OrderStatus.PAID.value, m.OrderStatus.PARTIALLY_REFUNDED.value})
-
-
-def new_form_token() -> str:
-    """A one-use token for one rendering of the refund form: submitting it twice replays one Stripe refund."""
-    return secrets.token_urlsafe(18)
 
 
 STATUS_LABELS = {

@@ -60,7 +60,7 @@ async def get_user(db: AsyncSession, user_id: UUID) -> m.User:
 
 
 def _not_yourself(user: m.User, actor: Actor, field: str, what: str) -> None:
-    # The one rule that keeps the shop administrable: nobody locks themselves (or the last admin) out.
+    # Nobody locks themselves out; with it, an admin who is alone can never be demoted or disabled by anyone.
     if actor.user is not None and actor.user.id == user.id:
         raise FormError({field: f"You can't {what} your own account: ask another admin."})
 

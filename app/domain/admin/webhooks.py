@@ -329,8 +329,8 @@ async def ignore_events(db: AsyncSession, ids: Sequence[UUID], *, actor: Actor) 
 async def replay_failed(db: AsyncSession, queue: Queue | None, state: TableState, *, actor: Actor) -> ActionResult:
     """Replay every failed event of the filter (its status choice aside), oldest first, at most ``MAX_BULK``."""
     stmt = events_query(replace(state, filters={**state.filters, "status": m.StripeEventStatus.FAILED.value}))
-    ids = list(await db.scalars(stmt.with_only_columns(m.StripeEvent.id).order_by(m.StripeEvent.received_at)))
-    return await replay_events(db, queue, ids[:MAX_BULK], actor=actor)
+    ids = await db.scalars(stmt.with_only_columns(m.StripeEvent.id).order_by(m.StripeEvent.received_at).limit(MAX_BULK))
+    return await replay_events(db, queue, list(ids), actor=actor)
 
 
 async def request_catch_up(db: AsyncSession, queue: Queue, *, actor: Actor) -> bool:

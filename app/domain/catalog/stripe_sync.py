@@ -73,7 +73,9 @@ class ProductStripeSync:
                         "active": wanted["active"],
                         "metadata": wanted["metadata"],
                     }
-                    key = idempotency_key("product-update", product.id, *sorted(str(v) for v in wanted.values()))
+                    # Keyed by the save it mirrors (updated_at): a retry replays it, and a later save, even one back to
+                    # an earlier state within Stripe's 24-hour key memory, is a new request that Stripe carries out.
+                    key = idempotency_key("product-update", product.id, product.updated_at.isoformat())
                     await self.stripe.v1.products.update_async(stale, update, {"idempotency_key": key})
                 return stale
         params: ProductCreateParams = {
@@ -109,7 +111,11 @@ class ProductStripeSync:
                 await self.stripe.v1.prices.update_async(
                     product.stripe_price_id or "",
                     {"active": True},
-                    {"idempotency_key": idempotency_key("product-price-unarchive", product.stripe_price_id)},
+                    {
+                        "idempotency_key": idempotency_key(
+                            "product-price-unarchive", product.stripe_price_id, product.updated_at.isoformat()
+                        )
+                    },
                 )
         else:
             old = product.stripe_price_id
@@ -130,7 +136,6 @@ class ProductStripeSync:
         # Only the current Price stays active: archive any other (the previous one, or leftovers of a lost race).
         for price_id, info in prices.items():
             if price_id != product.stripe_price_id and info["active"]:
-                await self.stripe.v1.prices.update_async(
-                    price_id, {"active": False}, {"idempotency_key": idempotency_key("product-price-archive", price_id)}
-                )
+                key = idempotency_key("product-price-archive", price_id, product.updated_at.isoformat())
+                await self.stripe.v1.prices.update_async(price_id, {"active": False}, {"idempotency_key": key})
                 log.info("catalog.stripe_price_archived", product=product.slug, price=price_id)

@@ -21,7 +21,7 @@ from sqlalchemy import case, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
-from app.domain.analytics.feed import announce, order_item, redis_of, refund_item
+from app.domain.analytics.feed import announce, order_item, refund_item
 from app.domain.bookings.card_payments import cancel_refunded_bookings, confirm_paid_bookings
 from app.domain.catalog.cache import invalidate_catalog
 from app.domain.downloads.services import DownloadService
@@ -112,7 +112,7 @@ class PaymentSync:
             self.stock_changed = False
         await EmailService(self.db, self.ctx.queue).dispatch(emails)
         # Analytics: the success rate may have moved; a fulfilment is a paid order on the live dashboard.
-        await announce(redis_of(self.ctx.queue), [order_item(order)] if fulfilled else None)
+        await announce(self.ctx.redis, [order_item(order)] if fulfilled else None)
         return order
 
     async def _fulfil(self, order: m.Order, intent: dict[str, Any]) -> tuple[list[m.EmailMessage], bool]:
@@ -235,7 +235,7 @@ class PaymentSync:
         await self.db.commit()
         await mailer.dispatch(emails)
         await announce(
-            redis_of(self.ctx.queue),
+            self.ctx.redis,
             [refund_item(r, order.number) for r in created if r.status in COUNTED_REFUND_STATUSES],
         )
         return order

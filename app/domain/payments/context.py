@@ -18,4 +18,4 @@ class HandlerContext:
     stripe: stripe.StripeClient
     settings: Settings
     queue: Queue | None
-    redis: Redis | None = None  # to invalidate the catalog cache when fulfilment changes stock
+    redis: Redis  # caches to invalidate when a handler changes what they hold (stock, dashboard figures)

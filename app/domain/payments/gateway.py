@@ -110,6 +110,18 @@ def stripe_id(value: Any) -> str | None:
     return None
 
 
+def stripe_message(exc: stripe.StripeError) -> str:
+    """What Stripe said, for staff: its error message, else its user message, else the error's kind."""
+    said = exc.error.message if exc.error is not None else None
+    return said or exc.user_message or type(exc).__name__
+
+
+def outcome_unknown(exc: stripe.StripeError) -> bool:
+    """A lost connection or a Stripe 5xx: the request may have been carried out. Whoever retries must reuse the
+    same idempotency key (the same form token), so a retry can only ever replay it, never do it twice."""
+    return isinstance(exc, stripe.APIConnectionError | stripe.APIError)
+
+
 def is_missing(exc: stripe.InvalidRequestError) -> bool:
     """Whether Stripe answered "no such object" (a stored id from another account, or a wiped emulator)."""
     return exc.code == "resource_missing" or exc.http_status == 404

@@ -8,7 +8,6 @@ transaction as the change.
 from __future__ import annotations
 
 import re
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
@@ -56,11 +55,6 @@ PROMO_TABLE = TableSpec(
     search_label="Code",
     tiebreak=(m.PromoCode.id.desc(),),
 )
-
-
-def new_form_token() -> str:
-    """One per rendering of the create form: a double submit replays the same Stripe objects."""
-    return secrets.token_urlsafe(18)
 
 
 def promo_query(state: TableState, now: datetime | None = None) -> Select[Any]:

@@ -15,6 +15,7 @@ from litestar.response import Stream, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.audit.services import Actor
+from app.domain.payments.gateway import outcome_unknown, stripe_message
 from app.domain.promotions.admin import (
     CURRENCIES,
     PROMO_CSV_HEADER,
@@ -24,7 +25,6 @@ from app.domain.promotions.admin import (
     choices,
     create_promo,
     get_promo,
-    new_form_token,
     parse_promo_form,
     promo_csv_row,
     promo_query,
@@ -35,6 +35,7 @@ from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
 from app.lib.tables import TableState, csv_response, fetch_page, ordered
+from app.lib.tokens import new_form_token
 from app.server.auth import requires
 
 log = structlog.get_logger()
@@ -50,6 +51,7 @@ async def _form_page(
     errors: dict[str, str] | None = None,
     message: str = "",
     status_code: int = 200,
+    form_token: str | None = None,
 ) -> Template:
     products, plans = await choices(db)
     return render(
@@ -64,7 +66,7 @@ async def _form_page(
             "products": products,
             "plans": plans,
             "currencies": CURRENCIES,
-            "form_token": new_form_token(),
+            "form_token": form_token or new_form_token(),
         },
         fragment="admin/_promo_code_form.html.j2",
         status_code=status_code,
@@ -140,16 +142,16 @@ class AdminPromoCodeController(Controller):
         except stripe.StripeError as exc:
             await db_session.rollback()
             log.warning("admin.promo_code_refused", error=type(exc).__name__, code=exc.code)
-            said = exc.error.message if exc.error is not None else None
-            message = f"Stripe refused the code: {said or exc.user_message or type(exc).__name__}"
             return await _form_page(
                 request,
                 db_session,
                 form=form,
                 selected_products=product_ids,
                 selected_plans=plan_ids,
-                message=message,
+                message=f"Stripe refused the code: {stripe_message(exc)}",
                 status_code=422,
+                # Stripe may have created the coupon: the next press must replay it, with this form's token.
+                form_token=form.get("form_token") if outcome_unknown(exc) else None,
             )
         flash(request, f"Promo code {promo.code} created.", "success")
         return redirect(request, request.app.route_reverse("admin:promo_codes"))

@@ -23,7 +23,9 @@ from app.lib.exceptions import ApplicationError
 from app.lib.money import format_money
 
 SESSION_PROMO_KEY = "promo_code"
-PAID_STATUSES = (m.OrderStatus.PAID.value, m.OrderStatus.PARTIALLY_REFUNDED.value, m.OrderStatus.REFUNDED.value)
+# Stripe's smallest card charge (50 cents in CAD and USD): a discounted order must still reach it, or it could
+# never be paid. Free orders would need fulfilment without a PaymentIntent; the shop has none of those.
+MINIMUM_CHARGE = 50
 
 
 class PromoError(ApplicationError):
@@ -136,7 +138,7 @@ async def has_ordered_before(db: AsyncSession, *, user: m.User | None, email: st
         matches.append(func.lower(m.Order.email) == email.lower())
     if not matches:
         return False
-    paid = await db.scalar(select(m.Order.id).where(m.Order.status.in_(PAID_STATUSES), or_(*matches)).limit(1))
+    paid = await db.scalar(select(m.Order.id).where(m.Order.status.in_(m.PAID_ORDER_STATUSES), or_(*matches)).limit(1))
     if paid is not None:
         return True
     if user is not None:
@@ -182,6 +184,11 @@ def quote_lines(promo: m.PromoCode, lines: Sequence[tuple[UUID | None, int]], *,
     else:
         weights = [amount for _, amount in lines]
     discount = discount_for(sum(weights), percent_off_bps=promo.percent_off_bps, amount_off=promo.amount_off)
+    if subtotal - discount < MINIMUM_CHARGE:
+        raise PromoError(
+            f"The code {promo.code} would bring your order below {format_money(MINIMUM_CHARGE, currency)}, the "
+            "smallest amount we can charge. Add something to your cart to use it."
+        )
     return PromoQuote(promo=promo, discount=discount, line_discounts=allocate(discount, weights))
 
 

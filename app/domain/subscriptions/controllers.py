@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.domain.payments.gateway import stripe_message
 from app.domain.plans.services import parse_interval, tier_for
 from app.domain.plans.stripe_sync import PlanStripeSync
 from app.domain.promotions.services import PlanQuote, PromoError, normalize_code, quote_plan
@@ -149,8 +150,7 @@ class SubscriptionController(Controller):
         except stripe.InvalidRequestError as exc:
             if exc.param and "discounts" in exc.param:
                 # Stripe's own check of the code (its redemption limit, first-time rule) refused it.
-                said = exc.error.message if exc.error is not None else None
-                flash(request, f"That promo code can't be used: {said or 'Stripe refused it.'}", "error")
+                flash(request, f"That promo code can't be used: {stripe_message(exc)}", "error")
                 return redirect(
                     request, request.app.route_reverse("subscriptions:start", slug=slug) + f"?interval={interval}"
                 )

@@ -24,8 +24,9 @@ SYNC_HEARTBEAT = 300
 
 
 async def enqueue_sync_job(queue: Queue, run_id: UUID) -> None:
-    # The key makes a double click (or the sweeper) a no-op; retries continue the same run from its last page
-    # after a worker crash.
+    # The key makes a double click (or the sweeper) a no-op. A worker killed mid-run leaves the run "running" and
+    # SAQ's retry continues it from its last page; a run that failed or timed out stays failed, and the next
+    # "Sync now" with the same options resumes it instead.
     await queue.enqueue(
         RUN_SYNC_JOB,
         key=f"sync:{run_id}",

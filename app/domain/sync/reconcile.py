@@ -14,6 +14,7 @@ from typing import Any
 from uuid import UUID
 
 import stripe
+from redis.asyncio import Redis
 from saq import Queue
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -43,10 +44,11 @@ class SyncContext:
     stripe: stripe.StripeClient
     settings: Settings
     queue: Queue | None
+    redis: Redis
 
     @property
     def handler(self) -> HandlerContext:
-        return HandlerContext(self.db, self.stripe, self.settings, self.queue)
+        return HandlerContext(self.db, self.stripe, self.settings, self.queue, self.redis)
 
 
 Reconciler = Callable[[SyncContext, list[dict[str, Any]]], Awaitable[dict[str, Outcome]]]

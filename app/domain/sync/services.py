@@ -531,7 +531,7 @@ class SyncEngine:
     ) -> dict[str, Outcome]:
         if not objects:
             return {}
-        ctx = SyncContext(db, self.stripe, self.settings, self.queue)
+        ctx = SyncContext(db, self.stripe, self.settings, self.queue, self.redis)
         reconciler = RECONCILERS[resource]
         try:
             return await reconciler(ctx, objects)
