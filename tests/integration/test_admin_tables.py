@@ -238,3 +238,18 @@ async def audit_rows(runtime: Runtime, user_id: UUID) -> list[m.AuditEntry]:
             select(m.AuditEntry).where(m.AuditEntry.target_id == str(user_id)).order_by(m.AuditEntry.created_at)
         )
         return list(rows)
+
+
+async def test_the_dashboard_shows_admins_how_the_stripe_mirror_is_doing_and_support_not(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    await admin(client, factory)
+    page = text_of((await client.get("/admin")).text)
+    assert "Webhook health" in page and "Events in the last hour" in page
+    assert "Stripe sync" in page
+    client.cookies.clear()
+    await factory.user(email="support@example.com", role="support")
+    await sign_in(client, "support@example.com")
+    page = text_of((await client.get("/admin")).text)
+    assert "Dashboard" in page
+    assert "Webhook health" not in page and "Stripe sync" not in page

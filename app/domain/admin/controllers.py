@@ -23,10 +23,11 @@ from app.domain.admin.emails import EMAILS_CSV_HEADER, email_csv_row, emails_que
 from app.domain.analytics.ranges import PRESETS, parse_range
 from app.domain.analytics.services import dashboard_data
 from app.domain.notifications.services import EmailService
+from app.domain.payments.health import webhook_health
 from app.domain.sync.services import latest_run
 from app.lib.exceptions import NotFoundError
-from app.lib.htmx import render
-from app.lib.permissions import Access, Resource, access_for
+from app.lib.htmx import render, wants_fragment
+from app.lib.permissions import Access, Resource, access_for, can
 from app.lib.runtime import Runtime
 from app.lib.tables import export_for, table_for
 from app.server.auth import current_user, requires
@@ -52,13 +53,12 @@ class AdminController(Controller):
         access = access_for(user.role if user else None, Resource.ANALYTICS)
         date_range = parse_range(period, start, end)
         data = await dashboard_data(db_session, runtime.redis, date_range, access)
-        return render(
-            request,
-            "admin/dashboard.html.j2",
-            # "Last synced" with Stripe (shown to admins; app/domain/sync).
-            {"data": data, "date_range": date_range, "presets": PRESETS, "last_sync": await latest_run(db_session)},
-            fragment="admin/_analytics.html.j2",
-        )
+        context: dict[str, Any] = {"data": data, "date_range": date_range, "presets": PRESETS}
+        if not wants_fragment(request) and can(user.role if user else None, Resource.SYSTEM, Access.FULL):
+            # Admins also see how the Stripe mirror is doing: webhooks and the last full sync.
+            context["health"] = await webhook_health(db_session, runtime.redis, runtime.settings)
+            context["last_sync"] = await latest_run(db_session)
+        return render(request, "admin/dashboard.html.j2", context, fragment="admin/_analytics.html.j2")
 
     @get("/bookings", name="admin:bookings", guards=[requires(Resource.SUBSCRIPTIONS, Access.READ)])
     async def bookings(self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> Template:
