@@ -29,7 +29,12 @@ def parse_money(text: str, currency: str = "CAD") -> int:
     return int(minor)
 
 
-def minor_to_decimal(amount: int, currency: str = "CAD") -> Decimal:
-    """Minor units as a plain decimal amount (12.50), for exports and machine-readable output."""
-    exponent = 0 if currency.upper() in ZERO_DECIMAL else 2
-    return Decimal(amount).scaleb(-exponent).quantize(Decimal(1).scaleb(-exponent))
+def plain_amount(amount: int, currency: str = "CAD") -> str:
+    """Minor units as a plain decimal amount ("12.50", "-0.05"), for exports and machine-readable output.
+
+    Integer arithmetic, not Decimal: a 100k-order CSV export calls this half a million times."""
+    if currency.upper() in ZERO_DECIMAL:
+        return str(amount)
+    sign = "-" if amount < 0 else ""
+    units, cents = divmod(abs(amount), 100)
+    return f"{sign}{units}.{cents:02d}"

@@ -14,7 +14,7 @@ from app.db import models as m
 from app.domain.audit.services import Actor, record_audit
 from app.domain.credits.services import CreditService, NotEnoughCreditsError, credit_label
 from app.lib.exceptions import FormError, NotFoundError
-from app.lib.money import minor_to_decimal
+from app.lib.money import plain_amount
 from app.lib.permissions import Role
 from app.lib.tables import Column, Query, TableSpec, TableState
 
@@ -104,7 +104,7 @@ def customer_csv_row(row: Any) -> tuple[Any, ...]:
         c.user.name,
         c.user.created_at.isoformat(),
         c.orders,
-        minor_to_decimal(c.lifetime_value, LTV_CURRENCY),
+        plain_amount(c.lifetime_value, LTV_CURRENCY),
         c.plan_status or "",
         "yes" if c.user.holder_pricing else "no",
     )

@@ -18,7 +18,7 @@ from app.db import models as m
 from app.domain.audit.services import Actor, changes, record_audit
 from app.domain.downloads.storage import StoredFile
 from app.lib.exceptions import FormError, NotFoundError
-from app.lib.money import format_money, minor_to_decimal, parse_money
+from app.lib.money import format_money, parse_money, plain_amount
 from app.lib.tables import BulkAction, Column, Filter, TableSpec, TableState
 
 CURRENCY = "CAD"
@@ -108,7 +108,7 @@ def product_csv_row(product: m.Product) -> tuple[Any, ...]:
         product.slug,
         product.category.name if product.category else "",
         product.currency,
-        minor_to_decimal(product.price, product.currency),
+        plain_amount(product.price, product.currency),
         "" if product.stock is None else product.stock,
         "yes" if product.is_active else "no",
         "yes" if product.is_featured else "no",
@@ -146,7 +146,7 @@ def form_values(product: m.Product | None) -> dict[str, str]:
         "slug": product.slug,
         "summary": product.summary,
         "description": product.description,
-        "price": str(minor_to_decimal(product.price, product.currency)),
+        "price": plain_amount(product.price, product.currency),
         "category_id": str(product.category_id or ""),
         "stock": "" if product.stock is None else str(product.stock),
         "seo_title": product.seo_title,

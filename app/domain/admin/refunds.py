@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import or_, select
 
 from app.db import models as m
-from app.lib.money import minor_to_decimal
+from app.lib.money import plain_amount
 from app.lib.tables import Column, Filter, Query, TableSpec, TableState
 
 REFUND_STATUSES = ("pending", "requires_action", "succeeded", "failed", "canceled")
@@ -52,7 +52,7 @@ def refund_csv_row(row: Any) -> tuple[Any, ...]:
         refund.created_at.isoformat(),
         order.number,
         order.email,
-        minor_to_decimal(refund.amount, refund.currency),
+        plain_amount(refund.amount, refund.currency),
         refund.currency,
         refund.reason,
         refund.status,

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import or_, select
 
 from app.db import models as m
-from app.lib.money import minor_to_decimal
+from app.lib.money import plain_amount
 from app.lib.tables import Column, Filter, Query, TableSpec, TableState
 
 STATUSES = tuple(m.SubscriptionStatus)
@@ -78,7 +78,7 @@ def subscription_csv_row(row: Any) -> tuple[Any, ...]:
         email,
         sub.plan.name if sub.plan else "",
         price.interval if price else "",
-        minor_to_decimal(price.amount, price.currency) if price else "",
+        plain_amount(price.amount, price.currency) if price else "",
         price.currency if price else "",
         sub.status,
         "yes" if sub.cancel_at_period_end else "no",

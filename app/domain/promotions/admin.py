@@ -27,7 +27,7 @@ from app.domain.payments.gateway import idempotency_key
 from app.domain.plans.stripe_sync import PlanStripeSync
 from app.domain.promotions.services import describe, describe_duration, normalize_code, status_of
 from app.lib.exceptions import FormError, NotFoundError
-from app.lib.money import minor_to_decimal, parse_money
+from app.lib.money import parse_money, plain_amount
 from app.lib.tables import Column, Filter, TableSpec, TableState
 
 log = structlog.get_logger()
@@ -101,7 +101,7 @@ def promo_csv_row(promo: m.PromoCode) -> tuple[Any, ...]:
         promo.times_redeemed,
         promo.max_redemptions if promo.max_redemptions is not None else "",
         promo.expires_at.isoformat() if promo.expires_at else "",
-        minor_to_decimal(promo.minimum_amount, promo.currency) if promo.minimum_amount is not None else "",
+        plain_amount(promo.minimum_amount, promo.currency) if promo.minimum_amount is not None else "",
         "yes" if promo.first_order_only else "no",
         "; ".join(p.name for p in promo.products),
         "; ".join(p.name for p in promo.plans),
