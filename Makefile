@@ -35,8 +35,11 @@ lint: $(BIN)/.installed-test
 typecheck: $(BIN)/.installed-test
 	$(BIN)/mypy
 
+# Two pytest-xdist workers (each its own databases, Redis databases, emulator and app port); the few tests that
+# wait out a job timeout run alone afterwards, where a loaded machine can't stretch them past their deadline.
 unit: $(BIN)/.installed-test
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests -n 2 -m "not serial"
+	$(BIN)/pytest tests -m serial
 
 e2e: $(BIN)/.installed-test
 	$(BIN)/pytest e2e

@@ -556,6 +556,7 @@ async def test_a_failing_handler_leaves_the_error_on_the_row_and_saq_retries_it(
 
 
 @uses_the_app
+@pytest.mark.serial
 async def test_a_handler_that_outlives_its_job_timeout_is_recorded_as_failed(
     client: httpx.AsyncClient,
     factory: Factory,

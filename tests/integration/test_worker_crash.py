@@ -113,6 +113,7 @@ async def count(runtime: Runtime, model: Any, *where: Any) -> int:
         return int(await db.scalar(select(func.count()).select_from(model).where(*where)) or 0)
 
 
+@pytest.mark.serial
 @pytest.mark.usefixtures("stripe_delivers_nothing")
 async def test_a_worker_killed_mid_job_is_swept_and_retried_and_fulfils_the_order_once(
     client: httpx.AsyncClient,
