@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlencode
+from uuid import UUID
 
 from litestar import Request
 from litestar.response import Stream
@@ -170,6 +171,17 @@ def ordered(spec: TableSpec, state: TableState, stmt: Query) -> Query:
     assert column.sort is not None
     primary = column.sort.desc() if state.descending else column.sort.asc()
     return stmt.order_by(primary, *spec.tiebreak)
+
+
+def parse_ids(values: Iterable[object]) -> list[UUID]:
+    """The row ids a bulk action (or a multi-select) posted; anything that is not a UUID is dropped."""
+    out: list[UUID] = []
+    for value in values:
+        try:
+            out.append(UUID(str(value)))
+        except ValueError:
+            continue
+    return out
 
 
 async def fetch_page(

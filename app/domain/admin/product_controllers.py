@@ -43,7 +43,7 @@ from app.lib.exceptions import FormError
 from app.lib.htmx import flash, redirect, render, wants_fragment
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
-from app.lib.tables import TableState, csv_response, fetch_page, ordered
+from app.lib.tables import TableState, export_for, fetch_page, parse_ids, table_for
 from app.lib.uploads import UploadError, read_upload
 from app.server.auth import requires
 
@@ -102,15 +102,12 @@ class AdminProductController(Controller):
     @get("/", name="admin:products")
     async def products(self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> Template:
         categories = await all_categories(db_session)
-        spec = products_table(categories)
-        state = TableState.from_query(spec, request.query_params)
-        table = await fetch_page(
+        table = await table_for(
+            request,
             db_session,
-            spec,
-            state,
-            products_query(state, categories),
-            base_url=request.app.route_reverse("admin:products"),
-            export_url=request.app.route_reverse("admin:products_export"),
+            products_table(categories),
+            lambda state: products_query(state, categories),
+            export_route="admin:products_export",
         )
         return render(request, "admin/products.html.j2", {"table": table}, fragment="admin/_products_table.html.j2")
 
@@ -122,11 +119,15 @@ class AdminProductController(Controller):
         runtime: NamedDependency[Runtime],
     ) -> Stream:
         categories = await all_categories(db_session)
-        spec = products_table(categories)
-        state = TableState.from_query(spec, request.query_params)
-        stmt = ordered(spec, state, products_query(state, categories))
-        filename = f"products-{datetime.now(UTC):%Y%m%d-%H%M}.csv"
-        return csv_response(runtime, stmt, PRODUCTS_CSV_HEADER, product_csv_row, filename=filename)
+        return export_for(
+            request,
+            runtime,
+            products_table(categories),
+            lambda state: products_query(state, categories),
+            PRODUCTS_CSV_HEADER,
+            product_csv_row,
+            name="products",
+        )
 
     @get("/new", name="admin:product_new", guards=FULL)
     async def new(self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> Template:
@@ -220,12 +221,7 @@ class AdminProductController(Controller):
         active: bool,
     ) -> Template | Response[Any]:
         form = await request.form()
-        ids: list[UUID] = []
-        for raw in form.getall("ids") if "ids" in form else []:
-            try:
-                ids.append(UUID(str(raw)))
-            except ValueError:
-                continue
+        ids = parse_ids(form.getall("ids") if "ids" in form else [])
         changed = await set_active(db, ids, active=active, actor=actor)
         if changed:
             await invalidate_catalog(runtime.redis)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 from uuid import UUID
@@ -23,7 +22,6 @@ from app.domain.admin.webhooks import (
     events_query,
     failed_matching,
     ignore_events,
-    parse_ids,
     replay_events,
     replay_failed,
     request_catch_up,
@@ -35,7 +33,7 @@ from app.domain.payments.health import cached_alert, webhook_health
 from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
-from app.lib.tables import TableState, csv_response, fetch_page, ordered
+from app.lib.tables import TableState, export_for, parse_ids, table_for
 from app.server.auth import requires
 
 log = structlog.get_logger()
@@ -62,15 +60,8 @@ class AdminWebhookController(Controller):
         runtime: NamedDependency[Runtime],
     ) -> Template:
         spec = webhooks_table(await stored_types(db_session))
-        state = TableState.from_query(spec, request.query_params)
-        table = await fetch_page(
-            db_session,
-            spec,
-            state,
-            events_query(state),
-            base_url=request.app.route_reverse("admin:webhooks"),
-            export_url=request.app.route_reverse("admin:webhooks_export"),
-        )
+        table = await table_for(request, db_session, spec, events_query, export_route="admin:webhooks_export")
+        state = table.state
         health = await webhook_health(db_session, runtime.redis, runtime.settings)
         filter_params = {k: v for k, v in state.params().items() if k in {"type", "q"}}
         return render(
@@ -95,10 +86,7 @@ class AdminWebhookController(Controller):
         runtime: NamedDependency[Runtime],
     ) -> Stream:
         spec = webhooks_table(await stored_types(db_session))
-        state = TableState.from_query(spec, request.query_params)
-        filename = f"stripe-events-{datetime.now(UTC):%Y%m%d-%H%M}.csv"
-        stmt = ordered(spec, state, events_query(state))
-        return csv_response(runtime, stmt, EVENTS_CSV_HEADER, event_csv_row, filename=filename)
+        return export_for(request, runtime, spec, events_query, EVENTS_CSV_HEADER, event_csv_row, name="stripe-events")
 
     @get("/alert", name="admin:webhooks_alert")
     async def alert(

@@ -339,13 +339,3 @@ async def request_catch_up(db: AsyncSession, queue: Queue, *, actor: Actor) -> b
     await db.commit()
     job = await queue.enqueue(CATCH_UP_JOB, key="stripe-catch-up:manual", timeout=240, retries=1)
     return job is not None
-
-
-def parse_ids(values: Iterable[str]) -> list[UUID]:
-    out: list[UUID] = []
-    for value in values:
-        try:
-            out.append(UUID(value))
-        except ValueError:
-            continue
-    return out

@@ -28,7 +28,7 @@ from app.domain.plans.stripe_sync import PlanStripeSync
 from app.domain.promotions.services import describe, describe_duration, normalize_code, status_of
 from app.lib.exceptions import FormError, NotFoundError
 from app.lib.money import parse_money, plain_amount
-from app.lib.tables import Column, Filter, TableSpec, TableState
+from app.lib.tables import Column, Filter, TableSpec, TableState, parse_ids
 
 log = structlog.get_logger()
 
@@ -138,16 +138,6 @@ def _positive_int(raw: str, errors: dict[str, str], name: str, message: str, *, 
     return int(text)
 
 
-def _uuids(raw: list[str]) -> list[UUID]:
-    out: list[UUID] = []
-    for value in raw:
-        try:
-            out.append(UUID(value))
-        except ValueError:
-            continue
-    return out
-
-
 def parse_promo_form(
     form: dict[str, str], *, product_ids: list[str], plan_ids: list[str], today: date | None = None
 ) -> PromoForm:
@@ -244,8 +234,8 @@ def parse_promo_form(
         expires_at=expires_at,
         minimum_amount=minimum,
         first_order_only=form.get("first_order_only", "") in {"on", "true", "1"},
-        product_ids=_uuids(product_ids),
-        plan_ids=_uuids(plan_ids),
+        product_ids=parse_ids(product_ids),
+        plan_ids=parse_ids(plan_ids),
         form_token=token,
     )
 

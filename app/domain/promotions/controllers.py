@@ -34,7 +34,7 @@ from app.lib.exceptions import FormError
 from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
-from app.lib.tables import TableState, csv_response, fetch_page, ordered
+from app.lib.tables import export_for, table_for
 from app.lib.tokens import new_form_token
 from app.server.auth import requires
 
@@ -79,15 +79,7 @@ class AdminPromoCodeController(Controller):
 
     @get("/", name="admin:promo_codes")
     async def index(self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> Template:
-        state = TableState.from_query(PROMO_TABLE, request.query_params)
-        table = await fetch_page(
-            db_session,
-            PROMO_TABLE,
-            state,
-            promo_query(state),
-            base_url=request.app.route_reverse("admin:promo_codes"),
-            export_url=request.app.route_reverse("admin:promo_codes_export"),
-        )
+        table = await table_for(request, db_session, PROMO_TABLE, promo_query, export_route="admin:promo_codes_export")
         return render(
             request,
             "admin/promo_codes.html.j2",
@@ -104,10 +96,9 @@ class AdminPromoCodeController(Controller):
 
     @get("/export.csv", name="admin:promo_codes_export")
     async def export(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Stream:
-        state = TableState.from_query(PROMO_TABLE, request.query_params)
-        stmt = ordered(PROMO_TABLE, state, promo_query(state))
-        filename = f"promo-codes-{datetime.now(UTC):%Y%m%d-%H%M}.csv"
-        return csv_response(runtime, stmt, PROMO_CSV_HEADER, promo_csv_row, filename=filename)
+        return export_for(
+            request, runtime, PROMO_TABLE, promo_query, PROMO_CSV_HEADER, promo_csv_row, name="promo-codes"
+        )
 
     @get("/new", name="admin:promo_code_new", guards=[requires(Resource.PROMO_CODES, Access.FULL)])
     async def new(self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> Template:
