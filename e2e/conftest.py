@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.message import Message
@@ -100,19 +100,31 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)  # anything left in the process group (granian's workers) goes too
 
 
+def wait_until(condition: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.2) -> Any:
+    """Poll another process's state (a database row, a job record, a server starting) until ``condition`` returns
+    something truthy, and return it; fail with ``what`` after ``timeout`` seconds. The one polling loop of the
+    browser journeys: what they wait for is the condition, the interval only spaces the looks."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout:.0f}s for {what}", pytrace=False)
+        time.sleep(interval)
+    return result
+
+
 def _wait_until_up(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     """Poll a server we just started until it answers 200 (startup, not app behaviour, so polling is right)."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         if proc.poll() is not None:
             pytest.fail(f"{proc.args[0]} exited with {proc.returncode}:\n{_log_tail(log)}", pytrace=False)
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
+                return response.status == 200
         except OSError:
-            time.sleep(0.1)
-    pytest.fail(f"{url} did not answer within {STARTUP_TIMEOUT:.0f}s:\n{_log_tail(log)}", pytrace=False)
+            return False
+
+    wait_until(answers, timeout=STARTUP_TIMEOUT, what=f"{url} to answer:\n{_log_tail(log)}", interval=0.1)
 
 
 def _flushed_redis(url: str | None) -> str | None:
