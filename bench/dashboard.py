@@ -33,7 +33,7 @@ from bench.load import closed_loop
 
 NUMBER_BASE = 10_000_000  # generated order numbers: far above what the app's counter hands out
 ADMIN = ("admin@cartwright.test", "admin-demo-password")
-VERSION_KEY = "cartwright:analytics:version"  # app.domain.analytics.cache.VERSION_KEY
+VERSION_KEY = "cartwright:analytics:version"  # app.domain.analytics.cache.ANALYTICS_CACHE.version_key
 
 
 def _audit(now: datetime) -> tuple[datetime, datetime]:

@@ -1,13 +1,6 @@
-"""The public catalog's data cached in Redis under a versioned key, invalidated by bumping the version.
-
-Keys look like ``cartwright:catalog:v<version>:<page>:<hash of the query>``. Every admin change to a product or
-category, and a stock change at fulfilment, calls ``invalidate_catalog`` (an ``INCR`` of the version) after its
-commit: the next request reads under the new version, so public pages show the change on the very next request,
-and the old entries simply expire (the TTL is only a backstop). What is cached is plain JSON (product and category
-views), never rendered HTML: pages carry CSRF tokens and the visitor's header.
-
-Redis being down never breaks the shop: reads fall through to the database and invalidation is logged.
-"""
+"""The public catalog's data (plain JSON product and category views, never rendered HTML: pages carry CSRF tokens
+and the visitor's header) cached in Redis. Every admin change to a product or category, and a stock change at
+fulfilment, calls ``invalidate_catalog`` after its commit, so public pages show it on the very next request."""
 
 from __future__ import annotations
 
@@ -16,47 +9,19 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-log = structlog.get_logger()
+from app.lib.versioned_cache import VersionedCache
 
-VERSION_KEY = "cartwright:catalog:version"
-TTL_SECONDS = 10 * 60
-
-
-def _key(version: int, name: str, params: dict[str, Any]) -> str:
-    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:24]
-    return f"cartwright:catalog:v{version}:{name}:{digest}"
+CATALOG_CACHE = VersionedCache("catalog", ttl_seconds=10 * 60)
 
 
 async def cached(redis: Redis | None, name: str, params: dict[str, Any], build: Callable[[], Awaitable[Any]]) -> Any:
-    """The JSON value for ``name``/``params`` under the current version, built (and stored) when missing."""
-    if redis is None:
-        return await build()
-    try:
-        version = int(await redis.get(VERSION_KEY) or 0)
-        key = _key(version, name, params)
-        raw = await redis.get(key)
-    except RedisError as exc:
-        log.warning("catalog_cache.unavailable", error=type(exc).__name__)
-        return await build()
-    if raw is not None:
-        return json.loads(raw)
-    value = await build()
-    try:
-        await redis.set(key, json.dumps(value, default=str), ex=TTL_SECONDS)
-    except RedisError as exc:
-        log.warning("catalog_cache.unavailable", error=type(exc).__name__)
-    return value
+    """The JSON value for ``name``/``params`` (a page and its query) under the current catalog version."""
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return await CATALOG_CACHE.get_or_build(redis, f"{name}:{digest}", build)
 
 
 async def invalidate_catalog(redis: Redis | None) -> None:
     """Make every cached catalog entry stale at once. Call it after the change's commit."""
-    if redis is None:
-        return
-    try:
-        await redis.incr(VERSION_KEY)
-    except RedisError as exc:  # the TTL still bounds how long a stale page can be served
-        log.error("catalog_cache.invalidate_failed", error=type(exc).__name__)
+    await CATALOG_CACHE.invalidate(redis)
