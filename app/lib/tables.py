@@ -37,6 +37,7 @@ class Column:
     label: str
     sort: SortKey | None = None  # the SQL the column sorts by; None: not sortable
     numeric: bool = False
+    newest_first: bool = False  # a date people read latest-first: its first click sorts descending
 
     @property
     def sortable(self) -> bool:
@@ -143,11 +144,11 @@ class TableView:
         return f"{self.base_url}?{urlencode(self.state.params(**changes))}"
 
     def sort_url(self, column: Column) -> str:
-        # First click sorts ascending (numbers and dates: descending feels right, so those start descending).
+        # First click sorts ascending, except numbers and latest-first dates; the next click reverses.
         if self.state.sort_key == column.key:
             new = column.key if self.state.descending else f"-{column.key}"
         else:
-            new = f"-{column.key}" if column.numeric or column.key in {"created", "date", "placed"} else column.key
+            new = f"-{column.key}" if column.numeric or column.newest_first else column.key
         return self.url(sort=new, page=1)
 
     def aria_sort(self, column: Column) -> str:

@@ -62,7 +62,7 @@ CUSTOMERS_TABLE = TableSpec(
     columns=(
         Column("email", "Email", m.User.email),
         Column("name", "Name", m.User.name),
-        Column("created", "Joined (UTC)", m.User.created_at),
+        Column("created", "Joined (UTC)", m.User.created_at, newest_first=True),
         Column("orders", "Paid orders", _PAID_ORDERS, numeric=True),
         Column("ltv", "Lifetime value", _LTV, numeric=True),
         Column("plan", "Plan"),

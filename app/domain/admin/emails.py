@@ -14,7 +14,7 @@ EMAILS_TABLE = TableSpec(
     dom_id="admin-emails",
     noun="emails",
     columns=(
-        Column("created", "When (UTC)", m.EmailMessage.created_at),
+        Column("created", "When (UTC)", m.EmailMessage.created_at, newest_first=True),
         Column("to", "To", m.EmailMessage.to_address),
         Column("subject", "Subject", m.EmailMessage.subject),
         Column("kind", "Kind", m.EmailMessage.kind),

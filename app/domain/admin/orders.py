@@ -41,7 +41,7 @@ ORDERS_TABLE = TableSpec(
     noun="orders",
     columns=(
         Column("number", "Order", m.Order.number, numeric=True),
-        Column("placed", "Placed (UTC)", m.Order.created_at),
+        Column("placed", "Placed (UTC)", m.Order.created_at, newest_first=True),
         Column("email", "Customer", m.Order.email),
         Column("status", "Status", m.Order.status),
         Column("total", "Total", m.Order.total, numeric=True),

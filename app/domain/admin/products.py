@@ -55,7 +55,7 @@ def products_table(categories: list[m.Category]) -> TableSpec:
             Column("price", "Price", m.Product.price, numeric=True),
             Column("stock", "Stock", m.Product.stock, numeric=True),
             Column("status", "Status"),
-            Column("created", "Created (UTC)", m.Product.created_at),
+            Column("created", "Created (UTC)", m.Product.created_at, newest_first=True),
         ),
         default_sort="-created",
         filters=(

@@ -16,7 +16,7 @@ REFUNDS_TABLE = TableSpec(
     dom_id="admin-refunds",
     noun="refunds",
     columns=(
-        Column("created", "When (UTC)", m.Refund.created_at),
+        Column("created", "When (UTC)", m.Refund.created_at, newest_first=True),
         Column("order", "Order", m.Order.number, numeric=True),
         Column("customer", "Customer", m.Order.email),
         Column("amount", "Amount", m.Refund.amount, numeric=True),

@@ -21,7 +21,7 @@ SUBSCRIPTIONS_TABLE = TableSpec(
         Column("price", "Price", m.PlanPrice.amount, numeric=True),
         Column("status", "Status", m.Subscription.status),
         Column("renews", "Renews / ends (UTC)", m.Subscription.current_period_end),
-        Column("created", "Started (UTC)", m.Subscription.created_at),
+        Column("created", "Started (UTC)", m.Subscription.created_at, newest_first=True),
     ),
     default_sort="-created",
     filters=(

@@ -29,7 +29,7 @@ USERS_TABLE = TableSpec(
         Column("role", "Role", m.User.role),
         Column("active", "Status", m.User.is_active),
         Column("last_login", "Last sign-in (UTC)", m.User.last_login_at),
-        Column("created", "Joined (UTC)", m.User.created_at),
+        Column("created", "Joined (UTC)", m.User.created_at, newest_first=True),
     ),
     default_sort="email",
     filters=(

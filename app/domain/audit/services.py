@@ -91,7 +91,7 @@ AUDIT_TABLE = TableSpec(
     dom_id="admin-audit",
     noun="entries",
     columns=(
-        Column("created", "When (UTC)", m.AuditEntry.created_at),
+        Column("created", "When (UTC)", m.AuditEntry.created_at, newest_first=True),
         Column("actor", "Who", m.AuditEntry.actor_email),
         Column("action", "Action", m.AuditEntry.action),
         Column("target", "On"),

@@ -48,7 +48,7 @@ PROMO_TABLE = TableSpec(
         Column("redeemed", "Redeemed", m.PromoCode.times_redeemed, numeric=True),
         Column("expires", "Expires (UTC)", m.PromoCode.expires_at),
         Column("status", "Status"),
-        Column("created", "Created (UTC)", m.PromoCode.created_at),
+        Column("created", "Created (UTC)", m.PromoCode.created_at, newest_first=True),
     ),
     default_sort="-created",
     filters=(Filter("status", "Status", tuple(STATUS_LABELS.items()), "Any status"),),
