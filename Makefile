@@ -29,6 +29,7 @@ run: $(BIN)/.installed
 	@$(BIN)/cartwright dev --host $(HOST) --port $(PORT)
 
 lint: $(BIN)/.installed-test
+	$(BIN)/python .ci/check-paths
 	$(BIN)/ruff check app tests e2e migrations bench
 	$(BIN)/ruff format --check app tests e2e bench
 

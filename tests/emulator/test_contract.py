@@ -14,7 +14,8 @@ import stripe
 from app.stripe_emulator.server import EmulatorServer
 from tests.emulator.conftest import SECRET_KEY
 
-FIXTURES = json.loads(Path("/work/shared/stripe/fixtures3.json").read_text())["resources"]
+# Stripe's published example objects, kept next to this test with their MIT licence (fixtures/README.md).
+FIXTURES = json.loads((Path(__file__).parent / "fixtures" / "stripe-fixtures3.json").read_text())["resources"]
 
 # The ONE list of deliberate differences from the published fixtures: object -> {field: reason}.
 # "+field" means an extra field we serve, "-field" one we leave out.
