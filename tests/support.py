@@ -40,8 +40,13 @@ def postgres_admin_url() -> str:
 
 
 def create_postgres_database(name: str) -> str:
-    """Create (or recreate) database ``name`` next to TEST_DATABASE_URL's and return its async URL."""
+    """Create (or recreate) database ``name`` next to TEST_DATABASE_URL's and return its async URL.
+
+    TEST_DB_PREFIX keeps two checkouts testing at once on one PostgreSQL out of each other's databases.
+    """
     import asyncpg
+
+    name = os.environ.get("TEST_DB_PREFIX", "") + name
 
     admin = postgres_admin_url()
     dsn = admin.replace("postgresql+asyncpg://", "postgresql://")
