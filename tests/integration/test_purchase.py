@@ -186,7 +186,7 @@ async def test_guest_purchase_is_fulfilled_by_the_webhook_once(
         stocked = await db.get(m.Product, deck.id)
         assert stocked is not None
         assert stocked.stock == 2
-        events = dict((await db.execute(select(m.StripeEvent.type, m.StripeEvent.status))).tuples().all())
+        events = dict((await db.execute(select(m.StripeEvent.type, m.StripeEvent.status))).all())
         assert events["payment_intent.succeeded"] == "processed"
         assert set(events.values()) <= {"processed", "ignored"}  # e.g. payment_intent.created is not ours to act on
 

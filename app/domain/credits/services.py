@@ -84,7 +84,7 @@ class CreditService:
             .group_by(m.CreditType.id)
             .order_by(m.CreditType.name)
         )
-        return [(credit_type, int(total or 0)) for credit_type, total in rows.tuples()]
+        return [(credit_type, int(total or 0)) for credit_type, total in rows.all()]
 
     async def entries(self, user_id: UUID, *, limit: int = 50) -> list[m.CreditEntry]:
         """The user's newest ledger rows first."""
