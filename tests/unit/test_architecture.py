@@ -1,0 +1,75 @@
+"""The codebase's shape rules, checked from the source so they hold without anyone remembering them.
+
+- The shop never imports the offline Stripe emulator: it talks to Stripe (or the emulator) over HTTP only.
+- The emulator never ships: not in the wheel, not in the Docker image.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = ROOT / "app"
+EMULATOR = "app.stripe_emulator"
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def test_the_shop_never_imports_the_stripe_emulator() -> None:
+    offenders = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in APP.rglob("*.py")
+        if not path.is_relative_to(APP / "stripe_emulator")
+        for name in _imports(path)
+        if name == EMULATOR or name.startswith(EMULATOR + ".")
+    ]
+    assert offenders == []
+
+
+def test_the_wheel_leaves_the_emulator_out(tmp_path: Path) -> None:
+    # Built from a copy: setuptools writes build/ and *.egg-info next to the sources.
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "app", source / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), "."],
+        check=True,
+        capture_output=True,
+        cwd=source,
+    )
+    (wheel,) = tmp_path.glob("cartwright-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "app/asgi.py" in names  # the shop itself is there
+    assert "app/lib/data/common-passwords.txt.gz" in names  # and its data files
+    assert [n for n in names if n.startswith("app/stripe_emulator/")] == []
+
+
+def test_the_docker_image_leaves_the_emulator_out() -> None:
+    # The image gets app/ through `COPY app ./app`, filtered by .dockerignore.
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copies = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY") and "--from" not in line]
+    assert "app" in copies
+    ignored = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert any(fnmatch.fnmatch("app/stripe_emulator", pattern) for pattern in ignored)
+    assert not any(pattern.startswith("!") and "stripe_emulator" in pattern for pattern in ignored)
