@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -86,18 +89,81 @@ def migrate(runtime: Runtime) -> None:
     AlembicCommands(sqlalchemy_config=runtime.alchemy).upgrade(revision="head")
 
 
-def _wait_until_up(url: str, timeout: float, procs: list[subprocess.Popen[bytes]]) -> bool:
+@dataclass
+class _Child:
+    """A process `cartwright dev` started: its name for messages, and its own process group."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+
+    @classmethod
+    def start(cls, name: str, args: list[str], env: dict[str, str]) -> _Child:
+        # Its own session, so stopping it reaches the processes it forks too (granian's workers outlived a
+        # SIGTERM to granian alone and kept the port), and Ctrl-C reaches only us: we stop children in order.
+        proc = subprocess.Popen(args, env=env, cwd=BASE_DIR, start_new_session=True)  # noqa: S603
+        return cls(name, proc)
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+
+
+def _stop_all(children: list[_Child], timeout: float = 10) -> None:
+    for child in reversed(children):
+        child.signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for child in children:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        child.signal_group(signal.SIGKILL)  # whatever of its group is left (a worker process it forked)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.proc.wait(timeout=5)
+
+
+def _first_exited(children: list[_Child]) -> _Child | None:
+    return next((c for c in children if c.proc.poll() is not None), None)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_until_up(url: str, timeout: float, children: list[_Child]) -> _Child | None:
+    """None once ``url`` answers 200; else the child that exited (or the last one, on time-out)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(p.poll() is not None for p in procs):
-            return False
+        if exited := _first_exited(children):
+            return exited
         try:
             with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own local URL
                 if response.status == 200:
-                    return True
+                    return None
         except OSError:
             time.sleep(0.2)  # polling a child process we just started; not test synchronisation
-    return False
+    return children[-1]
+
+
+def _emulator_api_base(api_base: str, env: dict[str, str]) -> str:
+    """The emulator's URL: the configured one, or, when none is configured and 12111 is taken, a free port.
+
+    So two checkouts can run `make run` side by side; the children learn the URL from STRIPE_API_BASE.
+    """
+    parts = urlsplit(api_base)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 12111
+    if env.get("STRIPE_API_BASE") or env.get("STRIPE_SECRET_KEY") or _port_free(host, port):
+        return api_base
+    return f"{parts.scheme}://{host}:{_free_port(host)}"
 
 
 @click.command(name="dev", help="Migrate, seed, then run web + worker (and the Stripe emulator) until Ctrl-C.")
@@ -131,52 +197,34 @@ def dev_command(host: str, port: int) -> None:
     if asyncio.run(seed_first_run()):
         click.echo("Loaded the demo catalog and demo accounts (first run).")
 
+    if not _port_free(host, port):
+        click.echo(f"Port {port} on {host} is already in use: stop what runs there, or `make run PORT=…`.", err=True)
+        raise SystemExit(1)
+    api_base = _emulator_api_base(settings.stripe.api_base, env)
+    if api_base != settings.stripe.api_base:
+        env["STRIPE_API_BASE"] = api_base
+        click.echo(f"Port {urlsplit(settings.stripe.api_base).port} is taken: the Stripe emulator runs at {api_base}.")
+
     bin_dir = Path(sys.executable).parent
-    procs: list[subprocess.Popen[bytes]] = []
+    children: list[_Child] = []
     emulator_cmd = _emulator_command(
-        settings.stripe.api_base,
+        api_base,
         settings.var_dir,
         env,
         webhook_url=f"{env['BASE_URL']}/webhooks/stripe",
         webhook_secret=settings.stripe.webhook_secrets[0],
     )
-    if emulator_cmd:
-        procs.append(subprocess.Popen(emulator_cmd, env=env, cwd=BASE_DIR))  # noqa: S603
-    procs.append(
-        subprocess.Popen(  # noqa: S603
-            [
-                str(bin_dir / "granian"),
-                "--interface",
-                "asgi",
-                "--factory",
-                "--host",
-                host,
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-                "app.asgi:create_app",
-            ],
-            env=env,
-            cwd=BASE_DIR,
-        )
-    )
-    procs.append(subprocess.Popen([str(bin_dir / "cartwright"), "workers", "run"], env=env, cwd=BASE_DIR))  # noqa: S603
-
-    def stop(*_: object) -> None:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        if not _wait_until_up(f"http://{host}:{port}/healthz", 60, procs):
-            click.echo("The web server did not start; see the messages above.", err=True)
+        if emulator_cmd:
+            children.append(_Child.start(f"The Stripe emulator ({api_base})", emulator_cmd, env))
+        granian = [str(bin_dir / "granian"), "--interface", "asgi", "--factory", "--host", host, "--port", str(port)]
+        web = [*granian, "--log-level", "warning", "app.asgi:create_app"]
+        children.append(_Child.start(f"The web server (port {port})", web, env))
+        children.append(_Child.start("The worker", [str(bin_dir / "cartwright"), "workers", "run"], env))
+        if failed := _wait_until_up(f"http://{host}:{port}/healthz", 60, children):
+            state = "did not start in time" if failed.proc.poll() is None else f"exited ({failed.proc.returncode})"
+            click.echo(f"{failed.name} {state}; see its messages above. Stopping the rest.", err=True)
             raise SystemExit(1)
         url = env["BASE_URL"]
         click.echo("")
@@ -188,11 +236,12 @@ def dev_command(host: str, port: int) -> None:
             click.echo(f"  Emails land in {url}/admin/emails (sign in as admin).")
         click.echo("  Ctrl-C stops everything.")
         click.echo("")
-        while all(p.poll() is None for p in procs):
+        while (exited := _first_exited(children)) is None:
             time.sleep(1)  # supervising children; exit when any of them dies
+        click.echo(f"{exited.name} exited ({exited.proc.returncode}); stopping the rest.", err=True)
         raise SystemExit(1)
     finally:
-        stop()
+        _stop_all(children)
 
 
 def _emulator_command(
