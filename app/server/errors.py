@@ -13,9 +13,10 @@ from litestar.exceptions.http_exceptions import ValidationException
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
-from app.lib.exceptions import ApplicationError
+from app.lib.exceptions import ApplicationError, NotYoursError, PermissionDeniedError
 from app.lib.htmx import wants_fragment
 from app.server.auth import NotSignedInError
+from app.server.logging import log_denial, request_path
 
 log = structlog.get_logger()
 
@@ -50,6 +51,10 @@ def _error_response(request: Request[Any, Any, Any], status: int, message: str) 
 
 
 def application_error_handler(request: Request[Any, Any, Any], exc: ApplicationError) -> Response[Any]:
+    if isinstance(exc, NotYoursError):
+        log_denial(request.scope, "not_owner", status=exc.status_code, resource=exc.resource, object_id=exc.object_id)
+    elif isinstance(exc, PermissionDeniedError):
+        log_denial(request.scope, "forbidden", status=exc.status_code)
     return _error_response(request, exc.status_code, exc.message)
 
 
@@ -78,20 +83,22 @@ def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) 
     else:
         message = exc.detail if status < 500 else "Please try again in a moment."
     if status >= 500:  # Litestar's own 5xx (a template that fails to render, a missing route name): log it
-        log.error("request.http_error", path=request.url.path, status=status, detail=exc.detail, exc_info=exc)
+        log.error(
+            "request.http_error", path=request_path(request.scope), status=status, detail=exc.detail, exc_info=exc
+        )
     return _error_response(request, status, message)
 
 
 def stripe_error_handler(request: Request[Any, Any, Any], exc: stripe.StripeError) -> Response[Any]:
     """Stripe unreachable, rate-limited or refusing: a clear "try again", never a traceback page."""
-    log.warning("request.stripe_error", path=request.url.path, error=type(exc).__name__, code=exc.code)
+    log.warning("request.stripe_error", path=request_path(request.scope), error=type(exc).__name__, code=exc.code)
     if isinstance(exc, stripe.CardError):
         return _error_response(request, 402, exc.user_message or "Your card was declined.")
     return _error_response(request, 503, "We couldn't reach the payment processor. Please try again in a moment.")
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    log.exception("request.unhandled_error", path=request.url.path, error=type(exc).__name__)
+    log.exception("request.unhandled_error", path=request_path(request.scope), error=type(exc).__name__)
     return _error_response(request, 500, "We've logged the problem. Please try again in a moment.")
 
 

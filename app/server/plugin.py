@@ -132,7 +132,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
         )
         session = session_config(secure=settings.secure_cookies, default_ttl=settings.customer_session_seconds)
         app_config.middleware = [
-            RequestLogMiddleware(),
+            RequestLogMiddleware(settings.trusted_proxies),
             session.middleware,
             CurrentUserMiddleware(runtime),
             *app_config.middleware,

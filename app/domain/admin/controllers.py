@@ -28,6 +28,7 @@ from app.domain.sync.services import latest_run
 from app.lib.exceptions import NotFoundError
 from app.lib.htmx import render, wants_fragment
 from app.lib.permissions import Access, Resource, access_for, can
+from app.lib.redact import mask_secret_links
 from app.lib.runtime import Runtime
 from app.lib.tables import export_for, table_for
 from app.server.auth import current_user, requires
@@ -101,4 +102,6 @@ class AdminController(Controller):
         message = await email_service.get(email_id)
         if message is None:
             raise NotFoundError("That email doesn't exist.")
-        return render(request, "admin/email.html.j2", {"email": message})
+        # Staff read what was sent, not the customer's working reset, verification or download links.
+        bodies = {"text_body": mask_secret_links(message.text_body), "html_body": mask_secret_links(message.html_body)}
+        return render(request, "admin/email.html.j2", {"email": message, **bodies})
