@@ -16,6 +16,7 @@ from litestar.status_codes import HTTP_303_SEE_OTHER
 from app.lib.exceptions import ApplicationError, NotYoursError, PermissionDeniedError
 from app.lib.htmx import wants_fragment
 from app.server.auth import NotSignedInError
+from app.server.csrf import CROSS_SITE
 from app.server.logging import log_denial, request_path
 
 log = structlog.get_logger()
@@ -72,12 +73,13 @@ def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) 
     if isinstance(exc, NotFoundException):
         message = "We couldn't find that page."
     elif isinstance(exc, PermissionDeniedException):
-        # Litestar's CSRF middleware raises this too: say what the person can do about it.
-        message = (
-            "Your form expired. Reload the page and try again."
-            if "CSRF" in (exc.detail or "")
-            else "You don't have access to that page."
-        )
+        # Our CSRF middleware raises this too: say what the person can do about it.
+        if "CSRF" in (exc.detail or ""):
+            message = "Your form expired. Reload the page and try again."
+        elif exc.detail == CROSS_SITE:
+            message = "That request came from another website, so we didn't act on it. Use the form on our page."
+        else:
+            message = "You don't have access to that page."
     elif isinstance(exc, ValidationException):
         message = "Some of what was sent could not be understood."
     else:
