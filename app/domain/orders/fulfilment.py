@@ -21,6 +21,7 @@ from sqlalchemy import case, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.db.upsert import insert_if_absent
 from app.domain.analytics.feed import announce, order_item, refund_item
 from app.domain.bookings.card_payments import cancel_refunded_bookings, confirm_paid_bookings
 from app.domain.catalog.cache import invalidate_catalog
@@ -74,18 +75,27 @@ class PaymentSync:
             await self.db.rollback()
             log.info("payment_intent.not_ours", payment_intent=intent["id"])
             return None
-        payment = await self.db.scalar(select(m.Payment).where(m.Payment.payment_intent_id == intent["id"]))
-        if payment is None:
-            # Column defaults only apply at flush: the comparisons below need them now.
-            payment = m.Payment(
-                order_id=order.id,
-                payment_intent_id=intent["id"],
-                amount=order.total,
-                currency=order.currency,
-                status=m.PaymentStatus.REQUIRES_PAYMENT_METHOD.value,
-                last_event_created=0,
-            )
-            self.db.add(payment)
+        # The return page and the webhook job may both be first here (SQLite takes no row lock): one row, kept by
+        # the database, never a unique-key failure for the second.
+        await insert_if_absent(
+            self.db,
+            m.Payment,
+            "payment_intent_id",
+            {
+                "order_id": order.id,
+                "payment_intent_id": intent["id"],
+                "amount": order.total,
+                "currency": order.currency,
+                "status": m.PaymentStatus.REQUIRES_PAYMENT_METHOD.value,
+                "last_event_created": 0,
+            },
+        )
+        payment = await self.db.scalar(
+            select(m.Payment)
+            .where(m.Payment.payment_intent_id == intent["id"])
+            .execution_options(populate_existing=True)
+        )
+        assert payment is not None
         new_status = payment_status(intent)
         stale = event_created and event_created < payment.last_event_created
         if payment.status == m.PaymentStatus.SUCCEEDED and new_status != m.PaymentStatus.SUCCEEDED:
@@ -187,23 +197,37 @@ class PaymentSync:
                 return order
         listing = await self.ctx.stripe.v1.refunds.list_async({"payment_intent": intent_id, "limit": 100})
         remote = [as_dict(r) async for r in listing.auto_paging_iter()]
-        existing = {
-            r.stripe_refund_id: r for r in await self.db.scalars(select(m.Refund).where(m.Refund.order_id == order.id))
+        # Several refund events of one refund (refund.created, charge.refunded, refund.updated) run at the same
+        # moment, with the admin's request and the re-sync: the database keeps one row per refund, and only the
+        # call that inserted a row announces it.
+        created: set[str] = set()
+        for data in remote:
+            inserted = await insert_if_absent(
+                self.db,
+                m.Refund,
+                "stripe_refund_id",
+                {
+                    "order_id": order.id,
+                    "stripe_refund_id": data["id"],
+                    "amount": int(data["amount"]),
+                    "currency": str(data["currency"]).upper(),
+                    "status": str(data["status"]),
+                },
+            )
+            if inserted:
+                created.add(data["id"])
+        if remote:
+            # On SQLite the insert above took the write lock: re-read what a writer before us committed.
+            await self.db.refresh(order)
+        rows = {
+            r.stripe_refund_id: r
+            for r in await self.db.scalars(
+                select(m.Refund).where(m.Refund.order_id == order.id).execution_options(populate_existing=True)
+            )
         }
         to_notify: list[m.Refund] = []
-        created: list[m.Refund] = []  # first seen now: the live dashboard's feed shows them
         for data in remote:
-            row = existing.get(data["id"])
-            if row is None:
-                row = m.Refund(
-                    order_id=order.id,
-                    stripe_refund_id=data["id"],
-                    amount=int(data["amount"]),
-                    currency=str(data["currency"]).upper(),
-                    status=data["status"],
-                )
-                self.db.add(row)
-                created.append(row)
+            row = rows[data["id"]]
             row.status = str(data["status"])
             row.amount = int(data["amount"])
             row.charge_id = stripe_id(data.get("charge"))
@@ -236,7 +260,11 @@ class PaymentSync:
         await mailer.dispatch(emails)
         await announce(
             self.ctx.redis,
-            [refund_item(r, order.number) for r in created if r.status in COUNTED_REFUND_STATUSES],
+            [
+                refund_item(row, order.number)
+                for row in rows.values()
+                if row.stripe_refund_id in created and row.status in COUNTED_REFUND_STATUSES
+            ],
         )
         return order
 
