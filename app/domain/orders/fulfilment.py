@@ -31,6 +31,7 @@ from app.domain.payments.context import HandlerContext
 from app.domain.payments.gateway import as_dict, stripe_id
 from app.domain.promotions.services import redeem_for_order
 from app.lib.money import format_money
+from app.lib.permissions import Role
 
 log = structlog.get_logger()
 
@@ -226,8 +227,13 @@ class PaymentSync:
             )
         }
         to_notify: list[m.Refund] = []
+        failed_now: list[m.Refund] = []
         for data in remote:
             row = rows[data["id"]]
+            # Read under the lock (PostgreSQL's order row, SQLite's write lock): one caller sees the change to failed.
+            # (A row first seen as failed was inserted as failed: nobody was told of it, there is nothing to undo.)
+            if str(data["status"]) == "failed" and row.status != "failed":
+                failed_now.append(row)
             row.status = str(data["status"])
             row.amount = int(data["amount"])
             row.charge_id = stripe_id(data.get("charge"))
@@ -244,6 +250,7 @@ class PaymentSync:
                 )
         refunded = min(sum(int(r["amount"]) for r in remote if r["status"] in COUNTED_REFUND_STATUSES), order.total)
         order.amount_refunded = refunded
+        restored = 0
         if refunded >= order.total and order.total > 0:
             if order.status != m.OrderStatus.REFUNDED:
                 order.status = m.OrderStatus.REFUNDED.value
@@ -251,11 +258,32 @@ class PaymentSync:
                 await DownloadService(self.db, self.ctx.settings).revoke_for_order(order)
                 self.db.add(m.OrderEvent(order_id=order.id, kind="downloads_revoked", message="Fully refunded."))
                 await cancel_refunded_bookings(self.db, order)  # and free a booking's seat
-        elif refunded > 0:
-            order.status = m.OrderStatus.PARTIALLY_REFUNDED.value
+        else:
+            if order.status == m.OrderStatus.REFUNDED and order.refunded_at is not None:
+                # A refund failed after the fact (Stripe's 5126): the money is ours again, so are the customer's
+                # downloads. Only what the refund revoked comes back (revoked at or after it was recorded).
+                restored = await DownloadService(self.db, self.ctx.settings).restore_for_order(
+                    order, revoked_since=order.refunded_at
+                )
+                order.refunded_at = None
+            if refunded > 0:
+                order.status = m.OrderStatus.PARTIALLY_REFUNDED.value
+            elif order.status in {m.OrderStatus.REFUNDED, m.OrderStatus.PARTIALLY_REFUNDED}:
+                order.status = m.OrderStatus.PAID.value
+        for row in failed_now:
+            self.db.add(
+                m.OrderEvent(
+                    order_id=order.id,
+                    kind="refund_failed",
+                    message=f"The refund of {format_money(row.amount, order.currency)} failed at the bank"
+                    + (": downloads restored." if restored else "."),
+                )
+            )
         # Rendered after the status is settled: the notice says whether downloads were revoked.
         mailer = EmailService(self.db, self.ctx.queue)
         emails = [mailer.stage("refund", order.email, {"order": order, "amount": r.amount}) for r in to_notify]
+        if failed_now:
+            emails += await self._refund_failed_emails(mailer, order, failed_now, restored=bool(restored))
         await self.db.commit()
         await mailer.dispatch(emails)
         await announce(
@@ -267,6 +295,26 @@ class PaymentSync:
             ],
         )
         return order
+
+    async def _refund_failed_emails(
+        self, mailer: EmailService, order: m.Order, failed: list[m.Refund], *, restored: bool
+    ) -> list[m.EmailMessage]:
+        """The customer learns the refund failed and what happens next; every admin learns it needs handling."""
+        base = self.ctx.settings.base_url
+        context = {
+            "order": order,
+            "amount": sum(r.amount for r in failed),
+            "refund_ids": [r.stripe_refund_id for r in failed],
+            "restored": restored,
+            "order_url": f"{base}/account/orders/{order.id}",
+            "admin_url": f"{base}/admin/orders/{order.id}",
+        }
+        emails = [mailer.stage("refund_failed", order.email, context)]
+        admins = await self.db.scalars(
+            select(m.User.email).where(m.User.role == Role.ADMIN.value, m.User.is_active.is_(True))
+        )
+        emails += [mailer.stage("refund_failed_admin", address, context) for address in admins]
+        return emails
 
 
 async def on_payment_intent_event(ctx: HandlerContext, event: dict[str, Any]) -> None:
