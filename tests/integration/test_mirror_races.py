@@ -22,7 +22,7 @@ from app.lib.runtime import Runtime
 from app.lib.settings import Settings
 from app.stripe_emulator.server import EmulatorServer
 from tests.conftest import Factory
-from tests.helpers import sign_in, text_of
+from tests.helpers import post_form, sign_in, text_of
 from tests.integration.purchase_support import (
     add_to_cart,
     confirm,
@@ -32,6 +32,7 @@ from tests.integration.purchase_support import (
     place_order,
 )
 from tests.integration.race_support import job_context, rendezvous_before_insert, run_stored_events, stored_events
+from tests.integration.test_admin_orders import refund_form
 from tests.integration.test_subscriptions import credit_balance, make_plan, pay_first_invoice, subscribe
 
 pytestmark = pytest.mark.usefixtures("app_server")
@@ -117,10 +118,17 @@ async def test_refund_events_arriving_together_record_the_refund_once(
     queue: Queue,
 ) -> None:
     """W5/R1: an admin refund's `refund.created` and `charge.refunded` jobs run at the same moment."""
-    order, intent_id = await paid_guest_order(client, factory, runtime, settings, stripe_emulator)
+    order, _intent_id = await paid_guest_order(client, factory, runtime, settings, stripe_emulator)
     await run_stored_events(runtime, queue)
     assert (await load_order(runtime, order.id)).status == "paid"
-    await runtime.stripe.v1.refunds.create_async({"payment_intent": intent_id, "amount": 600})
+    # Support refunds part of the order through the back office, as in the issue.
+    client.cookies.clear()
+    await factory.user(email="support@example.com", role="support")
+    await sign_in(client, "support@example.com")
+    token = await refund_form(client, order.id)
+    form = {"amount": "6.00", "reason": "Chapter 3 missing", "form_token": token}
+    response = await post_form(client, f"/admin/orders/{order.id}/refunds", form, htmx=True)
+    assert response.status_code == 200, response.text
     assert (await asyncio.to_thread(stripe_emulator.flush, 30))["idle"]
     refund_events = await stored_events(runtime, "refund.created", "charge.refunded", "refund.updated")
     assert {e.type for e in refund_events} >= {"refund.created", "charge.refunded"}
