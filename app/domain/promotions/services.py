@@ -17,6 +17,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.db.upsert import insert_if_absent
 from app.domain.cart.services import PricedCart
 from app.domain.promotions.allocation import allocate, discount_for, percent_of
 from app.lib.exceptions import ApplicationError
@@ -300,20 +301,26 @@ async def redeem_for_order(db: AsyncSession, order: m.Order) -> m.PromoRedemptio
 async def redeem_for_subscription(
     db: AsyncSession, promo: m.PromoCode, *, user: m.User, stripe_subscription_id: str
 ) -> None:
-    """Count a subscription created with the code (Stripe counts it on its side too). Commits; idempotent."""
-    existing = await db.scalar(
-        select(m.PromoRedemption.id).where(m.PromoRedemption.stripe_subscription_id == stripe_subscription_id)
+    """Count a subscription created with the code (Stripe counts it on its side too). Commits; idempotent.
+
+    Two return pages (two tabs) may both get here: only the one whose redemption row is inserted counts the code.
+    """
+    inserted = await insert_if_absent(
+        db,
+        m.PromoRedemption,
+        "stripe_subscription_id",
+        {
+            "promo_code_id": promo.id,
+            "stripe_subscription_id": stripe_subscription_id,
+            "user_id": user.id,
+            "email": user.email,
+            "counted": False,
+        },
     )
-    if existing is not None:
-        return
-    counted = await _count_one(db, promo.id)
-    db.add(
-        m.PromoRedemption(
-            promo_code_id=promo.id,
-            stripe_subscription_id=stripe_subscription_id,
-            user_id=user.id,
-            email=user.email,
-            counted=counted,
+    if inserted and await _count_one(db, promo.id):
+        await db.execute(
+            update(m.PromoRedemption)
+            .where(m.PromoRedemption.stripe_subscription_id == stripe_subscription_id)
+            .values(counted=True)
         )
-    )
     await db.commit()
