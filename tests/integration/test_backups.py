@@ -204,6 +204,37 @@ async def test_verify_passes_a_good_backup_and_names_a_damaged_dump_or_file(
     assert "Traceback" not in unreadable.output
 
 
+async def test_a_backup_taken_while_the_shop_writes_is_consistent(runtime: Runtime, tmp_path: Path) -> None:
+    """The dump and the manifest's counts come from one snapshot, however many rows arrive meanwhile."""
+    backing_up = asyncio.Event()
+    done = asyncio.Event()
+
+    async def shop_writes() -> int:
+        n = 0
+        while not done.is_set():
+            async with runtime.db() as db:
+                db.add(m.User(email=f"writer{n}@example.com", name="Writer", password_hash="x", role="customer"))
+                await db.commit()
+            n += 1
+            if n == 5:
+                backing_up.set()  # the backup starts with the writes already under way
+        return n
+
+    writer = asyncio.create_task(shop_writes())
+    await backing_up.wait()
+    try:
+        created = await backup_cli(["create", "--to", str(tmp_path)])
+    finally:
+        done.set()
+    written = await writer
+    assert created.exit_code == 0, created.output
+    backup = only_backup(tmp_path)
+    assert 5 <= Manifest.read(backup).row_counts["users"] < written  # rows arrived after the snapshot too
+
+    verified = await backup_cli(["verify", str(backup)])
+    assert verified.exit_code == 0, verified.output
+
+
 async def test_restore_refuses_a_database_that_is_not_empty(runtime: Runtime, factory: Factory, tmp_path: Path) -> None:
     await factory.user(email="before@example.com")
     assert (await backup_cli(["create", "--to", str(tmp_path)])).exit_code == 0
