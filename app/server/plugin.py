@@ -82,7 +82,11 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
         self.runtime = runtime
 
     def on_cli_init(self, cli: Group) -> None:
+        from advanced_alchemy.extensions.litestar.cli import database_group
+
+        from app.cli.backup import backup_group
         from app.cli.commands import dev_command, seed_command, users_group
+        from app.cli.migrations import add_dry_run
         from app.cli.plans import plans_group
         from app.cli.stripe_sync import stripe_group
 
@@ -91,6 +95,8 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
         cli.add_command(dev_command)
         cli.add_command(plans_group)
         cli.add_command(stripe_group)
+        cli.add_command(backup_group)
+        add_dry_run(database_group)
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         runtime = self.runtime
