@@ -55,6 +55,7 @@ from app.server import errors
 from app.server.auth import CurrentUserMiddleware, NotSignedInError, current_user
 from app.server.deps import provide_actor, provide_queue, provide_runtime, provide_settings
 from app.server.logging import RequestLogMiddleware, configure_logging
+from app.server.security_headers import SecurityHeaders
 from app.server.sessions import session_config
 from app.server.worker import saq_config
 
@@ -137,6 +138,8 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
             CurrentUserMiddleware(runtime),
             *app_config.middleware,
         ]
+        # Every response, the router's own 404/405 included, leaves with the security headers and the CSP.
+        app_config.before_send.append(SecurityHeaders(settings))
         app_config.csrf_config = CSRFConfig(
             secret=settings.secret_key,
             cookie_name="cartwright_csrf",
