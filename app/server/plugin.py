@@ -45,7 +45,7 @@ from app.domain.plans.controllers import PlanController
 from app.domain.promotions.controllers import AdminPromoCodeController
 from app.domain.subscriptions.controllers import SubscriptionController
 from app.domain.sync.controllers import AdminSyncController
-from app.domain.system.controllers import healthz, readyz
+from app.domain.system.controllers import csp_report, healthz, readyz
 from app.lib.exceptions import ApplicationError
 from app.lib.htmx import pop_flashes
 from app.lib.runtime import QUEUE_NAME, Runtime
@@ -64,8 +64,8 @@ if TYPE_CHECKING:
     from litestar.config.app import AppConfig
 
 # Routes that take no form posts from our pages (and so carry no CSRF token). Stripe's webhook is authenticated
-# by its signature instead.
-CSRF_EXEMPT = ["^/healthz$", "^/readyz$", "^/webhooks/stripe$"]
+# by its signature instead; CSP reports come from the browser itself, without our token.
+CSRF_EXEMPT = ["^/healthz$", "^/readyz$", "^/webhooks/stripe$", "^/csp-report$"]
 
 
 def _template_user(context: Mapping[str, Any]) -> Any:
@@ -180,6 +180,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 BookingController,
                 healthz,
                 readyz,
+                csp_report,
                 create_static_files_router(
                     path="/static",
                     directories=[BASE_DIR / "static"],

@@ -5,15 +5,18 @@ Also issue #12 hole 1 (stored script injection into the back office): user data 
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
 import httpx
+import structlog.testing
 from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
 
+from app.domain.system import csp_reports
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings
 from app.server.security_headers import SecurityHeaders, content_security_policy, origin
@@ -242,3 +245,69 @@ async def test_hole_1_an_email_never_lands_in_an_inline_handler_on_the_admin_ord
         if "pwned" in tag:
             assert re.search(r'\s(data-confirm|value|hx-confirm|href)="[^"]*pwned', tag), tag
 
+
+# --- the CSP report endpoint ----------------------------------------------------------------------------------
+
+
+async def test_csp_reports_are_logged_without_query_strings_and_counted_by_directive(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    old_style = {
+        "csp-report": {
+            "document-uri": "http://testserver.local/checkout?email=secret%40example.com#top",
+            "violated-directive": "script-src-elem",
+            "effective-directive": "script-src-elem",
+            "blocked-uri": "https://evil.example/x.js?session=abc",
+            "source-file": "http://testserver.local/reset-password/the-secret-token?x=1",
+            "line-number": 12,
+        }
+    }
+    # No CSRF token: the browser sends these itself.
+    with structlog.testing.capture_logs() as logs:
+        response = await client.post(
+            "/csp-report", content=json.dumps(old_style), headers={"Content-Type": "application/csp-report"}
+        )
+    assert response.status_code == 204, response.text
+    [line] = [entry for entry in logs if entry["event"] == "csp_violation"]
+    assert line["directive"] == "script-src-elem" and line["line"] == 12
+    assert line["blocked"] == "https://evil.example/x.js"
+    assert line["document"] == "http://testserver.local/checkout"
+    assert line["source"] == "http://testserver.local/reset-password/…"  # the token segment is a secret too
+    reporting_api = [
+        {
+            "type": "csp-violation",
+            "url": "http://testserver.local/",
+            "body": {
+                "effectiveDirective": "style-src-attr",
+                "blockedURL": "inline",
+                "documentURL": "http://testserver.local/?q=1",
+                "disposition": "enforce",
+            },
+        },
+        {"type": "deprecation", "body": {"id": "x"}},  # other report types are ignored
+    ]
+    response = await client.post(
+        "/csp-report", content=json.dumps(reporting_api), headers={"Content-Type": "application/reports+json"}
+    )
+    assert response.status_code == 204
+    assert await csp_reports.counts(runtime.redis) == {"script-src-elem": 1, "style-src-attr": 1}
+    for secret in ("session=abc", "secret%40example.com", "the-secret-token", "#top"):
+        assert secret not in repr(line), secret
+
+
+async def test_csp_reports_are_size_capped_and_checked(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    big = json.dumps({"csp-report": {"violated-directive": "script-src", "blocked-uri": "x" * 9000}})
+    headers = {"Content-Type": "application/csp-report"}
+    assert (await client.post("/csp-report", content=big, headers=headers)).status_code == 413
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the endpoint stops reading at the cap
+        for _ in range(10):
+            yield b" " * 1024
+
+    assert (await client.post("/csp-report", content=chunks(), headers=headers)).status_code == 413
+    assert (await client.post("/csp-report", content=b"{not json", headers=headers)).status_code == 400
+    wrong_type = await client.post("/csp-report", content=b"{}", headers={"Content-Type": "text/plain"})
+    assert wrong_type.status_code == 415
+    odd = {"csp-report": {"violated-directive": "DROP TABLE users; --", "blocked-uri": "eval"}}
+    assert (await client.post("/csp-report", content=json.dumps(odd), headers=headers)).status_code == 204
+    assert await csp_reports.counts(runtime.redis) == {"other": 1}  # only directive-shaped names become fields
