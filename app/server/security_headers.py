@@ -28,6 +28,12 @@ STRIPE_IMAGES = ("https://*.stripe.com",)
 STRIPE_CHECKOUT = "https://checkout.stripe.com"  # hosted Checkout (SUBSCRIPTION_CHECKOUT=hosted|both)
 STRIPE_PORTAL = "https://billing.stripe.com"  # the Billing Portal ("Manage billing in Stripe's portal")
 
+# A stored HTML document of ours shown inside a page (the outbox's email preview): its inline styles may apply,
+# nothing else may load or run, it is its own opaque origin (sandbox), and only our pages may frame it.
+SANDBOXED_DOCUMENT_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; sandbox; frame-ancestors 'self'"
+)
+
 # Pages whose URL is a secret (a download link, a password-reset link): their address must not leak to any page
 # they link to or load from, not even as an origin.
 NO_REFERRER_PREFIXES = ("/downloads/", "/reset-password/")
@@ -73,7 +79,8 @@ def content_security_policy(settings: Settings, nonce: str) -> str:
         # for browsers without CSP level 3, which ignore the nonce's companions the other way round.
         "script-src": (f"'nonce-{nonce}'", "'strict-dynamic'", *script),
         "style-src": ("'self'",),
-        "frame-src": frames,
+        # 'self': the outbox's email preview (SANDBOXED_DOCUMENT_CSP); every other page of ours refuses framing.
+        "frame-src": ("'self'", *frames),
         "connect-src": ("'self'", *connect),
         "img-src": ("'self'", "data:", *images),
         "object-src": ("'none'",),

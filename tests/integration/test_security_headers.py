@@ -16,10 +16,11 @@ import structlog.testing
 from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
 
+from app.domain.notifications.services import EmailService
 from app.domain.system import csp_reports
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings
-from app.server.security_headers import SecurityHeaders, content_security_policy, origin
+from app.server.security_headers import SANDBOXED_DOCUMENT_CSP, SecurityHeaders, content_security_policy, origin
 from tests.conftest import Factory
 from tests.helpers import sign_in
 from tests.integration.test_downloads import link, purchase
@@ -195,7 +196,7 @@ def test_emulator_origin_is_allowed_only_with_the_emulator(settings: Settings) -
     policy = content_security_policy(live, "n")
     assert emulator not in policy
     assert "script-src 'nonce-n' 'strict-dynamic' https://js.stripe.com https://*.js.stripe.com;" in policy
-    assert "frame-src https://js.stripe.com https://*.js.stripe.com https://hooks.stripe.com;" in policy
+    assert "frame-src 'self' https://js.stripe.com https://*.js.stripe.com https://hooks.stripe.com;" in policy
     assert "connect-src 'self' https://api.stripe.com;" in policy
     assert "img-src 'self' data: https://*.stripe.com;" in policy
     # The tests offer hosted Checkout (SUBSCRIPTION_CHECKOUT=both): its origin and the portal's may be posted to.
@@ -311,3 +312,29 @@ async def test_csp_reports_are_size_capped_and_checked(client: httpx.AsyncClient
     odd = {"csp-report": {"violated-directive": "DROP TABLE users; --", "blocked-uri": "eval"}}
     assert (await client.post("/csp-report", content=json.dumps(odd), headers=headers)).status_code == 204
     assert await csp_reports.counts(runtime.redis) == {"other": 1}  # only directive-shaped names become fields
+
+
+async def test_the_outbox_shows_an_email_with_its_inline_styles_in_a_sandboxed_document_of_its_own(
+    client: httpx.AsyncClient, runtime: Runtime, factory: Factory, settings: Settings
+) -> None:
+    """A srcdoc frame inherits the page's style-src 'self' (the e2e run reported its styles blocked), so the
+    email's HTML is its own document, under a policy that lets its inline styles apply and nothing run."""
+    async with runtime.db() as db:
+        message = await EmailService(db, queue=None).send(
+            "welcome", "kim@example.com", {"name": "Kim", "shop_url": "http://shop"}
+        )
+    await factory.user(email="admin@example.com", role="admin")
+    await sign_in(client, "admin@example.com")
+    page = await client.get(f"/admin/emails/{message.id}")
+    assert_secure(page, settings)
+    assert f'sandbox src="/admin/emails/{message.id}/html"' in page.text
+    assert "frame-src 'self' " in page.headers["content-security-policy"]
+    document = await client.get(f"/admin/emails/{message.id}/html")
+    assert document.status_code == 200 and 'style="' in document.text
+    assert document.headers["content-security-policy"] == SANDBOXED_DOCUMENT_CSP
+    assert "script-src" not in SANDBOXED_DOCUMENT_CSP and "sandbox" in SANDBOXED_DOCUMENT_CSP
+    assert document.headers["x-content-type-options"] == "nosniff"
+    await factory.user(email="support@example.com", role="support")
+    support = httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local")
+    await sign_in(support, "support@example.com")
+    assert (await support.get(f"/admin/emails/{message.id}/html")).status_code == 403
