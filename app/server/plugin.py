@@ -45,7 +45,7 @@ from app.domain.plans.controllers import PlanController
 from app.domain.promotions.controllers import AdminPromoCodeController
 from app.domain.subscriptions.controllers import SubscriptionController
 from app.domain.sync.controllers import AdminSyncController
-from app.domain.system.controllers import healthz, readyz
+from app.domain.system.controllers import csp_report, healthz, readyz
 from app.lib.exceptions import ApplicationError
 from app.lib.htmx import pop_flashes
 from app.lib.runtime import QUEUE_NAME, Runtime
@@ -55,6 +55,7 @@ from app.server import errors
 from app.server.auth import CurrentUserMiddleware, NotSignedInError, current_user
 from app.server.deps import provide_actor, provide_queue, provide_runtime, provide_settings
 from app.server.logging import RequestLogMiddleware, configure_logging
+from app.server.security_headers import SecurityHeaders
 from app.server.sessions import session_config
 from app.server.worker import saq_config
 
@@ -63,8 +64,8 @@ if TYPE_CHECKING:
     from litestar.config.app import AppConfig
 
 # Routes that take no form posts from our pages (and so carry no CSRF token). Stripe's webhook is authenticated
-# by its signature instead.
-CSRF_EXEMPT = ["^/healthz$", "^/readyz$", "^/webhooks/stripe$"]
+# by its signature instead; CSP reports come from the browser itself, without our token.
+CSRF_EXEMPT = ["^/healthz$", "^/readyz$", "^/webhooks/stripe$", "^/csp-report$"]
 
 
 def _template_user(context: Mapping[str, Any]) -> Any:
@@ -143,6 +144,8 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
             CurrentUserMiddleware(runtime),
             *app_config.middleware,
         ]
+        # Every response, the router's own 404/405 included, leaves with the security headers and the CSP.
+        app_config.before_send.append(SecurityHeaders(settings))
         app_config.csrf_config = CSRFConfig(
             secret=settings.secret_key,
             cookie_name="cartwright_csrf",
@@ -183,6 +186,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 BookingController,
                 healthz,
                 readyz,
+                csp_report,
                 create_static_files_router(
                     path="/static",
                     directories=[BASE_DIR / "static"],

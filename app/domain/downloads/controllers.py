@@ -85,7 +85,7 @@ class DownloadController(Controller):
             media_type=found.media_type,
             stat_result=found.stat,
             content_disposition_type="attachment",
-            headers={"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"},
+            headers={"Cache-Control": "private, no-store"},
         )
 
     @get("/account/downloads", name="downloads:list", guards=[requires_login])
