@@ -216,7 +216,8 @@ async def enforce(
             checks[name] = value
     decision = await limiter.hit(checks)
     if not decision.allowed:
-        log.warning(
+        # A fresh logger each time (not the cached module one): rare, and tests can capture it.
+        structlog.get_logger("cartwright.ratelimit").warning(
             "rate_limit.hit",
             policy=decision.policy,
             ip=ip,
