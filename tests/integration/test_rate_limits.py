@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from html import unescape
 from uuid import UUID
@@ -25,7 +25,7 @@ from app.domain.promotions.services import CANT_APPLY
 from app.lib.ratelimit import MESSAGE, POLICIES, RateLimiter, configured_policies
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings, parse_rate_limits
-from tests.conftest import Factory
+from tests.conftest import Factory, SetLimits
 from tests.helpers import csrf_token, post_form, sign_in, text_of
 from tests.integration.purchase_support import BILLING, add_to_cart, checkout_form, open_pay_page, place_order
 
@@ -33,25 +33,9 @@ pytestmark = pytest.mark.usefixtures("app_server")
 
 IP = "203.0.113.7"  # the `client` fixture's address
 
-SetLimits = Callable[..., None]
-
 
 def visible(html: str) -> str:
     return unescape(text_of(html))
-
-
-@pytest.fixture
-def limits(runtime: Runtime) -> Iterator[SetLimits]:
-    """Shrink rows of the live app's table for one test, exactly as ``RATE_LIMITS`` would at start-up."""
-    limiter = runtime.rate_limiter
-    saved = limiter.policies
-
-    def set_limits(**rows: tuple[int, int]) -> None:
-        overrides = tuple((name, limit, window) for name, (limit, window) in rows.items())
-        limiter.policies = configured_policies(dataclasses.replace(runtime.settings, rate_limits=overrides))
-
-    yield set_limits
-    limiter.policies = saved
 
 
 @pytest.fixture
@@ -150,8 +134,8 @@ async def test_switched_off_and_misconfigured(runtime: Runtime, settings: Settin
 # --- accounts ---------------------------------------------------------------------------------------------------
 
 
-async def test_sign_in_per_ip(client: httpx.AsyncClient, factory: Factory, limits: SetLimits) -> None:
-    limits(login_ip=(2, 600))
+async def test_sign_in_per_ip(client: httpx.AsyncClient, factory: Factory, rate_limits: SetLimits) -> None:
+    rate_limits(login_ip=(2, 600))
     user = await factory.user()
     await sign_in(client, user.email)
     await post_form(client, "/logout", {})
@@ -167,8 +151,8 @@ async def test_sign_in_per_ip(client: httpx.AsyncClient, factory: Factory, limit
     assert (hit["policy"], hit["ip"], hit["path"], hit["account"]) == ("login_ip", IP, "/login", None)
 
 
-async def test_register_per_ip(client: httpx.AsyncClient, runtime: Runtime, limits: SetLimits) -> None:
-    limits(register_ip=(2, 3600))
+async def test_register_per_ip(client: httpx.AsyncClient, runtime: Runtime, rate_limits: SetLimits) -> None:
+    rate_limits(register_ip=(2, 3600))
     for n in range(2):
         client.cookies.clear()
         ok = await post_form(
@@ -184,10 +168,10 @@ async def test_register_per_ip(client: httpx.AsyncClient, runtime: Runtime, limi
 
 
 async def test_forgot_password_per_email_across_ips(
-    client_from: Callable[[str], httpx.AsyncClient], factory: Factory, runtime: Runtime, limits: SetLimits
+    client_from: Callable[[str], httpx.AsyncClient], factory: Factory, runtime: Runtime, rate_limits: SetLimits
 ) -> None:
     """No inbox bombing: the address's own limit holds whichever addresses the requests come from."""
-    limits(forgot_password_email=(2, 3600), forgot_password_ip=(10, 3600))
+    rate_limits(forgot_password_email=(2, 3600), forgot_password_ip=(10, 3600))
     user = await factory.user(email="victim@example.com")
     for n in range(2):
         async with client_from(f"198.51.100.{n + 1}") as browser:
@@ -203,9 +187,9 @@ async def test_forgot_password_per_email_across_ips(
 
 
 async def test_forgot_password_per_ip(
-    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, limits: SetLimits
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, rate_limits: SetLimits
 ) -> None:
-    limits(forgot_password_ip=(2, 3600))
+    rate_limits(forgot_password_ip=(2, 3600))
     await factory.user(email="x3@example.com")
     for n in range(2):
         assert (await post_form(client, "/forgot-password", {"email": f"x{n}@example.com"})).status_code == 200
@@ -214,9 +198,9 @@ async def test_forgot_password_per_ip(
 
 
 async def test_password_change_per_account(
-    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, limits: SetLimits
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, rate_limits: SetLimits
 ) -> None:
-    limits(password_change_account=(1, 900))
+    rate_limits(password_change_account=(1, 900))
     user = await factory.user()
     await sign_in(client, user.email)
     await csrf_token(client, "/account/password")
@@ -281,9 +265,9 @@ async def test_promo_apply_per_session_then_per_ip(
     app: Litestar,
     factory: Factory,
     runtime: Runtime,
-    limits: SetLimits,
+    rate_limits: SetLimits,
 ) -> None:
-    limits(promo_apply_session=(2, 600), promo_apply_ip=(3, 600))
+    rate_limits(promo_apply_session=(2, 600), promo_apply_ip=(3, 600))
     guide = await factory.product(price=2000)
     async with runtime.db() as db:
         db.add(m.PromoCode(code="REAL10", percent_off_bps=1000))
@@ -318,9 +302,9 @@ async def test_promo_apply_per_session_then_per_ip(
 
 
 async def test_place_order_per_ip(
-    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, limits: SetLimits
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, rate_limits: SetLimits
 ) -> None:
-    limits(place_order_ip=(1, 600))
+    rate_limits(place_order_ip=(1, 600))
     guide = await factory.product(price=2000)
     await add_to_cart(client, guide)
     await place_order(client)
@@ -353,8 +337,8 @@ async def test_the_sixth_payment_intent_from_one_ip_in_ten_minutes_is_refused(
     assert not any(pi.to_dict()["metadata"].get("order_id") == str(orders[5]) for pi in listed.data)
 
 
-async def test_pay_page_per_order(client: httpx.AsyncClient, factory: Factory, limits: SetLimits) -> None:
-    limits(pay_order=(2, 600))
+async def test_pay_page_per_order(client: httpx.AsyncClient, factory: Factory, rate_limits: SetLimits) -> None:
+    rate_limits(pay_order=(2, 600))
     guide = await factory.product(price=2000)
     await add_to_cart(client, guide)
     order_id = await place_order(client)
@@ -366,8 +350,8 @@ async def test_pay_page_per_order(client: httpx.AsyncClient, factory: Factory, l
 # --- downloads, the general ceiling -----------------------------------------------------------------------------
 
 
-async def test_download_resend_per_ip(client: httpx.AsyncClient, runtime: Runtime, limits: SetLimits) -> None:
-    limits(download_resend_ip=(1, 3600))
+async def test_download_resend_per_ip(client: httpx.AsyncClient, runtime: Runtime, rate_limits: SetLimits) -> None:
+    rate_limits(download_resend_ip=(1, 3600))
     await csrf_token(client, "/downloads/resend")
     assert (await post_form(client, "/downloads/resend", {"email": "a@example.com"})).status_code == 200
     assert_refused_page(await post_form(client, "/downloads/resend", {"email": "b@example.com"}))
@@ -375,9 +359,9 @@ async def test_download_resend_per_ip(client: httpx.AsyncClient, runtime: Runtim
 
 
 async def test_unsafe_requests_per_ip_spare_reads_webhooks_and_health(
-    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, limits: SetLimits
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, rate_limits: SetLimits
 ) -> None:
-    limits(unsafe_ip=(3, 60))
+    rate_limits(unsafe_ip=(3, 60))
     guide = await factory.product(price=2000)
     await sign_in(client, (await factory.user()).email)  # a signed-in cart lives in the database
     await add_to_cart(client, guide)
@@ -399,3 +383,27 @@ async def test_unsafe_requests_per_ip_spare_reads_webhooks_and_health(
         "/reset-password/{token}",
     ]
     assert "secret-token-value" not in repr(logs)
+
+
+async def test_membership_codes_and_new_memberships(
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, rate_limits: SetLimits
+) -> None:
+    """The subscribe step's ``?code=`` shares the promo rows; each new membership (a first-invoice PaymentIntent)
+    counts in ``payment_intent_ip`` and a refused one reaches no Stripe call and writes no subscription."""
+    from tests.integration.test_subscriptions import make_plan
+
+    rate_limits(promo_apply_session=(1, 600), payment_intent_ip=(1, 600))
+    await make_plan(runtime)
+    await sign_in(client, (await factory.user()).email)
+    assert "can't be applied" in visible((await client.get("/subscribe/resident?interval=month&code=nope")).text)
+    refused = await client.get("/subscribe/resident?interval=month&code=nope2", headers={"HX-Request": "true"})
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    assert 'id="subscribe-offer"' in refused.text and MESSAGE in visible(refused.text)
+    page = await client.get("/subscribe/resident?interval=month")
+    attempt = re.search(r'name="attempt" value="([^"]+)"', page.text)
+    assert attempt
+    form = {"interval": "month", "attempt": attempt.group(1), "via": "elements"}
+    assert (await post_form(client, "/subscribe/resident", form)).status_code == 303
+    await post_form(client, "/account/subscription/cancel-now", {})
+    assert_refused_page(await post_form(client, "/subscribe/resident", {**form, "attempt": "another"}))
+    assert await count(runtime, m.Subscription) == 1

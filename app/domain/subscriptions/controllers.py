@@ -80,14 +80,18 @@ class SubscriptionController(Controller):
         request.session["subscribe_attempt"] = secrets.token_urlsafe(12)
         quote: PlanQuote | None = None
         promo_error = ""
+        refused: RateLimitedError | None = None
         code = normalize_code(code)[:40]
         if code:
             try:
                 await enforce(request, "promo_apply_ip", "promo_apply_session")
                 quote = await quote_plan(db_session, code, plan, price, user=user)
-            except (PromoError, RateLimitedError) as exc:
+            except PromoError as exc:
                 promo_error = exc.message
-        return render(
+            except RateLimitedError as exc:
+                # The page still renders (the plan can be bought without a code); the message sits by the field.
+                promo_error, refused = exc.message, exc
+        response = render(
             request,
             "subscriptions/start.html.j2",
             {
@@ -102,7 +106,11 @@ class SubscriptionController(Controller):
                 "promo_error": promo_error,
             },
             fragment="subscriptions/_offer.html.j2",
+            status_code=refused.status_code if refused else 200,
         )
+        if refused is not None:
+            response.headers.update(refused.headers)
+        return response
 
     @post("/subscribe/{slug:str}", name="subscriptions:create")
     async def create(
