@@ -35,6 +35,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, expect
 
+from app.lib.ratelimit import POLICIES
+from app.lib.ratelimit import Scope as RateScope
 from tests.support import Mailbox, app_environment, body_text, free_port, redis_test_url, smtp_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,6 +193,10 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
             # No keys, as on a fresh machine: the emulator's defaults, on a port of this run's own.
             "STRIPE_API_BASE": stripe_url,
             "SUBSCRIPTION_CHECKOUT": "both",  # the Payment Element and Stripe Checkout journeys both run
+            # Every journey comes from 127.0.0.1: raise the per-IP rate limits, keep the per-session/email/order ones.
+            "RATE_LIMITS": ",".join(
+                f"{p.name}={p.limit * 1000}/{p.window}" for p in POLICIES.values() if p.scope is RateScope.IP
+            ),
             **app_environment(
                 database_url=f"sqlite+aiosqlite:///{var_dir / 'cartwright.db'}",
                 redis_url=redis_url,

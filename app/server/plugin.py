@@ -55,6 +55,7 @@ from app.server import errors
 from app.server.auth import CurrentUserMiddleware, NotSignedInError, current_user
 from app.server.deps import provide_actor, provide_queue, provide_runtime, provide_settings
 from app.server.logging import RequestLogMiddleware, configure_logging
+from app.server.ratelimit import UnsafeRequestLimitMiddleware
 from app.server.security_headers import SecurityHeaders
 from app.server.sessions import session_config
 from app.server.worker import saq_config
@@ -142,6 +143,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
             RequestLogMiddleware(),
             session.middleware,
             CurrentUserMiddleware(runtime),
+            UnsafeRequestLimitMiddleware(),
             *app_config.middleware,
         ]
         # Every response, the router's own 404/405 included, leaves with the security headers and the CSP.

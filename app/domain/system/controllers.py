@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from app.domain.system import csp_reports
 from app.lib.client_ip import client_ip
+from app.lib.ratelimit import enforce_csp_report
 from app.lib.runtime import Runtime
 
 
@@ -41,13 +42,14 @@ async def readyz(runtime: NamedDependency[Runtime]) -> Response[dict[str, str]]:
     return Response(checks, status_code=200 if ready else 503)
 
 
-# rate limit: see app/lib/ratelimit.py (csp-report)
 @post("/csp-report", name="system:csp_report")
 async def csp_report(request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Response[Any]:
     """Where browsers report what the Content-Security-Policy blocked (``report-uri``/``report-to``).
 
-    Public and CSRF-exempt (a browser sends it, without our token); read at most 8 KiB, logged and counted.
+    Public and CSRF-exempt (a browser sends it, without our token); rate-limited per IP (``csp_report_ip``) before
+    anything is read; at most 8 KiB, logged and counted.
     """
+    await enforce_csp_report(request)
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type not in csp_reports.CONTENT_TYPES:
         return Response("Send a CSP report (application/csp-report or application/reports+json).", status_code=415)
