@@ -41,6 +41,12 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONPATH=/app \
     CARTWRIGHT_VAR_DIR=/data
 
+# postgresql-client: pg_dump/pg_restore for `cartwright backup` (it must be the server's major version or newer;
+# for a newer server than Debian's, install it from apt.postgresql.org instead).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends postgresql-client \
+ && rm -rf /var/lib/apt/lists/*
+
 RUN groupadd --system --gid 10001 cartwright \
  && useradd --system --uid 10001 --gid cartwright --home-dir /app --shell /usr/sbin/nologin cartwright \
  && mkdir -p /data \

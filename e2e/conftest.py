@@ -33,8 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, expect
 
+from app.lib.ratelimit import POLICIES
+from app.lib.ratelimit import Scope as RateScope
 from tests.support import Mailbox, app_environment, body_text, free_port, redis_test_url, smtp_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,6 +193,10 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
             # No keys, as on a fresh machine: the emulator's defaults, on a port of this run's own.
             "STRIPE_API_BASE": stripe_url,
             "SUBSCRIPTION_CHECKOUT": "both",  # the Payment Element and Stripe Checkout journeys both run
+            # Every journey comes from 127.0.0.1: raise the per-IP rate limits, keep the per-session/email/order ones.
+            "RATE_LIMITS": ",".join(
+                f"{p.name}={p.limit * 1000}/{p.window}" for p in POLICIES.values() if p.scope is RateScope.IP
+            ),
             **app_environment(
                 database_url=f"sqlite+aiosqlite:///{var_dir / 'cartwright.db'}",
                 redis_url=redis_url,
@@ -275,6 +281,74 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
 @pytest.fixture(scope="session")
 def browser_context_args(browser_context_args: dict[str, Any], base_url: str) -> dict[str, Any]:
     return {**browser_context_args, "base_url": base_url, "viewport": {"width": 1280, "height": 800}}
+
+
+# --- every journey runs under the Content-Security-Policy, and any violation fails it -------------------------
+
+# Installed in every page and frame before its own scripts: a violation is kept on the page and logged to the
+# console (which reaches Python at once, even from a page that navigates or closes straight after).
+_CSP_LISTENER = """(() => {
+  if (window.__cspViolations) return;
+  window.__cspViolations = [];
+  document.addEventListener("securitypolicyviolation", (e) => {
+    const text = e.effectiveDirective + " blocked " + (e.blockedURI || "inline") + " on "
+      + String(e.documentURI).split("?")[0] + " (" + (e.sourceFile || "?") + ":" + e.lineNumber + ")";
+    window.__cspViolations.push(text);
+    console.error("CSP violation: " + text);
+  }, true);
+})();"""
+_csp_violations: list[str] = []
+_watched: list[BrowserContext] = []
+
+
+def _on_console(message: ConsoleMessage) -> None:
+    # Chromium's own report ("Refused to … because it violates the following Content Security Policy directive")
+    # as well as ours from the listener above.
+    if "Content Security Policy" in message.text or message.text.startswith("CSP violation: "):
+        _csp_violations.append(message.text)
+
+
+def _watch(context: BrowserContext) -> BrowserContext:
+    context.add_init_script(_CSP_LISTENER)
+    context.on("console", _on_console)
+    _watched.append(context)
+    return context
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _csp_watch_every_context() -> Iterator[None]:
+    """Every browser context a journey opens, through pytest-playwright's ``context``/``page`` or its own
+    ``browser.new_context()``/``browser.new_page()``, gets the violation listener."""
+    new_context, new_page = Browser.new_context, Browser.new_page
+
+    def watched_context(self: Browser, *args: Any, **kwargs: Any) -> BrowserContext:
+        return _watch(new_context(self, *args, **kwargs))
+
+    def watched_page(self: Browser, *args: Any, **kwargs: Any) -> Page:
+        page = new_page(self, *args, **kwargs)
+        _watch(page.context)
+        return page
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Browser, "new_context", watched_context)
+        patch.setattr(Browser, "new_page", watched_page)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _no_csp_violations() -> Iterator[None]:
+    """Fail the journey on any ``securitypolicyviolation`` event or CSP console error in any of its pages."""
+    _csp_violations.clear()
+    _watched.clear()
+    yield
+    found = list(_csp_violations)
+    for context in _watched:
+        for page in context.pages:  # still open: read what its listener kept
+            with contextlib.suppress(Exception):  # mid-navigation or closing: its console spoke already
+                found.extend(f"CSP violation: {v}" for v in page.evaluate("window.__cspViolations || []"))
+    unique = list(dict.fromkeys(found))
+    if unique:
+        pytest.fail("Content-Security-Policy violations:\n" + "\n".join(unique), pytrace=False)
 
 
 # --- helpers the journeys share -----------------------------------------------------------------------------

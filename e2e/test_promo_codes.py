@@ -75,7 +75,7 @@ def test_a_customer_applies_a_promo_code_at_checkout_and_pays_the_discounted_tot
     page.goto("/cart")
     page.locator("#cart-promo-code").fill("nonsense-code")
     page.get_by_role("button", name="Apply").click()
-    expect(page.get_by_text("“NONSENSE-CODE” isn't a valid code.")).to_be_visible()
+    expect(page.get_by_text("This code can't be applied. Check it and try again.")).to_be_visible()
     page.locator("#cart-promo-code").fill(code.lower())
     page.get_by_role("button", name="Apply").click()
     expect(page.locator("#cart")).to_contain_text(f"Code {code} applied: 20 % off")
@@ -104,3 +104,24 @@ def test_a_customer_applies_a_promo_code_at_checkout_and_pays_the_discounted_tot
     body = body_text(receipt)
     assert f"Discount ({code})" in body
     assert "$3.00 CAD" in body and "$13.56 CAD" in body
+
+
+def test_a_customer_mistyping_a_code_many_times_is_asked_to_try_again_later(page: Page, base_url: str) -> None:
+    """Hole 9's other half: guessing codes is rate-limited (promo_apply_session, 10 per 10 minutes)."""
+    add_to_cart(page, *GUIDE)
+    page.goto("/cart")
+    field = page.locator("#cart-promo-code")
+    for n in range(10):
+        field.fill(f"guess-{n}")
+        page.get_by_role("button", name="Apply").click()
+        # Typed in lower case, echoed upper-cased: this waits for this try's answer, not the last one's.
+        expect(field).to_have_value(f"GUESS-{n}")
+        expect(page.locator("#cart")).to_contain_text("This code can't be applied.")
+    field.fill("guess-10")
+    page.get_by_role("button", name="Apply").click()
+    expect(field).to_have_value("GUESS-10")
+    expect(page.locator("#cart")).to_contain_text("Please wait a little and try again later.")
+    expect(page.locator("#cart")).not_to_contain_text("This code can't be applied.")
+    # Still the cart page, with the cart intact: only the code was refused.
+    expect(page).to_have_url(f"{base_url}/cart")
+    expect(page.locator("#cart")).to_contain_text(GUIDE[1])

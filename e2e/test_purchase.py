@@ -8,7 +8,7 @@ import urllib.request
 
 from playwright.sync_api import Page, expect
 
-from e2e.conftest import CUSTOMER, LiveServer, sign_in, unique_email, wait_for_mail
+from e2e.conftest import CUSTOMER, LiveServer, register, sign_in, unique_email, wait_for_mail
 from tests.support import body_text
 
 GUIDE = ("field-guide-sourdough", "A Field Guide to Sourdough")  # $15.00
@@ -175,3 +175,50 @@ def test_a_refund_in_stripe_revokes_the_downloads(page: Page, live_server: LiveS
     assert any(n["Subject"].startswith("Refund for your Cartwright order") for n in notices)
     page.goto(confirmation)
     expect(page.get_by_text("Not available (refunded)")).to_be_visible()
+
+
+def emulator_control(live_server: LiveServer, path: str) -> dict[str, object]:
+    request = urllib.request.Request(
+        f"{live_server.stripe_url}/_emulator/{path}",
+        data=json.dumps({}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+        result: dict[str, object] = json.loads(response.read())
+        return result
+
+
+def test_a_refund_that_fails_later_is_shown_on_the_order_and_the_downloads_come_back(
+    page: Page, live_server: LiveServer
+) -> None:
+    """R2: paid with Stripe's 5126 card; the refund is accepted, then the bank refuses it."""
+    email = unique_email("refund-fails")
+    register(page, email=email, password="a long enough password")
+    add_to_cart(page, *GUIDE)
+    page.goto("/checkout")
+    fill_billing(page, email=None, province="Alberta", postal="T2P 1J9")
+    intent = continue_to_payment(page)
+    pay_with(page, "4000 0000 0000 5126")
+    expect_paid(page)
+    page.get_by_role("link", name="View in your account").click()
+    order_page = page.url
+    refund = emulator_control(live_server, f"payment_intents/{intent}/refund")  # from the Stripe dashboard
+    assert refund["status"] == "succeeded"
+    mails = wait_for_mail(live_server.mailbox, email, count=3)  # welcome, receipt, then the refund notice
+    assert any(m["Subject"].startswith("Refund for your Cartwright order") for m in mails)
+    page.goto(order_page)
+    expect(page.locator(".refund-list")).to_contain_text("Refunded")
+    expect(page.get_by_role("link", name="Download")).to_have_count(0)  # fully refunded: downloads revoked
+
+    emulator_control(live_server, f"refunds/{refund['id']}/settle")  # some days later: the bank refuses it
+    mails = wait_for_mail(live_server.mailbox, email, count=4)
+    assert any("did not go through" in m["Subject"] for m in mails)
+    page.goto(order_page)
+    notice = page.locator("#refund-failed-notice")
+    expect(notice).to_be_visible()
+    expect(notice).to_contain_text("A refund did not go through.")
+    expect(page.locator(".refund-list")).to_contain_text("Failed")
+    expect(page.get_by_role("heading", name=re.compile(r"Order #\d+"))).to_contain_text("Paid")
+    expect(page.get_by_role("link", name="Download")).to_be_visible()  # the downloads work again

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +250,26 @@ async def worker(queue: Queue, client: httpx.AsyncClient) -> AsyncIterator[Worke
     yield saq_worker
     await saq_worker.stop()
     task.cancel()
+
+
+SetLimits = Callable[..., None]
+
+
+@pytest.fixture
+def rate_limits(runtime: Runtime) -> Iterator[SetLimits]:
+    """Change rows of the live app's rate-limit table for one test, as ``RATE_LIMITS`` would at start-up:
+    ``rate_limits(place_order_ip=(20, 600))``. Tests that make many requests from one client say so with it."""
+    from app.lib.ratelimit import configured_policies
+
+    limiter = runtime.rate_limiter
+    saved = limiter.policies
+
+    def set_limits(**rows: tuple[int, int]) -> None:
+        overrides = tuple((name, limit, window) for name, (limit, window) in rows.items())
+        limiter.policies = configured_policies(dataclasses.replace(runtime.settings, rate_limits=overrides))
+
+    yield set_limits
+    limiter.policies = saved
 
 
 @pytest.fixture

@@ -41,7 +41,18 @@ class ConflictError(ApplicationError):
 
 
 class RateLimitedError(ApplicationError):
+    """Too many requests: answered 429, with ``Retry-After`` when ``retry_after`` (seconds) is known."""
+
     status_code = 429
+
+    def __init__(self, message: str = "Too many requests. Please try again later.", *, retry_after: int = 0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """``Retry-After`` in whole seconds, for every 429 (a form that shows the error in place sends it too)."""
+        return {"Retry-After": str(self.retry_after)} if self.retry_after else {}
 
 
 class FormError(ApplicationError):

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.payments.gateway import build_stripe_client
 from app.lib.embedded_redis import resolve_redis_url
+from app.lib.ratelimit import RateLimiter
 from app.lib.settings import BASE_DIR, Settings
 
 QUEUE_NAME = "cartwright"
@@ -72,6 +73,7 @@ class Runtime:
             event.listen(self.alchemy.get_engine().sync_engine, "connect", _sqlite_pragmas)
         self.redis: Redis = Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=2)
         self.stripe = build_stripe_client(settings.stripe)
+        self.rate_limiter = RateLimiter(self.redis, settings)
 
     @asynccontextmanager
     async def db(self) -> AsyncIterator[AsyncSession]:

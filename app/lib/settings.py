@@ -135,6 +135,10 @@ class Settings:
     # visible late) and read at most this many pages (100 events each) per run.
     stripe_catch_up_overlap_seconds: int = 300
     stripe_catch_up_max_pages: int = 10
+    # Rate limits (app/lib/ratelimit.py holds the policy table): the global switch, and per-policy overrides
+    # parsed from RATE_LIMITS="login_ip=20/600,promo_apply_session=5/600" as (name, limit, window seconds).
+    rate_limits_enabled: bool = True
+    rate_limits: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def offers_hosted_checkout(self) -> bool:
@@ -219,7 +223,28 @@ def _load_settings() -> Settings:
         stripe_event_retry_base_seconds=_env_int("STRIPE_EVENT_RETRY_BASE_SECONDS", 60),
         stripe_catch_up_overlap_seconds=_env_int("STRIPE_CATCH_UP_OVERLAP_SECONDS", 300),
         stripe_catch_up_max_pages=_env_int("STRIPE_CATCH_UP_MAX_PAGES", 10),
+        rate_limits_enabled=_env_bool("RATE_LIMITS_ENABLED", default=True),
+        rate_limits=parse_rate_limits(_env("RATE_LIMITS")),
     )
+
+
+def parse_rate_limits(text: str) -> tuple[tuple[str, int, int], ...]:
+    """``"name=limit/seconds,..."`` -> ``(("name", limit, seconds), ...)``; the names are checked against the table
+    when the app starts (``app.lib.ratelimit``), so a typo stops it instead of silently changing nothing."""
+    rows: list[tuple[str, int, int]] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, _, rule = part.partition("=")
+        limit, _, window = rule.partition("/")
+        try:
+            row = (name.strip(), int(limit), int(window))
+        except ValueError:
+            raise ValueError(f"RATE_LIMITS: {part!r} is not name=limit/seconds (e.g. login_ip=20/600)") from None
+        if not row[0] or row[1] < 1 or row[2] < 1:
+            raise ValueError(f"RATE_LIMITS: {part!r} needs a name, a limit >= 1 and a window >= 1 second")
+        rows.append(row)
+    return tuple(rows)
 
 
 def _subscription_checkout(value: str) -> str:

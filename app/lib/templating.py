@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, select_autoescape
+from jinja2.runtime import Context
 
 from app.domain.catalog.covers import cover_src
+from app.lib.csp import request_nonce
 from app.lib.money import format_money
 from app.lib.permissions import can, is_staff
 from app.lib.settings import BASE_DIR, get_settings
@@ -21,6 +25,25 @@ def format_datetime(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M UTC") -> 
     return value.astimezone(UTC).strftime(fmt)
 
 
+class PageTemplate(Template):
+    """A template that gives every page rendered for a request its ``csp_nonce`` (for ``<script nonce=…>``).
+
+    Every response is a Template from some controller or error handler; adding the nonce where the context is made
+    means none of them can forget it. Emails are rendered without a request and get none.
+    """
+
+    def new_context(
+        self,
+        vars: dict[str, Any] | None = None,
+        shared: bool = False,
+        locals: Mapping[str, Any] | None = None,
+    ) -> Context:
+        request = vars.get("request") if vars else None
+        if vars is not None and request is not None and "csp_nonce" not in vars:
+            vars = {**vars, "csp_nonce": request_nonce(request.scope)}
+        return super().new_context(vars, shared, locals)
+
+
 @lru_cache(maxsize=1)
 def get_environment() -> Environment:
     env = Environment(
@@ -32,6 +55,7 @@ def get_environment() -> Environment:
         auto_reload=get_settings().debug,  # a stat() per template per render otherwise
         enable_async=False,
     )
+    env.template_class = PageTemplate
     env.filters["money"] = format_money
     env.filters["datetime"] = format_datetime
     env.globals["can"] = can

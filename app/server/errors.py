@@ -13,7 +13,7 @@ from litestar.exceptions.http_exceptions import ValidationException
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
-from app.lib.exceptions import ApplicationError, NotYoursError, PermissionDeniedError
+from app.lib.exceptions import ApplicationError, NotYoursError, PermissionDeniedError, RateLimitedError
 from app.lib.htmx import wants_fragment
 from app.server.auth import NotSignedInError
 from app.server.csrf import CROSS_SITE
@@ -36,7 +36,9 @@ _TITLES = {
 }
 
 
-def _error_response(request: Request[Any, Any, Any], status: int, message: str) -> Response[Any]:
+def _error_response(
+    request: Request[Any, Any, Any], status: int, message: str, headers: dict[str, str] | None = None
+) -> Response[Any]:
     title = _TITLES.get(status, "Something went wrong")
     context = {"status": status, "title": title, "message": message}
     if request.headers.get("hx-request") == "true":
@@ -45,10 +47,12 @@ def _error_response(request: Request[Any, Any, Any], status: int, message: str) 
             template_name="errors/_toast.html.j2",
             context=context,
             status_code=status,
-            headers={"HX-Retarget": "#toasts", "HX-Reswap": "beforeend", "Vary": "HX-Request"},
+            headers={"HX-Retarget": "#toasts", "HX-Reswap": "beforeend", "Vary": "HX-Request", **(headers or {})},
         )
-    template = f"errors/{status}.html.j2" if status in {403, 404, 500} else "errors/error.html.j2"
-    return Template(template_name=template, context=context, status_code=status, headers={"Vary": "HX-Request"})
+    template = f"errors/{status}.html.j2" if status in {403, 404, 429, 500} else "errors/error.html.j2"
+    return Template(
+        template_name=template, context=context, status_code=status, headers={"Vary": "HX-Request", **(headers or {})}
+    )
 
 
 def application_error_handler(request: Request[Any, Any, Any], exc: ApplicationError) -> Response[Any]:
@@ -56,7 +60,8 @@ def application_error_handler(request: Request[Any, Any, Any], exc: ApplicationE
         log_denial(request.scope, "not_owner", status=exc.status_code, resource=exc.resource, object_id=exc.object_id)
     elif isinstance(exc, PermissionDeniedError):
         log_denial(request.scope, "forbidden", status=exc.status_code)
-    return _error_response(request, exc.status_code, exc.message)
+    headers = exc.headers if isinstance(exc, RateLimitedError) else None
+    return _error_response(request, exc.status_code, exc.message, headers)
 
 
 def not_signed_in_handler(request: Request[Any, Any, Any], _: NotSignedInError) -> Response[Any]:

@@ -44,7 +44,7 @@ from app.domain.plans.controllers import PlanController
 from app.domain.promotions.controllers import AdminPromoCodeController
 from app.domain.subscriptions.controllers import SubscriptionController
 from app.domain.sync.controllers import AdminSyncController
-from app.domain.system.controllers import healthz, readyz
+from app.domain.system.controllers import csp_report, healthz, readyz
 from app.lib.exceptions import ApplicationError
 from app.lib.htmx import pop_flashes
 from app.lib.runtime import QUEUE_NAME, Runtime
@@ -55,6 +55,8 @@ from app.server.auth import CurrentUserMiddleware, NotSignedInError, current_use
 from app.server.csrf import CSRFMiddleware
 from app.server.deps import provide_actor, provide_queue, provide_runtime, provide_settings
 from app.server.logging import RequestLogMiddleware, configure_logging
+from app.server.ratelimit import UnsafeRequestLimitMiddleware
+from app.server.security_headers import SecurityHeaders
 from app.server.sessions import session_config
 from app.server.worker import saq_config
 
@@ -63,8 +65,8 @@ if TYPE_CHECKING:
     from litestar.config.app import AppConfig
 
 # Routes that take no form posts from our pages (and so carry no CSRF token). Stripe's webhook is authenticated
-# by its signature instead.
-CSRF_EXEMPT = ("^/healthz$", "^/readyz$", "^/webhooks/stripe$", "^/static/")
+# by its signature instead; CSP reports come from the browser itself, without our token.
+CSRF_EXEMPT = ("^/healthz$", "^/readyz$", "^/webhooks/stripe$", "^/csp-report$", "^/static/")
 
 
 def _template_user(context: Mapping[str, Any]) -> Any:
@@ -82,7 +84,11 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
         self.runtime = runtime
 
     def on_cli_init(self, cli: Group) -> None:
+        from advanced_alchemy.extensions.litestar.cli import database_group
+
+        from app.cli.backup import backup_group
         from app.cli.commands import dev_command, seed_command, users_group
+        from app.cli.migrations import add_dry_run
         from app.cli.plans import plans_group
         from app.cli.stripe_sync import stripe_group
 
@@ -91,6 +97,8 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
         cli.add_command(dev_command)
         cli.add_command(plans_group)
         cli.add_command(stripe_group)
+        cli.add_command(backup_group)
+        add_dry_run(database_group)
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         runtime = self.runtime
@@ -135,10 +143,13 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
             RequestLogMiddleware(settings.trusted_proxies),
             session.middleware,
             CurrentUserMiddleware(runtime),
+            UnsafeRequestLimitMiddleware(),
             # After the user is known (denials are logged with the account); tokens bound to the session.
             CSRFMiddleware(secure=settings.secure_cookies, exclude=CSRF_EXEMPT),
             *app_config.middleware,
         ]
+        # Every response, the router's own 404/405 included, leaves with the security headers and the CSP.
+        app_config.before_send.append(SecurityHeaders(settings))
 
         engine = JinjaTemplateEngine.from_environment(get_environment())
         engine.register_template_callable("current_user", _template_user)
@@ -172,6 +183,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 BookingController,
                 healthz,
                 readyz,
+                csp_report,
                 create_static_files_router(
                     path="/static",
                     directories=[BASE_DIR / "static"],

@@ -16,6 +16,9 @@ class TestCard:
     code: str = "card_declined"
     attach_fails: bool = False
     country: str = "US"
+    # what a refund of its charge does: "succeeded" at once, "pending" then succeeded (Stripe's 7726), or
+    # "fails": succeeded, then failed later (Stripe's 5126). The later step is driven by the control API.
+    refund: str = "succeeded"
 
 
 CARDS: dict[str, TestCard] = {
@@ -27,6 +30,8 @@ CARDS: dict[str, TestCard] = {
         TestCard("2223003122003222", "mastercard"),
         TestCard("378282246310005", "amex"),
         TestCard("6011111111111117", "discover"),
+        TestCard("4000000000005126", "visa", refund="fails"),
+        TestCard("4000000000007726", "visa", refund="pending"),
         TestCard("4000000000000002", "visa", outcome="decline", decline_code="generic_decline", attach_fails=True),
         TestCard("4000000000009995", "visa", outcome="decline", decline_code="insufficient_funds"),
         TestCard("4000000000009987", "visa", outcome="decline", decline_code="lost_card", attach_fails=True),
@@ -72,6 +77,8 @@ MAGIC_PMS: dict[str, str] = {
     "pm_card_authenticationRequired": "4000002500003155",
     "pm_card_threeDSecureRequired": "4000002760003184",
     "pm_card_threeDSecure2Required": "4000000000003220",
+    "pm_card_refundFail": "4000000000005126",
+    "pm_card_pendingRefund": "4000000000007726",
 }
 MAGIC_TOKENS = {"tok_" + k.removeprefix("pm_card_"): v for k, v in MAGIC_PMS.items()}
 

@@ -15,7 +15,7 @@ from app.stripe_emulator.errors import StripeError
 from app.stripe_emulator.history import HistorySpec, seed_history
 from app.stripe_emulator.ids import random_token
 from app.stripe_emulator.resources.events import create_endpoint
-from app.stripe_emulator.resources.refunds import refund_charge
+from app.stripe_emulator.resources.refunds import refund_charge, settle_refund
 from app.stripe_emulator.runtime import Runtime
 from app.stripe_emulator.state import API_VERSION
 
@@ -185,6 +185,21 @@ async def dashboard_refund(request: Request[Any, Any, Any], pi_id: FromPath[str]
     return Response(refund)
 
 
+@post("/_emulator/refunds/{refund_id:str}/settle", status_code=200)
+async def settle(request: Request[Any, Any, Any], refund_id: FromPath[str]) -> Response[dict[str, Any]]:
+    """Move an asynchronous test-card refund to its final status now (7726: succeeded; 5126: failed)."""
+    rt = _rt(request)
+    ctx = _ctx(rt, request)
+    try:
+        with rt.state.lock:
+            refund = settle_refund(ctx, refund_id)
+            rt.persist()
+    except StripeError as exc:
+        return _error(exc)
+    rt.dispatcher.submit(ctx.events)
+    return Response(refund)
+
+
 @post("/_emulator/seed_history", status_code=200)
 async def history(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     """Bulk history straight into the state (no events, no webhooks): see ``app/stripe_emulator/history.py``."""
@@ -225,6 +240,7 @@ HANDLERS = [
     settings,
     add_endpoint,
     dashboard_refund,
+    settle,
     history,
     stats,
     now,

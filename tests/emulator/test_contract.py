@@ -21,6 +21,10 @@ FIXTURES = json.loads((Path(__file__).parent / "fixtures" / "stripe-fixtures3.js
 # "+field" means an extra field we serve, "-field" one we leave out.
 DEVIATIONS: dict[str, dict[str, str]] = {
     "webhook_endpoint": {"+secret": "Stripe returns the signing secret on create only; the fixture is a retrieve."},
+    "refund": {
+        "+failure_reason": "Present once a refund has failed (optional in Stripe's API); the fixture has succeeded.",
+        "+failure_balance_transaction": "Likewise: the balance transaction that gave the failed refund back.",
+    },
 }
 
 
@@ -179,6 +183,20 @@ def test_object_matches_fixture(emulator: EmulatorServer, sc: stripe.StripeClien
     obj = raw(emulator, _objects(sc)[object_name]())
     assert obj["object"] == object_name
     assert_matches_fixture(obj, object_name)
+
+
+def test_failed_and_pending_refunds_match_the_fixture(emulator: EmulatorServer, sc: stripe.StripeClient) -> None:
+    """The asynchronous test cards' refunds (5126 fails later, 7726 is pending first) keep Stripe's shape."""
+    for card, status in (("pm_card_refundFail", "failed"), ("pm_card_pendingRefund", "succeeded")):
+        pi = sc.v1.payment_intents.create(
+            params={"amount": 1000, "currency": "usd", "payment_method": card, "confirm": True}
+        )
+        refund = sc.v1.refunds.create(params={"payment_intent": pi.id})
+        assert_matches_fixture(raw(emulator, f"/v1/refunds/{refund.id}"), "refund")
+        emulator.control(f"refunds/{refund.id}/settle")
+        settled = raw(emulator, f"/v1/refunds/{refund.id}")
+        assert settled["status"] == status
+        assert_matches_fixture(settled, "refund")
 
 
 def test_webhook_endpoint_create_response(sc: stripe.StripeClient) -> None:

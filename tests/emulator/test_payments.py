@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.error
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -253,6 +254,53 @@ def test_dashboard_refund_via_control_api(emulator: EmulatorServer, sc: stripe.S
     assert refund["amount"] == 200
     event = sc.v1.events.list(params={"type": "charge.refunded"}).data[0]
     assert event.request is not None and event.request.id is None
+
+
+def _paid_with(sc: stripe.StripeClient, card_number: str, amount: int = 3000) -> stripe.PaymentIntent:
+    pm = card_pm(sc, card_number)
+    return sc.v1.payment_intents.create(
+        params={"amount": amount, "currency": "usd", "payment_method": pm.id, "confirm": True}
+    )
+
+
+def test_5126_refund_succeeds_then_fails_when_settled(emulator: EmulatorServer, sc: stripe.StripeClient) -> None:
+    """Stripe's 4000 0000 0000 5126: the refund starts `succeeded` and fails later (refund.failed)."""
+    pi = _paid_with(sc, "4000000000005126")
+    refund = sc.v1.refunds.create(params={"payment_intent": pi.id})
+    assert refund.status == "succeeded"
+    assert sc.v1.charges.retrieve(str(pi.latest_charge)).amount_refunded == 3000
+    failed = emulator.control(f"refunds/{refund.id}/settle")
+    assert (failed["status"], failed["failure_reason"]) == ("failed", "expired_or_canceled_card")
+    assert failed["failure_balance_transaction"].startswith("txn_")
+    assert sc.v1.refunds.retrieve(refund.id).status == "failed"
+    charge = sc.v1.charges.retrieve(str(pi.latest_charge))
+    assert (charge.amount_refunded, charge.refunded) == (0, False)
+    types = [e.type for e in sc.v1.events.list(params={"limit": 3}).data]
+    assert types == ["charge.refund.updated", "refund.failed", "refund.updated"]
+    updated = sc.v1.events.list(params={"type": "refund.updated"}).data[0]
+    assert updated.data.previous_attributes is not None
+    assert updated.data.previous_attributes["status"] == "succeeded"
+    # Settled once: a second settle is refused, and so is settling an ordinary card's refund.
+    with pytest.raises(urllib.error.HTTPError):
+        emulator.control(f"refunds/{refund.id}/settle")
+    plain = sc.v1.refunds.create(params={"payment_intent": _paid_intent(sc).id})
+    with pytest.raises(urllib.error.HTTPError):
+        emulator.control(f"refunds/{plain.id}/settle")
+
+
+def test_7726_refund_is_pending_then_succeeds_when_settled(emulator: EmulatorServer, sc: stripe.StripeClient) -> None:
+    """Stripe's 4000 0000 0000 7726 (pm_card_pendingRefund): `pending`, then `succeeded` (refund.updated)."""
+    pi = sc.v1.payment_intents.create(
+        params={"amount": 3000, "currency": "usd", "payment_method": "pm_card_pendingRefund", "confirm": True}
+    )
+    refund = sc.v1.refunds.create(params={"payment_intent": pi.id, "amount": 1000})
+    assert refund.status == "pending"
+    assert sc.v1.charges.retrieve(str(pi.latest_charge)).amount_refunded == 1000  # pending counts, as at Stripe
+    settled = emulator.control(f"refunds/{refund.id}/settle")
+    assert settled["status"] == "succeeded" and "failure_reason" not in settled
+    assert sc.v1.charges.retrieve(str(pi.latest_charge)).amount_refunded == 1000
+    types = [e.type for e in sc.v1.events.list(params={"limit": 2}).data]
+    assert types == ["charge.refund.updated", "refund.updated"]
 
 
 def test_publishable_key_confirms_with_client_secret(emulator: EmulatorServer, sc: stripe.StripeClient) -> None:

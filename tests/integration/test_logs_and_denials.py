@@ -88,6 +88,10 @@ async def test_the_outbox_shows_a_reset_email_with_its_link_masked(
     assert page.status_code == 200
     assert token not in page.text
     assert "link hidden" in page.text
+    html = await client.get(f"/admin/emails/{message.id}/html")  # the framed HTML version
+    assert html.status_code == 200
+    assert token not in html.text
+    assert "link hidden" in html.text
 
 
 async def test_another_customers_order_is_a_404_and_one_access_denied_line(

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from app.db import models as m
 from app.domain.audit.services import Actor
 from app.domain.promotions.admin import create_promo, parse_promo_form
-from app.domain.promotions.services import redeem_for_order
+from app.domain.promotions.services import CANT_APPLY, redeem_for_order
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings
 from app.stripe_emulator.server import EmulatorServer
@@ -259,10 +259,11 @@ async def test_cart_applies_and_removes_a_code_and_says_why_a_code_does_not_appl
     await add_to_cart(client, guide)
 
     reasons = {
-        "nosuch": "“NOSUCH” isn't a valid code",
-        "OLD": "The code OLD is no longer active.",
-        "PAST": "The code PAST expired on",
-        "GONE": "The code GONE has been used as many times as it allows.",
+        # Unknown and dead codes get one answer (hole 9: see test_rate_limits.py for the probing test).
+        "nosuch": CANT_APPLY,
+        "OLD": CANT_APPLY,
+        "PAST": CANT_APPLY,
+        "GONE": CANT_APPLY,
         "BIG": "The code BIG needs an order of at least $50.00 CAD before tax; your order is $20.00 CAD.",
         "ONLYOTHER": "The code ONLYOTHER doesn't apply to anything in your cart: it applies only to Other Thing.",
         # Nothing, or 30 cents, left to pay: no card payment can be taken for it.
@@ -342,7 +343,8 @@ async def test_first_order_codes_refuse_customers_who_have_ordered(
     refused = await post_form(guest, "/checkout", {**BILLING, "email": "old@example.com", "checkout_token": token})
     assert refused.status_code == 409
     page = visible(refused.text)
-    assert "Your promo code was removed: The code WELCOME is for a first order only" in page
+    # Said without naming the reason: "you have ordered before" would tell anyone that this address has bought here.
+    assert f"Your promo code was removed: {CANT_APPLY}" in page
     assert "Discount" not in page
 
 
@@ -479,7 +481,7 @@ async def test_two_paid_orders_racing_for_the_last_redemption(
     # And now it is used up for everybody else.
     third = httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local")
     await add_to_cart(third, guide)
-    assert "used as many times as it allows" in visible((await apply(third, "LASTONE")).text)
+    assert CANT_APPLY in visible((await apply(third, "LASTONE")).text)
 
 
 # --- subscriptions ----------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from app.domain.payments.context import HandlerContext
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings
 from app.stripe_emulator.server import EmulatorServer
-from tests.conftest import Factory
+from tests.conftest import Factory, SetLimits
 from tests.helpers import post_form, sign_in, text_of
 from tests.integration.purchase_support import (
     BILLING,
@@ -387,8 +387,9 @@ async def test_nobody_else_can_see_or_pay_an_order(
 
 
 async def test_order_history_lists_own_orders_newest_first_with_htmx_pages(
-    client: httpx.AsyncClient, factory: Factory, runtime: Runtime
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, rate_limits: SetLimits
 ) -> None:
+    rate_limits(place_order_ip=(20, 600))  # twelve orders from one address, to fill two pages
     await factory.user(email="history@example.com")
     await sign_in(client, "history@example.com")
     product = await factory.product()

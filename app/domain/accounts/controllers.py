@@ -20,6 +20,7 @@ from app.lib.client_ip import client_ip
 from app.lib.exceptions import FormError, RateLimitedError
 from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import is_staff
+from app.lib.ratelimit import enforce
 from app.lib.runtime import Runtime
 from app.lib.urls import same_site_path
 from app.server.auth import SESSION_AUTH_AT_KEY, SESSION_EPOCH_KEY, SESSION_USER_KEY, current_user, requires_login
@@ -75,6 +76,7 @@ class AccountController(Controller):
         runtime: NamedDependency[Runtime],
         db_session: NamedDependency[AsyncSession],
     ) -> Response[Any]:
+        await enforce(request, "login_ip")
         email = data.get("email", "")
         next_url = safe_next(data.get("next"), "")
         ip = client_ip(
@@ -123,6 +125,7 @@ class AccountController(Controller):
         runtime: NamedDependency[Runtime],
         db_session: NamedDependency[AsyncSession],
     ) -> Response[Any]:
+        await enforce(request, "register_ip")
         try:
             user = await account_service.register(
                 email=data.get("email", ""), password=data.get("password", ""), name=data.get("name", "")
@@ -158,6 +161,7 @@ class AccountController(Controller):
                 fragment="accounts/_forgot_form.html.j2",
                 status_code=422,
             )
+        await enforce(request, "forgot_password_ip", "forgot_password_email", email=email)
         await account_service.request_password_reset(email)
         # The same answer whether or not the account exists.
         return render(
@@ -237,6 +241,7 @@ class AccountController(Controller):
     ) -> Response[Any]:
         user = current_user(request)
         assert user is not None  # guaranteed by requires_login
+        await enforce(request, "password_change_account")
         errors: dict[str, str] = {}
         if data.get("new_password", "") != data.get("new_password_confirm", ""):
             errors["new_password_confirm"] = "The two passwords don't match."

@@ -21,6 +21,7 @@ from app.domain.checkout.tax import PROVINCES
 from app.domain.credits.services import CreditService, NotEnoughCreditsError, credit_label
 from app.lib.exceptions import FormError
 from app.lib.htmx import flash, redirect, render, wants_fragment
+from app.lib.ratelimit import enforce
 from app.lib.runtime import Runtime
 from app.server.auth import current_user, requires_login
 
@@ -172,6 +173,7 @@ class BookingController(Controller):
             billing = parse_billing(form, account_email=user.email)
         except FormError as exc:
             return self._card_form(request, slot, form, exc.errors, status_code=422)
+        await enforce(request, "place_order_ip")
         try:
             booking = await bookings.hold_for_card(user, slot_id, billing)
         except BookingError as exc:

@@ -16,8 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.cart.services import MAX_QUANTITY, CartChange, CartService, PricedCart, QuantityError
 from app.domain.promotions.services import SESSION_PROMO_KEY, CartPromo, PromoError, cart_promo, quote_cart
-from app.lib.exceptions import ApplicationError, NotFoundError
+from app.lib.exceptions import ApplicationError, NotFoundError, RateLimitedError
 from app.lib.htmx import flash, redirect, render, wants_fragment
+from app.lib.ratelimit import enforce
 from app.lib.urls import same_site_path
 from app.server.auth import current_user
 
@@ -170,15 +171,20 @@ class CartController(Controller):
         try:
             if not code:
                 raise PromoError("Enter a promo code.")
+            await enforce(request, "promo_apply_ip", "promo_apply_session")
             quote = await quote_cart(cart.db, code, priced, user=user)
+        except RateLimitedError as exc:
+            # A plain post gets the 429 page; with HTMX the message shows next to the field, like any other refusal.
+            if not wants_fragment(request):
+                raise
+            response = await self._promo_refused(request, cart, priced, view, code, exc)
+            response.headers.update(exc.headers)
+            return response
         except PromoError as exc:
             if not wants_fragment(request):
                 flash(request, exc.message, "error")
                 return redirect(request, back_url(request))
-            promo = await _promo(request, cart, priced)
-            context = _context(priced, view=view, promo=promo, promo_error=exc.message)
-            context["promo_input"] = code
-            return render(request, PAGE, context, fragment="cart/_changed.html.j2", status_code=422)
+            return await self._promo_refused(request, cart, priced, view, code, exc)
         request.session[SESSION_PROMO_KEY] = quote.code
         message = f"Code {quote.code} applied: {quote.summary}."
         if not wants_fragment(request):
@@ -192,6 +198,20 @@ class CartController(Controller):
             fragment="cart/_changed.html.j2",
             trigger=None if view == VIEWS["cart"] else CHANGED_EVENT,
         )
+
+    async def _promo_refused(
+        self,
+        request: Request[Any, Any, Any],
+        cart: CartService,
+        priced: PricedCart,
+        view: str,
+        code: str,
+        exc: ApplicationError,
+    ) -> Template:
+        promo = await _promo(request, cart, priced)
+        context = _context(priced, view=view, promo=promo, promo_error=exc.message)
+        context["promo_input"] = code
+        return render(request, PAGE, context, fragment="cart/_changed.html.j2", status_code=exc.status_code)
 
     @post("/cart/promo/remove", name="cart:promo_remove")
     async def remove_promo(self, request: Request[Any, Any, Any], cart: NamedDependency[CartService]) -> Response[Any]:

@@ -74,5 +74,5 @@ class CatalogController(Controller):
             path=path,
             media_type="image/webp",
             content_disposition_type="inline",
-            headers={"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"},
+            headers={"Cache-Control": "public, max-age=31536000, immutable"},
         )

@@ -35,6 +35,7 @@ from app.domain.payments.context import HandlerContext
 from app.domain.promotions.services import SESSION_PROMO_KEY, CartPromo, cart_promo
 from app.lib.exceptions import FormError
 from app.lib.htmx import flash, redirect, render
+from app.lib.ratelimit import enforce
 from app.lib.runtime import Runtime
 from app.server.auth import current_user
 
@@ -161,6 +162,7 @@ class CheckoutController(Controller):
             return await self._form_page(
                 request, db_session, form, {}, status_code=409, message="This form has expired; please check again."
             )
+        await enforce(request, "place_order_ip")
         cart = await CartService(db_session, request.session).priced(user)
         code = request.session.get(SESSION_PROMO_KEY)
         try:
@@ -196,6 +198,10 @@ class CheckoutController(Controller):
             return redirect(request, request.app.route_reverse("checkout:complete", order_id=order.id))
         if order.status == m.OrderStatus.CANCELED:
             return render(request, "checkout/canceled.html.j2", {"order": order}, status_code=409)
+        # Card testing: each load asks Stripe for this order's PaymentIntent, and the first one creates it.
+        await enforce(
+            request, "pay_order", *(() if order.payment_intent_id else ("payment_intent_ip",)), order=order.id
+        )
         context: dict[str, Any] = {"order": order, "error": "", "client_secret": ""}
         try:
             intent = await checkout.payment_intent(order)

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.db.upsert import insert_if_absent
 from app.domain.cart.services import PricedCart
 from app.domain.checkout.tax import PROVINCES, TaxResult, compute_tax
 from app.domain.payments.gateway import as_dict, idempotency_key
@@ -310,21 +311,18 @@ class CheckoutService:
             )
         )
         order.payment_intent_id = intent["id"]
-        payment = await self.db.scalar(select(m.Payment).where(m.Payment.order_id == order.id))
-        if payment is None:
-            self.db.add(
-                m.Payment(
-                    order_id=order.id,
-                    payment_intent_id=intent["id"],
-                    amount=order.total,
-                    currency=order.currency,
-                    status=str(intent.get("status") or m.PaymentStatus.REQUIRES_PAYMENT_METHOD.value),
-                )
-            )
-        try:
-            await self.db.commit()
-        except IntegrityError:
-            # Two tabs created it at once (same idempotency key, so the same PaymentIntent): the first row stands.
-            await self.db.rollback()
-            await self.db.refresh(order)
+        # Two tabs create it at once (same idempotency key, so the same PaymentIntent): one row, kept by the database.
+        await insert_if_absent(
+            self.db,
+            m.Payment,
+            "payment_intent_id",
+            {
+                "order_id": order.id,
+                "payment_intent_id": intent["id"],
+                "amount": order.total,
+                "currency": order.currency,
+                "status": str(intent.get("status") or m.PaymentStatus.REQUIRES_PAYMENT_METHOD.value),
+            },
+        )
+        await self.db.commit()
         return intent

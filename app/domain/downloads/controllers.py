@@ -24,6 +24,7 @@ from app.domain.downloads.services import (
 from app.domain.notifications.services import EmailService
 from app.lib.exceptions import NotFoundError
 from app.lib.htmx import flash, redirect, render, wants_fragment
+from app.lib.ratelimit import enforce
 from app.lib.runtime import Runtime
 from app.server.auth import current_user, requires_login
 
@@ -85,7 +86,7 @@ class DownloadController(Controller):
             media_type=found.media_type,
             stat_result=found.stat,
             content_disposition_type="attachment",
-            headers={"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"},
+            headers={"Cache-Control": "private, no-store"},
         )
 
     @get("/account/downloads", name="downloads:list", guards=[requires_login])
@@ -142,6 +143,7 @@ class DownloadController(Controller):
                 fragment="downloads/_resend_form.html.j2",
                 status_code=422,
             )
+        await enforce(request, "download_resend_ip")
         await downloads.email_fresh_links(email, emails=email_service, throttle=resend_throttle)
         # The same answer whether or not that address bought anything, and whether or not it was throttled.
         return render(

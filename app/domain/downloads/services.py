@@ -217,6 +217,15 @@ class DownloadService:
         )
         return cast("CursorResult[Any]", result).rowcount
 
+    async def restore_for_order(self, order: m.Order, *, revoked_since: datetime) -> int:
+        """Undo a refund's revocation (the refund failed): entitlements revoked at or after ``revoked_since``."""
+        result = await self.db.execute(
+            update(m.Entitlement)
+            .where(m.Entitlement.order_id == order.id, m.Entitlement.revoked_at >= revoked_since)
+            .values(revoked_at=None)
+        )
+        return cast("CursorResult[Any]", result).rowcount
+
     # --- signed links -------------------------------------------------------------------------------------------------
 
     def _mac(self, payload: bytes) -> bytes:

@@ -23,6 +23,7 @@ from sqlalchemy import case, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.db.upsert import insert_if_absent
 from app.domain.analytics.feed import announce, order_item, refund_item
 from app.domain.bookings.card_payments import cancel_refunded_bookings, confirm_paid_bookings
 from app.domain.catalog.cache import invalidate_catalog
@@ -32,6 +33,7 @@ from app.domain.payments.context import HandlerContext
 from app.domain.payments.gateway import as_dict, stripe_id
 from app.domain.promotions.services import redeem_for_order
 from app.lib.money import format_money
+from app.lib.permissions import Role
 
 log = structlog.get_logger()
 
@@ -76,18 +78,27 @@ class PaymentSync:
             await self.db.rollback()
             log.info("payment_intent.not_ours", payment_intent=intent["id"])
             return None
-        payment = await self.db.scalar(select(m.Payment).where(m.Payment.payment_intent_id == intent["id"]))
-        if payment is None:
-            # Column defaults only apply at flush: the comparisons below need them now.
-            payment = m.Payment(
-                order_id=order.id,
-                payment_intent_id=intent["id"],
-                amount=order.total,
-                currency=order.currency,
-                status=m.PaymentStatus.REQUIRES_PAYMENT_METHOD.value,
-                last_event_created=0,
-            )
-            self.db.add(payment)
+        # The return page and the webhook job may both be first here (SQLite takes no row lock): one row, kept by
+        # the database, never a unique-key failure for the second.
+        await insert_if_absent(
+            self.db,
+            m.Payment,
+            "payment_intent_id",
+            {
+                "order_id": order.id,
+                "payment_intent_id": intent["id"],
+                "amount": order.total,
+                "currency": order.currency,
+                "status": m.PaymentStatus.REQUIRES_PAYMENT_METHOD.value,
+                "last_event_created": 0,
+            },
+        )
+        payment = await self.db.scalar(
+            select(m.Payment)
+            .where(m.Payment.payment_intent_id == intent["id"])
+            .execution_options(populate_existing=True)
+        )
+        assert payment is not None
         new_status = payment_status(intent)
         stale = event_created and event_created < payment.last_event_created
         if payment.status == m.PaymentStatus.SUCCEEDED and new_status != m.PaymentStatus.SUCCEEDED:
@@ -182,23 +193,42 @@ class PaymentSync:
                 return order
         listing = await self.ctx.stripe.v1.refunds.list_async({"payment_intent": intent_id, "limit": 100})
         remote = [as_dict(r) async for r in listing.auto_paging_iter()]
-        existing = {
-            r.stripe_refund_id: r for r in await self.db.scalars(select(m.Refund).where(m.Refund.order_id == order.id))
+        # Several refund events of one refund (refund.created, charge.refunded, refund.updated) run at the same
+        # moment, with the admin's request and the re-sync: the database keeps one row per refund, and only the
+        # call that inserted a row announces it.
+        created: set[str] = set()
+        for data in remote:
+            inserted = await insert_if_absent(
+                self.db,
+                m.Refund,
+                "stripe_refund_id",
+                {
+                    "order_id": order.id,
+                    "stripe_refund_id": data["id"],
+                    "amount": int(data["amount"]),
+                    "currency": str(data["currency"]).upper(),
+                    "status": str(data["status"]),
+                },
+            )
+            if inserted:
+                created.add(data["id"])
+        if remote:
+            # On SQLite the insert above took the write lock: re-read what a writer before us committed.
+            await self.db.refresh(order)
+        rows = {
+            r.stripe_refund_id: r
+            for r in await self.db.scalars(
+                select(m.Refund).where(m.Refund.order_id == order.id).execution_options(populate_existing=True)
+            )
         }
         to_notify: list[m.Refund] = []
-        created: list[m.Refund] = []  # first seen now: the live dashboard's feed shows them
+        failed_now: list[m.Refund] = []
         for data in remote:
-            row = existing.get(data["id"])
-            if row is None:
-                row = m.Refund(
-                    order_id=order.id,
-                    stripe_refund_id=data["id"],
-                    amount=int(data["amount"]),
-                    currency=str(data["currency"]).upper(),
-                    status=data["status"],
-                )
-                self.db.add(row)
-                created.append(row)
+            row = rows[data["id"]]
+            # Read under the lock (PostgreSQL's order row, SQLite's write lock): one caller sees the change to failed.
+            # (A row first seen as failed was inserted as failed: nobody was told of it, there is nothing to undo.)
+            if str(data["status"]) == "failed" and row.status != "failed":
+                failed_now.append(row)
             row.status = str(data["status"])
             row.amount = int(data["amount"])
             row.charge_id = stripe_id(data.get("charge"))
@@ -215,6 +245,7 @@ class PaymentSync:
                 )
         refunded = min(sum(int(r["amount"]) for r in remote if r["status"] in COUNTED_REFUND_STATUSES), order.total)
         order.amount_refunded = refunded
+        restored = 0
         if refunded >= order.total and order.total > 0:
             if order.status != m.OrderStatus.REFUNDED:
                 order.status = m.OrderStatus.REFUNDED.value
@@ -222,18 +253,63 @@ class PaymentSync:
                 await DownloadService(self.db, self.ctx.settings).revoke_for_order(order)
                 self.db.add(m.OrderEvent(order_id=order.id, kind="downloads_revoked", message="Fully refunded."))
                 await cancel_refunded_bookings(self.db, order)  # and free a booking's seat
-        elif refunded > 0:
-            order.status = m.OrderStatus.PARTIALLY_REFUNDED.value
+        else:
+            if order.status == m.OrderStatus.REFUNDED and order.refunded_at is not None:
+                # A refund failed after the fact (Stripe's 5126): the money is ours again, so are the customer's
+                # downloads. Only what the refund revoked comes back (revoked at or after it was recorded).
+                restored = await DownloadService(self.db, self.ctx.settings).restore_for_order(
+                    order, revoked_since=order.refunded_at
+                )
+                order.refunded_at = None
+            if refunded > 0:
+                order.status = m.OrderStatus.PARTIALLY_REFUNDED.value
+            elif order.status in {m.OrderStatus.REFUNDED, m.OrderStatus.PARTIALLY_REFUNDED}:
+                order.status = m.OrderStatus.PAID.value
+        for row in failed_now:
+            self.db.add(
+                m.OrderEvent(
+                    order_id=order.id,
+                    kind="refund_failed",
+                    message=f"The refund of {format_money(row.amount, order.currency)} failed at the bank"
+                    + (": downloads restored." if restored else "."),
+                )
+            )
         # Rendered after the status is settled: the notice says whether downloads were revoked.
         mailer = EmailService(self.db, self.ctx.queue)
         emails = [mailer.stage("refund", order.email, {"order": order, "amount": r.amount}) for r in to_notify]
+        if failed_now:
+            emails += await self._refund_failed_emails(mailer, order, failed_now, restored=bool(restored))
         await self.db.commit()
         await mailer.dispatch(emails)
         await announce(
             self.ctx.redis,
-            [refund_item(r, order.number) for r in created if r.status in COUNTED_REFUND_STATUSES],
+            [
+                refund_item(row, order.number)
+                for row in rows.values()
+                if row.stripe_refund_id in created and row.status in COUNTED_REFUND_STATUSES
+            ],
         )
         return order
+
+    async def _refund_failed_emails(
+        self, mailer: EmailService, order: m.Order, failed: list[m.Refund], *, restored: bool
+    ) -> list[m.EmailMessage]:
+        """The customer learns the refund failed and what happens next; every admin learns it needs handling."""
+        base = self.ctx.settings.base_url
+        context = {
+            "order": order,
+            "amount": sum(r.amount for r in failed),
+            "refund_ids": [r.stripe_refund_id for r in failed],
+            "restored": restored,
+            "order_url": f"{base}/account/orders/{order.id}",
+            "admin_url": f"{base}/admin/orders/{order.id}",
+        }
+        emails = [mailer.stage("refund_failed", order.email, context)]
+        admins = await self.db.scalars(
+            select(m.User.email).where(m.User.role == Role.ADMIN.value, m.User.is_active.is_(True))
+        )
+        emails += [mailer.stage("refund_failed_admin", address, context) for address in admins]
+        return emails
 
 
 async def on_payment_intent_event(ctx: HandlerContext, event: dict[str, Any]) -> None:

@@ -74,5 +74,5 @@ class PlanController(Controller):
             media_type=found.media_type,
             stat_result=found.stat,
             content_disposition_type="attachment",
-            headers={"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"},
+            headers={"Cache-Control": "private, no-store"},
         )

@@ -17,6 +17,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.db.upsert import insert_if_absent
 from app.domain.cart.services import PricedCart
 from app.domain.promotions.allocation import allocate, discount_for, percent_of
 from app.lib.exceptions import ApplicationError
@@ -26,6 +27,11 @@ SESSION_PROMO_KEY = "promo_code"
 # Stripe's smallest card charge (50 cents in CAD and USD): a discounted order must still reach it, or it could
 # never be paid. Free orders would need fulfilment without a PaymentIntent; the shop has none of those.
 MINIMUM_CHARGE = 50
+# One answer for every code that does not exist or no longer works (unknown, deactivated, expired, used up), so
+# guessing codes tells nothing about which ones were ever real. Only a live code may say why it does not fit this
+# cart (its minimum, its products, its currency): the person who was given it needs that to use it, and the
+# promo_apply rate limits keep guessing a live code impractical. See docs/promo-codes.md.
+CANT_APPLY = "This code can't be applied. Check it and try again."
 
 
 class PromoError(ApplicationError):
@@ -149,18 +155,16 @@ async def has_ordered_before(db: AsyncSession, *, user: m.User | None, email: st
 
 async def _usable(db: AsyncSession, code: str, *, user: m.User | None, email: str | None, now: datetime) -> m.PromoCode:
     """The code if it exists and is live for this customer; otherwise :class:`PromoError` with the reason."""
-    shown = normalize_code(code)
-    promo = await find_code(db, shown)
-    if promo is None:
-        raise PromoError(f"“{shown}” isn't a valid code. Check the spelling and try again.")
-    if promo.archived_at is not None:
-        raise PromoError(f"The code {promo.code} is no longer active.")
-    if promo.expires_at is not None and promo.expires_at <= now:
-        raise PromoError(f"The code {promo.code} expired on {promo.expires_at:%Y-%m-%d}.")
-    if promo.is_used_up:
-        raise PromoError(f"The code {promo.code} has been used as many times as it allows.")
+    promo = await find_code(db, normalize_code(code))
+    if promo is None or status_of(promo, now) != "active":
+        raise PromoError(CANT_APPLY)
     if promo.first_order_only and await has_ordered_before(db, user=user, email=email):
-        raise PromoError(f"The code {promo.code} is for a first order only, and you have ordered before.")
+        # Said plainly only about the signed-in customer's own history: for an email typed at checkout it would
+        # tell anyone that this address has bought here.
+        own = user is not None and (not email or email.lower() == user.email.lower())
+        raise PromoError(
+            f"The code {promo.code} is for a first order only, and you have ordered before." if own else CANT_APPLY
+        )
     return promo
 
 
@@ -300,20 +304,26 @@ async def redeem_for_order(db: AsyncSession, order: m.Order) -> m.PromoRedemptio
 async def redeem_for_subscription(
     db: AsyncSession, promo: m.PromoCode, *, user: m.User, stripe_subscription_id: str
 ) -> None:
-    """Count a subscription created with the code (Stripe counts it on its side too). Commits; idempotent."""
-    existing = await db.scalar(
-        select(m.PromoRedemption.id).where(m.PromoRedemption.stripe_subscription_id == stripe_subscription_id)
+    """Count a subscription created with the code (Stripe counts it on its side too). Commits; idempotent.
+
+    Two return pages (two tabs) may both get here: only the one whose redemption row is inserted counts the code.
+    """
+    inserted = await insert_if_absent(
+        db,
+        m.PromoRedemption,
+        "stripe_subscription_id",
+        {
+            "promo_code_id": promo.id,
+            "stripe_subscription_id": stripe_subscription_id,
+            "user_id": user.id,
+            "email": user.email,
+            "counted": False,
+        },
     )
-    if existing is not None:
-        return
-    counted = await _count_one(db, promo.id)
-    db.add(
-        m.PromoRedemption(
-            promo_code_id=promo.id,
-            stripe_subscription_id=stripe_subscription_id,
-            user_id=user.id,
-            email=user.email,
-            counted=counted,
+    if inserted and await _count_one(db, promo.id):
+        await db.execute(
+            update(m.PromoRedemption)
+            .where(m.PromoRedemption.stripe_subscription_id == stripe_subscription_id)
+            .values(counted=True)
         )
-    )
     await db.commit()

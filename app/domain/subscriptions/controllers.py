@@ -22,8 +22,9 @@ from app.domain.plans.services import parse_interval, tier_for
 from app.domain.plans.stripe_sync import PlanStripeSync
 from app.domain.promotions.services import PlanQuote, PromoError, normalize_code, quote_plan
 from app.domain.subscriptions.services import SubscriptionError, SubscriptionService
-from app.lib.exceptions import NotFoundError
+from app.lib.exceptions import NotFoundError, RateLimitedError
 from app.lib.htmx import flash, redirect, render
+from app.lib.ratelimit import enforce
 from app.lib.runtime import Runtime
 from app.server.auth import current_user, requires_login
 
@@ -79,13 +80,18 @@ class SubscriptionController(Controller):
         request.session["subscribe_attempt"] = secrets.token_urlsafe(12)
         quote: PlanQuote | None = None
         promo_error = ""
+        refused: RateLimitedError | None = None
         code = normalize_code(code)[:40]
         if code:
             try:
+                await enforce(request, "promo_apply_ip", "promo_apply_session")
                 quote = await quote_plan(db_session, code, plan, price, user=user)
             except PromoError as exc:
                 promo_error = exc.message
-        return render(
+            except RateLimitedError as exc:
+                # The page still renders (the plan can be bought without a code); the message sits by the field.
+                promo_error, refused = exc.message, exc
+        response = render(
             request,
             "subscriptions/start.html.j2",
             {
@@ -100,7 +106,11 @@ class SubscriptionController(Controller):
                 "promo_error": promo_error,
             },
             fragment="subscriptions/_offer.html.j2",
+            status_code=refused.status_code if refused else 200,
         )
+        if refused is not None:
+            response.headers.update(refused.headers)
+        return response
 
     @post("/subscribe/{slug:str}", name="subscriptions:create")
     async def create(
@@ -113,6 +123,8 @@ class SubscriptionController(Controller):
         runtime: NamedDependency[Runtime],
     ) -> Template | Response[Any]:
         user = _user(request)
+        # Card testing through memberships: the subscription's first invoice is a PaymentIntent too.
+        await enforce(request, "payment_intent_ip")
         plan = await _plan(db_session, slug)
         interval = parse_interval(data.get("interval"))
         try:

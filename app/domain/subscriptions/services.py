@@ -16,12 +16,12 @@ import stripe
 import structlog
 from saq import Queue
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from stripe.params import SubscriptionCreateParams
 from stripe.params.checkout import SessionCreateParams, SessionCreateParamsSubscriptionData
 
 from app.db import models as m
+from app.db.upsert import insert_if_absent
 from app.domain.analytics.feed import announce, movement_item, redis_of
 from app.domain.analytics.movements import refresh_customer_metrics
 from app.domain.notifications.services import EmailService
@@ -398,9 +398,16 @@ class SubscriptionService:
             if user is None:
                 log.info("subscription.not_ours", subscription=remote["id"])
                 return None
-            sub = m.Subscription(user_id=user.id, stripe_subscription_id=remote["id"], stripe_customer_id=customer_id)
-            self.db.add(sub)
-        elif event_created and event_created < sub.last_event_created:
+            # The page and a webhook may both find no row: the database keeps one, and both update that one.
+            await insert_if_absent(
+                self.db,
+                m.Subscription,
+                "stripe_subscription_id",
+                {"user_id": user.id, "stripe_subscription_id": remote["id"], "stripe_customer_id": customer_id},
+            )
+            sub = await self.db.scalar(stmt.execution_options(populate_existing=True))
+            assert sub is not None
+        if event_created and event_created < sub.last_event_created:
             return sub  # an older event arriving late: we already hold newer state
         was_live = sub.status in LIVE_STATUSES
         if was_live and remote.get("status") == "incomplete":
@@ -427,17 +434,11 @@ class SubscriptionService:
         if event_created:
             sub.last_event_created = max(sub.last_event_created, event_created)
         emails: list[m.EmailMessage] = []
-        try:
-            await self.db.flush()
-            if was_live and sub.status in ENDED_STATUSES and await self._claim_ended_notice(sub):
-                emails.append(await self._ended_email(sub))
-            await self.derive_metrics(sub.user_id)
-            await self.db.commit()
-        except IntegrityError:
-            # The webhook and the page mirrored the same new subscription at once: the other row stands.
-            await self.db.rollback()
-            self._pending_feed.clear()
-            return await self.mirror_subscription(remote, event_created=event_created)
+        await self.db.flush()
+        if was_live and sub.status in ENDED_STATUSES and await self._claim_ended_notice(sub):
+            emails.append(await self._ended_email(sub))
+        await self.derive_metrics(sub.user_id)
+        await self.db.commit()
         await EmailService(self.db, self.queue).dispatch(emails)
         await self.announce_metrics()
         # The plan may have changed (a switch) or never been loaded (a new row): load it now, not lazily later.
@@ -497,15 +498,29 @@ class SubscriptionService:
             sub = await self.mirror_subscription(remote_sub)
             if sub is None:
                 return None
-        invoice: m.Invoice | None = await self.db.scalar(
-            select(m.Invoice).where(m.Invoice.stripe_invoice_id == remote["id"])
+        # The return page and the webhook mirror a first invoice at the same moment: the database keeps one row.
+        await insert_if_absent(
+            self.db,
+            m.Invoice,
+            "stripe_invoice_id",
+            {
+                "stripe_invoice_id": remote["id"],
+                "status": str(remote.get("status") or "draft"),
+                "user_id": sub.user_id,
+                "subscription_id": sub.id,
+                "last_event_created": 0,
+            },
         )
-        if invoice is None:
-            invoice = m.Invoice(
-                stripe_invoice_id=remote["id"], status=str(remote.get("status") or "draft"), last_event_created=0
-            )
-            self.db.add(invoice)
-        elif event_created and event_created < invoice.last_event_created:
+        stmt = (
+            select(m.Invoice)
+            .where(m.Invoice.stripe_invoice_id == remote["id"])
+            .execution_options(populate_existing=True)
+        )
+        if self.db.get_bind().dialect.name == "postgresql":
+            stmt = stmt.with_for_update()  # the other writer's update lands before or after ours, never inside
+        invoice = await self.db.scalar(stmt)
+        assert invoice is not None  # inserted above, by us or by the other writer
+        if event_created and event_created < invoice.last_event_created:
             return invoice
         invoice.user_id = sub.user_id
         invoice.subscription_id = sub.id

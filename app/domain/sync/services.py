@@ -29,6 +29,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.db.upsert import upsert
 from app.domain.audit.services import Actor, record_audit
 from app.domain.payments.gateway import with_backoff
 from app.domain.sync.reconcile import OK, RECONCILERS, SKIPPED, Outcome, SyncContext
@@ -477,7 +478,7 @@ class SyncEngine:
             changed = [o for o in objects if known.get(o["id"], (None, None))[1] != fingerprints[o["id"]]]
             counts["unchanged"] = len(objects) - len(changed)
             outcomes = await self._reconcile(db, resource, changed, errors)
-            new_rows: list[m.StripeObject] = []
+            new_rows: list[dict[str, Any]] = []
             updates: list[dict[str, Any]] = []
             for obj in changed:
                 outcome = outcomes.get(obj["id"])
@@ -492,14 +493,16 @@ class SyncEngine:
                 else:
                     counts["created" if outcome.result == OK else "skipped"] += 1
                     new_rows.append(
-                        m.StripeObject(
-                            stripe_id=obj["id"],
-                            object_type=str(obj.get("object") or resource),
-                            fingerprint=fingerprints[obj["id"]],
-                            stripe_created=int(obj.get("created") or 0),
-                        )
+                        {
+                            "stripe_id": obj["id"],
+                            "object_type": str(obj.get("object") or resource),
+                            "fingerprint": fingerprints[obj["id"]],
+                            "stripe_created": int(obj.get("created") or 0),
+                        }
                     )
-            db.add_all(new_rows)
+            # Keyed by the Stripe id: a page redone after a crash, or an object seen twice, updates its one row.
+            for values in new_rows:
+                await upsert(db, m.StripeObject, "stripe_id", values, update=["fingerprint", "stripe_created"])
             if updates:
                 await db.execute(update(m.StripeObject), updates)
             # The page's mirror rows and its progress are saved together: a crash redoes the whole page (the

@@ -1,13 +1,17 @@
-"""Liveness and readiness probes for load balancers and the Docker HEALTHCHECK."""
+"""Liveness and readiness probes for load balancers and the Docker HEALTHCHECK; the CSP violation reports."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from litestar import MediaType, Response, get
+from litestar import MediaType, Request, Response, get, post
 from litestar.di import NamedDependency
 from sqlalchemy import text
 
+from app.domain.system import csp_reports
+from app.lib.client_ip import client_ip
+from app.lib.ratelimit import enforce_csp_report
 from app.lib.runtime import Runtime
 
 
@@ -36,3 +40,32 @@ async def readyz(runtime: NamedDependency[Runtime]) -> Response[dict[str, str]]:
             checks[name] = f"error: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
     return Response(checks, status_code=200 if ready else 503)
+
+
+@post("/csp-report", name="system:csp_report")
+async def csp_report(request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Response[Any]:
+    """Where browsers report what the Content-Security-Policy blocked (``report-uri``/``report-to``).
+
+    Public and CSRF-exempt (a browser sends it, without our token); rate-limited per IP (``csp_report_ip``) before
+    anything is read; at most 8 KiB, logged and counted.
+    """
+    await enforce_csp_report(request)
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type not in csp_reports.CONTENT_TYPES:
+        return Response("Send a CSP report (application/csp-report or application/reports+json).", status_code=415)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > csp_reports.MAX_REPORT_BYTES:
+        return Response("That report is too large.", status_code=413)
+    body = b""
+    async for chunk in request.stream():  # a lying or absent Content-Length is cut off here
+        body += chunk
+        if len(body) > csp_reports.MAX_REPORT_BYTES:
+            return Response("That report is too large.", status_code=413)
+    try:
+        violations = csp_reports.parse_reports(body, content_type)
+    except csp_reports.ReportError:
+        return Response("That is not a CSP report.", status_code=400)
+    peer = request.client.host if request.client else None
+    ip = client_ip(peer, request.headers.get("x-forwarded-for"), runtime.settings.trusted_proxies)
+    await csp_reports.record(runtime.redis, violations, client_ip=ip)
+    return Response(b"", status_code=204)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.stripe_emulator.api import Ctx, diff, route
+from app.stripe_emulator.cards import lookup
 from app.stripe_emulator.dialect import (
     LIST_PARAMS,
     apply_metadata,
@@ -18,6 +19,7 @@ from app.stripe_emulator.dialect import (
 )
 from app.stripe_emulator.errors import invalid
 from app.stripe_emulator.ids import new_id
+from app.stripe_emulator.resources.payment_methods import card_number
 
 REASONS = ("duplicate", "fraudulent", "requested_by_customer")
 
@@ -52,6 +54,8 @@ def refund_charge(
             "amount",
             "amount_too_large",
         )
+    # Stripe's asynchronous refund test cards: 7726 starts `pending`, 5126 starts `succeeded` and fails later.
+    card = lookup(card_number(ctx.state.private, str(charge.get("payment_method") or "")))
     refund: dict[str, Any] = {
         "id": new_id("re"),
         "object": "refund",
@@ -72,10 +76,12 @@ def refund_charge(
         "reason": reason,
         "receipt_number": None,
         "source_transfer_reversal": None,
-        "status": "succeeded",
+        "status": "pending" if card.refund == "pending" else "succeeded",
         "transfer_reversal": None,
     }
     ctx.state.put(refund)
+    if card.refund in {"pending", "fails"}:
+        ctx.state.hidden(refund["id"])["settles_to"] = "succeeded" if card.refund == "pending" else "failed"
     before = {
         "amount_refunded": charge["amount_refunded"],
         "refunded": charge["refunded"],
@@ -83,6 +89,14 @@ def refund_charge(
     }
     charge["amount_refunded"] += amount
     charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
+    _list_refunds_on(ctx, charge)
+    # Stripe emits charge.refunded together with the new refund object (card refunds succeed at once).
+    ctx.emit("charge.refunded", charge, before, automatic=automatic)
+    ctx.emit("refund.created", refund, automatic=automatic)
+    return refund
+
+
+def _list_refunds_on(ctx: Ctx, charge: dict[str, Any]) -> None:
     refunds = [r for r in ctx.state.all("refund") if r["charge"] == charge["id"]]
     charge["refunds"] = {
         "object": "list",
@@ -90,9 +104,33 @@ def refund_charge(
         "has_more": len(refunds) > 10,
         "url": f"/v1/charges/{charge['id']}/refunds",
     }
-    # Stripe emits charge.refunded together with the new refund object (card refunds succeed at once).
-    ctx.emit("charge.refunded", charge, before, automatic=automatic)
-    ctx.emit("refund.created", refund, automatic=automatic)
+
+
+def settle_refund(ctx: Ctx, refund_id: str) -> dict[str, Any]:
+    """The later step of an asynchronous test-card refund, as Stripe does it some time after creation.
+
+    7726: ``pending`` → ``succeeded`` (``refund.updated``, ``charge.refund.updated``). 5126: ``succeeded`` →
+    ``failed`` with a ``failure_reason``; the money is no longer refunded, so the charge's ``amount_refunded`` drops
+    (``refund.updated``, ``refund.failed``, ``charge.refund.updated``).
+    """
+    refund = ctx.state.get("refund", refund_id, "refund")
+    settles_to = ctx.state.hidden(refund_id).pop("settles_to", None)
+    if settles_to is None:
+        raise invalid(f"Refund {refund_id} has no pending transition.", "refund")
+    before = {"status": refund["status"]}
+    refund["status"] = settles_to
+    if settles_to == "failed":
+        refund["failure_reason"] = "expired_or_canceled_card"
+        refund["failure_balance_transaction"] = new_id("txn")
+        before.update(failure_reason=None, failure_balance_transaction=None)
+        charge = ctx.state.get("charge", refund["charge"])
+        charge["amount_refunded"] = max(charge["amount_refunded"] - refund["amount"], 0)
+        charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
+        _list_refunds_on(ctx, charge)
+    ctx.emit("refund.updated", refund, before, automatic=True)
+    if settles_to == "failed":
+        ctx.emit("refund.failed", refund, automatic=True)
+    ctx.emit("charge.refund.updated", refund, before, automatic=True)
     return refund
 
 

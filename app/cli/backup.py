@@ -1,0 +1,94 @@
+"""`cartwright backup create|restore|verify`, and `--dry-run` on `cartwright database upgrade`."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import click
+
+from app.domain.system.backups import BackupError, create_backup, restore_backup, verify_backup
+from app.lib.runtime import Runtime
+from app.lib.settings import get_settings
+
+
+@click.group(name="backup", help="Back up and restore the database and the uploaded files.")
+def backup_group() -> None:
+    """Backups."""
+
+
+def _fail(exc: BackupError) -> None:
+    click.echo(f"Error: {exc.message}", err=True)
+    raise SystemExit(1) from exc
+
+
+@backup_group.command(name="create", help="Back up the database and STORAGE_DIR into a new timestamped directory.")
+@click.option(
+    "--to",
+    "destination",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Directory to create the backup in (default: CARTWRIGHT_VAR_DIR/backups).",
+)
+def create_command(destination: Path | None) -> None:
+    settings = get_settings()
+    target = destination or settings.var_dir / "backups"
+    try:
+        path, manifest = asyncio.run(create_backup(settings.database_url, settings.storage_dir, target))
+    except BackupError as exc:
+        _fail(exc)
+        return
+    rows = sum(manifest.row_counts.values())
+    size = sum(f.size for f in manifest.files)
+    click.echo(f"Backup written to {path}")
+    click.echo(
+        f"  {manifest.database} at revision {manifest.alembic_revision or '(none)'}: "
+        f"{len(manifest.row_counts)} tables, {rows} rows; {len(manifest.files)} files, {size} bytes."
+    )
+
+
+@backup_group.command(name="restore", help="Restore a backup into an EMPTY database and copy its files back.")
+@click.argument("backup", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--force", is_flag=True, help="Delete everything in the database first (stop the web and workers).")
+def restore_command(backup: Path, force: bool) -> None:
+    settings = get_settings()
+
+    async def run() -> Any:
+        runtime = Runtime(settings)
+        try:
+            return await restore_backup(backup, settings.database_url, settings.storage_dir, runtime.redis, force=force)
+        finally:
+            await runtime.close()
+
+    try:
+        manifest = asyncio.run(run())
+    except BackupError as exc:
+        _fail(exc)
+        return
+    rows, files = sum(manifest.row_counts.values()), len(manifest.files)
+    click.echo(f"Restored the backup of {manifest.created_at}: {rows} rows, {files} files.")
+    click.echo(f"  Its migration revision: {manifest.alembic_revision or '(none)'}.")
+    click.echo("Next: `cartwright database upgrade` if the code is newer than the backup; start the worker: its")
+    click.echo("  catch-up (every 5 minutes) stores the Stripe events since the backup; `cartwright stripe sync`")
+    click.echo("  re-syncs Stripe's products, prices and customers.")
+
+
+@backup_group.command(name="verify", help="Restore a backup into a scratch database and check it; exit 1 if bad.")
+@click.argument("backup", type=click.Path(file_okay=False, exists=True, path_type=Path))
+def verify_command(backup: Path) -> None:
+    settings = get_settings()
+    report = asyncio.run(verify_backup(backup, settings.database_url))
+    if report.manifest:
+        click.echo(
+            f"Backup {backup.name}: {report.manifest.database}, created {report.manifest.created_at}, "
+            f"revision {report.manifest.alembic_revision or '(none)'}"
+        )
+    for line in report.checked:
+        click.echo(f"  checked: {line}")
+    for problem in report.problems:
+        click.echo(f"  PROBLEM: {problem}", err=True)
+    if not report.ok:
+        click.echo(f"FAILED: {len(report.problems)} problem(s).", err=True)
+        raise SystemExit(1)
+    click.echo("OK: the backup restores and matches its manifest.")

@@ -1,0 +1,22 @@
+"""The per-request Content-Security-Policy nonce: made once per request, on first use, and kept in the scope.
+
+The template that renders first (``csp_nonce`` in every page's context, see app.lib.templating) and the security
+headers written when the response starts (app.server.security_headers) both read it from here, so the nonce in
+the header is the one on the page's ``<script>`` tags, whichever of the two asks first.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+NONCE_STATE_KEY = "csp_nonce"
+
+
+def request_nonce(scope: Mapping[str, Any]) -> str:
+    state: dict[str, Any] = scope["state"]  # Litestar gives every HTTP scope its state dict
+    nonce = state.get(NONCE_STATE_KEY)
+    if nonce is None:
+        nonce = state[NONCE_STATE_KEY] = secrets.token_urlsafe(16)  # 128 bits, fresh for every request
+    return str(nonce)
