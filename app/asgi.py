@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import sys
+
 from litestar import Litestar
 
 from app.lib.runtime import Runtime
-from app.lib.settings import get_settings
+from app.lib.settings import SettingsError, get_settings
 from app.server.plugin import ApplicationCore
 
 
 def create_app() -> Litestar:
-    return Litestar(plugins=[ApplicationCore(Runtime(get_settings()))], openapi_config=None)
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        # Web and worker (`cartwright workers run` loads this app too) stop here with the reason, not a traceback.
+        print(f"Cartwright cannot start: {exc}", file=sys.stderr)  # noqa: T201 - logging is not configured yet
+        raise SystemExit(2) from exc
+    return Litestar(plugins=[ApplicationCore(Runtime(settings))], openapi_config=None)

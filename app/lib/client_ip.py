@@ -23,6 +23,11 @@ def _trusted(address: str, trusted: tuple[Network, ...]) -> bool:
     return any(ip in network for network in trusted)
 
 
+def is_trusted_proxy(address: str, trusted: tuple[Network, ...]) -> bool:
+    """Whether ``address`` is one of our own proxies (whose headers we believe)."""
+    return _trusted(address, trusted)
+
+
 def client_ip(peer: str | None, forwarded_for: str | None, trusted: tuple[Network, ...]) -> str:
     """Walk X-Forwarded-For from the right, skipping our own proxies; the first other address is the client."""
     current = peer or "unknown"

@@ -20,6 +20,15 @@ class NotFoundError(ApplicationError):
         super().__init__(message)
 
 
+class NotYoursError(NotFoundError):
+    """Another person's object: shown as "not found" (no probing), logged as a denial (``access_denied``)."""
+
+    def __init__(self, message: str = "We couldn't find that page.", *, resource: str = "", object_id: object = None):
+        super().__init__(message)
+        self.resource = resource
+        self.object_id = "" if object_id is None else str(object_id)
+
+
 class PermissionDeniedError(ApplicationError):
     status_code = 403
 

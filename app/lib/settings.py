@@ -62,6 +62,13 @@ def _secret_key(var_dir: Path) -> str:
     return key
 
 
+class SettingsError(ValueError):
+    """A configuration that must not start: the message says what to set."""
+
+
+EMULATOR_WEBHOOK_SECRET = "whsec_cartwright_emulator"  # public (it is in this repository): the emulator's only
+
+
 @dataclass(frozen=True)
 class StripeSettings:
     secret_key: str
@@ -73,6 +80,11 @@ class StripeSettings:
     @property
     def uses_emulator(self) -> bool:
         return self.api_base != "https://api.stripe.com"
+
+    @property
+    def livemode(self) -> bool:
+        """The key's mode: events whose ``livemode`` differs were not meant for this shop."""
+        return self.secret_key.startswith(("sk_live_", "rk_live_"))
 
 
 @dataclass(frozen=True)
@@ -146,6 +158,28 @@ class Settings:
 
 
 def load_settings() -> Settings:
+    settings = _load_settings()
+    check_settings(settings)
+    return settings
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse configurations that would be unsafe on the open internet (raises ``SettingsError``)."""
+    stripe = settings.stripe
+    if not stripe.uses_emulator and (not stripe.webhook_secrets or EMULATOR_WEBHOOK_SECRET in stripe.webhook_secrets):
+        # The emulator's secret is public: with it anybody could sign a "payment succeeded" event.
+        raise SettingsError(
+            "STRIPE_WEBHOOK_SECRET is not set: with real Stripe keys it must be the signing secret of your webhook "
+            "endpoint (Stripe dashboard > Developers > Webhooks, or `stripe listen`). Refusing to start."
+        )
+    if stripe.livemode and not settings.secure_cookies:
+        raise SettingsError(
+            f"A live Stripe key needs an https BASE_URL (it is {settings.base_url}): "
+            "cookies and card pages must not travel in clear. Refusing to start."
+        )
+
+
+def _load_settings() -> Settings:
     var_dir = Path(_env("CARTWRIGHT_VAR_DIR") or BASE_DIR / "var")
     database_url = normalise_database_url(_env("DATABASE_URL") or f"sqlite+aiosqlite:///{var_dir / 'cartwright.db'}")
     webhook_secrets = tuple(s.strip() for s in _env("STRIPE_WEBHOOK_SECRET").split(",") if s.strip())
@@ -163,7 +197,9 @@ def load_settings() -> Settings:
         stripe=StripeSettings(
             secret_key=_env("STRIPE_SECRET_KEY") or "sk_test_cartwright_emulator",
             publishable_key=_env("STRIPE_PUBLISHABLE_KEY") or "pk_test_cartwright_emulator",
-            webhook_secrets=webhook_secrets or ("whsec_cartwright_emulator",),
+            # The emulator's public secret only ever with the emulator: check_settings refuses real Stripe without one.
+            webhook_secrets=webhook_secrets
+            or (() if api_base.rstrip("/") == "https://api.stripe.com" else (EMULATOR_WEBHOOK_SECRET,)),
             api_base=api_base.rstrip("/"),
             js_url=_env("STRIPE_JS_URL")
             or ("https://js.stripe.com/v3/" if api_base.startswith("https://api.stripe.com") else f"{api_base}/v3/"),

@@ -13,9 +13,11 @@ from litestar.exceptions.http_exceptions import ValidationException
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
-from app.lib.exceptions import ApplicationError, RateLimitedError
+from app.lib.exceptions import ApplicationError, NotYoursError, PermissionDeniedError, RateLimitedError
 from app.lib.htmx import wants_fragment
 from app.server.auth import NotSignedInError
+from app.server.csrf import CROSS_SITE
+from app.server.logging import log_denial, request_path
 
 log = structlog.get_logger()
 
@@ -54,6 +56,10 @@ def _error_response(
 
 
 def application_error_handler(request: Request[Any, Any, Any], exc: ApplicationError) -> Response[Any]:
+    if isinstance(exc, NotYoursError):
+        log_denial(request.scope, "not_owner", status=exc.status_code, resource=exc.resource, object_id=exc.object_id)
+    elif isinstance(exc, PermissionDeniedError):
+        log_denial(request.scope, "forbidden", status=exc.status_code)
     headers = exc.headers if isinstance(exc, RateLimitedError) else None
     return _error_response(request, exc.status_code, exc.message, headers)
 
@@ -72,31 +78,34 @@ def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) 
     if isinstance(exc, NotFoundException):
         message = "We couldn't find that page."
     elif isinstance(exc, PermissionDeniedException):
-        # Litestar's CSRF middleware raises this too: say what the person can do about it.
-        message = (
-            "Your form expired. Reload the page and try again."
-            if "CSRF" in (exc.detail or "")
-            else "You don't have access to that page."
-        )
+        # Our CSRF middleware raises this too: say what the person can do about it.
+        if "CSRF" in (exc.detail or ""):
+            message = "Your form expired. Reload the page and try again."
+        elif exc.detail == CROSS_SITE:
+            message = "That request came from another website, so we didn't act on it. Use the form on our page."
+        else:
+            message = "You don't have access to that page."
     elif isinstance(exc, ValidationException):
         message = "Some of what was sent could not be understood."
     else:
         message = exc.detail if status < 500 else "Please try again in a moment."
     if status >= 500:  # Litestar's own 5xx (a template that fails to render, a missing route name): log it
-        log.error("request.http_error", path=request.url.path, status=status, detail=exc.detail, exc_info=exc)
+        log.error(
+            "request.http_error", path=request_path(request.scope), status=status, detail=exc.detail, exc_info=exc
+        )
     return _error_response(request, status, message)
 
 
 def stripe_error_handler(request: Request[Any, Any, Any], exc: stripe.StripeError) -> Response[Any]:
     """Stripe unreachable, rate-limited or refusing: a clear "try again", never a traceback page."""
-    log.warning("request.stripe_error", path=request.url.path, error=type(exc).__name__, code=exc.code)
+    log.warning("request.stripe_error", path=request_path(request.scope), error=type(exc).__name__, code=exc.code)
     if isinstance(exc, stripe.CardError):
         return _error_response(request, 402, exc.user_message or "Your card was declined.")
     return _error_response(request, 503, "We couldn't reach the payment processor. Please try again in a moment.")
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    log.exception("request.unhandled_error", path=request.url.path, error=type(exc).__name__)
+    log.exception("request.unhandled_error", path=request_path(request.scope), error=type(exc).__name__)
     return _error_response(request, 500, "We've logged the problem. Please try again in a moment.")
 
 

@@ -1,15 +1,31 @@
-"""Structured logs: JSON lines in production, readable lines in a terminal; one line per request."""
+"""Structured logs: JSON lines in production, readable lines in a terminal; one line per request.
+
+Every request gets an id (``X-Request-ID`` on the response, ``request_id`` on every log line written while it
+runs); an incoming ``X-Request-ID`` is kept only from a trusted proxy. Paths are logged without query strings and
+with tokens redacted (``/reset-password/{token}``). Denials (another person's object, CSRF, cross-site posts) get
+one ``access_denied`` line each through ``log_denial``.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
+import secrets
 import sys
 import time
+from typing import Any
 
 import structlog
+from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.lib.client_ip import Network, client_ip, is_trusted_proxy
+from app.lib.redact import loggable_path
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_INCOMING_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # what a proxy's id may look like; anything else is replaced
 
 
 def is_static_path(scope: Scope) -> bool:
@@ -34,30 +50,75 @@ def configure_logging(level: str = "INFO") -> None:
     )
 
 
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def request_path(scope: Scope) -> str:
+    """The path as logs may show it: the matched route's template, else with token-like segments redacted."""
+    template: str | None = scope.get("path_template")  # absent until Litestar has matched a route
+    return loggable_path(scope["path"], template)
+
+
+def log_denial(scope: Scope, reason: str, **fields: Any) -> None:
+    """One ``access_denied`` line: request id, client IP, account, path (no query string), why. Never a secret."""
+    state = scope.get("state") or {}
+    user = scope.get("user")
+    account = getattr(user, "id", None)
+    structlog.get_logger("cartwright.security").warning(
+        "access_denied",
+        reason=reason,
+        request_id=state.get("request_id"),
+        ip=state.get("client_ip"),
+        account=str(account) if account is not None else None,
+        method=scope.get("method"),
+        path=request_path(scope),
+        **fields,
+    )
+
+
 class RequestLogMiddleware(ASGIMiddleware):
-    """Log method, path, status and duration once per request."""
+    """Log method, path, status and duration once per request, under a request id."""
 
     scopes = (ScopeType.HTTP,)
     should_bypass_for_scope = staticmethod(is_static_path)
 
+    def __init__(self, trusted_proxies: tuple[Network, ...] = ()) -> None:
+        self.trusted_proxies = trusted_proxies
+
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         start = time.perf_counter()
         status = 500
+        client = scope.get("client")
+        peer = client[0] if client else None
+        ip = client_ip(peer, _header(scope, b"x-forwarded-for"), self.trusted_proxies)
+        # A proxy of ours may pass its own id along (to join its logs to ours); from anybody else it is replaced.
+        incoming = _header(scope, b"x-request-id") or ""
+        trusted = peer is not None and is_trusted_proxy(peer, self.trusted_proxies)
+        request_id = incoming if trusted and _INCOMING_ID.fullmatch(incoming) else secrets.token_hex(8)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["client_ip"] = ip
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                MutableScopeHeaders.from_message(message)[REQUEST_ID_HEADER] = request_id
             await send(message)
 
-        try:
-            await next_app(scope, receive, send_wrapper)
-        finally:
-            structlog.get_logger("cartwright.request").info(
-                "request",
-                method=scope.get("method"),
-                path=scope["path"],
-                status=status,
-                duration_ms=round((time.perf_counter() - start) * 1000, 1),
-                htmx=any(k == b"hx-request" for k, _ in scope.get("headers", [])),
-            )
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                await next_app(scope, receive, send_wrapper)
+            finally:
+                structlog.get_logger("cartwright.request").info(
+                    "request",
+                    method=scope.get("method"),
+                    path=request_path(scope),
+                    status=status,
+                    duration_ms=round((time.perf_counter() - start) * 1000, 1),
+                    htmx=_header(scope, b"hx-request") is not None,
+                )

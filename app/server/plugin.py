@@ -10,7 +10,6 @@ import stripe
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar.channels import ChannelsPlugin
 from litestar.channels.backends.redis import RedisChannelsPubSubBackend
-from litestar.config.csrf import CSRFConfig
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.logging.config import LoggingConfig
@@ -53,6 +52,7 @@ from app.lib.settings import BASE_DIR
 from app.lib.templating import get_environment
 from app.server import errors
 from app.server.auth import CurrentUserMiddleware, NotSignedInError, current_user
+from app.server.csrf import CSRFMiddleware
 from app.server.deps import provide_actor, provide_queue, provide_runtime, provide_settings
 from app.server.logging import RequestLogMiddleware, configure_logging
 from app.server.ratelimit import UnsafeRequestLimitMiddleware
@@ -66,7 +66,7 @@ if TYPE_CHECKING:
 
 # Routes that take no form posts from our pages (and so carry no CSRF token). Stripe's webhook is authenticated
 # by its signature instead; CSP reports come from the browser itself, without our token.
-CSRF_EXEMPT = ["^/healthz$", "^/readyz$", "^/webhooks/stripe$", "^/csp-report$"]
+CSRF_EXEMPT = ("^/healthz$", "^/readyz$", "^/webhooks/stripe$", "^/csp-report$", "^/static/")
 
 
 def _template_user(context: Mapping[str, Any]) -> Any:
@@ -140,21 +140,16 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
         )
         session = session_config(secure=settings.secure_cookies, default_ttl=settings.customer_session_seconds)
         app_config.middleware = [
-            RequestLogMiddleware(),
+            RequestLogMiddleware(settings.trusted_proxies),
             session.middleware,
             CurrentUserMiddleware(runtime),
             UnsafeRequestLimitMiddleware(),
+            # After the user is known (denials are logged with the account); tokens bound to the session.
+            CSRFMiddleware(secure=settings.secure_cookies, exclude=CSRF_EXEMPT),
             *app_config.middleware,
         ]
         # Every response, the router's own 404/405 included, leaves with the security headers and the CSP.
         app_config.before_send.append(SecurityHeaders(settings))
-        app_config.csrf_config = CSRFConfig(
-            secret=settings.secret_key,
-            cookie_name="cartwright_csrf",
-            cookie_secure=settings.secure_cookies,
-            cookie_samesite="lax",
-            exclude=CSRF_EXEMPT,
-        )
 
         engine = JinjaTemplateEngine.from_environment(get_environment())
         engine.register_template_callable("current_user", _template_user)

@@ -21,10 +21,21 @@ from litestar.utils.dataclass import extract_dataclass_items
 _ROTATE = "_rotate"
 _TTL = "_ttl"
 _PERSISTENT = "_persistent"
+SESSION_INTERNAL_KEYS = frozenset({_ROTATE, _TTL, _PERSISTENT})  # bookkeeping: alone they store no session
+
+
+def session_cookie_name(*, secure: bool) -> str:
+    # "__Host-": the browser only accepts it Secure, Path=/ and without Domain, so no subdomain can set it.
+    return "__Host-cartwright_session" if secure else "cartwright_session"
 
 
 def rotate_session(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
     connection.session[_ROTATE] = True
+
+
+def is_rotating(session: dict[str, Any]) -> bool:
+    """Whether the session gets a fresh id when the response goes out (sign-in, sign-out)."""
+    return bool(session.get(_ROTATE))
 
 
 def end_session(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
@@ -81,7 +92,7 @@ class RotatingSessionConfig(ServerSideSessionConfig):
 
 def session_config(*, secure: bool, default_ttl: int) -> ServerSideSessionConfig:
     return RotatingSessionConfig(
-        key="cartwright_session",
+        key=session_cookie_name(secure=secure),
         store="sessions",
         max_age=default_ttl,
         renew_on_access=False,  # we rewrite the session (and its TTL) on every response that has one

@@ -38,7 +38,9 @@ def test_without_keys_the_shop_uses_the_emulator_and_with_keys_real_stripe(tmp_p
         assert offline.js_url == "http://127.0.0.1:12111/v3/"
         assert offline.uses_emulator
     with mock.patch.dict(
-        os.environ, {**clean, "STRIPE_SECRET_KEY": "sk_live_x", "STRIPE_WEBHOOK_SECRET": "a,b"}, clear=True
+        os.environ,
+        {**clean, "STRIPE_SECRET_KEY": "sk_live_x", "STRIPE_WEBHOOK_SECRET": "a,b", "BASE_URL": "https://shop.example"},
+        clear=True,
     ):
         live = load_settings().stripe
         assert live.api_base == "https://api.stripe.com"

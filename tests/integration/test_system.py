@@ -93,17 +93,17 @@ async def test_cookies_are_secure_when_the_shop_is_served_over_https(migrated: S
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="https://shop.example") as client:
             page = await client.get("/login")
-            assert "Secure" in page.headers["set-cookie"]  # the CSRF cookie
+            assert "Secure" in page.headers["set-cookie"]  # the CSRF cookie, __Host- prefixed (docs/security.md)
             response = await client.post(
                 "/login",
                 data={"email": "ann@example.com", "password": "correct horse battery"},
-                headers={"x-csrftoken": client.cookies["cartwright_csrf"]},
+                headers={"x-csrftoken": client.cookies["__Host-cartwright_csrf"]},
             )
             assert response.status_code == 303
             session = next(
                 v
                 for k, v in response.headers.multi_items()
-                if k == "set-cookie" and v.startswith("cartwright_session=")
+                if k == "set-cookie" and v.startswith("__Host-cartwright_session=")
             )
             assert "Secure" in session and "HttpOnly" in session
     await https_runtime.close()

@@ -51,7 +51,7 @@ def made_up_event(event_type: str, *, object_id: str = "", created: int | None =
 async def store(runtime: Runtime, event: dict[str, Any], **row: Any) -> m.StripeEvent:
     """Store an event as the webhook intake does (no job), then set the row's outcome fields to what a test needs."""
     async with runtime.db() as db:
-        assert (await WebhookIntake(db, queue=None).store(event)).stored
+        assert (await WebhookIntake(db, queue=None, livemode=False).store(event)).stored
         if row:
             await db.execute(update(m.StripeEvent).where(m.StripeEvent.stripe_id == event["id"]).values(**row))
             await db.commit()

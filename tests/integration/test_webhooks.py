@@ -533,11 +533,11 @@ async def test_with_redis_down_the_event_is_kept_and_the_sweeper_gets_it_process
 async def test_a_failing_handler_leaves_the_error_on_the_row_and_saq_retries_it(
     runtime: Runtime, queue: Queue, worker: Worker[Any]
 ) -> None:
-    # A payment_intent.* event other than `succeeded` is re-read from Stripe, which knows no such PaymentIntent.
+    # Every payment_intent.* event is re-read from Stripe, which knows no such PaymentIntent.
     event = made_up_event("payment_intent.payment_failed", metadata={"order_id": str(uuid4())})
     missing = event["data"]["object"]["id"]
     async with runtime.db() as db:
-        assert (await WebhookIntake(db, queue=None).store(event)).stored
+        assert (await WebhookIntake(db, queue=None, livemode=False).store(event)).stored
     # As enqueue_event_job does, with two attempts in all and no backoff so the test sees both at once.
     job = await queue.enqueue(
         PROCESS_EVENT_JOB, key=f"stripe-event:{event['id']}", event_id=event["id"], timeout=60, retries=2
@@ -570,7 +570,7 @@ async def test_a_handler_that_outlives_its_job_timeout_is_recorded_as_failed(
     order_id, intent_id, _ = await paid_order(client, factory, runtime, settings)
     succeeded = one(await events_for(runtime, intent_id), "payment_intent.succeeded")
     async with runtime.db() as db:
-        assert (await WebhookIntake(db, queue=None).store(succeeded)).stored
+        assert (await WebhookIntake(db, queue=None, livemode=False).store(succeeded)).stored
     key = f"stripe-event:{succeeded['id']}"
     async with runtime.alchemy.get_engine().connect() as locker:
         # Holding the order's row lock keeps PaymentSync waiting, as a slow database or Stripe call would.

@@ -137,7 +137,7 @@ async def test_a_worker_killed_mid_job_is_swept_and_retried_and_fulfils_the_orde
     listing = await runtime.stripe.v1.events.list_async({"type": "payment_intent.succeeded"})
     [event] = [e.to_dict() for e in listing.data if e.data.object.id == intent_id]
     async with runtime.db() as db:
-        assert (await WebhookIntake(db, queue=None).store(event)).stored
+        assert (await WebhookIntake(db, queue=None, livemode=False).store(event)).stored
     key = f"stripe-event:{event['id']}"
 
     async def event_status() -> tuple[str, int]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
@@ -23,6 +22,7 @@ from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import is_staff
 from app.lib.ratelimit import enforce
 from app.lib.runtime import Runtime
+from app.lib.urls import same_site_path
 from app.server.auth import SESSION_AUTH_AT_KEY, SESSION_EPOCH_KEY, SESSION_USER_KEY, current_user, requires_login
 from app.server.sessions import end_session, rotate_session, set_session_lifetime
 
@@ -31,12 +31,7 @@ Form = URLEncodedBody[dict[str, str]]
 
 def safe_next(url: str | None, default: str = "/") -> str:
     """Only same-site relative paths: an open redirect after login is a phishing tool."""
-    if not url:
-        return default
-    parts = urlsplit(url)
-    if parts.scheme or parts.netloc or not url.startswith("/") or url.startswith("//"):
-        return default
-    return url
+    return same_site_path(url, default)
 
 
 def start_session(

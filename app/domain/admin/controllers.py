@@ -28,6 +28,7 @@ from app.domain.sync.services import latest_run
 from app.lib.exceptions import NotFoundError
 from app.lib.htmx import render, wants_fragment
 from app.lib.permissions import Access, Resource, access_for, can
+from app.lib.redact import mask_secret_links
 from app.lib.runtime import Runtime
 from app.lib.tables import export_for, table_for
 from app.server.auth import current_user, requires
@@ -102,17 +103,19 @@ class AdminController(Controller):
         message = await email_service.get(email_id)
         if message is None:
             raise NotFoundError("That email doesn't exist.")
-        return render(request, "admin/email.html.j2", {"email": message})
+        # Staff read what was sent, not the customer's working reset, verification or download links.
+        context = {"email": message, "text_body": mask_secret_links(message.text_body)}
+        return render(request, "admin/email.html.j2", context)
 
     @get("/emails/{email_id:uuid}/html", name="admin:email_html", guards=[requires(Resource.SYSTEM, Access.FULL)])
     async def email_html(self, email_id: FromPath[UUID], email_service: NamedDependency[EmailService]) -> Response[str]:
         """The email's HTML as its own sandboxed document, framed by the email page: an email's inline styles
-        need a policy of their own (a srcdoc frame inherits the page's ``style-src 'self'``)."""
+        need a policy of their own (a srcdoc frame inherits the page's ``style-src 'self'``). Secret links masked."""
         message = await email_service.get(email_id)
         if message is None:
             raise NotFoundError("That email doesn't exist.")
         return Response(
-            message.html_body,
+            mask_secret_links(message.html_body),
             media_type=MediaType.HTML,
             headers={"Content-Security-Policy": SANDBOXED_DOCUMENT_CSP, "Cache-Control": "private, no-store"},
         )

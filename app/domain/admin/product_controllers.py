@@ -45,6 +45,7 @@ from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
 from app.lib.tables import TableState, export_for, fetch_page, parse_ids, table_for
 from app.lib.uploads import UploadError, read_upload
+from app.lib.urls import same_site_path
 from app.server.auth import requires
 
 log = structlog.get_logger()
@@ -234,10 +235,11 @@ class AdminProductController(Controller):
             # The table's bulk buttons: re-render the table where it was (the URL of the page it sits on).
             return await self._table_after_bulk(request, db, f"{len(changed)} product(s) {verb}.")
         flash(request, f"{len(changed)} product(s) {verb}.", "success")
-        back = form.get("next") or request.app.route_reverse("admin:products")
-        if not str(back).startswith("/admin/products"):
-            back = request.app.route_reverse("admin:products")
-        return redirect(request, str(back))
+        listing = request.app.route_reverse("admin:products")
+        back = same_site_path(str(form.get("next") or ""), listing)
+        if not back.startswith("/admin/products"):
+            back = listing
+        return redirect(request, back)
 
     async def _table_after_bulk(self, request: Request[Any, Any, Any], db: AsyncSession, message: str) -> Template:
         categories = await all_categories(db)

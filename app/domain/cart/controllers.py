@@ -19,6 +19,7 @@ from app.domain.promotions.services import SESSION_PROMO_KEY, CartPromo, PromoEr
 from app.lib.exceptions import ApplicationError, NotFoundError, RateLimitedError
 from app.lib.htmx import flash, redirect, render, wants_fragment
 from app.lib.ratelimit import enforce
+from app.lib.urls import same_site_path
 from app.server.auth import current_user
 
 Form = URLEncodedBody[dict[str, str]]
@@ -55,11 +56,11 @@ def parse_quantity(raw: str | None, *, default: int | None = None) -> int:
 
 def back_url(request: Request[Any, Any, Any]) -> str:
     """Where a plain form post returns to: the page it came from when that is one of ours, else the cart."""
+    fallback = request.app.route_reverse("cart:show")
     parts = urlsplit(request.headers.get("referer", ""))
-    ours = parts.netloc == request.url.netloc and parts.path.startswith("/")
-    if ours and not parts.path.startswith(("//", "/\\", "/cart/items", "/cart/promo")):
-        return parts.path + (f"?{parts.query}" if parts.query else "")
-    return request.app.route_reverse("cart:show")
+    if parts.netloc != request.url.netloc or parts.path.startswith(("/cart/items", "/cart/promo")):
+        return fallback
+    return same_site_path(parts.path + (f"?{parts.query}" if parts.query else ""), fallback)
 
 
 def _context(

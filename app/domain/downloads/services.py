@@ -33,7 +33,7 @@ from app.db import models as m
 from app.domain.accounts.services import normalise_email
 from app.domain.downloads.storage import StorageKeyError, resolve_storage_key
 from app.domain.notifications.services import EmailService
-from app.lib.exceptions import ApplicationError, NotFoundError
+from app.lib.exceptions import ApplicationError, NotFoundError, NotYoursError
 from app.lib.settings import Settings
 
 log = structlog.get_logger()
@@ -309,7 +309,11 @@ class DownloadService:
         # Anyone holding the link may use it (guests have no account), but a signed-in customer never gets
         # another customer's purchase: to them it does not exist.
         if user is not None and entitlement.user_id is not None and entitlement.user_id != user.id:
-            raise NotFoundError("That download link isn't valid. Check that you copied all of it.")
+            raise NotYoursError(
+                "That download link isn't valid. Check that you copied all of it.",
+                resource="entitlement",
+                object_id=entitlement.id,
+            )
         if expires_at <= datetime.now(UTC):
             raise DownloadRefusedError(RefusalReason.EXPIRED, entitlement)
         if entitlement.revoked_at is not None:

@@ -5,8 +5,10 @@ Every function here is idempotent and order-independent:
 * Fulfilment (order paid, entitlements granted, stock decremented, receipt queued) happens in one transaction
   guarded by ``UPDATE orders SET fulfilled_at = … WHERE fulfilled_at IS NULL``: two callers racing (the webhook
   job and the return page) both try, exactly one wins.
-* A succeeded PaymentIntent is terminal, so its event's snapshot is applied as is. For any other PaymentIntent
-  event we re-read the PaymentIntent from Stripe, because a late ``payment_failed`` must not undo a success.
+* Every PaymentIntent event is re-read from Stripe (through the gateway's client) and only that copy is applied:
+  an event body is evidence of nothing (a leaked or misconfigured webhook secret would let anyone sign one), and
+  a late ``payment_failed`` must not undo a success. Fulfilment also checks the amount, currency, status and the
+  ``order_id`` metadata of that copy against the order (``payment_mismatch``).
 * Refund events re-read all of the PaymentIntent's refunds and recompute the totals, so duplicates and any order
   of arrival give the same result.
 """
@@ -129,20 +131,13 @@ class PaymentSync:
     async def _fulfil(self, order: m.Order, intent: dict[str, Any]) -> tuple[list[m.EmailMessage], bool]:
         """Within the caller's transaction: mark paid and deliver, once. Returns the emails to dispatch and whether
         this call fulfilled the order."""
-        received = int(intent.get("amount_received") or 0)
-        if received != order.total or str(intent.get("currency", "")).upper() != order.currency.upper():
+        mismatch = payment_mismatch(order, intent)
+        if mismatch:
             # Never deliver goods for a payment that does not match the order; support sees it on the timeline.
-            log.error("payment_intent.amount_mismatch", order=str(order.id), received=received, total=order.total)
-            self.db.add(
-                m.OrderEvent(
-                    order_id=order.id,
-                    kind="amount_mismatch",
-                    message=(
-                        f"Stripe received {format_money(received, str(intent.get('currency', '')))}; "
-                        f"the order totals {format_money(order.total, order.currency)}."
-                    ),
-                )
-            )
+            kind, message = mismatch
+            log.error("payment_intent.mismatch", order=str(order.id), payment_intent=intent.get("id"), kind=kind)
+            self.db.add(m.OrderEvent(order_id=order.id, kind=kind, message=message))
+            await on_payment_mismatch(self.ctx, order, intent, kind)
             return [], False
         now = datetime.now(UTC)
         won = await self.db.execute(
@@ -322,9 +317,9 @@ async def on_payment_intent_event(ctx: HandlerContext, event: dict[str, Any]) ->
     if not (intent.get("metadata") or {}).get("order_id"):
         return  # not a shop order (e.g. a subscription invoice's PaymentIntent)
     sync = PaymentSync(ctx)
-    if event["type"] != "payment_intent.succeeded":
-        # Not terminal: the snapshot may be older than the PaymentIntent's current state.
-        intent = as_dict(await ctx.stripe.v1.payment_intents.retrieve_async(intent["id"]))
+    # Never the event body: it may be older than the PaymentIntent's state, or forged (see the module docstring).
+    # A PaymentIntent Stripe does not know fails the job (visible on the event's row), granting nothing.
+    intent = as_dict(await ctx.stripe.v1.payment_intents.retrieve_async(str(intent["id"])))
     order = await sync.apply_payment_intent(intent, event_id=event["id"], event_created=int(event.get("created") or 0))
     if order is None:
         # Stripe says this PaymentIntent pays one of our orders, yet no order carries it (the link was not committed
@@ -332,6 +327,34 @@ async def on_payment_intent_event(ctx: HandlerContext, event: dict[str, Any]) ->
         raise UnknownOrderError(
             f"PaymentIntent {intent['id']} names order {intent['metadata']['order_id']}, which no local order carries"
         )
+
+
+def payment_mismatch(order: m.Order, intent: dict[str, Any]) -> tuple[str, str] | None:
+    """Why the PaymentIntent (as retrieved from Stripe) does not pay ``order`` in full, or None when it does.
+
+    Returns the order-timeline kind and a sentence for support."""
+    status = str(intent.get("status") or "")
+    if status != "succeeded":
+        return "payment_mismatch", f"Stripe says the payment is {status or 'of unknown status'}, not succeeded."
+    named = str((intent.get("metadata") or {}).get("order_id") or "")
+    if named != str(order.id):
+        return "payment_mismatch", f"The payment names order {named or '(none)'}, not this order."
+    received = int(intent.get("amount_received") or 0)
+    currency = str(intent.get("currency") or "")
+    if received != order.total or currency.upper() != order.currency.upper():
+        return "amount_mismatch", (
+            f"Stripe received {format_money(received, currency)}; "
+            f"the order totals {format_money(order.total, order.currency)}."
+        )
+    return None
+
+
+async def on_payment_mismatch(ctx: HandlerContext, order: m.Order, intent: dict[str, Any], kind: str) -> None:
+    """The hook for money taken that does not pay the order: today it is recorded (timeline + log) for support.
+
+    The automatic refund of such a payment belongs here (another issue); it runs inside the caller's transaction,
+    before its commit, so whatever it stages commits with the timeline entry."""
+    del ctx, order, intent, kind
 
 
 class UnknownOrderError(Exception):

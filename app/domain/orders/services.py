@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
-from app.lib.exceptions import NotFoundError
+from app.lib.exceptions import NotFoundError, NotYoursError
 from app.lib.tokens import hash_token
 
 VISITOR_ORDERS_KEY = "order_tokens"  # session: {order_id: visitor token} for orders this browser placed
@@ -71,12 +71,14 @@ class OrderService:
             return order
         if visitor_placed(session, order):
             return order
-        raise NotFoundError("We couldn't find that order.")
+        raise NotYoursError("We couldn't find that order.", resource="order", object_id=order.id)
 
     async def for_owner(self, order_id: UUID, user: m.User) -> m.Order:
         order = await self.get(order_id)
-        if order is None or order.user_id != user.id:
+        if order is None:
             raise NotFoundError("We couldn't find that order.")
+        if order.user_id != user.id:
+            raise NotYoursError("We couldn't find that order.", resource="order", object_id=order.id)
         return order
 
     async def page_for_user(self, user: m.User, page: int) -> OrderPage:

@@ -152,7 +152,7 @@ async def _store_missing(
     async with runtime.db() as db:
         held = set(await db.scalars(select(m.StripeEvent.stripe_id).where(m.StripeEvent.stripe_id.in_(ids))))
         await db.rollback()
-        intake = WebhookIntake(db, queue)
+        intake = WebhookIntake(db, queue, livemode=runtime.settings.stripe.livemode)
         # Oldest first, as Stripe would have delivered them (handlers do not depend on it).
         for event in reversed(events):
             if event["id"] in held or not isinstance(event.get("type"), str):

@@ -20,7 +20,7 @@ log = structlog.get_logger()
 def provide_webhook_intake(state: State) -> WebhookIntake:
     # The busiest route gets one dependency: Litestar resolves two or more in a task group per request.
     runtime: Runtime = state.runtime
-    return WebhookIntake(runtime.alchemy.get_engine(), state.queue)
+    return WebhookIntake(runtime.alchemy.get_engine(), state.queue, livemode=runtime.settings.stripe.livemode)
 
 
 class StripeWebhookController(Controller):

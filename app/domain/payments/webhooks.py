@@ -121,13 +121,27 @@ class WebhookIntake:
     The route passes the engine: no ORM session to build and tear down per request, one autocommit INSERT.
     """
 
-    def __init__(self, db: AsyncSession | AsyncEngine, queue: Queue | None) -> None:
+    def __init__(self, db: AsyncSession | AsyncEngine, queue: Queue | None, *, livemode: bool) -> None:
         self.db = db
         self.queue = queue
+        self.livemode = livemode  # the Stripe key's mode: an event from the other mode is never acted on
+
+    def _triage(self, event: dict[str, Any]) -> tuple[m.StripeEventStatus, str]:
+        """Whether to act on the event, and why not when we don't."""
+        if bool(event.get("livemode")) != self.livemode:
+            # A test-mode event at a live shop (or the reverse) is a misrouted endpoint or a forgery: keep it for
+            # the record, never process it.
+            expected, got = ("live", "test") if self.livemode else ("test", "live")
+            log.warning("stripe_event.livemode_mismatch", event_id=event["id"], type=event["type"], expected=expected)
+            reason = f"Ignored: a {got}-mode event, and this shop's Stripe key is {expected}."
+            return m.StripeEventStatus.IGNORED, reason
+        if is_handled(event["type"]):
+            return m.StripeEventStatus.RECEIVED, ""
+        return m.StripeEventStatus.IGNORED, ""
 
     async def store(self, event: dict[str, Any], *, source: str = "webhook") -> Intake:
         """Insert the event once (by Stripe id) and commit; then enqueue it if we act on its type."""
-        status = m.StripeEventStatus.RECEIVED if is_handled(event["type"]) else m.StripeEventStatus.IGNORED
+        status, reason = self._triage(event)
         now = datetime.now(UTC)
         values = {
             "stripe_id": event["id"],
@@ -137,6 +151,7 @@ class WebhookIntake:
             "livemode": bool(event.get("livemode")),
             "payload": event,
             "status": status.value,
+            "last_error": reason,
             "source": source,
             "received_at": now,
         }

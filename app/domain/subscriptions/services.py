@@ -27,7 +27,7 @@ from app.domain.analytics.movements import refresh_customer_metrics
 from app.domain.notifications.services import EmailService
 from app.domain.payments.gateway import as_dict, idempotency_key, stripe_id
 from app.domain.promotions.services import find_code, redeem_for_subscription
-from app.lib.exceptions import ApplicationError, NotFoundError
+from app.lib.exceptions import ApplicationError, NotFoundError, NotYoursError
 
 log = structlog.get_logger()
 
@@ -86,8 +86,10 @@ class SubscriptionService:
 
     async def owned(self, user: m.User, subscription_id: Any) -> m.Subscription:
         sub = await self.db.get(m.Subscription, subscription_id)
-        if sub is None or sub.user_id != user.id:
+        if sub is None:
             raise NotFoundError("We couldn't find that subscription.")
+        if sub.user_id != user.id:
+            raise NotYoursError("We couldn't find that subscription.", resource="subscription", object_id=sub.id)
         return sub
 
     async def invoices(self, user: m.User, *, limit: int = 24) -> list[m.Invoice]:
