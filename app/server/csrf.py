@@ -52,10 +52,19 @@ def _well_formed(token: object) -> bool:
 class CSRFMiddleware(ASGIMiddleware):
     scopes = (ScopeType.HTTP,)
 
-    def __init__(self, *, secure: bool, exclude: tuple[str, ...]) -> None:
+    def __init__(self, *, secure: bool, exempt: tuple[str, ...]) -> None:
+        """``exempt``: paths that take no form posts from our pages; one ending in ``/`` exempts what is under it."""
         self.secure = secure
         self.cookie = cookie_name(secure=secure)
-        self.exclude_path_pattern = exclude
+        exact = frozenset(path for path in exempt if not path.endswith("/"))
+        prefixes = tuple(path for path in exempt if path.endswith("/"))
+
+        # By the request's path, not the route's (Litestar's exclude_path_pattern matches route paths from 3.0 on).
+        def bypass(scope: Scope) -> bool:
+            path: str = scope["path"]
+            return path in exact or path.startswith(prefixes)
+
+        self.should_bypass_for_scope = bypass
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         request: Request[Any, Any, Any] = Request(scope, receive)

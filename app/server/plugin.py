@@ -66,7 +66,7 @@ if TYPE_CHECKING:
 
 # Routes that take no form posts from our pages (and so carry no CSRF token). Stripe's webhook is authenticated
 # by its signature instead; CSP reports come from the browser itself, without our token.
-CSRF_EXEMPT = ("^/healthz$", "^/readyz$", "^/webhooks/stripe$", "^/csp-report$", "^/static/")
+CSRF_EXEMPT = ("/healthz", "/readyz", "/webhooks/stripe", "/csp-report", "/static/")
 
 
 def _template_user(context: Mapping[str, Any]) -> Any:
@@ -145,7 +145,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
             CurrentUserMiddleware(runtime),
             UnsafeRequestLimitMiddleware(),
             # After the user is known (denials are logged with the account); tokens bound to the session.
-            CSRFMiddleware(secure=settings.secure_cookies, exclude=CSRF_EXEMPT),
+            CSRFMiddleware(secure=settings.secure_cookies, exempt=CSRF_EXEMPT),
             *app_config.middleware,
         ]
         # Every response, the router's own 404/405 included, leaves with the security headers and the CSP.
