@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from playwright.sync_api import Page, expect
 
 from e2e.conftest import register, unique_email
 from e2e.test_purchase import expect_paid, pay_with
 
+SHOP_ZONE = ZoneInfo("America/Toronto")  # SHOP_TIME_ZONE's default, which the e2e server runs with
+
 
 def second_weekday() -> str:
     """A weekday at least two days ahead: the seed has slots on weekdays, and a day the member journey leaves alone."""
-    day: date = datetime.now(UTC).date() + timedelta(days=2)
+    day: date = datetime.now(UTC).astimezone(SHOP_ZONE).date() + timedelta(days=2)  # the shop's day, not UTC's
     while day.weekday() >= 5:
         day += timedelta(days=1)
     return day.isoformat()
@@ -24,7 +27,11 @@ def test_a_non_member_books_a_meeting_room_by_card(page: Page) -> None:
     page.goto(f"/bookings?day={second_weekday()}")
     room = page.locator("section.booking-resource").filter(has_text="Meeting room A")
     expect(room.get_by_role("button", name=re.compile(r"^Book \("))).to_have_count(0)  # no credits: not a member
-    room.get_by_role("link", name=re.compile(r"^Pay \$25\.00 CAD by card")).last.click()
+    # The seed opens the room 09:00-17:00 local time: the last slot is 16:00-17:00 in Toronto, whatever UTC says.
+    last = room.locator("tbody tr").last
+    expect(last).to_contain_text(re.compile(r"16:00\u201317:00 E[SD]T"))
+    last.get_by_role("link", name=re.compile(r"^Pay \$25\.00 CAD by card")).click()
+    expect(page.get_by_text(re.compile(r"16:00\u201317:00 E[SD]T: \$25\.00 CAD plus sales tax"))).to_be_visible()
 
     expect(page.get_by_role("heading", name="Pay by card")).to_be_visible()
     page.get_by_label("Name on the bill").fill("Bea Booker")
@@ -43,4 +50,5 @@ def test_a_non_member_books_a_meeting_room_by_card(page: Page) -> None:
     expect(row).to_have_count(1)
     expect(row).to_contain_text("Paid by card")
     expect(row).to_contain_text("Confirmed")
+    expect(row).to_contain_text(re.compile(r"16:00\u201317:00 E[SD]T"))
     expect(row.get_by_role("button", name=re.compile(r"^Cancel"))).to_be_visible()

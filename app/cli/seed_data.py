@@ -436,7 +436,9 @@ class ResourceSeed(TypedDict):
     price: int  # CAD cents per slot, by card
     capacity: int  # seats per slot
     cancel_cutoff_hours: int
-    slot_hours: list[tuple[int, int]]  # (start hour, end hour) UTC, each weekday
+    opens: int  # local hour (SHOP_TIME_ZONE), Monday to Friday
+    closes: int
+    slot_minutes: int
 
 
 RESOURCES: list[ResourceSeed] = [
@@ -449,7 +451,9 @@ RESOURCES: list[ResourceSeed] = [
         "price": 2500,
         "capacity": 1,
         "cancel_cutoff_hours": 2,
-        "slot_hours": [(hour, hour + 1) for hour in range(9, 17)],
+        "opens": 9,
+        "closes": 17,
+        "slot_minutes": 60,
     },
     {
         "slug": "hot-desk-day-pass",
@@ -460,7 +464,9 @@ RESOURCES: list[ResourceSeed] = [
         "price": 3000,
         "capacity": 8,
         "cancel_cutoff_hours": 24,
-        "slot_hours": [(9, 17)],
+        "opens": 9,
+        "closes": 17,
+        "slot_minutes": 8 * 60,
     },
 ]
 SLOT_DAYS_AHEAD = 14

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from app.lib.client_ip import Network, parse_networks
 
@@ -123,6 +124,13 @@ class Settings:
     # visible late) and read at most this many pages (100 events each) per run.
     stripe_catch_up_overlap_seconds: int = 300
     stripe_catch_up_max_pages: int = 10
+    # The shop's time zone (IANA name): opening hours are wall-clock times there, and pages and emails show times
+    # in it. Storage stays UTC. Checked at start-up, so a typo stops the app instead of showing wrong times.
+    shop_time_zone: str = "America/Toronto"
+
+    @property
+    def shop_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.shop_time_zone)  # zoneinfo caches instances: cheap to call per use
 
     @property
     def offers_hosted_checkout(self) -> bool:
@@ -183,7 +191,17 @@ def load_settings() -> Settings:
         stripe_event_retry_base_seconds=_env_int("STRIPE_EVENT_RETRY_BASE_SECONDS", 60),
         stripe_catch_up_overlap_seconds=_env_int("STRIPE_CATCH_UP_OVERLAP_SECONDS", 300),
         stripe_catch_up_max_pages=_env_int("STRIPE_CATCH_UP_MAX_PAGES", 10),
+        shop_time_zone=_time_zone(_env("SHOP_TIME_ZONE")),
     )
+
+
+def _time_zone(value: str) -> str:
+    name = value or "America/Toronto"
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"SHOP_TIME_ZONE must be an IANA time zone such as America/Toronto, not {value!r}") from None
+    return name
 
 
 def _subscription_checkout(value: str) -> str:

@@ -4,13 +4,14 @@ With credits the booking is confirmed at once. By card the seat is *held* (``pen
 of one line, and the existing checkout takes the payment; see :mod:`app.domain.bookings.card_payments` for what
 payments, refunds and the release cron do to a held booking.
 
-Times are UTC, and so are the days slots are grouped by (there is no shop time zone setting yet).
+Times are stored in UTC; the days slots are grouped by are the shop's local days (``SHOP_TIME_ZONE``, see
+:mod:`app.lib.localtime`): at 21:00 in Toronto it is already tomorrow in UTC, and the page still shows today.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 from uuid import UUID
 
@@ -25,6 +26,7 @@ from app.domain.checkout.services import BillingDetails, CheckoutService
 from app.domain.credits.services import CreditService, credit_label
 from app.domain.payments.gateway import idempotency_key
 from app.lib.exceptions import ApplicationError, ConflictError, NotFoundError
+from app.lib.localtime import day_bounds, format_local
 
 log = structlog.get_logger()
 
@@ -67,9 +69,9 @@ class Availability:
     balances: list[tuple[m.CreditType, int]] = field(default_factory=list)
 
 
-def day_bounds(day: date) -> tuple[datetime, datetime]:
-    start = datetime.combine(day, time.min, tzinfo=UTC)
-    return start, start + timedelta(days=1)
+def slot_label(slot: m.BookingSlot) -> str:
+    """``Meeting room A, Tue 03 Nov 2026 09:00 EST``: the ledger's and the messages' wording, in local time."""
+    return f"{slot.resource.name}, {format_local(slot.starts_at)}"
 
 
 def cancel_deadline(slot: m.BookingSlot) -> datetime:
@@ -97,7 +99,7 @@ class BookingService:
         )
 
     async def slots(self, resource: m.BookableResource, day: date) -> list[m.BookingSlot]:
-        """The resource's slots starting on ``day`` (UTC), earliest first, with fresh seat counts."""
+        """The resource's slots starting on the shop's local ``day``, earliest first, with fresh seat counts."""
         start, end = day_bounds(day)
         return list(
             await self.db.scalars(
@@ -222,7 +224,7 @@ class BookingService:
             raise MembershipRequiredError
         if await self._has_booking(user.id, slot.id):  # a friendly answer; the check that counts comes below
             raise BookingError("You've already booked this time.")
-        credit_type_id, cost, resource_name = resource.credit_type_id, resource.credit_cost, resource.name
+        credit_type_id, cost, label = resource.credit_type_id, resource.credit_cost, slot_label(slot)
         try:
             await self._take_seat(user, slot)
             booking = m.Booking(
@@ -240,7 +242,7 @@ class BookingService:
                 credit_type_id=credit_type_id,
                 amount=cost,
                 reference=str(booking.id),
-                reason=f"Booked {resource_name}, {slot.starts_at:%a %d %b %Y %H:%M} UTC",
+                reason=f"Booked {label}",
             )
             await self.db.commit()
         except Exception:
@@ -339,7 +341,7 @@ class BookingService:
                         credit_type_id=UUID(str(type_id)),
                         amount=booking.credits_spent,
                         reference=str(booking.id),
-                        reason=f"Cancelled {slot.resource.name}, {slot.starts_at:%a %d %b %Y %H:%M} UTC",
+                        reason=f"Cancelled {slot_label(slot)}",
                     )
             await self.db.commit()
         except Exception:
