@@ -9,7 +9,7 @@ from uuid import UUID, uuid4
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app.cli.seed import SeedResult, seed_resources
 from app.db import models as m
@@ -411,3 +411,75 @@ async def test_the_seeded_day_pass_opens_at_nine_local_so_it_can_be_booked_early
         assert not view.has_started
         booking = await BookingService(db).book_with_credits(user, tuesday.id, now=six_am_local)
     assert booking.status == "confirmed"
+
+
+# --- what a member without credits is offered (#16 item 4) ---------------------------------------------------------
+
+
+async def test_a_member_with_no_hours_left_is_offered_the_card_and_how_to_get_hours(
+    client: httpx.AsyncClient, runtime: Runtime, factory: Factory
+) -> None:
+    resource, slot, rooms = await resource_with_slot(runtime)
+    user = await member(runtime, factory)  # a member, 0 meeting-room hours
+    await sign_in(client, user.email)
+
+    page = html.unescape(text_of((await client.get(f"/bookings?day={local_day(slot.starts_at).isoformat()}")).text))
+    assert "Book (1 meeting-room hour)" not in page
+    assert (
+        "You have 0 meeting-room hours left this period; a booking needs 1 meeting-room hour. "
+        "You can pay by card instead, or get more meeting-room hours with a bigger plan" in page
+    )
+    assert "Pay $25.00 CAD by card" in page
+    raw = (await client.get(f"/bookings?day={local_day(slot.starts_at).isoformat()}")).text
+    assert 'class="button button-small" href="/bookings/slots/' in raw  # the card is the main action, not secondary
+
+    async with runtime.db() as db:  # no card price either: only the way to get hours is left
+        await db.execute(update(m.BookableResource).where(m.BookableResource.id == resource.id).values(price=0))
+        await db.commit()
+    page = html.unescape(text_of((await client.get(f"/bookings?day={local_day(slot.starts_at).isoformat()}")).text))
+    assert "Book (" not in page and "by card" not in page
+    assert "To book it, get more meeting-room hours with a bigger plan" in page
+    assert "How to get meeting-room hours" in page
+
+    await grant(runtime, user.id, rooms.id, 1)
+    page = html.unescape(text_of((await client.get(f"/bookings?day={local_day(slot.starts_at).isoformat()}")).text))
+    assert "Book (1 meeting-room hour)" in page and "How to get" not in page
+    assert "You have 1 meeting-room hour left this period; each booking uses 1 meeting-room hour." in page
+
+
+async def test_your_plan_shows_the_credits_left_this_period_per_type(
+    client: httpx.AsyncClient, runtime: Runtime, factory: Factory
+) -> None:
+    rooms = await credit_type(runtime)
+    user = await factory.user(email="planner@example.com")
+    async with runtime.db() as db:
+        passes = m.CreditType(code="day-passes", name="Day passes", unit="passes")
+        db.add(passes)
+        await db.flush()
+        plan = m.Plan(
+            name="Studio",
+            slug=f"studio-{uuid4().hex[:6]}",
+            credits=[
+                m.PlanCredit(credit_type_id=rooms.id, amount=10),
+                m.PlanCredit(credit_type_id=passes.id, amount=4),
+            ],
+        )
+        db.add(plan)
+        await db.flush()
+        db.add(
+            m.Subscription(
+                user_id=user.id,
+                plan_id=plan.id,
+                stripe_subscription_id=f"sub_{uuid4().hex}",
+                stripe_customer_id=f"cus_{uuid4().hex}",
+                status=m.SubscriptionStatus.ACTIVE.value,
+            )
+        )
+        await db.commit()
+    await grant(runtime, user.id, rooms.id, 7)
+    await sign_in(client, user.email)
+
+    page = html.unescape(text_of((await client.get("/account/subscription")).text))
+    assert "Credits left this period" in page
+    assert "Meeting-room hours 7 left of 10 this period" in page
+    assert "Day passes 0 left of 4 this period" in page  # none allocated yet: shown, at 0

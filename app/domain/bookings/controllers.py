@@ -88,6 +88,7 @@ class BookingController(Controller):
             "refresh_url": _index_url(request, day),
             "refresh_seconds": REFRESH_SECONDS,
             "pricing_url": request.app.route_reverse("plans:pricing"),
+            "plan_url": request.app.route_reverse("subscriptions:manage"),
             "message": message,
             "category": category,
             "credit_label": credit_label,
