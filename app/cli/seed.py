@@ -24,7 +24,7 @@ from app.cli.seed_data import (
 )
 from app.db import models as m
 from app.domain.accounts.services import AccountService
-from app.domain.bookings.schedule import slots_for_day
+from app.domain.bookings.schedule import slots_for_day, to_json
 from app.domain.notifications.services import EmailService
 from app.lib.localtime import local_today, shop_zone
 from app.lib.permissions import Role
@@ -179,6 +179,11 @@ async def seed_resources(
                 price=seed["price"],
                 currency="CAD",
                 cancel_cutoff_hours=seed["cancel_cutoff_hours"],
+                kind=seed["kind"],
+                capacity=seed["capacity"],
+                slot_minutes=seed["slot_minutes"],
+                opening_hours=to_json({d: [(time(seed["opens"]), time(seed["closes"]))] for d in range(5)}),
+                book_ahead_days=days,
             )
             db.add(resource)
             await db.flush()

@@ -431,6 +431,7 @@ class ResourceSeed(TypedDict):
     slug: str
     name: str
     description: str
+    kind: str  # "room" | "desk"
     credit_type: str  # credit type code
     credit_cost: int  # credits per slot
     price: int  # CAD cents per slot, by card
@@ -445,6 +446,7 @@ RESOURCES: list[ResourceSeed] = [
     {
         "slug": "meeting-room-a",
         "name": "Meeting room A",
+        "kind": "room",
         "description": "Six seats, a screen and a whiteboard. Booked by the hour.",
         "credit_type": "room-hours",
         "credit_cost": 1,
@@ -458,6 +460,7 @@ RESOURCES: list[ResourceSeed] = [
     {
         "slug": "hot-desk-day-pass",
         "name": "Hot desk day pass",
+        "kind": "desk",
         "description": "Any free desk in the open space for the day, coffee included.",
         "credit_type": "day-passes",
         "credit_cost": 1,

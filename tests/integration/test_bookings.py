@@ -341,16 +341,26 @@ async def slot_at(runtime: Runtime, resource: m.BookableResource, starts_at: dat
         return slot
 
 
+async def far_ahead(runtime: Runtime, resource: m.BookableResource) -> None:
+    """Fixed dates a year or more ahead (one in winter, one in summer): past the default 14-day booking horizon."""
+    async with runtime.db() as db:
+        await db.execute(
+            update(m.BookableResource).where(m.BookableResource.id == resource.id).values(book_ahead_days=1000)
+        )
+        await db.commit()
+
+
 async def test_the_booking_page_shows_local_times_with_the_zone_on_both_sides_of_dst(
     client: httpx.AsyncClient, runtime: Runtime, factory: Factory
 ) -> None:
     resource, _, rooms = await resource_with_slot(runtime)
-    await slot_at(runtime, resource, datetime(2026, 12, 15, 14, tzinfo=UTC))  # 09:00 EST
+    await far_ahead(runtime, resource)
+    await slot_at(runtime, resource, datetime(2027, 12, 15, 14, tzinfo=UTC))  # 09:00 EST
     await slot_at(runtime, resource, datetime(2027, 6, 15, 13, tzinfo=UTC))  # 09:00 EDT
     user = await member(runtime, factory, credits=1, type_id=rooms.id)
     await sign_in(client, user.email)
 
-    winter = html.unescape(text_of((await client.get("/bookings?day=2026-12-15")).text))
+    winter = html.unescape(text_of((await client.get("/bookings?day=2027-12-15")).text))
     assert "Times are local time in America/Toronto." in winter
     assert "09:00\u201310:00 EST" in winter and "UTC" not in winter
     summer = html.unescape(text_of((await client.get("/bookings?day=2027-06-15")).text))
@@ -361,19 +371,20 @@ async def test_the_day_is_the_shops_local_day_not_the_utc_one(
     client: httpx.AsyncClient, runtime: Runtime, factory: Factory
 ) -> None:
     resource, _, rooms = await resource_with_slot(runtime)
-    evening = await slot_at(runtime, resource, datetime(2026, 12, 16, 1, tzinfo=UTC))  # Tue 15 Dec, 20:00 EST
+    await far_ahead(runtime, resource)
+    evening = await slot_at(runtime, resource, datetime(2027, 12, 16, 1, tzinfo=UTC))  # Wed 15 Dec, 20:00 EST
     user = await member(runtime, factory, credits=1, type_id=rooms.id)
     await sign_in(client, user.email)
 
-    assert "20:00\u201321:00 EST" in html.unescape((await client.get("/bookings?day=2026-12-15")).text)
-    assert "20:00" not in html.unescape((await client.get("/bookings?day=2026-12-16")).text)
+    assert "20:00\u201321:00 EST" in html.unescape((await client.get("/bookings?day=2027-12-15")).text)
+    assert "20:00" not in html.unescape((await client.get("/bookings?day=2027-12-16")).text)
 
     response = await post_form(client, f"/bookings/slots/{evening.id}/book", {})
-    assert response.headers["location"] == "/bookings?day=2026-12-15"  # back to the local day it is on
+    assert response.headers["location"] == "/bookings?day=2027-12-15"  # back to the local day it is on
     mine = html.unescape(text_of((await client.get("/account/bookings")).text))
-    assert "Tue 15 Dec 2026, 20:00\u201321:00 EST" in mine
+    assert "Wed 15 Dec 2027, 20:00\u201321:00 EST" in mine
     credits_page = html.unescape(text_of((await client.get("/account/credits")).text))
-    assert "Booked Meeting room A, Tue 15 Dec 2026 20:00 EST" in credits_page
+    assert "Booked Meeting room A, Wed 15 Dec 2027 20:00 EST" in credits_page
 
 
 async def test_the_seeded_day_pass_opens_at_nine_local_so_it_can_be_booked_early_in_the_morning(

@@ -21,12 +21,13 @@ from sqlalchemy import CursorResult, exists, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.domain.bookings.calendar import closure_notice, closure_on, ensure_slots, last_bookable_day, offered_times
 from app.domain.bookings.card_payments import PAID_WITH_CARD, free_seat, release_hold
 from app.domain.checkout.services import BillingDetails, CheckoutService
 from app.domain.credits.services import CreditService, credit_label
 from app.domain.payments.gateway import idempotency_key
 from app.lib.exceptions import ApplicationError, ConflictError, NotFoundError
-from app.lib.localtime import day_bounds, format_local
+from app.lib.localtime import day_bounds, format_local, local_day
 
 log = structlog.get_logger()
 
@@ -59,6 +60,7 @@ class ResourceDay:
     slots: list[SlotView]
     cost_label: str  # "1 meeting-room hour"; "" when the resource takes no credits
     balance: int | None  # the user's balance of the resource's credit type
+    notice: str = ""  # why there is nothing to book this day: a closure, or beyond how far ahead one can book
 
 
 @dataclass(frozen=True)
@@ -165,8 +167,11 @@ class BookingService:
         held: dict[UUID, UUID | None] = {row.slot_id: row.order_id for row in held_rows}
         balances = await self.credits.balances(user.id)
         by_type = {credit_type.id: balance for credit_type, balance in balances}
+        resources = await self.resources()
+        offers = await self._offers(resources, day, current)
         days = []
-        for resource in await self.resources():
+        for resource in resources:
+            offered, notice = offers[resource.id]
             views = [
                 SlotView(
                     slot=s,
@@ -176,6 +181,8 @@ class BookingService:
                     held_order_id=held.get(s.id),
                 )
                 for s in await self.slots(resource, day)
+                # The customer's own bookings always show; other rows only while the resource offers them.
+                if s.id in mine or s.id in held or (offered is None or (s.starts_at, s.ends_at) in offered)
             ]
             credit_type = resource.credit_type
             days.append(
@@ -184,9 +191,45 @@ class BookingService:
                     slots=views,
                     cost_label=credit_label(resource.credit_cost, credit_type) if credit_type else "",
                     balance=by_type.get(credit_type.id, 0) if credit_type else None,
+                    notice=notice,
                 )
             )
         return Availability(day=day, resources=days, is_member=await self.is_member(user.id), balances=balances)
+
+    async def _offers(
+        self, resources: list[m.BookableResource], day: date, now: datetime
+    ) -> dict[UUID, tuple[set[tuple[datetime, datetime]] | None, str]]:
+        """Per resource: the slot times offered on ``day`` (None: every row it has) and a notice when none are.
+
+        Creates the day's missing slot rows of scheduled resources on the way (and commits them)."""
+        offers: dict[UUID, tuple[set[tuple[datetime, datetime]] | None, str]] = {}
+        created = 0
+        for resource in resources:
+            closure = await closure_on(self.db, resource.id, day)
+            if closure is not None:
+                offers[resource.id] = (set(), closure_notice(resource, closure))
+            elif day > last_bookable_day(resource, now):
+                notice = f"{resource.name} can be booked up to {resource.book_ahead_days} days ahead."
+                offers[resource.id] = (set(), notice)
+            elif resource.is_scheduled:
+                offers[resource.id] = (set(offered_times(resource, day)), "")
+                created += await ensure_slots(self.db, resource, day)
+            else:
+                offers[resource.id] = (None, "")
+        if created:
+            await self.db.commit()
+        return offers
+
+    async def _check_offered(self, slot: m.BookingSlot, now: datetime) -> None:
+        """Refuse a slot on a closed day, beyond the booking horizon, or no longer in the opening hours."""
+        resource, day = slot.resource, local_day(slot.starts_at)
+        closure = await closure_on(self.db, resource.id, day)
+        if closure is not None:
+            raise BookingError(closure_notice(resource, closure).replace("this day", f"{day:%a %d %b}"))
+        if day > last_bookable_day(resource, now):
+            raise BookingError(f"{resource.name} can be booked up to {resource.book_ahead_days} days ahead.")
+        if resource.is_scheduled and (slot.starts_at, slot.ends_at) not in set(offered_times(resource, day)):
+            raise BookingError("That time is no longer offered. Choose another one.")
 
     async def for_user(self, user: m.User, *, now: datetime | None = None) -> tuple[list[m.Booking], list[m.Booking]]:
         """The user's bookings: ``(upcoming soonest first, past most recent first)``; cancelled ones included."""
@@ -220,6 +263,7 @@ class BookingService:
             raise BookingError(f"{resource.name} can't be booked with credits.")
         if slot.starts_at <= current:
             raise BookingError("That time has already started. Choose a later one.")
+        await self._check_offered(slot, current)
         if not await self.is_member(user.id):
             raise MembershipRequiredError
         if await self._has_booking(user.id, slot.id):  # a friendly answer; the check that counts comes below
@@ -269,6 +313,7 @@ class BookingService:
             raise BookingError(f"{resource.name} can't be paid for by card.")
         if slot.starts_at <= current:
             raise BookingError("That time has already started. Choose a later one.")
+        await self._check_offered(slot, current)
         existing = await self._held(user.id, slot.id)
         if existing is not None:
             return existing
