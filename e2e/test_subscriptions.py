@@ -7,6 +7,7 @@ import re
 import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import stripe
 from playwright.sync_api import Locator, Page, expect
@@ -17,7 +18,7 @@ DAY = 86_400
 
 
 def next_weekday() -> str:
-    day = datetime.now(UTC).date() + timedelta(days=1)
+    day = datetime.now(UTC).astimezone(ZoneInfo("America/Toronto")).date() + timedelta(days=1)  # the shop's day
     while day.weekday() >= 5:
         day += timedelta(days=1)
     return day.isoformat()

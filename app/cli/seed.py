@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import zipfile
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, time, timedelta
 from itertools import zip_longest
 
 from sqlalchemy import select
@@ -24,7 +24,9 @@ from app.cli.seed_data import (
 )
 from app.db import models as m
 from app.domain.accounts.services import AccountService
+from app.domain.bookings.schedule import slots_for_day, to_json
 from app.domain.notifications.services import EmailService
+from app.lib.localtime import local_today, shop_zone
 from app.lib.permissions import Role
 from app.lib.settings import Settings
 
@@ -162,7 +164,8 @@ async def seed_resources(
     the next ``days`` days that do not exist yet. Existing resources and slots (and their bookings) are left alone."""
     credit_types = {c.code: c for c in await db.scalars(select(m.CreditType))}
     resources = {r.slug: r for r in await db.scalars(select(m.BookableResource))}
-    start = today or datetime.now(UTC).date()
+    zone = shop_zone()
+    start = today or local_today(zone=zone)
     for seed in RESOURCES:
         resource = resources.get(seed["slug"])
         if resource is None:
@@ -176,6 +179,11 @@ async def seed_resources(
                 price=seed["price"],
                 currency="CAD",
                 cancel_cutoff_hours=seed["cancel_cutoff_hours"],
+                kind=seed["kind"],
+                capacity=seed["capacity"],
+                slot_minutes=seed["slot_minutes"],
+                opening_hours=to_json({d: [(time(seed["opens"]), time(seed["closes"]))] for d in range(5)}),
+                book_ahead_days=days,
             )
             db.add(resource)
             await db.flush()
@@ -183,20 +191,16 @@ async def seed_resources(
         existing = set(
             await db.scalars(select(m.BookingSlot.starts_at).where(m.BookingSlot.resource_id == resource.id))
         )
+        # Opening hours are local wall-clock times: 09:00 in Toronto, whatever the UTC offset that day.
+        hours = {weekday: [(time(seed["opens"]), time(seed["closes"]))] for weekday in range(5)}
         for offset in range(days):
             day = start + timedelta(days=offset)
-            if day.weekday() >= 5:  # weekdays only
-                continue
-            for start_hour, end_hour in seed["slot_hours"]:
-                starts_at = datetime.combine(day, time(start_hour), tzinfo=UTC)
+            for starts_at, ends_at in slots_for_day(day, hours, seed["slot_minutes"], zone):
                 if starts_at in existing:
                     continue
                 db.add(
                     m.BookingSlot(
-                        resource_id=resource.id,
-                        starts_at=starts_at,
-                        ends_at=datetime.combine(day, time(end_hour), tzinfo=UTC),
-                        capacity=seed["capacity"],
+                        resource_id=resource.id, starts_at=starts_at, ends_at=ends_at, capacity=seed["capacity"]
                     )
                 )
                 result.slots += 1

@@ -431,36 +431,45 @@ class ResourceSeed(TypedDict):
     slug: str
     name: str
     description: str
+    kind: str  # "room" | "desk"
     credit_type: str  # credit type code
     credit_cost: int  # credits per slot
     price: int  # CAD cents per slot, by card
     capacity: int  # seats per slot
     cancel_cutoff_hours: int
-    slot_hours: list[tuple[int, int]]  # (start hour, end hour) UTC, each weekday
+    opens: int  # local hour (SHOP_TIME_ZONE), Monday to Friday
+    closes: int
+    slot_minutes: int
 
 
 RESOURCES: list[ResourceSeed] = [
     {
         "slug": "meeting-room-a",
         "name": "Meeting room A",
+        "kind": "room",
         "description": "Six seats, a screen and a whiteboard. Booked by the hour.",
         "credit_type": "room-hours",
         "credit_cost": 1,
         "price": 2500,
         "capacity": 1,
         "cancel_cutoff_hours": 2,
-        "slot_hours": [(hour, hour + 1) for hour in range(9, 17)],
+        "opens": 9,
+        "closes": 17,
+        "slot_minutes": 60,
     },
     {
         "slug": "hot-desk-day-pass",
         "name": "Hot desk day pass",
+        "kind": "desk",
         "description": "Any free desk in the open space for the day, coffee included.",
         "credit_type": "day-passes",
         "credit_cost": 1,
         "price": 3000,
         "capacity": 8,
         "cancel_cutoff_hours": 24,
-        "slot_hours": [(9, 17)],
+        "opens": 9,
+        "closes": 17,
+        "slot_minutes": 8 * 60,
     },
 ]
 SLOT_DAYS_AHEAD = 14

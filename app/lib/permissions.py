@@ -23,6 +23,7 @@ class Resource(StrEnum):
     SUBSCRIPTIONS = "subscriptions"
     REFUNDS = "refunds"
     PROMO_CODES = "promo_codes"
+    ROOMS = "rooms"  # bookable rooms and desks: opening hours, prices, closures (#16 item 2)
     SYSTEM = "system"
     ADMIN_AREA = "admin_area"
 
@@ -45,6 +46,8 @@ PERMISSIONS: dict[Resource, dict[Role, Access]] = {
     Resource.SUBSCRIPTIONS: {_A: Access.FULL, _C: Access.OWN, _S: Access.FULL},
     Resource.REFUNDS: {_A: Access.FULL, _C: Access.NONE, _S: Access.FULL},
     Resource.PROMO_CODES: {_A: Access.FULL, _C: Access.NONE, _S: Access.READ},
+    # Support sees the rooms and their hours (to answer customers); only admins change them.
+    Resource.ROOMS: {_A: Access.FULL, _C: Access.NONE, _S: Access.READ},
     Resource.SYSTEM: {_A: Access.FULL, _C: Access.NONE, _S: Access.NONE},
     # Entering /admin at all: staff only. Not in the seeds' matrix; it follows from it (customers see nothing there).
     Resource.ADMIN_AREA: {_A: Access.FULL, _C: Access.NONE, _S: Access.READ},

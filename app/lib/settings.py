@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from app.lib.client_ip import Network, parse_networks
 
@@ -139,6 +140,13 @@ class Settings:
     # parsed from RATE_LIMITS="login_ip=20/600,promo_apply_session=5/600" as (name, limit, window seconds).
     rate_limits_enabled: bool = True
     rate_limits: tuple[tuple[str, int, int], ...] = ()
+    # The shop's time zone (IANA name): opening hours are wall-clock times there, and pages and emails show times
+    # in it. Storage stays UTC. Checked at start-up, so a typo stops the app instead of showing wrong times.
+    shop_time_zone: str = "America/Toronto"
+
+    @property
+    def shop_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.shop_time_zone)  # zoneinfo caches instances: cheap to call per use
 
     @property
     def offers_hosted_checkout(self) -> bool:
@@ -225,6 +233,7 @@ def _load_settings() -> Settings:
         stripe_catch_up_max_pages=_env_int("STRIPE_CATCH_UP_MAX_PAGES", 10),
         rate_limits_enabled=_env_bool("RATE_LIMITS_ENABLED", default=True),
         rate_limits=parse_rate_limits(_env("RATE_LIMITS")),
+        shop_time_zone=_time_zone(_env("SHOP_TIME_ZONE")),
     )
 
 
@@ -245,6 +254,15 @@ def parse_rate_limits(text: str) -> tuple[tuple[str, int, int], ...]:
             raise ValueError(f"RATE_LIMITS: {part!r} needs a name, a limit >= 1 and a window >= 1 second")
         rows.append(row)
     return tuple(rows)
+
+
+def _time_zone(value: str) -> str:
+    name = value or "America/Toronto"
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"SHOP_TIME_ZONE must be an IANA time zone such as America/Toronto, not {value!r}") from None
+    return name
 
 
 def _subscription_checkout(value: str) -> str:

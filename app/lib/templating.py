@@ -12,6 +12,7 @@ from jinja2.runtime import Context
 
 from app.domain.catalog.covers import cover_src
 from app.lib.csp import request_nonce
+from app.lib.localtime import format_local
 from app.lib.money import format_money
 from app.lib.permissions import can, is_staff
 from app.lib.settings import BASE_DIR, get_settings
@@ -58,6 +59,8 @@ def get_environment() -> Environment:
     env.template_class = PageTemplate
     env.filters["money"] = format_money
     env.filters["datetime"] = format_datetime
+    env.filters["local_time"] = format_local  # the shop's time zone, with its abbreviation (EST/EDT)
+    env.globals["shop_time_zone"] = get_settings().shop_time_zone  # "America/Toronto", for "times are in ..."
     env.globals["can"] = can
     env.globals["is_staff"] = is_staff
     env.globals["cover_src"] = cover_src

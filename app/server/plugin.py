@@ -33,6 +33,7 @@ from app.domain.admin.user_controllers import AdminUserController
 from app.domain.admin.webhook_controllers import AdminWebhookController
 from app.domain.analytics.controllers import AnalyticsLiveController
 from app.domain.audit.controllers import AuditController
+from app.domain.bookings.admin_controllers import AdminResourceController
 from app.domain.bookings.controllers import BookingController
 from app.domain.cart.controllers import CartController
 from app.domain.catalog.controllers import CatalogController
@@ -172,6 +173,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 AdminProductController,
                 AdminCategoryController,
                 AdminPromoCodeController,
+                AdminResourceController,
                 AnalyticsLiveController,
                 AdminWebhookController,
                 DownloadController,

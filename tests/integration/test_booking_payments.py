@@ -17,6 +17,7 @@ from app.db import models as m
 from app.domain.bookings.jobs import release_unpaid_bookings
 from app.domain.bookings.services import BookingError, BookingService
 from app.domain.checkout.services import BillingDetails
+from app.lib.localtime import local_day, to_local
 from app.lib.runtime import Runtime
 from app.stripe_emulator.server import EmulatorServer
 from tests.conftest import Factory
@@ -79,7 +80,7 @@ async def test_a_non_member_pays_by_card_and_the_booking_is_confirmed_with_tax(
 ) -> None:
     resource, slot, _ = await resource_with_slot(runtime)
     user = await customer(client, factory, "card@example.com")
-    day = slot.starts_at.date().isoformat()
+    day = local_day(slot.starts_at).isoformat()
     slots = text_of((await client.get(f"/bookings?day={day}")).text)
     assert "Pay $25.00 CAD by card" in slots
 
@@ -95,10 +96,9 @@ async def test_a_non_member_pays_by_card_and_the_booking_is_confirmed_with_tax(
     assert (order.status, order.user_id, order.email) == ("pending", user.id, "card@example.com")
     assert (order.subtotal, order.tax_total, order.total) == (2500, 325, 2825)  # HST 13 %
     [line] = order.lines
-    expected = (
-        f"Meeting room A — {slot.starts_at:%a} {slot.starts_at.day} {slot.starts_at:%b %H:%M}"
-        f"\u2013{slot.ends_at:%H:%M} UTC"
-    )
+    starts, ends = to_local(slot.starts_at), to_local(slot.ends_at)
+    expected = f"Meeting room A — {starts:%a} {starts.day} {starts:%b %H:%M}\u2013{ends:%H:%M %Z}"
+    assert expected.endswith((" EST", " EDT"))  # the shop's local time, not UTC
     assert (line.product_id, line.product_name, line.product_slug) == (None, expected, resource.slug)
     assert (line.unit_price, line.quantity, line.tax, line.has_download) == (2500, 1, 325, False)
     awaiting = text_of((await client.get("/account/bookings")).text)

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import html
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from uuid import UUID, uuid4
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
+from app.cli.seed import SeedResult, seed_resources
 from app.db import models as m
 from app.domain.bookings.services import BookingError, BookingService, MembershipRequiredError
 from app.domain.credits.services import CreditService, NotEnoughCreditsError
 from app.lib.exceptions import NotFoundError
+from app.lib.localtime import local_day
 from app.lib.runtime import Runtime
 from tests.conftest import Factory
 from tests.helpers import post_form, sign_in, text_of
@@ -219,7 +221,7 @@ async def test_booking_over_htmx_rerenders_the_slots(
     resource, slot, rooms = await resource_with_slot(runtime, capacity=2)
     user = await member(runtime, factory, credits=2, type_id=rooms.id)
     await sign_in(client, user.email)
-    day = slot.starts_at.date().isoformat()
+    day = local_day(slot.starts_at).isoformat()
 
     page = await client.get(f"/bookings?day={day}")
     assert page.status_code == 200 and "<html" in page.text
@@ -269,7 +271,7 @@ async def test_plain_form_books_and_redirects(client: httpx.AsyncClient, runtime
     await sign_in(client, user.email)
     response = await post_form(client, f"/bookings/slots/{slot.id}/book", {})
     assert response.status_code == 303
-    assert response.headers["location"] == f"/bookings?day={slot.starts_at.date().isoformat()}"
+    assert response.headers["location"] == f"/bookings?day={local_day(slot.starts_at).isoformat()}"
     follow = await client.get(response.headers["location"])
     assert "Booked: Meeting room A" in html.unescape(follow.text)
 
@@ -307,7 +309,7 @@ async def test_non_member_sees_the_plans_link_and_cannot_book(
     _, slot, _ = await resource_with_slot(runtime)
     user = await factory.user()
     await sign_in(client, user.email)
-    page = await client.get(f"/bookings?day={slot.starts_at.date().isoformat()}")
+    page = await client.get(f"/bookings?day={local_day(slot.starts_at).isoformat()}")
     assert 'id="membership-needed"' in page.text and 'href="/pricing"' in page.text
     assert "Book (" not in page.text
 
@@ -326,3 +328,169 @@ async def test_booking_requires_csrf(client: httpx.AsyncClient, runtime: Runtime
     assert await seats_taken(runtime, slot.id) == 0
     async with runtime.db() as db:
         assert await CreditService(db).balance(user.id, rooms.id) == 1
+
+
+# --- the shop's time zone (America/Toronto by default) -------------------------------------------------------------
+
+
+async def slot_at(runtime: Runtime, resource: m.BookableResource, starts_at: datetime, hours: int = 1) -> m.BookingSlot:
+    async with runtime.db() as db:
+        slot = m.BookingSlot(resource_id=resource.id, starts_at=starts_at, ends_at=starts_at + timedelta(hours=hours))
+        db.add(slot)
+        await db.commit()
+        return slot
+
+
+async def far_ahead(runtime: Runtime, resource: m.BookableResource) -> None:
+    """Fixed dates a year or more ahead (one in winter, one in summer): past the default 14-day booking horizon."""
+    async with runtime.db() as db:
+        await db.execute(
+            update(m.BookableResource).where(m.BookableResource.id == resource.id).values(book_ahead_days=1000)
+        )
+        await db.commit()
+
+
+async def test_the_booking_page_shows_local_times_with_the_zone_on_both_sides_of_dst(
+    client: httpx.AsyncClient, runtime: Runtime, factory: Factory
+) -> None:
+    resource, _, rooms = await resource_with_slot(runtime)
+    await far_ahead(runtime, resource)
+    await slot_at(runtime, resource, datetime(2027, 12, 15, 14, tzinfo=UTC))  # 09:00 EST
+    await slot_at(runtime, resource, datetime(2027, 6, 15, 13, tzinfo=UTC))  # 09:00 EDT
+    user = await member(runtime, factory, credits=1, type_id=rooms.id)
+    await sign_in(client, user.email)
+
+    winter = html.unescape(text_of((await client.get("/bookings?day=2027-12-15")).text))
+    assert "Times are local time in America/Toronto." in winter
+    assert "09:00\u201310:00 EST" in winter and "UTC" not in winter
+    summer = html.unescape(text_of((await client.get("/bookings?day=2027-06-15")).text))
+    assert "09:00\u201310:00 EDT" in summer and "13:00" not in summer
+
+
+async def test_the_day_is_the_shops_local_day_not_the_utc_one(
+    client: httpx.AsyncClient, runtime: Runtime, factory: Factory
+) -> None:
+    resource, _, rooms = await resource_with_slot(runtime)
+    await far_ahead(runtime, resource)
+    evening = await slot_at(runtime, resource, datetime(2027, 12, 16, 1, tzinfo=UTC))  # Wed 15 Dec, 20:00 EST
+    user = await member(runtime, factory, credits=1, type_id=rooms.id)
+    await sign_in(client, user.email)
+
+    assert "20:00\u201321:00 EST" in html.unescape((await client.get("/bookings?day=2027-12-15")).text)
+    assert "20:00" not in html.unescape((await client.get("/bookings?day=2027-12-16")).text)
+
+    response = await post_form(client, f"/bookings/slots/{evening.id}/book", {})
+    assert response.headers["location"] == "/bookings?day=2027-12-15"  # back to the local day it is on
+    mine = html.unescape(text_of((await client.get("/account/bookings")).text))
+    assert "Wed 15 Dec 2027, 20:00\u201321:00 EST" in mine
+    credits_page = html.unescape(text_of((await client.get("/account/credits")).text))
+    assert "Booked Meeting room A, Wed 15 Dec 2027 20:00 EST" in credits_page
+
+
+async def test_the_seeded_day_pass_opens_at_nine_local_so_it_can_be_booked_early_in_the_morning(
+    runtime: Runtime, factory: Factory
+) -> None:
+    """The bug in #16: the seed put the day pass at 09:00 UTC (04:00 in Toronto), so it had 'started' before dawn."""
+    async with runtime.db() as db:
+        db.add(m.CreditType(code="day-passes", name="Day passes", unit="passes"))
+        db.add(m.CreditType(code="room-hours", name="Meeting-room hours", unit="hours"))
+        await db.commit()
+        await seed_resources(db, SeedResult(), today=date(2026, 12, 14), days=3)  # Mon 14 to Wed 16 Dec
+        await db.commit()
+        day_pass = await db.scalar(select(m.BookableResource).where(m.BookableResource.slug == "hot-desk-day-pass"))
+        assert day_pass is not None and day_pass.credit_type_id is not None
+        tuesday = (
+            await db.scalars(
+                select(m.BookingSlot)
+                .where(
+                    m.BookingSlot.resource_id == day_pass.id,
+                    m.BookingSlot.starts_at >= datetime(2026, 12, 15, tzinfo=UTC),
+                )
+                .order_by(m.BookingSlot.starts_at)
+            )
+        ).first()
+        assert tuesday is not None
+    assert (tuesday.starts_at, tuesday.ends_at) == (
+        datetime(2026, 12, 15, 14, tzinfo=UTC),
+        datetime(2026, 12, 15, 22, tzinfo=UTC),
+    )
+    user = await member(runtime, factory, credits=1, type_id=day_pass.credit_type_id)
+    six_am_local = datetime(2026, 12, 15, 11, tzinfo=UTC)  # 11:00 UTC: past 09:00 UTC, but 06:00 in Toronto
+    async with runtime.db() as db:
+        availability = await BookingService(db).availability(user, date(2026, 12, 15), now=six_am_local)
+        [view] = next(rd for rd in availability.resources if rd.resource.id == day_pass.id).slots
+        assert not view.has_started
+        booking = await BookingService(db).book_with_credits(user, tuesday.id, now=six_am_local)
+    assert booking.status == "confirmed"
+
+
+# --- what a member without credits is offered (#16 item 4) ---------------------------------------------------------
+
+
+async def test_a_member_with_no_hours_left_is_offered_the_card_and_how_to_get_hours(
+    client: httpx.AsyncClient, runtime: Runtime, factory: Factory
+) -> None:
+    resource, slot, rooms = await resource_with_slot(runtime)
+    user = await member(runtime, factory)  # a member, 0 meeting-room hours
+    await sign_in(client, user.email)
+
+    page = html.unescape(text_of((await client.get(f"/bookings?day={local_day(slot.starts_at).isoformat()}")).text))
+    assert "Book (1 meeting-room hour)" not in page
+    assert (
+        "You have 0 meeting-room hours left this period; a booking needs 1 meeting-room hour. "
+        "You can pay by card instead, or get more meeting-room hours with a bigger plan" in page
+    )
+    assert "Pay $25.00 CAD by card" in page
+    raw = (await client.get(f"/bookings?day={local_day(slot.starts_at).isoformat()}")).text
+    assert 'class="button button-small" href="/bookings/slots/' in raw  # the card is the main action, not secondary
+
+    async with runtime.db() as db:  # no card price either: only the way to get hours is left
+        await db.execute(update(m.BookableResource).where(m.BookableResource.id == resource.id).values(price=0))
+        await db.commit()
+    page = html.unescape(text_of((await client.get(f"/bookings?day={local_day(slot.starts_at).isoformat()}")).text))
+    assert "Book (" not in page and "by card" not in page
+    assert "To book it, get more meeting-room hours with a bigger plan" in page
+    assert "How to get meeting-room hours" in page
+
+    await grant(runtime, user.id, rooms.id, 1)
+    page = html.unescape(text_of((await client.get(f"/bookings?day={local_day(slot.starts_at).isoformat()}")).text))
+    assert "Book (1 meeting-room hour)" in page and "How to get" not in page
+    assert "You have 1 meeting-room hour left this period; each booking uses 1 meeting-room hour." in page
+
+
+async def test_your_plan_shows_the_credits_left_this_period_per_type(
+    client: httpx.AsyncClient, runtime: Runtime, factory: Factory
+) -> None:
+    rooms = await credit_type(runtime)
+    user = await factory.user(email="planner@example.com")
+    async with runtime.db() as db:
+        passes = m.CreditType(code="day-passes", name="Day passes", unit="passes")
+        db.add(passes)
+        await db.flush()
+        plan = m.Plan(
+            name="Studio",
+            slug=f"studio-{uuid4().hex[:6]}",
+            credits=[
+                m.PlanCredit(credit_type_id=rooms.id, amount=10),
+                m.PlanCredit(credit_type_id=passes.id, amount=4),
+            ],
+        )
+        db.add(plan)
+        await db.flush()
+        db.add(
+            m.Subscription(
+                user_id=user.id,
+                plan_id=plan.id,
+                stripe_subscription_id=f"sub_{uuid4().hex}",
+                stripe_customer_id=f"cus_{uuid4().hex}",
+                status=m.SubscriptionStatus.ACTIVE.value,
+            )
+        )
+        await db.commit()
+    await grant(runtime, user.id, rooms.id, 7)
+    await sign_in(client, user.email)
+
+    page = html.unescape(text_of((await client.get("/account/subscription")).text))
+    assert "Credits left this period" in page
+    assert "Meeting-room hours 7 left of 10 this period" in page
+    assert "Day passes 0 left of 4 this period" in page  # none allocated yet: shown, at 0

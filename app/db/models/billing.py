@@ -6,7 +6,7 @@ Stripe owns subscription and invoice state (mirrored here from webhooks); credit
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -235,10 +235,38 @@ class BookableResource(UUIDv7AuditBase):
     credit_cost: Mapped[int] = mapped_column(default=1)  # credits per slot
     price: Mapped[int] = mapped_column(default=0)  # minor units per slot when paid by card
     currency: Mapped[str] = mapped_column(String(3), default="CAD")
+    # The cancellation window: cancelling (and getting the credits or the card payment back) closes this many hours
+    # before the slot starts.
     cancel_cutoff_hours: Mapped[int] = mapped_column(default=24)
-    is_active: Mapped[bool] = mapped_column(default=True)
+    is_active: Mapped[bool] = mapped_column(default=True)  # False: archived (never deleted: bookings point at it)
+    kind: Mapped[str] = mapped_column(String(10), default="room")  # "room" | "desk"
+    capacity: Mapped[int] = mapped_column(default=1)  # seats per slot
+    slot_minutes: Mapped[int] = mapped_column(default=60)
+    # Local wall-clock opening windows per weekday ({"0": [["09:00", "17:00"]]}, Monday = "0"; see
+    # app/domain/bookings/schedule.py). Empty: the resource's slots are rows created by hand (the seed's before #16).
+    opening_hours: Mapped[dict[str, Any]] = mapped_column(JsonB, default=dict)
+    book_ahead_days: Mapped[int] = mapped_column(default=14)  # how far ahead (in local days) one can book
 
     credit_type: Mapped[CreditType | None] = relationship(lazy="joined")
+
+    @property
+    def is_scheduled(self) -> bool:
+        """Slots come from the opening hours (created when a day is first looked at), not from hand-made rows."""
+        return bool(self.opening_hours)
+
+
+class ResourceClosure(UUIDv7AuditBase):
+    """Days a resource (or, with no resource, every resource: a holiday) cannot be booked; local dates, inclusive."""
+
+    __tablename__ = "resource_closures"
+    __table_args__ = (CheckConstraint("ends_on >= starts_on", name="closure_dates_in_order"),)
+
+    resource_id: Mapped[UUID | None] = mapped_column(
+        ForeignKey("bookable_resources.id", ondelete="CASCADE"), index=True, default=None
+    )
+    starts_on: Mapped[date]
+    ends_on: Mapped[date]
+    reason: Mapped[str] = mapped_column(String(200), default="")
 
 
 class BookingSlot(UUIDv7AuditBase):

@@ -16,7 +16,7 @@ BOOKINGS_TABLE = TableSpec(
     dom_id="admin-bookings",
     noun="bookings",
     columns=(
-        Column("when", "When (UTC)", m.BookingSlot.starts_at),
+        Column("when", "When (shop time)", m.BookingSlot.starts_at),
         Column("resource", "Resource", m.BookableResource.name),
         Column("member", "Member", m.User.email),
         Column("paid_with", "Paid with", m.Booking.paid_with),

@@ -15,12 +15,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
 from app.domain.bookings.card_payments import HOLD_FOR, PAID_WITH_CARD
-from app.domain.bookings.services import BookingError, BookingService, MembershipRequiredError, cancel_deadline
+from app.domain.bookings.services import (
+    BookingError,
+    BookingService,
+    MembershipRequiredError,
+    cancel_deadline,
+    slot_label,
+)
 from app.domain.checkout.services import COUNTRIES, parse_billing
 from app.domain.checkout.tax import PROVINCES
 from app.domain.credits.services import CreditService, NotEnoughCreditsError, credit_label
 from app.lib.exceptions import FormError
 from app.lib.htmx import flash, redirect, render, wants_fragment
+from app.lib.localtime import local_day, local_today
 from app.lib.ratelimit import enforce
 from app.lib.runtime import Runtime
 from app.server.auth import current_user, requires_login
@@ -48,15 +55,11 @@ def _parse_day(value: str) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        return datetime.now(UTC).date()
+        return local_today()
 
 
 def _index_url(request: Request[Any, Any, Any], day: date) -> str:
     return f"{request.app.route_reverse('bookings:index')}?{urlencode({'day': day.isoformat()})}"
-
-
-def _slot_label(slot: m.BookingSlot) -> str:
-    return f"{slot.resource.name}, {slot.starts_at:%a %d %b, %H:%M} UTC"
 
 
 class BookingController(Controller):
@@ -80,12 +83,13 @@ class BookingController(Controller):
         context = {
             "availability": availability,
             "day": day,
-            "today": datetime.now(UTC).date(),
+            "today": local_today(),
             "prev_day": day - timedelta(days=1),
             "next_day": day + timedelta(days=1),
             "refresh_url": _index_url(request, day),
             "refresh_seconds": REFRESH_SECONDS,
             "pricing_url": request.app.route_reverse("plans:pricing"),
+            "plan_url": request.app.route_reverse("subscriptions:manage"),
             "message": message,
             "category": category,
             "credit_label": credit_label,
@@ -106,7 +110,7 @@ class BookingController(Controller):
         self, request: Request[Any, Any, Any], slot_id: FromPath[UUID], bookings: NamedDependency[BookingService]
     ) -> Template | Response[Any]:
         slot = await bookings.slot(slot_id)
-        day, label = slot.starts_at.date(), _slot_label(slot)  # read now: a refusal rolls the session back
+        day, label = local_day(slot.starts_at), slot_label(slot)  # read now: a refusal rolls the session back
         try:
             await bookings.book_with_credits(_signed_in(request), slot_id)
         except (BookingError, MembershipRequiredError, NotEnoughCreditsError) as exc:
@@ -142,7 +146,7 @@ class BookingController(Controller):
             "provinces": PROVINCES,
             "user": _signed_in(request),
             "hold_minutes": int(HOLD_FOR.total_seconds() // 60),
-            "back_url": _index_url(request, slot.starts_at.date()),
+            "back_url": _index_url(request, local_day(slot.starts_at)),
         }
         return render(
             request, "bookings/card.html.j2", context, fragment="bookings/_card_form.html.j2", status_code=status_code
@@ -168,7 +172,7 @@ class BookingController(Controller):
         """Hold the seat with a pending order, then on to the existing payment page."""
         user = _signed_in(request)
         slot = await bookings.slot(slot_id)
-        day, form = slot.starts_at.date(), dict(data)
+        day, form = local_day(slot.starts_at), dict(data)
         try:
             billing = parse_billing(form, account_email=user.email)
         except FormError as exc:
@@ -222,7 +226,7 @@ class BookingController(Controller):
                 )
             flash(request, exc.message, "error")
             return redirect(request, request.app.route_reverse("bookings:mine"))
-        message = f"Cancelled: {_slot_label(booking.slot)}."
+        message = f"Cancelled: {slot_label(booking.slot)}."
         if booking.paid_with == "credits" and booking.credits_spent:
             message += " Your credits are back in your account."
         elif booking.paid_with == PAID_WITH_CARD and booking.details.get("refund"):

@@ -4,13 +4,14 @@ With credits the booking is confirmed at once. By card the seat is *held* (``pen
 of one line, and the existing checkout takes the payment; see :mod:`app.domain.bookings.card_payments` for what
 payments, refunds and the release cron do to a held booking.
 
-Times are UTC, and so are the days slots are grouped by (there is no shop time zone setting yet).
+Times are stored in UTC; the days slots are grouped by are the shop's local days (``SHOP_TIME_ZONE``, see
+:mod:`app.lib.localtime`): at 21:00 in Toronto it is already tomorrow in UTC, and the page still shows today.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 from uuid import UUID
 
@@ -20,11 +21,13 @@ from sqlalchemy import CursorResult, exists, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.domain.bookings.calendar import closure_notice, closure_on, ensure_slots, last_bookable_day, offered_times
 from app.domain.bookings.card_payments import PAID_WITH_CARD, free_seat, release_hold
 from app.domain.checkout.services import BillingDetails, CheckoutService
 from app.domain.credits.services import CreditService, credit_label
 from app.domain.payments.gateway import idempotency_key
 from app.lib.exceptions import ApplicationError, ConflictError, NotFoundError
+from app.lib.localtime import day_bounds, format_local, local_day
 
 log = structlog.get_logger()
 
@@ -57,6 +60,7 @@ class ResourceDay:
     slots: list[SlotView]
     cost_label: str  # "1 meeting-room hour"; "" when the resource takes no credits
     balance: int | None  # the user's balance of the resource's credit type
+    notice: str = ""  # why there is nothing to book this day: a closure, or beyond how far ahead one can book
 
 
 @dataclass(frozen=True)
@@ -67,9 +71,9 @@ class Availability:
     balances: list[tuple[m.CreditType, int]] = field(default_factory=list)
 
 
-def day_bounds(day: date) -> tuple[datetime, datetime]:
-    start = datetime.combine(day, time.min, tzinfo=UTC)
-    return start, start + timedelta(days=1)
+def slot_label(slot: m.BookingSlot) -> str:
+    """``Meeting room A, Tue 03 Nov 2026 09:00 EST``: the ledger's and the messages' wording, in local time."""
+    return f"{slot.resource.name}, {format_local(slot.starts_at)}"
 
 
 def cancel_deadline(slot: m.BookingSlot) -> datetime:
@@ -97,7 +101,7 @@ class BookingService:
         )
 
     async def slots(self, resource: m.BookableResource, day: date) -> list[m.BookingSlot]:
-        """The resource's slots starting on ``day`` (UTC), earliest first, with fresh seat counts."""
+        """The resource's slots starting on the shop's local ``day``, earliest first, with fresh seat counts."""
         start, end = day_bounds(day)
         return list(
             await self.db.scalars(
@@ -163,8 +167,11 @@ class BookingService:
         held: dict[UUID, UUID | None] = {row.slot_id: row.order_id for row in held_rows}
         balances = await self.credits.balances(user.id)
         by_type = {credit_type.id: balance for credit_type, balance in balances}
+        resources = await self.resources()
+        offers = await self._offers(resources, day, current)
         days = []
-        for resource in await self.resources():
+        for resource in resources:
+            offered, notice = offers[resource.id]
             views = [
                 SlotView(
                     slot=s,
@@ -174,6 +181,8 @@ class BookingService:
                     held_order_id=held.get(s.id),
                 )
                 for s in await self.slots(resource, day)
+                # The customer's own bookings always show; other rows only while the resource offers them.
+                if s.id in mine or s.id in held or (offered is None or (s.starts_at, s.ends_at) in offered)
             ]
             credit_type = resource.credit_type
             days.append(
@@ -182,9 +191,45 @@ class BookingService:
                     slots=views,
                     cost_label=credit_label(resource.credit_cost, credit_type) if credit_type else "",
                     balance=by_type.get(credit_type.id, 0) if credit_type else None,
+                    notice=notice,
                 )
             )
         return Availability(day=day, resources=days, is_member=await self.is_member(user.id), balances=balances)
+
+    async def _offers(
+        self, resources: list[m.BookableResource], day: date, now: datetime
+    ) -> dict[UUID, tuple[set[tuple[datetime, datetime]] | None, str]]:
+        """Per resource: the slot times offered on ``day`` (None: every row it has) and a notice when none are.
+
+        Creates the day's missing slot rows of scheduled resources on the way (and commits them)."""
+        offers: dict[UUID, tuple[set[tuple[datetime, datetime]] | None, str]] = {}
+        created = 0
+        for resource in resources:
+            closure = await closure_on(self.db, resource.id, day)
+            if closure is not None:
+                offers[resource.id] = (set(), closure_notice(resource, closure))
+            elif day > last_bookable_day(resource, now):
+                notice = f"{resource.name} can be booked up to {resource.book_ahead_days} days ahead."
+                offers[resource.id] = (set(), notice)
+            elif resource.is_scheduled:
+                offers[resource.id] = (set(offered_times(resource, day)), "")
+                created += await ensure_slots(self.db, resource, day)
+            else:
+                offers[resource.id] = (None, "")
+        if created:
+            await self.db.commit()
+        return offers
+
+    async def _check_offered(self, slot: m.BookingSlot, now: datetime) -> None:
+        """Refuse a slot on a closed day, beyond the booking horizon, or no longer in the opening hours."""
+        resource, day = slot.resource, local_day(slot.starts_at)
+        closure = await closure_on(self.db, resource.id, day)
+        if closure is not None:
+            raise BookingError(closure_notice(resource, closure).replace("this day", f"{day:%a %d %b}"))
+        if day > last_bookable_day(resource, now):
+            raise BookingError(f"{resource.name} can be booked up to {resource.book_ahead_days} days ahead.")
+        if resource.is_scheduled and (slot.starts_at, slot.ends_at) not in set(offered_times(resource, day)):
+            raise BookingError("That time is no longer offered. Choose another one.")
 
     async def for_user(self, user: m.User, *, now: datetime | None = None) -> tuple[list[m.Booking], list[m.Booking]]:
         """The user's bookings: ``(upcoming soonest first, past most recent first)``; cancelled ones included."""
@@ -218,11 +263,12 @@ class BookingService:
             raise BookingError(f"{resource.name} can't be booked with credits.")
         if slot.starts_at <= current:
             raise BookingError("That time has already started. Choose a later one.")
+        await self._check_offered(slot, current)
         if not await self.is_member(user.id):
             raise MembershipRequiredError
         if await self._has_booking(user.id, slot.id):  # a friendly answer; the check that counts comes below
             raise BookingError("You've already booked this time.")
-        credit_type_id, cost, resource_name = resource.credit_type_id, resource.credit_cost, resource.name
+        credit_type_id, cost, label = resource.credit_type_id, resource.credit_cost, slot_label(slot)
         try:
             await self._take_seat(user, slot)
             booking = m.Booking(
@@ -240,7 +286,7 @@ class BookingService:
                 credit_type_id=credit_type_id,
                 amount=cost,
                 reference=str(booking.id),
-                reason=f"Booked {resource_name}, {slot.starts_at:%a %d %b %Y %H:%M} UTC",
+                reason=f"Booked {label}",
             )
             await self.db.commit()
         except Exception:
@@ -267,6 +313,7 @@ class BookingService:
             raise BookingError(f"{resource.name} can't be paid for by card.")
         if slot.starts_at <= current:
             raise BookingError("That time has already started. Choose a later one.")
+        await self._check_offered(slot, current)
         existing = await self._held(user.id, slot.id)
         if existing is not None:
             return existing
@@ -339,7 +386,7 @@ class BookingService:
                         credit_type_id=UUID(str(type_id)),
                         amount=booking.credits_spent,
                         reference=str(booking.id),
-                        reason=f"Cancelled {slot.resource.name}, {slot.starts_at:%a %d %b %Y %H:%M} UTC",
+                        reason=f"Cancelled {slot_label(slot)}",
                     )
             await self.db.commit()
         except Exception:

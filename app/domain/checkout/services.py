@@ -20,6 +20,7 @@ from app.domain.checkout.tax import PROVINCES, TaxResult, compute_tax
 from app.domain.payments.gateway import as_dict, idempotency_key
 from app.domain.promotions.services import PromoError, PromoQuote, quote_cart
 from app.lib.exceptions import ApplicationError, FormError
+from app.lib.localtime import to_local
 from app.lib.tokens import new_token
 
 ORDER_NUMBER_OFFSET = 1000  # the first order is #1001
@@ -242,8 +243,9 @@ class CheckoutService:
         Never commits: the booking's seat hold and its order are one transaction (the caller's). The order belongs to
         the signed-in ``user``, which is what lets them open its pay page; it has no checkout or visitor token.
         """
-        # "Meeting room A — Tue 1 Dec 10:00\u201311:00 UTC": an en dash between the times
-        when = f"{slot.starts_at:%a} {slot.starts_at.day} {slot.starts_at:%b %H:%M}\u2013{slot.ends_at:%H:%M} UTC"
+        # "Meeting room A — Tue 1 Dec 10:00\u201311:00 EST": the shop's local time (receipts and emails show it)
+        starts, ends = to_local(slot.starts_at), to_local(slot.ends_at)
+        when = f"{starts:%a} {starts.day} {starts:%b %H:%M}\u2013{ends:%H:%M %Z}"
         tax = compute_tax([resource.price], country=billing.country, region=billing.region, on=datetime.now(UTC).date())
         number_id = await self.db.scalar(insert(m.OrderNumber).returning(m.OrderNumber.id))
         order = m.Order(

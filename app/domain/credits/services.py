@@ -86,6 +86,18 @@ class CreditService:
         )
         return [(credit_type, int(total or 0)) for credit_type, total in rows.all()]
 
+    async def left_this_period(self, user_id: UUID, plan: m.Plan | None) -> list[tuple[m.CreditType, int, int | None]]:
+        """``(type, balance, per cycle)`` for "Your plan": the plan's credit types first (``per cycle`` from the plan,
+        shown even at 0), then any other type the user holds credits of (``per cycle`` None: granted by staff, or
+        left from an earlier plan)."""
+        balances = {credit_type.id: (credit_type, balance) for credit_type, balance in await self.balances(user_id)}
+        rows: list[tuple[m.CreditType, int, int | None]] = []
+        for plan_credit in plan.credits if plan else []:
+            _, balance = balances.pop(plan_credit.credit_type_id, (plan_credit.credit_type, 0))
+            rows.append((plan_credit.credit_type, balance, plan_credit.amount))
+        rows += [(credit_type, balance, None) for credit_type, balance in balances.values() if balance]
+        return rows
+
     async def entries(self, user_id: UUID, *, limit: int = 50) -> list[m.CreditEntry]:
         """The user's newest ledger rows first."""
         return list(

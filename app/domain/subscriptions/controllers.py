@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.domain.credits.services import CreditService, credit_label
 from app.domain.payments.gateway import stripe_message
 from app.domain.plans.services import parse_interval, tier_for
 from app.domain.plans.stripe_sync import PlanStripeSync
@@ -280,7 +281,15 @@ class SubscriptionController(Controller):
         return render(
             request,
             "subscriptions/manage.html.j2",
-            {"sub": sub, "choices": choices, "invoices": await subscriptions.invoices(user)},
+            {
+                "sub": sub,
+                "choices": choices,
+                "invoices": await subscriptions.invoices(user),
+                "credits_left": await CreditService(db_session).left_this_period(
+                    user.id, sub.plan if sub and sub.is_live else None
+                ),
+                "credit_label": credit_label,
+            },
         )
 
     async def _live(self, request: Request[Any, Any, Any], subscriptions: SubscriptionService) -> m.Subscription:
