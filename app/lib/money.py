@@ -22,8 +22,13 @@ def format_money(amount: int, currency: str = "CAD") -> str:
 def parse_money(text: str, currency: str = "CAD") -> int:
     """Parse a human amount ("12.50") into minor units; raises ValueError on nonsense."""
     exponent = 0 if currency.upper() in ZERO_DECIMAL else 2
-    value = Decimal(text.strip().replace(",", "").lstrip("$"))
-    minor = value.scaleb(exponent)
+    try:
+        minor = Decimal(text.strip().replace(",", "").lstrip("$")).scaleb(exponent)
+    except ArithmeticError as exc:  # not a number, or beyond Decimal's range ("1e999999")
+        raise ValueError("not an amount") from exc
+    # "Infinity" and "NaN" parse as Decimals; int() of the first would raise OverflowError in the caller's form.
+    if not minor.is_finite():
+        raise ValueError("not an amount")
     if minor != minor.to_integral_value():
         raise ValueError("too many decimal places")
     return int(minor)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.domain.promotions.allocation import allocate, discount_for, percent_of
 
@@ -42,3 +44,53 @@ def test_allocation_always_adds_up_and_never_exceeds_a_line() -> None:
 def test_a_discount_larger_than_its_lines_is_refused() -> None:
     with pytest.raises(ValueError, match="cannot exceed"):
         allocate(101, [100])
+
+
+def test_the_spare_unit_goes_to_the_largest_remainder_not_the_first_line() -> None:
+    # Exact shares 0.25 and 0.75: the cent goes to the second line.
+    assert allocate(1, [1, 3]) == [0, 1]
+    assert allocate(2, [3, 1, 3]) == [1, 0, 1]  # 0.857, 0.286, 0.857
+
+
+def test_nothing_to_allocate_gives_zeros_of_the_same_length() -> None:
+    assert allocate(0, [100, 200]) == [0, 0]
+    assert allocate(-5, [100]) == [0]
+    assert allocate(10, []) == []
+    assert allocate(10, [0, 0]) == [0, 0]
+
+
+def test_a_discount_equal_to_the_lines_takes_each_line_whole() -> None:
+    assert allocate(4_000, [1_999, 1, 2_000]) == [1_999, 1, 2_000]
+
+
+def test_amount_off_and_percent_edges() -> None:
+    assert discount_for(-100, percent_off_bps=5000, amount_off=None) == 0
+    assert discount_for(1, percent_off_bps=5000, amount_off=None) == 1  # 0.5 rounds up, still within the line
+    assert discount_for(1, percent_off_bps=4999, amount_off=None) == 0
+    assert discount_for(5000, percent_off_bps=None, amount_off=None) == 0
+    assert percent_of(199, 1) == 0  # 0.0199
+
+
+weights = st.lists(st.integers(min_value=0, max_value=1_000_000), min_size=1, max_size=10)
+
+
+@given(weights, st.data())
+def test_allocation_adds_up_is_within_one_of_the_exact_share_and_never_exceeds_a_line(
+    lines: list[int], data: st.DataObject
+) -> None:
+    total = sum(lines)
+    discount = data.draw(st.integers(min_value=0, max_value=total))
+    shares = allocate(discount, lines)
+    assert shares == allocate(discount, list(lines))  # deterministic
+    assert len(shares) == len(lines)
+    assert sum(shares) == (discount if total else 0)
+    for share, line in zip(shares, lines, strict=True):
+        assert 0 <= share <= line
+        if total:
+            # Largest remainder: each share is its exact share rounded down or up, never further off.
+            assert discount * line // total <= share <= -(-discount * line // total)
+
+
+@given(st.integers(min_value=0, max_value=10**8), st.integers(min_value=0, max_value=10_000))
+def test_percent_of_is_half_up_in_integer_arithmetic(amount: int, bps: int) -> None:
+    assert percent_of(amount, bps) == (2 * amount * bps + 10_000) // 20_000

@@ -81,7 +81,10 @@ def retry_backoff(attempts: int, base_seconds: int) -> timedelta:
     (Stripe unreachable, a row another transaction had not committed yet) heals within minutes, a persistent one
     stops hammering and ends in `failed` for an admin.
     """
-    return min(timedelta(seconds=base_seconds * 2 ** max(attempts - 1, 0)), MAX_RETRY_BACKOFF)
+    # Capped in whole seconds before building the timedelta: with a high STRIPE_EVENT_MAX_ATTEMPTS the uncapped
+    # wait (60 s x 2^48) is beyond timedelta's range, and the OverflowError would stop the whole sweep.
+    seconds = base_seconds * 2 ** max(attempts - 1, 0)
+    return timedelta(seconds=min(seconds, int(MAX_RETRY_BACKOFF.total_seconds())))
 
 
 MAX_RETRY_BACKOFF = timedelta(hours=6)
