@@ -66,6 +66,19 @@ async def test_register_rejects_bad_input_with_field_errors_and_keeps_values(
     assert ok.status_code == 303
 
 
+async def test_register_refuses_an_address_that_could_break_out_of_a_script(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """Issue #12 hole 1: a client that skips type=email cannot store a JavaScript payload as its address."""
+    payload = "x');document.title='pwned';('@e.co"
+    response = await post_form(client, "/register", {"email": payload, "password": PASSWORD, "name": "Eve"}, htmx=True)
+    assert response.status_code == 422
+    error = re.search(r'id="f-email-error">([^<]+)<', response.text)
+    assert error is not None and error.group(1).startswith("Enter an email address like name@example.com.")
+    async with runtime.db() as db:
+        assert await db.scalar(select(m.User).where(m.User.name == "Eve")) is None
+
+
 async def test_login_rotates_the_session_id_and_logout_ends_it(client: httpx.AsyncClient, factory: Factory) -> None:
     await factory.user(email="ann@example.com")
     await csrf_token(client)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -13,27 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import models as m
 from app.domain.accounts.lockout import LoginThrottle
 from app.domain.notifications.services import EmailService
+from app.lib.email_address import email_problem, normalise_email
 from app.lib.exceptions import FormError
 from app.lib.passwords import hash_password, needs_rehash, password_problem, verify_password
 from app.lib.permissions import Role
 from app.lib.settings import Settings
 from app.lib.tokens import hash_token, new_token
 
-# Deliberately loose: one @, something on both sides, a dot in the domain. Real validation is the email we send.
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 BAD_LOGIN = "Email or password is incorrect."
-
-
-def normalise_email(email: str) -> str:
-    return email.strip().lower()
-
-
-def email_problem(email: str) -> str | None:
-    if not email:
-        return "Enter your email address."
-    if len(email) > 320 or not EMAIL_RE.match(email):
-        return "Enter an email address like name@example.com."
-    return None
 
 
 @dataclass(frozen=True)
@@ -52,10 +38,10 @@ class AccountService:
 
     async def create_user(self, *, email: str, password: str, name: str = "", role: Role = Role.CUSTOMER) -> m.User:
         """Create an account after validating email and password; raises FormError with field errors."""
-        email = normalise_email(email)
         errors: dict[str, str] = {}
         if problem := email_problem(email):
             errors["email"] = problem
+        email = normalise_email(email)
         if problem := password_problem(password, email=email):
             errors["password"] = problem
         if len(name) > 120:
