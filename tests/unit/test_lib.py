@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from app.domain.accounts.controllers import safe_next
-from app.lib.email_address import email_problem, normalise_email
 from app.domain.catalog.services import ProductQuery, SortOrder
 from app.lib.email import parse_smtp_url
+from app.lib.email_address import email_problem, normalise_email
 from app.lib.money import format_money, parse_money
 from app.lib.passwords import hash_password, needs_rehash, password_problem, verify_password
 from app.lib.permissions import Access, Resource, Role, can, is_staff
