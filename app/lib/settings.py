@@ -123,6 +123,8 @@ class Settings:
     # visible late) and read at most this many pages (100 events each) per run.
     stripe_catch_up_overlap_seconds: int = 300
     stripe_catch_up_max_pages: int = 10
+    # Password hashes (argon2) run in worker threads, at most this many at once per process.
+    password_hash_threads: int = 2
 
     @property
     def offers_hosted_checkout(self) -> bool:
@@ -183,6 +185,7 @@ def load_settings() -> Settings:
         stripe_event_retry_base_seconds=_env_int("STRIPE_EVENT_RETRY_BASE_SECONDS", 60),
         stripe_catch_up_overlap_seconds=_env_int("STRIPE_CATCH_UP_OVERLAP_SECONDS", 300),
         stripe_catch_up_max_pages=_env_int("STRIPE_CATCH_UP_MAX_PAGES", 10),
+        password_hash_threads=max(1, _env_int("PASSWORD_HASH_THREADS", 2)),
     )
 
 

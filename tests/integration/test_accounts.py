@@ -313,3 +313,24 @@ async def test_field_errors_mark_the_input_invalid(client: httpx.AsyncClient) ->
         'name="password" type="password" value="" autocomplete="new-password" required aria-invalid="true"'
         ' aria-describedby="f-password-hint f-password-error">' in response.text
     )
+
+
+async def test_password_hashing_does_not_stall_other_requests(client: httpx.AsyncClient, factory: Factory) -> None:
+    """Issue #12 hole 5: argon2 runs in a worker thread, so the event loop keeps serving pages meanwhile."""
+    import asyncio
+
+    from app.lib import passwords
+
+    await factory.user(email="ann@example.com")
+    token = await csrf_token(client)
+    sign_in_task = asyncio.create_task(
+        post_form(client, "/login", {"email": "ann@example.com", "password": PASSWORD}, token=token)
+    )
+    limiter = passwords._hash_limiter()
+    async with asyncio.timeout(10):
+        while limiter.borrowed_tokens == 0:  # yield until the sign-in's hash is running in its thread
+            await asyncio.sleep(0)
+    health = await client.get("/healthz")
+    assert health.status_code == 200
+    assert not sign_in_task.done()  # the page answered while the hash was still being computed
+    assert (await sign_in_task).status_code == 303
