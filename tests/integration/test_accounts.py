@@ -335,3 +335,31 @@ async def test_password_hashing_does_not_stall_other_requests(client: httpx.Asyn
     assert health.status_code == 200
     assert not sign_in_task.done()  # the page answered while the hash was still being computed
     assert (await sign_in_task).status_code == 303
+
+
+async def test_background_polls_do_not_keep_a_staff_session_alive(
+    client: httpx.AsyncClient, factory: Factory, redis: Redis
+) -> None:
+    """Issue #12 hole 8: the admin's 60-second alert poll (X-Background: 1) leaves the idle clock running."""
+    await factory.user(email="boss@example.com", role="admin")
+    await sign_in(client, "boss@example.com")
+    page = await client.get("/admin")
+    assert page.status_code == 200
+    session_id = session_cookie(client)
+    key = next(k for k in await redis.keys("*") if session_id and session_id.encode() in k)
+    # 30 minutes minus 5 seconds of idleness have passed: only 5 seconds of the session are left.
+    await redis.expire(key, 5)
+    headers = {"HX-Request": "true", "X-Background": "1"}
+    for _ in range(3):
+        poll = await client.get("/admin/webhooks/alert", headers=headers)
+        assert poll.status_code == 200 and "X-Background" in poll.text  # the poll marks itself as background
+        assert "cartwright_session=" not in poll.headers.get("set-cookie", "")
+    assert 0 < await redis.ttl(key) <= 5  # not renewed by the polls
+    await redis.delete(key)  # the remaining seconds run out (as Redis would expire it)
+    assert (await client.get("/admin")).status_code == 303  # the next real request is signed out
+    # A real request does count as activity.
+    await sign_in(client, "boss@example.com")
+    key = next(k for k in await redis.keys("*") if (sid := session_cookie(client)) and sid.encode() in k)
+    await redis.expire(key, 5)
+    assert (await client.get("/admin")).status_code == 200
+    assert await redis.ttl(key) > 5
