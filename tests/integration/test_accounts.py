@@ -129,22 +129,30 @@ async def test_wrong_password_and_unknown_email_get_the_same_answer(
     assert 'value="ann@example.com"' in wrong.text
 
 
-async def test_lockout_after_repeated_failures_even_with_the_right_password(
-    client: httpx.AsyncClient, factory: Factory, redis: Redis
+async def test_an_attacker_cannot_lock_the_owner_out(
+    app: object, client: httpx.AsyncClient, factory: Factory, redis: Redis
 ) -> None:
+    """Issue #12 hole 4: failures throttle the (account, client IP) pair, not the account."""
     await factory.user(email="ann@example.com")
-    for _ in range(5):
+    for _ in range(5):  # the attacker, from 203.0.113.7
         response = await post_form(client, "/login", {"email": "ann@example.com", "password": "guess guess"})
         assert response.status_code == 422
     locked = await post_form(client, "/login", {"email": "ann@example.com", "password": PASSWORD}, htmx=True)
     assert locked.status_code == 429
     assert "Too many failed sign-in attempts. Try again in 15 minutes." in locked.text
-    # Unknown accounts lock the same way, so the lockout reveals nothing about which emails exist.
+    # The owner, from another address, with the right password, gets in.
+    owner_transport = httpx.ASGITransport(app=app, client=("198.51.100.20", 50000))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=owner_transport, base_url="http://testserver.local") as owner:
+        await sign_in(owner, "ann@example.com")
+    # The attacker's pair stays throttled after the owner's success elsewhere.
+    again = await post_form(client, "/login", {"email": "ann@example.com", "password": PASSWORD}, htmx=True)
+    assert again.status_code == 429
+    # Unknown accounts throttle the same way, so the throttle reveals nothing about which emails exist.
     for _ in range(5):
         await post_form(client, "/login", {"email": "ghost@example.com", "password": "guess guess"})
     ghost = await post_form(client, "/login", {"email": "ghost@example.com", "password": "guess guess"})
     assert ghost.status_code == 429
-    # Another account from the same address is not locked yet (the per-IP limit is higher)...
+    # Another account from the same address is not throttled yet (the per-IP limit is higher)...
     await factory.user(email="bob@example.com")
     assert (await post_form(client, "/login", {"email": "bob@example.com", "password": PASSWORD})).status_code == 303
 

@@ -76,7 +76,7 @@ class AccountService:
         if user is None or not ok or not user.is_active:
             await throttle.record_failure(email, ip)
             raise FormError({"password": BAD_LOGIN}, message=BAD_LOGIN)
-        await throttle.record_success(email)
+        await throttle.record_success(email, ip)
         if needs_rehash(user.password_hash):
             user.password_hash = await hash_password_async(password)
         user.last_login_at = datetime.now(UTC)
