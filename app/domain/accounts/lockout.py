@@ -1,7 +1,7 @@
 """Failed-sign-in throttling in Redis, along OWASP's guidance: slow the attacker down, never lock the owner out.
 
-- Per (account, client IP) pair: after ``login_max_failures_account`` failures that pair waits; further failures
-  double nothing but restart the window. Other addresses, the owner's included, still sign in.
+- Per (account, client IP) pair: after ``login_max_failures_account`` failures that pair waits out the window
+  (each failure restarts it). Other addresses, the owner's included, still sign in.
 - Per client IP across accounts (credential stuffing / password spraying): ``login_max_failures_ip``.
 Counting failures for addresses that have no account too means the throttle says nothing about which emails
 exist. Keys hold hashes, never addresses.
