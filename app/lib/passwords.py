@@ -9,6 +9,8 @@ import gzip
 from functools import lru_cache
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -20,6 +22,30 @@ _hasher = PasswordHasher()
 
 # Verified against when the account does not exist, so a login for an unknown email costs the same time.
 _DUMMY_HASH = _hasher.hash("not-a-real-password-used-for-timing")
+
+
+_limiter: anyio.CapacityLimiter | None = None
+
+
+def _hash_limiter() -> anyio.CapacityLimiter:
+    """At most PASSWORD_HASH_THREADS hashes at once per process: a burst of sign-ins queues here, off the loop,
+    instead of taking every thread (and core) from the pages being served."""
+    global _limiter  # noqa: PLW0603 - created lazily: a CapacityLimiter needs a running event loop's backend
+    if _limiter is None:
+        from app.lib.settings import get_settings
+
+        _limiter = anyio.CapacityLimiter(get_settings().password_hash_threads)
+    return _limiter
+
+
+async def hash_password_async(password: str) -> str:
+    """:func:`hash_password` in a worker thread (argon2 costs ~150-250 ms of CPU; the event loop must not wait)."""
+    return await anyio.to_thread.run_sync(hash_password, password, limiter=_hash_limiter())
+
+
+async def verify_password_async(password_hash: str | None, password: str) -> bool:
+    """:func:`verify_password` in a worker thread, behind the same limiter."""
+    return await anyio.to_thread.run_sync(verify_password, password_hash, password, limiter=_hash_limiter())
 
 
 def hash_password(password: str) -> str:

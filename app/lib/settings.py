@@ -148,6 +148,9 @@ class Settings:
     def shop_zone(self) -> ZoneInfo:
         return ZoneInfo(self.shop_time_zone)  # zoneinfo caches instances: cheap to call per use
 
+    # Password hashes (argon2) run in worker threads, at most this many at once per process.
+    password_hash_threads: int = 2
+
     @property
     def offers_hosted_checkout(self) -> bool:
         return self.subscription_checkout in {"hosted", "both"}
@@ -234,6 +237,7 @@ def _load_settings() -> Settings:
         rate_limits_enabled=_env_bool("RATE_LIMITS_ENABLED", default=True),
         rate_limits=parse_rate_limits(_env("RATE_LIMITS")),
         shop_time_zone=_time_zone(_env("SHOP_TIME_ZONE")),
+        password_hash_threads=max(1, _env_int("PASSWORD_HASH_THREADS", 2)),
     )
 
 

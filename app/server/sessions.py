@@ -4,6 +4,8 @@
   and the data is saved under a fresh id (call it on login and on privilege change: defeats session fixation).
 - ``set_session_lifetime(request, seconds, persistent=...)`` sets how long an idle session lives; staff get
   30 minutes, customers a day, "remember me" 30 days with a persistent cookie.
+- A request with ``X-Background: 1`` (a poll the page makes on its own) is not activity: the session is not saved
+  and its idle TTL is not renewed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ SESSION_INTERNAL_KEYS = frozenset({_ROTATE, _TTL, _PERSISTENT})  # bookkeeping: 
 def session_cookie_name(*, secure: bool) -> str:
     # "__Host-": the browser only accepts it Secure, Path=/ and without Domain, so no subdomain can set it.
     return "__Host-cartwright_session" if secure else "cartwright_session"
+
+
+# Sent by polling elements (hx-headers): a request the browser makes on its own is not the person being active.
+BACKGROUND_HEADER = "x-background"
 
 
 def rotate_session(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
@@ -62,7 +68,8 @@ class RotatingSessionBackend(ServerSideSessionBackend):
         )
         data: dict[str, Any] = {} if scope_session is Empty else dict(cast("dict[str, Any]", scope_session))
         had_cookie = bool(connection.cookies.get(self.config.key))
-        if data.pop(_ROTATE, False) and had_cookie:
+        rotated = bool(data.pop(_ROTATE, False))
+        if rotated and had_cookie:
             await self.delete(session_id, store=store)
             session_id = secrets.token_hex(self.config.session_id_bytes)
         if not data:
@@ -74,6 +81,10 @@ class RotatingSessionBackend(ServerSideSessionBackend):
                 )
             return
 
+        if connection.headers.get(BACKGROUND_HEADER) == "1" and had_cookie and not rotated:
+            # Leave the stored session and its idle TTL as they were: an open admin tab's 60-second alert poll
+            # would otherwise keep a staff session alive for ever (issue #12 hole 8).
+            return
         ttl = int(data.get(_TTL) or self.config.max_age)
         await store.set(session_id, self.serialize_data(data, connection.scope), expires_in=ttl)
         # A non-persistent session gets a browser-session cookie; its server-side TTL still bounds it.

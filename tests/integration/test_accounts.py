@@ -66,6 +66,19 @@ async def test_register_rejects_bad_input_with_field_errors_and_keeps_values(
     assert ok.status_code == 303
 
 
+async def test_register_refuses_an_address_that_could_break_out_of_a_script(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """Issue #12 hole 1: a client that skips type=email cannot store a JavaScript payload as its address."""
+    payload = "x');document.title='pwned';('@e.co"
+    response = await post_form(client, "/register", {"email": payload, "password": PASSWORD, "name": "Eve"}, htmx=True)
+    assert response.status_code == 422
+    error = re.search(r'id="f-email-error">([^<]+)<', response.text)
+    assert error is not None and error.group(1).startswith("Enter an email address like name@example.com.")
+    async with runtime.db() as db:
+        assert await db.scalar(select(m.User).where(m.User.name == "Eve")) is None
+
+
 async def test_login_rotates_the_session_id_and_logout_ends_it(client: httpx.AsyncClient, factory: Factory) -> None:
     await factory.user(email="ann@example.com")
     await csrf_token(client)
@@ -116,22 +129,30 @@ async def test_wrong_password_and_unknown_email_get_the_same_answer(
     assert 'value="ann@example.com"' in wrong.text
 
 
-async def test_lockout_after_repeated_failures_even_with_the_right_password(
-    client: httpx.AsyncClient, factory: Factory, redis: Redis
+async def test_an_attacker_cannot_lock_the_owner_out(
+    app: object, client: httpx.AsyncClient, factory: Factory, redis: Redis
 ) -> None:
+    """Issue #12 hole 4: failures throttle the (account, client IP) pair, not the account."""
     await factory.user(email="ann@example.com")
-    for _ in range(5):
+    for _ in range(5):  # the attacker, from 203.0.113.7
         response = await post_form(client, "/login", {"email": "ann@example.com", "password": "guess guess"})
         assert response.status_code == 422
     locked = await post_form(client, "/login", {"email": "ann@example.com", "password": PASSWORD}, htmx=True)
     assert locked.status_code == 429
     assert "Too many failed sign-in attempts. Try again in 15 minutes." in locked.text
-    # Unknown accounts lock the same way, so the lockout reveals nothing about which emails exist.
+    # The owner, from another address, with the right password, gets in.
+    owner_transport = httpx.ASGITransport(app=app, client=("198.51.100.20", 50000))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=owner_transport, base_url="http://testserver.local") as owner:
+        await sign_in(owner, "ann@example.com")
+    # The attacker's pair stays throttled after the owner's success elsewhere.
+    again = await post_form(client, "/login", {"email": "ann@example.com", "password": PASSWORD}, htmx=True)
+    assert again.status_code == 429
+    # Unknown accounts throttle the same way, so the throttle reveals nothing about which emails exist.
     for _ in range(5):
         await post_form(client, "/login", {"email": "ghost@example.com", "password": "guess guess"})
     ghost = await post_form(client, "/login", {"email": "ghost@example.com", "password": "guess guess"})
     assert ghost.status_code == 429
-    # Another account from the same address is not locked yet (the per-IP limit is higher)...
+    # Another account from the same address is not throttled yet (the per-IP limit is higher)...
     await factory.user(email="bob@example.com")
     assert (await post_form(client, "/login", {"email": "bob@example.com", "password": PASSWORD})).status_code == 303
 
@@ -300,3 +321,53 @@ async def test_field_errors_mark_the_input_invalid(client: httpx.AsyncClient) ->
         'name="password" type="password" value="" autocomplete="new-password" required aria-invalid="true"'
         ' aria-describedby="f-password-hint f-password-error">' in response.text
     )
+
+
+async def test_password_hashing_does_not_stall_other_requests(client: httpx.AsyncClient, factory: Factory) -> None:
+    """Issue #12 hole 5: argon2 runs in a worker thread, so the event loop keeps serving pages meanwhile."""
+    import asyncio
+
+    from app.lib import passwords
+
+    await factory.user(email="ann@example.com")
+    token = await csrf_token(client)
+    sign_in_task = asyncio.create_task(
+        post_form(client, "/login", {"email": "ann@example.com", "password": PASSWORD}, token=token)
+    )
+    limiter = passwords._hash_limiter()
+    async with asyncio.timeout(10):
+        # A bare yield to the loop until the sign-in's hash is running in its thread (no event to wait on).
+        while limiter.borrowed_tokens == 0:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+    health = await client.get("/healthz")
+    assert health.status_code == 200
+    assert not sign_in_task.done()  # the page answered while the hash was still being computed
+    assert (await sign_in_task).status_code == 303
+
+
+async def test_background_polls_do_not_keep_a_staff_session_alive(
+    client: httpx.AsyncClient, factory: Factory, redis: Redis
+) -> None:
+    """Issue #12 hole 8: the admin's 60-second alert poll (X-Background: 1) leaves the idle clock running."""
+    await factory.user(email="boss@example.com", role="admin")
+    await sign_in(client, "boss@example.com")
+    page = await client.get("/admin")
+    assert page.status_code == 200
+    session_id = session_cookie(client)
+    key = next(k for k in await redis.keys("*") if session_id and session_id.encode() in k)
+    # 30 minutes minus 5 seconds of idleness have passed: only 5 seconds of the session are left.
+    await redis.expire(key, 5)
+    headers = {"HX-Request": "true", "X-Background": "1"}
+    for _ in range(3):
+        poll = await client.get("/admin/webhooks/alert", headers=headers)
+        assert poll.status_code == 200 and "X-Background" in poll.text  # the poll marks itself as background
+        assert "cartwright_session=" not in poll.headers.get("set-cookie", "")
+    assert 0 < await redis.ttl(key) <= 5  # not renewed by the polls
+    await redis.delete(key)  # the remaining seconds run out (as Redis would expire it)
+    assert (await client.get("/admin")).status_code == 303  # the next real request is signed out
+    # A real request does count as activity.
+    await sign_in(client, "boss@example.com")
+    key = next(k for k in await redis.keys("*") if (sid := session_cookie(client)) and sid.encode() in k)
+    await redis.expire(key, 5)
+    assert (await client.get("/admin")).status_code == 200
+    assert await redis.ttl(key) > 5

@@ -53,6 +53,11 @@ async def test_checkout_shows_field_errors_and_creates_nothing(
     assert "Choose a province or territory" in page
     assert "Enter a Canadian postal code" in page
     assert 'value="not-an-email"' in response.text  # what was typed is kept
+    # Issue #12 hole 1: a guest address that would break out of a JS string is refused like any bad address.
+    payload = await post_form(
+        client, "/checkout", {**BILLING, "email": "x');alert(1);('@e.co", "checkout_token": token}, htmx=True
+    )
+    assert payload.status_code == 422 and "Enter the email address your receipt" in text_of(payload.text)
     async with runtime.db() as db:
         assert await db.scalar(select(func.count()).select_from(m.Order)) == 0
 

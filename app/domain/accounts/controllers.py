@@ -17,6 +17,7 @@ from app.domain.accounts.lockout import LoginThrottle
 from app.domain.accounts.services import AccountService
 from app.domain.cart.services import CART_SESSION_KEYS, CartService
 from app.lib.client_ip import client_ip
+from app.lib.email_address import email_problem
 from app.lib.exceptions import FormError, RateLimitedError
 from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import is_staff
@@ -153,11 +154,11 @@ class AccountController(Controller):
         self, request: Request[Any, Any, Any], data: Form, account_service: NamedDependency[AccountService]
     ) -> Template:
         email = data.get("email", "").strip()
-        if not email:
+        if problem := email_problem(email):
             return render(
                 request,
                 "accounts/forgot.html.j2",
-                {"form": {}, "errors": {"email": "Enter your email address."}, "sent": False},
+                {"form": {"email": email}, "errors": {"email": problem}, "sent": False},
                 fragment="accounts/_forgot_form.html.j2",
                 status_code=422,
             )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -13,27 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import models as m
 from app.domain.accounts.lockout import LoginThrottle
 from app.domain.notifications.services import EmailService
+from app.lib.email_address import email_problem, normalise_email
 from app.lib.exceptions import FormError
-from app.lib.passwords import hash_password, needs_rehash, password_problem, verify_password
+from app.lib.passwords import hash_password_async, needs_rehash, password_problem, verify_password_async
 from app.lib.permissions import Role
 from app.lib.settings import Settings
 from app.lib.tokens import hash_token, new_token
 
-# Deliberately loose: one @, something on both sides, a dot in the domain. Real validation is the email we send.
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 BAD_LOGIN = "Email or password is incorrect."
-
-
-def normalise_email(email: str) -> str:
-    return email.strip().lower()
-
-
-def email_problem(email: str) -> str | None:
-    if not email:
-        return "Enter your email address."
-    if len(email) > 320 or not EMAIL_RE.match(email):
-        return "Enter an email address like name@example.com."
-    return None
 
 
 @dataclass(frozen=True)
@@ -52,10 +38,10 @@ class AccountService:
 
     async def create_user(self, *, email: str, password: str, name: str = "", role: Role = Role.CUSTOMER) -> m.User:
         """Create an account after validating email and password; raises FormError with field errors."""
-        email = normalise_email(email)
         errors: dict[str, str] = {}
         if problem := email_problem(email):
             errors["email"] = problem
+        email = normalise_email(email)
         if problem := password_problem(password, email=email):
             errors["password"] = problem
         if len(name) > 120:
@@ -64,7 +50,9 @@ class AccountService:
             errors["email"] = "An account with this email already exists. Sign in or reset your password."
         if errors:
             raise FormError(errors)
-        user = m.User(email=email, name=name.strip(), password_hash=hash_password(password), role=role.value)
+        user = m.User(
+            email=email, name=name.strip(), password_hash=await hash_password_async(password), role=role.value
+        )
         self.db.add(user)
         try:
             await self.db.flush()
@@ -84,13 +72,13 @@ class AccountService:
         email = normalise_email(email)
         await throttle.check(email, ip)
         user = await self.get_by_email(email) if email else None
-        ok = verify_password(user.password_hash if user else None, password)
+        ok = await verify_password_async(user.password_hash if user else None, password)
         if user is None or not ok or not user.is_active:
             await throttle.record_failure(email, ip)
             raise FormError({"password": BAD_LOGIN}, message=BAD_LOGIN)
-        await throttle.record_success(email)
+        await throttle.record_success(email, ip)
         if needs_rehash(user.password_hash):
-            user.password_hash = hash_password(password)
+            user.password_hash = await hash_password_async(password)
         user.last_login_at = datetime.now(UTC)
         await self.db.commit()
         return user
@@ -141,21 +129,21 @@ class AccountService:
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             await self.db.rollback()
             return None
-        self._set_password(user, password)
+        await self._set_password(user, password)
         await self.db.commit()
         return user
 
     async def change_password(self, user: m.User, *, current: str, new: str) -> m.User:
-        if not verify_password(user.password_hash, current):
+        if not await verify_password_async(user.password_hash, current):
             raise FormError({"current_password": "That is not your current password."})
         if problem := password_problem(new, email=user.email):
             raise FormError({"new_password": problem})
         user = await self.db.merge(user)
-        self._set_password(user, new)
+        await self._set_password(user, new)
         await self.db.commit()
         return user
 
     @staticmethod
-    def _set_password(user: m.User, password: str) -> None:
-        user.password_hash = hash_password(password)
+    async def _set_password(user: m.User, password: str) -> None:
+        user.password_hash = await hash_password_async(password)
         user.session_epoch += 1  # signs out every other session of this account

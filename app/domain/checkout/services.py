@@ -19,6 +19,7 @@ from app.domain.cart.services import PricedCart
 from app.domain.checkout.tax import PROVINCES, TaxResult, compute_tax
 from app.domain.payments.gateway import as_dict, idempotency_key
 from app.domain.promotions.services import PromoError, PromoQuote, quote_cart
+from app.lib.email_address import InvalidEmailError, clean_email
 from app.lib.exceptions import ApplicationError, FormError
 from app.lib.localtime import to_local
 from app.lib.tokens import new_token
@@ -58,7 +59,6 @@ _POSTAL_PREFIXES = {
 _CA_POSTAL = re.compile(r"^([ABCEGHJ-NPRSTVXY]\d[ABCEGHJ-NPRSTV-Z]) ?(\d[ABCEGHJ-NPRSTV-Z]\d)$")
 _US_ZIP = re.compile(r"^\d{5}(-\d{4})?$")
 _US_STATE = re.compile(r"^[A-Z]{2}$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 class CheckoutError(ApplicationError):
@@ -85,9 +85,12 @@ class BillingDetails:
 def parse_billing(data: dict[str, str], *, account_email: str | None) -> BillingDetails:
     """Validate the billing form; raise :class:`FormError` with every field's problem at once."""
     errors: dict[str, str] = {}
-    email = (account_email or data.get("email", "")).strip().lower()
-    if not _EMAIL.match(email) or len(email) > 320:
-        errors["email"] = "Enter the email address your receipt and downloads should go to."
+    email = account_email or ""  # a signed-in customer's address was validated when it was set
+    if not account_email:
+        try:
+            email = clean_email(data.get("email", ""))
+        except InvalidEmailError:
+            errors["email"] = "Enter the email address your receipt and downloads should go to."
     name = " ".join(data.get("name", "").split())
     if not name:
         errors["name"] = "Enter the name on the bill."

@@ -12,7 +12,6 @@ from litestar.response import File, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.accounts.deps import provide_email_service
-from app.domain.accounts.services import email_problem, normalise_email
 from app.domain.downloads.services import (
     DEFAULT_LINK_TTL,
     DownloadItem,
@@ -22,6 +21,7 @@ from app.domain.downloads.services import (
     support_address,
 )
 from app.domain.notifications.services import EmailService
+from app.lib.email_address import email_problem
 from app.lib.exceptions import NotFoundError
 from app.lib.htmx import flash, redirect, render, wants_fragment
 from app.lib.ratelimit import enforce
@@ -135,7 +135,7 @@ class DownloadController(Controller):
         resend_throttle: NamedDependency[ResendThrottle],
     ) -> Template:
         email = data.get("email", "").strip()
-        if problem := email_problem(normalise_email(email)):
+        if problem := email_problem(email):
             return render(
                 request,
                 "downloads/resend.html.j2",

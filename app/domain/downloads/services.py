@@ -30,9 +30,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
-from app.domain.accounts.services import normalise_email
 from app.domain.downloads.storage import StorageKeyError, resolve_storage_key
 from app.domain.notifications.services import EmailService
+from app.lib.email_address import normalise_email
 from app.lib.exceptions import ApplicationError, NotFoundError, NotYoursError
 from app.lib.settings import Settings
 
