@@ -10,6 +10,7 @@ from litestar.channels import ChannelsPlugin
 from litestar.di import NamedDependency
 from litestar.response import ServerSentEvent
 
+from app.domain.analytics import feed
 from app.domain.analytics.live import live_events
 from app.lib.permissions import Access, Resource, can
 from app.lib.runtime import Runtime
@@ -35,6 +36,7 @@ class AnalyticsLiveController(Controller):
         return ServerSentEvent(
             live_events(
                 channels,
+                channel=feed.channel(runtime.redis),
                 money=user is not None and can(user.role, Resource.ANALYTICS, Access.FULL),
                 order_base=request.app.route_reverse("admin:orders"),
                 max_seconds=runtime.settings.analytics_stream_seconds,

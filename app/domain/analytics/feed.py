@@ -1,5 +1,5 @@
 """The live activity feed: what a change looks like as a feed item, and announcing changes after their commit
-(bump the dashboard cache's version, publish the items on the ``analytics`` channel of Litestar Channels).
+(bump the dashboard cache's version, publish the items on the live feed's channel of Litestar Channels).
 
 Called from the one place each change happens: order paid and refunds (``app/domain/orders/fulfilment.py``),
 subscriptions and invoices mirrored (``app/domain/subscriptions/services.py`` and ``events.py``).
@@ -23,7 +23,12 @@ from app.domain.analytics import cache
 
 log = structlog.get_logger()
 
-CHANNEL = "analytics"
+
+def channel(redis: Redis) -> str:
+    """The live feed's channel on ``redis``. Pub/Sub channels are server-wide, not per database, so the name
+    carries the database number: two shops (staging and production, or two test runs) on one Redis server with
+    different databases would otherwise show each other's orders on their dashboards."""
+    return f"cartwright:analytics:db{redis.connection_pool.connection_kwargs.get('db', 0)}"
 
 
 def redis_of(queue: Queue | None) -> Redis | None:
@@ -44,7 +49,7 @@ async def announce(redis: Redis | None, items: list[dict[str, Any]] | None = Non
     backend = RedisChannelsPubSubBackend(redis=redis)
     try:
         for item in items:
-            await backend.publish(json.dumps(item).encode(), [CHANNEL])
+            await backend.publish(json.dumps(item).encode(), [channel(redis)])
     except RedisError:
         log.warning("analytics.publish_failed", exc_info=True)
 

@@ -1,4 +1,4 @@
-"""The dashboard's live stream: Server-Sent Events fed by the ``analytics`` channel (Litestar Channels on Redis).
+"""The dashboard's live stream: Server-Sent Events fed by the live feed's channel (Litestar Channels on Redis).
 
 Every connection ends by itself: when the app shuts down (checked each second), after ``max_seconds`` (the
 browser's EventSource reconnects, and the htmx extension with it), or when the client goes away (Litestar
@@ -15,7 +15,6 @@ from typing import Any
 from litestar.channels import ChannelsPlugin
 from litestar.response import ServerSentEventMessage
 
-from app.domain.analytics.feed import CHANNEL
 from app.lib.templating import get_environment
 
 KEEPALIVE_SECONDS = 15.0
@@ -31,7 +30,13 @@ def render_item(item: dict[str, Any], *, money: bool, order_base: str) -> str:
 
 
 async def live_events(
-    channels: ChannelsPlugin, *, money: bool, order_base: str, max_seconds: float, stopping: asyncio.Event
+    channels: ChannelsPlugin,
+    *,
+    channel: str,
+    money: bool,
+    order_base: str,
+    max_seconds: float,
+    stopping: asyncio.Event,
 ) -> AsyncGenerator[ServerSentEventMessage, None]:
     received: asyncio.Queue[bytes] = asyncio.Queue(maxsize=200)
 
@@ -42,7 +47,7 @@ async def live_events(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_seconds
     last_sent = loop.time()
-    async with channels.start_subscription([CHANNEL]) as subscriber, subscriber.run_in_background(on_event, join=False):
+    async with channels.start_subscription([channel]) as subscriber, subscriber.run_in_background(on_event, join=False):
         yield ServerSentEventMessage(comment="connected", retry=RECONNECT_MS)
         while not stopping.is_set() and loop.time() < deadline:
             try:
