@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import timedelta
 
 import pytest
@@ -57,8 +58,13 @@ class Flaky:
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The delays ``with_backoff`` asks for, recorded instead of waited (the stdlib sleep, not our code)."""
     asked: list[float] = []
+    real_sleep, test_thread = asyncio.sleep, threading.current_thread()
 
     async def record(delay: float) -> None:
+        # Only this test's own calls: in a full run, servers in other threads (the Stripe emulator's) sleep too.
+        if threading.current_thread() is not test_thread:
+            await real_sleep(delay)
+            return
         asked.append(delay)
 
     monkeypatch.setattr(asyncio, "sleep", record)
