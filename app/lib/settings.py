@@ -110,6 +110,8 @@ class Settings:
     login_max_failures_account: int = 5
     login_max_failures_ip: int = 20
     login_lockout_seconds: int = 15 * 60
+    # Failed sign-ins on one account from all addresses within an hour that make us email its owner (once).
+    login_alert_failures: int = 50
     storage_dir: Path = field(default=BASE_DIR / "var" / "uploads")
     cover_max_bytes: int = 5 * 1024 * 1024  # an uploaded cover image
     product_file_max_bytes: int = 200 * 1024 * 1024  # an uploaded digital file (streamed to storage)
@@ -234,6 +236,7 @@ def _load_settings() -> Settings:
         stripe_event_retry_base_seconds=_env_int("STRIPE_EVENT_RETRY_BASE_SECONDS", 60),
         stripe_catch_up_overlap_seconds=_env_int("STRIPE_CATCH_UP_OVERLAP_SECONDS", 300),
         stripe_catch_up_max_pages=_env_int("STRIPE_CATCH_UP_MAX_PAGES", 10),
+        login_alert_failures=max(1, _env_int("LOGIN_ALERT_FAILURES", 50)),
         rate_limits_enabled=_env_bool("RATE_LIMITS_ENABLED", default=True),
         rate_limits=parse_rate_limits(_env("RATE_LIMITS")),
         shop_time_zone=_time_zone(_env("SHOP_TIME_ZONE")),

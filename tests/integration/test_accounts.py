@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 
@@ -155,6 +156,75 @@ async def test_an_attacker_cannot_lock_the_owner_out(
     # Another account from the same address is not throttled yet (the per-IP limit is higher)...
     await factory.user(email="bob@example.com")
     assert (await post_form(client, "/login", {"email": "bob@example.com", "password": PASSWORD})).status_code == 303
+
+
+async def test_a_pairs_wait_doubles_with_each_failure_after_it(
+    client: httpx.AsyncClient, factory: Factory, redis: Redis
+) -> None:
+    """Issue #12 hole 4: an attacker who keeps guessing from one address waits longer each time (OWASP backoff)."""
+    await factory.user(email="ann@example.com")
+    for _ in range(5):
+        await post_form(client, "/login", {"email": "ann@example.com", "password": "guess guess"})
+    first = await post_form(client, "/login", {"email": "ann@example.com", "password": "guess guess"})
+    assert first.status_code == 429
+    assert 800 < int(first.headers["retry-after"]) <= 900  # 15 minutes
+    # The wait runs out (its key expires in Redis), the attacker guesses once more: now 30 minutes.
+    [blocked] = [key async for key in redis.scan_iter("cartwright:login-failures:blocked:*")]
+    await redis.delete(blocked)
+    assert (await post_form(client, "/login", {"email": "ann@example.com", "password": "guess"})).status_code == 422
+    second = await post_form(client, "/login", {"email": "ann@example.com", "password": "guess guess"})
+    assert second.status_code == 429
+    assert 1700 < int(second.headers["retry-after"]) <= 1800
+    assert "Try again in 30 minutes." in second.text
+
+
+async def test_guessing_from_many_addresses_emails_the_owner_once_and_a_reset_lifts_every_wait(
+    app: object, client: httpx.AsyncClient, factory: Factory, runtime: Runtime, worker: Worker, mailbox: Mailbox
+) -> None:
+    """Issue #12 hole 4: a distributed guess (no address over its own limit) reaches the owner's inbox, once; the
+    owner's password reset lifts the waits the attacker's addresses earned."""
+    await factory.user(email="ann@example.com")
+    saved = runtime.settings
+    runtime.settings = dataclasses.replace(saved, login_alert_failures=8)  # 50 in production
+    try:
+        attackers = [
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app, client=(f"198.51.100.{i}", 50000)),  # type: ignore[arg-type]
+                base_url="http://testserver.local",
+            )
+            for i in range(1, 4)
+        ]
+        for attacker in attackers:  # 5 each: every address ends up waiting; 15 failures in all
+            for _ in range(5):
+                answer = await post_form(attacker, "/login", {"email": "ann@example.com", "password": "guess guess"})
+                assert answer.status_code == 422
+        for attacker in attackers:
+            refused = await post_form(attacker, "/login", {"email": "ann@example.com", "password": PASSWORD})
+            assert refused.status_code == 429
+        [alert] = await mailbox.wait_for("ann@example.com")
+        assert alert["Subject"] == "Someone is trying to sign in to your Cartwright account"
+        assert "http://testserver.local/forgot-password" in body_text(alert)
+        async with runtime.db() as db:
+            kinds = list(
+                await db.scalars(select(m.EmailMessage.kind).where(m.EmailMessage.to_address == "ann@example.com"))
+            )
+        assert kinds == ["sign_in_attempts"]  # once, though the threshold was passed by seven more failures
+
+        # The owner resets the password from the email: every wait on the account is lifted.
+        await post_form(client, "/forgot-password", {"email": "ann@example.com"}, htmx=True)
+        reset_mail = (await mailbox.wait_for("ann@example.com", count=2))[-1]
+        link = re.search(r"http://testserver\.local(/reset-password/\S+)", body_text(reset_mail))
+        assert link is not None
+        new = {"password": "brand new passphrase", "password_confirm": "brand new passphrase"}
+        assert (await post_form(client, link.group(1), new)).status_code == 303
+        for attacker in attackers:  # none of those addresses waits any more (the owner may sit behind one of them)
+            answer = await post_form(
+                attacker, "/login", {"email": "ann@example.com", "password": "brand new passphrase"}
+            )
+            assert answer.status_code == 303
+            await attacker.aclose()
+    finally:
+        runtime.settings = saved
 
 
 async def test_per_ip_limit_blocks_password_spraying(client: httpx.AsyncClient, factory: Factory) -> None:

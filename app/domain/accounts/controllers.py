@@ -91,13 +91,16 @@ class AccountController(Controller):
             )
         except (FormError, RateLimitedError) as exc:
             errors = exc.errors if isinstance(exc, FormError) else {"password": exc.message}
-            return render(
+            page = render(
                 request,
                 "accounts/login.html.j2",
                 {"form": {"email": email, "remember": data.get("remember")}, "errors": errors, "next": next_url},
                 fragment="accounts/_login_form.html.j2",
                 status_code=exc.status_code,
             )
+            if isinstance(exc, RateLimitedError):
+                page.headers.update(exc.headers)  # Retry-After: how long this address waits
+            return page
         start_session(request, user, runtime, remember=data.get("remember") == "on")
         await CartService(db_session, request.session).merge_session_cart(user)
         flash(request, f"Welcome back, {user.display_name}.", "success")
@@ -191,6 +194,7 @@ class AccountController(Controller):
         token: FromPath[str],
         data: Form,
         account_service: NamedDependency[AccountService],
+        login_throttle: NamedDependency[LoginThrottle],
     ) -> Response[Any]:
         password = data.get("password", "")
         if password != data.get("password_confirm", ""):
@@ -203,7 +207,7 @@ class AccountController(Controller):
                 status_code=422,
             )
         try:
-            user = await account_service.reset_password(token, password)
+            user = await account_service.reset_password(token, password, throttle=login_throttle)
         except FormError as exc:
             return render(
                 request,

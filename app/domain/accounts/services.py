@@ -74,7 +74,13 @@ class AccountService:
         user = await self.get_by_email(email) if email else None
         ok = await verify_password_async(user.password_hash if user else None, password)
         if user is None or not ok or not user.is_active:
-            await throttle.record_failure(email, ip)
+            if await throttle.record_failure(email, ip) and user is not None and user.is_active:
+                # Someone is guessing this password from many addresses: tell the owner, once an hour at most.
+                await self.emails.send(
+                    "sign_in_attempts",
+                    user.email,
+                    {"name": user.display_name, "reset_url": f"{self.settings.base_url}/forgot-password"},
+                )
             raise FormError({"password": BAD_LOGIN}, message=BAD_LOGIN)
         await throttle.record_success(email, ip)
         if needs_rehash(user.password_hash):
@@ -110,8 +116,11 @@ class AccountService:
             return None
         return row
 
-    async def reset_password(self, token: str, password: str) -> m.User | None:
-        """Set a new password with a reset token; ``None`` if the link is invalid, used or expired."""
+    async def reset_password(self, token: str, password: str, *, throttle: LoginThrottle) -> m.User | None:
+        """Set a new password with a reset token; ``None`` if the link is invalid, used or expired.
+
+        A reset proves the inbox: it lifts every sign-in wait on the account (an attacker's included).
+        """
         row = await self.valid_reset_token(token)
         if row is None:
             return None
@@ -131,6 +140,7 @@ class AccountService:
             return None
         await self._set_password(user, password)
         await self.db.commit()
+        await throttle.clear_account(user.email)
         return user
 
     async def change_password(self, user: m.User, *, current: str, new: str) -> m.User:
