@@ -23,9 +23,8 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.message import Message
@@ -37,7 +36,15 @@ from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, e
 
 from app.lib.ratelimit import POLICIES
 from app.lib.ratelimit import Scope as RateScope
-from tests.support import Mailbox, app_environment, body_text, free_port, redis_test_url, smtp_server
+from tests.support import (  # wait_until: the journeys import it from here
+    Mailbox,
+    app_environment,
+    body_text,
+    free_port,
+    redis_test_url,
+    smtp_server,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -100,18 +107,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=5)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)  # anything left in the process group (granian's workers) goes too
-
-
-def wait_until(condition: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.2) -> Any:
-    """Poll another process's state (a database row, a job record, a server starting) until ``condition`` returns
-    something truthy, and return it; fail with ``what`` after ``timeout`` seconds. The one polling loop of the
-    browser journeys: what they wait for is the condition, the interval only spaces the looks."""
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"waited {timeout:.0f}s for {what}", pytrace=False)
-        time.sleep(interval)
-    return result
 
 
 def _wait_until_up(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:

@@ -6,14 +6,17 @@ import asyncio
 import os
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 from aiosmtpd.controller import Controller
 
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -154,3 +157,15 @@ def app_environment(
         "BASE_URL": base_url,
         "LOG_LEVEL": "WARNING",
     }
+
+
+def wait_until(condition: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.2) -> Any:
+    """Poll another process's state (a database row, a job record, a server starting) until ``condition`` returns
+    something truthy, and return it; fail with ``what`` after ``timeout`` seconds. The one polling loop of the
+    test suites: what they wait for is the condition, the interval only spaces the looks."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout:.0f}s for {what}", pytrace=False)
+        time.sleep(interval)
+    return result

@@ -10,26 +10,15 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import free_port
+from tests.support import free_port, wait_until
 
 CARTWRIGHT = str(Path(sys.executable).parent / "cartwright")
-
-
-def _poll(condition: Callable[[], object], *, timeout: float, what: str) -> object:
-    """Wait for another process's state with a deadline (its output, a port); the interval only spaces the looks."""
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"waited {timeout:.0f}s for {what}")
-        time.sleep(0.2)
-    return result
 
 
 def _processes_with(var_dir: Path) -> list[int]:
@@ -83,7 +72,9 @@ def test_a_second_checkout_gets_its_own_emulator_port(tmp_path: Path) -> None:
         port = free_port()
         proc, var_dir, out = _dev(tmp_path, port)
         try:
-            _poll(lambda: b"is running at" in out.read_bytes() or proc.poll() is not None, timeout=90, what="start")
+            wait_until(
+                lambda: b"is running at" in out.read_bytes() or proc.poll() is not None, timeout=90, what="start"
+            )
             text = out.read_text()
             assert f"Cartwright is running at http://127.0.0.1:{port}" in text, text
             moved = next(line for line in text.splitlines() if "the Stripe emulator runs at" in line)
@@ -97,7 +88,7 @@ def test_a_second_checkout_gets_its_own_emulator_port(tmp_path: Path) -> None:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
-    _poll(lambda: not _processes_with(var_dir), timeout=30, what="every child process to stop")
+    wait_until(lambda: not _processes_with(var_dir), timeout=30, what="every child process to stop")
 
 
 def test_a_process_that_fails_to_start_is_named_and_nothing_is_left_running(
@@ -112,7 +103,7 @@ def test_a_process_that_fails_to_start_is_named_and_nothing_is_left_running(
     text = out.read_text()
     assert f"The Stripe emulator (http://127.0.0.1:{busy}) exited" in text, text
     assert "The web server did not start" not in text
-    _poll(lambda: not _processes_with(var_dir), timeout=30, what="every child process to stop")
+    wait_until(lambda: not _processes_with(var_dir), timeout=30, what="every child process to stop")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))  # nothing kept the shop's port
 
