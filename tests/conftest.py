@@ -7,6 +7,7 @@ import dataclasses
 import os
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +294,7 @@ class Factory:
         role: str = "customer",
         name: str = "Test User",
         is_active: bool = True,
+        verified: bool = False,
     ) -> m.User:
         from app.lib.passwords import hash_password
 
@@ -303,6 +305,7 @@ class Factory:
             password_hash=hash_password(password),
             role=role,
             is_active=is_active,
+            email_verified_at=datetime.now(UTC) if verified else None,
         )
         async with self.runtime.db() as db:
             db.add(user)

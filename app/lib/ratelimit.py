@@ -63,6 +63,8 @@ class Policy:
 _DEFAULTS = (
     Policy("login_ip", Scope.IP, 30, 600, "sign-in attempts (failures also meet the per-account throttle)"),
     Policy("register_ip", Scope.IP, 10, 3600, "registrations"),
+    Policy("register_email", Scope.EMAIL, 3, 3600, "sign-ups with one address (each emails its owner), from any IP"),
+    Policy("verify_resend_account", Scope.ACCOUNT, 3, 3600, "confirmation emails re-sent to one account"),
     Policy("forgot_password_ip", Scope.IP, 10, 3600, "password-reset requests"),
     Policy("forgot_password_email", Scope.EMAIL, 3, 3600, "password-reset emails to one address, from any IP"),
     Policy("password_change_account", Scope.ACCOUNT, 5, 900, "password changes (each checks the current one)"),

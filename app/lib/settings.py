@@ -107,6 +107,7 @@ class Settings:
     customer_session_seconds: int = 24 * 60 * 60
     remember_me_seconds: int = 30 * 24 * 60 * 60
     reset_token_seconds: int = 60 * 60
+    verify_email_token_seconds: int = 3 * 24 * 60 * 60  # a sign-up's confirmation link
     login_max_failures_account: int = 5
     login_max_failures_ip: int = 20
     login_lockout_seconds: int = 15 * 60

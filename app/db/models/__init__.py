@@ -47,7 +47,7 @@ from app.db.models.promotions import (
     promo_code_products,
 )
 from app.db.models.sync import StripeObject, SyncRun, SyncStatus, SyncTrigger
-from app.db.models.user import PasswordResetToken, User
+from app.db.models.user import EmailVerificationToken, PasswordResetToken, User
 
 __all__ = [
     "LIVE_SUBSCRIPTION_STATUSES",
@@ -64,6 +64,7 @@ __all__ = [
     "CreditType",
     "EmailMessage",
     "EmailStatus",
+    "EmailVerificationToken",
     "Entitlement",
     "Invoice",
     "MovementKind",
