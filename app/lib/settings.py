@@ -108,6 +108,8 @@ class Settings:
     remember_me_seconds: int = 30 * 24 * 60 * 60
     reset_token_seconds: int = 60 * 60
     verify_email_token_seconds: int = 3 * 24 * 60 * 60  # a sign-up's confirmation link
+    # How long after a failed order payment (and nothing since) the customer is emailed the way back to pay.
+    unpaid_order_notice_seconds: int = 15 * 60
     login_max_failures_account: int = 5
     login_max_failures_ip: int = 20
     login_lockout_seconds: int = 15 * 60

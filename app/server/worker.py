@@ -10,6 +10,7 @@ from saq.types import Context
 from app.domain.bookings import jobs as booking_jobs
 from app.domain.catalog import jobs as catalog_jobs
 from app.domain.notifications import jobs as notification_jobs
+from app.domain.orders import jobs as order_jobs
 from app.domain.payments import jobs as payment_jobs
 from app.domain.sync import jobs as sync_jobs
 from app.lib.runtime import QUEUE_NAME, Runtime
@@ -34,6 +35,7 @@ TASKS: list[Any] = [
     payment_jobs.sweep_stripe_events,
     payment_jobs.stripe_catch_up,
     booking_jobs.release_unpaid_bookings,
+    order_jobs.notify_unpaid_orders_job,
     sync_jobs.run_sync,
     sync_jobs.nightly_sync,
     catalog_jobs.sync_product_to_stripe,
@@ -45,6 +47,7 @@ CRON_JOBS = [
     # Missed webhooks: list Stripe's events and feed the ones we lack to the same intake (a lock keeps runs apart).
     CronJob(function=payment_jobs.stripe_catch_up, cron="*/5 * * * *", timeout=240, retries=1),
     CronJob(function=booking_jobs.release_unpaid_bookings, cron="* * * * *", timeout=60, retries=1),
+    CronJob(function=order_jobs.notify_unpaid_orders_job, cron="*/5 * * * *", timeout=60, retries=1),
     CronJob(function=catalog_jobs.sweep_unsynced_products, cron="* * * * *", timeout=60, retries=1),
 ]
 

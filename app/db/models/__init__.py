@@ -38,7 +38,7 @@ from app.db.models.commerce import (
     StripeEvent,
     StripeEventStatus,
 )
-from app.db.models.email import EmailMessage, EmailStatus
+from app.db.models.email import EmailMessage, EmailStatus, SentNotice
 from app.db.models.promotions import (
     PromoCode,
     PromoDuration,
@@ -89,6 +89,7 @@ __all__ = [
     "PromoRedemption",
     "Refund",
     "ResourceClosure",
+    "SentNotice",
     "StripeEvent",
     "StripeEventStatus",
     "StripeObject",

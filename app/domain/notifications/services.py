@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.db.upsert import insert_if_absent
 from app.lib.email import render_email
 from app.lib.templating import get_environment
 
@@ -30,6 +31,13 @@ async def enqueue_email_job(queue: Queue, email_id: str) -> None:
         retry_delay=5.0,
         retry_backoff=True,
     )
+
+
+async def claim_notice(db: AsyncSession, key: str, kind: str) -> bool:
+    """True for the one caller that may send the notice ``key`` (in the caller's transaction: a rollback frees it).
+
+    For emails about a fact several paths can see at once (a webhook, its retry, the sweep, the re-sync)."""
+    return await insert_if_absent(db, m.SentNotice, "key", {"key": key, "kind": kind})
 
 
 class EmailService:
