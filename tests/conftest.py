@@ -237,13 +237,14 @@ def queue(app: Litestar) -> Queue:
 @pytest.fixture
 async def worker(queue: Queue, client: httpx.AsyncClient) -> AsyncIterator[Worker]:
     """A real SAQ worker consuming the app's queue inside the test's event loop."""
-    from app.server.worker import TASKS, on_worker_shutdown, on_worker_startup
+    from app.server.worker import TASKS, on_worker_shutdown, on_worker_startup, record_job
 
     saq_worker = Worker(
         queue,
         functions=TASKS,
         startup=[on_worker_startup],
         shutdown=[on_worker_shutdown],
+        after_process=[record_job],
         concurrency=4,
         timers={"schedule": 1, "sweep": 1, "stats": 60, "abort": 1},
     )

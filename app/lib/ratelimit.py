@@ -32,6 +32,7 @@ from litestar import Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.lib import metrics
 from app.lib.client_ip import client_ip
 from app.lib.exceptions import RateLimitedError
 from app.lib.settings import Settings
@@ -151,6 +152,7 @@ class RateLimiter:
             wait_ms, refused = await self._script(keys=[self.key(p, v) for p, v in rows], args=args)
         except RedisError as exc:
             log.warning("rate_limit.unavailable", error=type(exc).__name__)
+            metrics.REDIS_ERRORS.labels("rate_limit").inc()
             return Decision(allowed=True)
         if not refused:
             return Decision(allowed=True)

@@ -6,6 +6,7 @@ from typing import Any
 
 from litestar_saq import CronJob, QueueConfig, SAQConfig
 from saq.types import Context
+from saq.utils import now
 
 from app.domain.bookings import jobs as booking_jobs
 from app.domain.catalog import jobs as catalog_jobs
@@ -13,13 +14,31 @@ from app.domain.notifications import jobs as notification_jobs
 from app.domain.orders import jobs as order_jobs
 from app.domain.payments import jobs as payment_jobs
 from app.domain.sync import jobs as sync_jobs
+from app.lib import metrics
 from app.lib.runtime import QUEUE_NAME, Runtime
 from app.lib.settings import get_settings
 
 
 async def on_worker_startup(ctx: Context) -> None:
     # Each worker process builds its own runtime (engine, Redis) from the same environment as the web process.
-    ctx["runtime"] = Runtime(get_settings())  # type: ignore[typeddict-unknown-key]
+    ctx["runtime"] = runtime = Runtime(get_settings())  # type: ignore[typeddict-unknown-key]
+    if runtime.settings.worker_metrics_port:  # a worker container's own scrape target (docs/production.md)
+        metrics.serve_worker_metrics(runtime.settings.worker_metrics_port)
+
+
+async def record_job(ctx: Context) -> None:
+    """After every job: its run time by function and outcome, and this process's database pool use."""
+    job = ctx.get("job")
+    if job is None:
+        return
+    started = job.started or job.queued
+    status = getattr(job.status, "value", str(job.status))
+    metrics.JOB_DURATION.labels(job.function, status).observe(max(0.0, (now() - started) / 1000))
+    runtime: Runtime | None = ctx.get("runtime")  # type: ignore[assignment]
+    if runtime is not None:
+        checked_out = getattr(runtime.alchemy.get_engine().pool, "checkedout", None)
+        if callable(checked_out):
+            metrics.DB_POOL_IN_USE.set(checked_out())
 
 
 async def on_worker_shutdown(ctx: Context) -> None:
@@ -71,6 +90,7 @@ def saq_config(runtime: Runtime) -> SAQConfig:
                 scheduled_tasks=cron_jobs(runtime),
                 startup=on_worker_startup,
                 shutdown=on_worker_shutdown,
+                after_process=record_job,
                 concurrency=10,
             )
         ],

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
 from app.db.upsert import insert_if_absent
+from app.lib import metrics
 from app.lib.email import render_email
 from app.lib.templating import get_environment
 
@@ -59,6 +60,7 @@ class EmailService:
                 await enqueue_email_job(self.queue, str(message.id))
             except Exception:
                 log.warning("email.enqueue_failed", email_id=str(message.id), kind=kind)
+                metrics.REDIS_ERRORS.labels("queue").inc()
         return message
 
     def stage(self, kind: str, to_address: str, context: dict[str, Any]) -> m.EmailMessage:
