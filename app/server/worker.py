@@ -14,6 +14,7 @@ from app.domain.notifications import jobs as notification_jobs
 from app.domain.orders import jobs as order_jobs
 from app.domain.payments import jobs as payment_jobs
 from app.domain.sync import jobs as sync_jobs
+from app.domain.system import jobs as system_jobs
 from app.lib import metrics
 from app.lib.runtime import QUEUE_NAME, Runtime
 from app.lib.settings import get_settings
@@ -55,6 +56,7 @@ TASKS: list[Any] = [
     payment_jobs.stripe_catch_up,
     booking_jobs.release_unpaid_bookings,
     order_jobs.notify_unpaid_orders_job,
+    system_jobs.watch_alerts,
     sync_jobs.run_sync,
     sync_jobs.nightly_sync,
     catalog_jobs.sync_product_to_stripe,
@@ -68,6 +70,7 @@ CRON_JOBS = [
     CronJob(function=booking_jobs.release_unpaid_bookings, cron="* * * * *", timeout=60, retries=1),
     CronJob(function=order_jobs.notify_unpaid_orders_job, cron="*/5 * * * *", timeout=60, retries=1),
     CronJob(function=catalog_jobs.sweep_unsynced_products, cron="* * * * *", timeout=60, retries=1),
+    CronJob(function=system_jobs.watch_alerts, cron="*/5 * * * *", timeout=60, retries=1),
 ]
 
 

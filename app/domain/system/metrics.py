@@ -7,6 +7,8 @@ route's existence is nobody else's business either.
 from __future__ import annotations
 
 import hmac
+import shutil
+from pathlib import Path
 from typing import Any
 
 from litestar import Request, Response, get
@@ -32,7 +34,7 @@ def allowed(request: Request[Any, Any, Any], runtime: Runtime) -> bool:
     return bool(ip) and is_trusted_proxy(ip, settings.metrics_allow)
 
 
-async def _oldest_queued_age(queue: Queue) -> float:
+async def oldest_queued_age(queue: Queue) -> float:
     """Seconds the next job to run has been waiting (0 when nothing waits). SAQ dequeues from the list's head."""
     redis = queue.redis  # type: ignore[attr-defined]
     job_key = await redis.lindex(queue.namespace("queued"), 0)  # type: ignore[attr-defined]
@@ -45,6 +47,14 @@ async def _oldest_queued_age(queue: Queue) -> float:
     return max(0.0, (now() - job.queued) / 1000)
 
 
+def storage_free_ratio(path: Path) -> float | None:
+    try:
+        usage = shutil.disk_usage(path)
+    except OSError:
+        return None
+    return usage.free / usage.total if usage.total else None
+
+
 async def snapshot(runtime: Runtime, queue: Queue) -> dict[str, tuple[str, float]]:
     values: dict[str, tuple[str, float]] = {}
     try:
@@ -52,7 +62,7 @@ async def snapshot(runtime: Runtime, queue: Queue) -> dict[str, tuple[str, float
         values["cartwright_queue_jobs_active"] = ("Jobs running now", await queue.count("active"))
         values["cartwright_queue_oldest_job_age_seconds"] = (
             "How long the next job to run has waited",
-            await _oldest_queued_age(queue),
+            await oldest_queued_age(queue),
         )
     except Exception:
         metrics.REDIS_ERRORS.labels("metrics").inc()
@@ -64,6 +74,8 @@ async def snapshot(runtime: Runtime, queue: Queue) -> dict[str, tuple[str, float
             select(func.count()).select_from(m.StripeEvent).where(m.StripeEvent.status == m.StripeEventStatus.FAILED)
         )
     values["cartwright_outbox_backlog"] = ("Emails written and not yet sent", float(backlog or 0))
+    if (free := storage_free_ratio(runtime.settings.storage_dir)) is not None:
+        values["cartwright_upload_disk_free_ratio"] = ("Free share of the upload disk (local storage)", free)
     values["cartwright_stripe_events_failed"] = ("Stripe events whose last attempt failed", float(failed or 0))
     return values
 
