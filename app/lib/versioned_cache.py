@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.lib import metrics
+from app.lib.breaker import breaker_for
 
 log = structlog.get_logger()
 
@@ -34,7 +35,7 @@ class VersionedCache:
 
     async def get_or_build(self, redis: Redis | None, name: str, build: Callable[[], Awaitable[Any]]) -> Any:
         """The JSON value stored for ``name`` under the current version, built (and stored) when missing."""
-        if redis is None:
+        if redis is None or not breaker_for(redis).closed:
             return await build()
         try:
             version = int(await redis.get(self.version_key) or 0)
@@ -43,6 +44,7 @@ class VersionedCache:
         except RedisError as exc:
             log.warning("cache.unavailable", cache=self.namespace, error=type(exc).__name__)
             metrics.REDIS_ERRORS.labels("cache").inc()
+            breaker_for(redis).trip()
             return await build()
         if raw is not None:
             return json.loads(raw)
@@ -52,6 +54,7 @@ class VersionedCache:
         except RedisError as exc:
             log.warning("cache.store_failed", cache=self.namespace, error=type(exc).__name__)
             metrics.REDIS_ERRORS.labels("cache").inc()
+            breaker_for(redis).trip()
         return value
 
     async def invalidate(self, redis: Redis | None) -> None:

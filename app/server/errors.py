@@ -12,7 +12,10 @@ from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundE
 from litestar.exceptions.http_exceptions import ValidationException
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
+from redis.exceptions import RedisError
 
+from app.lib import metrics
+from app.lib.breaker import breaker_for
 from app.lib.exceptions import ApplicationError, NotYoursError, PermissionDeniedError, RateLimitedError
 from app.lib.htmx import wants_fragment
 from app.server.auth import NotSignedInError
@@ -104,6 +107,27 @@ def stripe_error_handler(request: Request[Any, Any, Any], exc: stripe.StripeErro
     return _error_response(request, 503, "We couldn't reach the payment processor. Please try again in a moment.")
 
 
+RETRY_AFTER = {"Retry-After": "30"}
+
+
+def redis_unavailable_handler(request: Request[Any, Any, Any], exc: RedisError) -> Response[Any]:
+    """Redis down or hung under a signed-in page (sessions live there): a clear 503, never a 500. Anonymous
+    browsing does not get here: its Redis uses (caches, rate limits) fall back to the database."""
+    runtime = request.app.state.get("runtime")
+    if runtime is not None:
+        breaker_for(runtime.redis).trip()
+    metrics.REDIS_ERRORS.labels("request").inc()
+    log.warning("request.redis_unavailable", path=request_path(request.scope), error=type(exc).__name__)
+    message = "Signing in, carts and accounts are unavailable for a moment. Browsing the shop still works."
+    return _error_response(request, 503, message, RETRY_AFTER)
+
+
+def database_unavailable_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """The database refused, timed out or dropped the connection: 503 with Retry-After, within the timeouts."""
+    log.error("request.database_unavailable", path=request_path(request.scope), error=type(exc).__name__)
+    return _error_response(request, 503, "We're briefly unavailable. Please try again in a minute.", RETRY_AFTER)
+
+
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("request.unhandled_error", path=request_path(request.scope), error=type(exc).__name__)
     return _error_response(request, 500, "We've logged the problem. Please try again in a moment.")
@@ -111,9 +135,11 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
 
 __all__ = [
     "application_error_handler",
+    "database_unavailable_handler",
     "http_exception_handler",
     "internal_error_handler",
     "not_signed_in_handler",
+    "redis_unavailable_handler",
     "stripe_error_handler",
     "wants_fragment",
 ]

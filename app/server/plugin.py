@@ -22,6 +22,8 @@ from litestar.stores.registry import StoreRegistry
 from litestar.template import TemplateConfig
 from litestar_saq import SAQPlugin
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import exc as sa_exc
 
 from app.domain.accounts.controllers import AccountController
 from app.domain.admin.category_controllers import AdminCategoryController
@@ -218,6 +220,13 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 NotSignedInError: errors.not_signed_in_handler,
                 HTTPException: errors.http_exception_handler,
                 stripe.StripeError: errors.stripe_error_handler,
+                RedisError: errors.redis_unavailable_handler,
+                # The database down, hung or dropping connections (timeouts in app/lib/runtime.py): 503, not 500.
+                sa_exc.OperationalError: errors.database_unavailable_handler,
+                sa_exc.InterfaceError: errors.database_unavailable_handler,
+                sa_exc.TimeoutError: errors.database_unavailable_handler,
+                ConnectionError: errors.database_unavailable_handler,
+                TimeoutError: errors.database_unavailable_handler,
                 Exception: errors.internal_error_handler,
             }
         )
