@@ -43,6 +43,7 @@ from app.domain.orders.controllers import OrderController
 from app.domain.payments.controllers import StripeWebhookController
 from app.domain.plans.controllers import PlanController
 from app.domain.promotions.controllers import AdminPromoCodeController
+from app.domain.settings.controllers import AdminSettingsController
 from app.domain.subscriptions.controllers import SubscriptionController
 from app.domain.sync.controllers import AdminSyncController
 from app.domain.system.controllers import csp_report, healthz, readyz
@@ -59,6 +60,7 @@ from app.server.logging import RequestLogMiddleware, configure_logging
 from app.server.ratelimit import UnsafeRequestLimitMiddleware
 from app.server.security_headers import SecurityHeaders
 from app.server.sessions import session_config
+from app.server.shop_settings import ShopSettingsMiddleware
 from app.server.worker import saq_config
 
 if TYPE_CHECKING:
@@ -143,6 +145,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
         app_config.middleware = [
             RequestLogMiddleware(settings.trusted_proxies),
             session.middleware,
+            ShopSettingsMiddleware(runtime),
             CurrentUserMiddleware(runtime),
             UnsafeRequestLimitMiddleware(),
             # After the user is known (denials are logged with the account); tokens bound to the session.
@@ -174,6 +177,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 AdminCategoryController,
                 AdminPromoCodeController,
                 AdminResourceController,
+                AdminSettingsController,
                 AnalyticsLiveController,
                 AdminWebhookController,
                 DownloadController,

@@ -11,6 +11,7 @@ from app.domain.bookings import jobs as booking_jobs
 from app.domain.catalog import jobs as catalog_jobs
 from app.domain.notifications import jobs as notification_jobs
 from app.domain.payments import jobs as payment_jobs
+from app.domain.settings.services import refresh_shop_settings
 from app.domain.sync import jobs as sync_jobs
 from app.lib.runtime import QUEUE_NAME, Runtime
 from app.lib.settings import get_settings
@@ -19,6 +20,13 @@ from app.lib.settings import get_settings
 async def on_worker_startup(ctx: Context) -> None:
     # Each worker process builds its own runtime (engine, Redis) from the same environment as the web process.
     ctx["runtime"] = Runtime(get_settings())  # type: ignore[typeddict-unknown-key]
+
+
+async def before_job(ctx: Context) -> None:
+    # Jobs read the shop settings (time zone, link lifetime, alert recipients) through the process snapshot.
+    runtime: Runtime | None = ctx.get("runtime")  # type: ignore[assignment]
+    if runtime is not None:
+        await refresh_shop_settings(runtime)
 
 
 async def on_worker_shutdown(ctx: Context) -> None:
@@ -68,6 +76,7 @@ def saq_config(runtime: Runtime) -> SAQConfig:
                 scheduled_tasks=cron_jobs(runtime),
                 startup=on_worker_startup,
                 shutdown=on_worker_shutdown,
+                before_process=before_job,
                 concurrency=10,
             )
         ],

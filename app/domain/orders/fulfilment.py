@@ -32,8 +32,8 @@ from app.domain.notifications.services import EmailService
 from app.domain.payments.context import HandlerContext
 from app.domain.payments.gateway import as_dict, stripe_id
 from app.domain.promotions.services import redeem_for_order
+from app.domain.settings.services import alert_recipients
 from app.lib.money import format_money
-from app.lib.permissions import Role
 
 log = structlog.get_logger()
 
@@ -305,10 +305,8 @@ class PaymentSync:
             "admin_url": f"{base}/admin/orders/{order.id}",
         }
         emails = [mailer.stage("refund_failed", order.email, context)]
-        admins = await self.db.scalars(
-            select(m.User.email).where(m.User.role == Role.ADMIN.value, m.User.is_active.is_(True))
-        )
-        emails += [mailer.stage("refund_failed_admin", address, context) for address in admins]
+        recipients = await alert_recipients(self.db)  # the shop settings' list, or every active admin
+        emails += [mailer.stage("refund_failed_admin", address, context) for address in recipients]
         return emails
 
 
