@@ -52,10 +52,10 @@ class AdminSettingsController(Controller):
         self,
         request: Request[Any, Any, Any],
         db_session: NamedDependency[AsyncSession],
-        settings: NamedDependency[Settings],
+        runtime: NamedDependency[Runtime],
     ) -> Template:
         # Straight from the database: the form shows what is stored, whatever this process has cached.
-        return _page(request, settings, settings_form_values(await load_shop_settings(db_session)))
+        return _page(request, runtime.settings, settings_form_values(await load_shop_settings(db_session)))
 
     @post("/", name="admin:settings_update")
     async def update(
