@@ -40,6 +40,7 @@ from app.domain.catalog.controllers import CatalogController
 from app.domain.checkout.controllers import CheckoutController
 from app.domain.downloads.controllers import DownloadController
 from app.domain.orders.controllers import OrderController
+from app.domain.orders.invoice_controllers import AdminInvoiceController, InvoiceController
 from app.domain.payments.controllers import StripeWebhookController
 from app.domain.plans.controllers import PlanController
 from app.domain.promotions.controllers import AdminPromoCodeController
@@ -184,6 +185,8 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 StripeWebhookController,
                 CheckoutController,
                 OrderController,
+                InvoiceController,
+                AdminInvoiceController,
                 PlanController,
                 SubscriptionController,
                 BookingController,

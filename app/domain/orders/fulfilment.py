@@ -29,6 +29,7 @@ from app.domain.bookings.card_payments import cancel_refunded_bookings, confirm_
 from app.domain.catalog.cache import invalidate_catalog
 from app.domain.downloads.services import DownloadService
 from app.domain.notifications.services import EmailService
+from app.domain.orders.invoices import issue_invoice
 from app.domain.payments.context import HandlerContext
 from app.domain.payments.gateway import as_dict, stripe_id
 from app.domain.promotions.services import redeem_for_order
@@ -148,6 +149,7 @@ class PaymentSync:
         if getattr(won, "rowcount", 0) != 1:
             return [], False  # somebody else fulfilled it
         await self.db.refresh(order)
+        await issue_invoice(self.db, order)  # gap-free: the number commits (or rolls back) with the fulfilment
         # The code's redemption counts here, once per paid order, in the same transaction as the fulfilment.
         await redeem_for_order(self.db, order)
         downloads = DownloadService(self.db, self.ctx.settings)
