@@ -144,7 +144,7 @@ async def test_the_customer_reads_the_invoice_page_and_pdf_of_a_paid_order(
     assert counter.last_value == 1
 
 
-async def test_another_customer_gets_404_and_staff_read_any_invoice(
+async def test_another_customer_gets_404_and_staff_read_any_invoice(  # reliability case A5
     client: httpx.AsyncClient,
     factory: Factory,
     runtime: Runtime,
