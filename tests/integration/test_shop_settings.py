@@ -3,10 +3,14 @@ and every process sees a change on its next request through the Redis version ke
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
+
 import httpx
 from sqlalchemy import func, select
 
 from app.db import models as m
+from app.domain.downloads.services import DownloadService
 from app.domain.settings.services import alert_recipients, load_shop_settings
 from app.lib.localtime import shop_zone
 from app.lib.runtime import Runtime
@@ -72,6 +76,11 @@ async def test_an_admin_saves_the_settings_and_the_change_is_audited(
     assert 'name="download_limit" type="text" value="7"' in new_product.text
     async with runtime.db() as db:
         assert await alert_recipients(db) == ["ops@cartwright.test", "owner@cartwright.test"]
+        # Signed download links live as long as the settings say (48 hours here, 24 by default).
+        link = DownloadService(db, runtime.settings).signed_url(m.Entitlement(id=uuid4()))
+    parsed = DownloadService(None, runtime.settings).read_token(link.rsplit("/", 1)[1])  # type: ignore[arg-type]
+    assert parsed is not None
+    assert timedelta(hours=47, minutes=59) < parsed[1] - datetime.now(UTC) <= timedelta(hours=48)
 
     # Saving the same values again changes nothing and audits nothing.
     await post_form(client, "/admin/settings", VALID)
