@@ -35,11 +35,14 @@ FROM python:3.11-slim
 # so the package must be the copy that sits next to them.
 # CARTWRIGHT_VAR_DIR: the writable place for the SQLite fallback, the generated dev secret, the embedded Redis
 # and uploads (STORAGE_DIR defaults to $CARTWRIGHT_VAR_DIR/uploads). Mount a volume there.
+# PROMETHEUS_MULTIPROC_DIR: granian's worker processes write their metrics there and /metrics sums them (a
+# container's /tmp starts empty, as it must). A worker container serves its own on WORKER_METRICS_PORT.
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
-    CARTWRIGHT_VAR_DIR=/data
+    CARTWRIGHT_VAR_DIR=/data \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/cartwright-metrics
 
 # postgresql-client: pg_dump/pg_restore for `cartwright backup` (it must be the server's major version or newer;
 # for a newer server than Debian's, install it from apt.postgresql.org instead).

@@ -375,13 +375,25 @@ def sign_in(page: Page, email: str, password: str) -> None:
     page.get_by_role("button", name="Sign in").click()
 
 
-def register(page: Page, *, email: str, password: str, name: str = "") -> None:
+def register(page: Page, *, email: str, password: str, name: str = "", then_sign_in: bool = True) -> None:
+    """Sign up, then (by default) sign in: a sign-up only says "check your inbox", and an account works before
+    its address is confirmed (the confirmation journey is in test_accounts)."""
     page.goto("/register")
     page.get_by_label("Name", exact=True).fill(name)
     page.get_by_label("Email", exact=True).fill(email)
     page.get_by_label("Password", exact=True).fill(password)
     page.get_by_role("button", name="Create account").click()
-    expect(page).to_have_url(re.compile(r"/account$"))
+    expect(page.get_by_role("status").filter(has_text="Check your inbox")).to_be_visible()
+    if then_sign_in:
+        page.goto("/login")
+        sign_in(page, email, password)
+        expect(page).to_have_url(re.compile(r"/account$"))
+
+
+def confirmation_link(message: Message) -> str:
+    match = re.search(r"https?://\S+/verify-email/\S+", body_text(message))
+    assert match, f"no confirmation link in:\n{body_text(message)}"
+    return match.group(0)
 
 
 def sign_out(page: Page) -> None:

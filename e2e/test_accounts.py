@@ -9,6 +9,7 @@ from playwright.sync_api import Page, expect
 
 from e2e.conftest import (
     CUSTOMER,
+    confirmation_link,
     register,
     request_password_reset,
     reset_link,
@@ -24,16 +25,27 @@ pytestmark = pytest.mark.e2e
 PASSWORD = "a long and unusual passphrase"
 
 
-def test_register_sign_out_and_sign_in_again(page: Page, base_url: str) -> None:
+def test_register_confirm_the_email_sign_out_and_sign_in_again(page: Page, base_url: str, mailbox: Mailbox) -> None:
     email = unique_email("newcomer")
     page.goto("/")
     page.get_by_role("link", name="Create account").click()
     expect(page).to_have_url(f"{base_url}/register")
-    register(page, email=email, password=PASSWORD, name="Nora Newcomer")
+    register(page, email=email, password=PASSWORD, name="Nora Newcomer", then_sign_in=False)
+    # The same answer for a new and a taken address, so no sign-in yet: the link in the email comes first.
+    expect(page.get_by_role("status")).to_contain_text(f"we've sent a message to {email}")
+    expect(page.get_by_role("navigation", name="Account").get_by_role("link", name="Sign in")).to_be_visible()
 
+    [welcome] = wait_for_mail(mailbox, email)
+    assert welcome["Subject"] == "Welcome to Cartwright, Nora Newcomer"
+    page.goto(confirmation_link(welcome))
+    expect(page).to_have_url(f"{base_url}/login")
+    expect(page.get_by_role("status")).to_have_text("Thanks, your email is confirmed. Sign in to continue.")
+    sign_in(page, email, PASSWORD)
+    expect(page).to_have_url(f"{base_url}/account")
     expect(page.get_by_role("heading", level=1, name="Your account")).to_be_visible()
-    expect(page.get_by_role("status")).to_have_text("Your account is ready. Welcome to Cartwright!")
     expect(page.locator(".summary-list")).to_contain_text(email)
+    expect(page.locator(".summary-list")).to_contain_text("confirmed")
+    expect(page.get_by_role("button", name="Send the link again")).to_have_count(0)
     expect(page.locator(".account-menu summary")).to_have_text("Nora Newcomer")
 
     sign_out(page)
@@ -45,6 +57,23 @@ def test_register_sign_out_and_sign_in_again(page: Page, base_url: str) -> None:
     expect(page).to_have_url(f"{base_url}/account")
     expect(page.get_by_role("status")).to_have_text("Welcome back, Nora Newcomer.")
     expect(page.locator(".summary-list dd").filter(has_text=email)).to_be_visible()
+
+
+def test_registering_a_taken_address_tells_its_owner_not_the_visitor(
+    page: Page, base_url: str, mailbox: Mailbox
+) -> None:
+    """Issue #12 hole 7: the visitor sees what a new address sees; the owner gets an email."""
+    email = unique_email("owner")
+    register(page, email=email, password=PASSWORD, name="Olga Owner", then_sign_in=False)
+    first_answer = page.get_by_role("status").inner_text()
+    page.context.clear_cookies()
+    register(page, email=email, password="somebody else's passphrase", name="Mallory", then_sign_in=False)
+    assert page.get_by_role("status").inner_text() == first_answer
+    account_nav = page.get_by_role("navigation", name="Account")
+    expect(account_nav.get_by_role("link", name="Sign in")).to_be_visible()  # not signed in as anyone
+    [welcome, notice] = wait_for_mail(mailbox, email, count=2)
+    assert welcome["Subject"] == "Welcome to Cartwright, Olga Owner"
+    assert notice["Subject"] == "Someone tried to create a Cartwright account with your email"
 
 
 def test_wrong_password_is_reported_in_the_form(page: Page, base_url: str) -> None:
@@ -64,10 +93,9 @@ def test_wrong_password_is_reported_in_the_form(page: Page, base_url: str) -> No
 def test_forgot_password_email_link_resets_once(page: Page, base_url: str, mailbox: Mailbox) -> None:
     email = unique_email("forgetful")
     old_password, new_password = PASSWORD, "a brand new passphrase for later"
-    register(page, email=email, password=old_password, name="Frankie Forgetful")
-    sign_out(page)
+    register(page, email=email, password=old_password, name="Frankie Forgetful", then_sign_in=False)
 
-    page.get_by_role("link", name="Sign in", exact=True).click()
+    page.get_by_role("navigation", name="Account").get_by_role("link", name="Sign in").click()
     page.get_by_role("link", name="Forgot your password?").click()
     expect(page).to_have_url(f"{base_url}/forgot-password")
     request_password_reset(page, email)
@@ -130,8 +158,8 @@ def test_register_with_a_common_password_shows_the_error_in_place(page: Page, ba
     # Fixing the password is enough: the kept values go through.
     password.fill(PASSWORD)
     page.get_by_role("button", name="Create account").click()
-    expect(page).to_have_url(f"{base_url}/account")
-    expect(page.locator(".summary-list")).to_contain_text(email)
+    expect(page.get_by_role("status")).to_contain_text(f"we've sent a message to {email}")
+    expect(page.locator("form#register-form")).to_have_count(0)
 
 
 def test_sign_in_with_the_keyboard_only(page: Page, base_url: str) -> None:

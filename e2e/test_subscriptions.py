@@ -167,3 +167,42 @@ def test_subscribe_through_stripe_hosted_checkout(page: Page) -> None:
     page.get_by_role("button", name=re.compile(r"^(Pay|Subscribe)")).click()
     expect(page).to_have_url(re.compile(r"/account/subscription$"), timeout=20_000)
     expect(page.get_by_role("heading", name=re.compile(r"Community\s+Active"))).to_be_visible()
+
+
+def test_a_trial_without_a_card_pauses_and_adding_a_card_resumes_it(page: Page, live_server: LiveServer) -> None:
+    """Issue #13 item 8 (catalogue S4): the trial ends with no card, the member is told and resumes with one."""
+    email = unique_email("trialist")
+    register(page, email=email, password="a long member password", name="Tia Trialist")
+    sc = stripe.StripeClient(
+        "sk_test_cartwright_emulator",
+        base_addresses={"api": live_server.stripe_url},
+        http_client=stripe.HTTPXClient(allow_sync_methods=True),
+    )
+    now = int(time.time())
+    clock = sc.v1.test_helpers.test_clocks.create({"frozen_time": now})
+    customer = sc.v1.customers.create({"email": email, "test_clock": clock.id})
+    with sqlite3.connect(live_server.var_dir / "cartwright.db") as db:
+        db.execute("UPDATE users SET stripe_customer_id = ? WHERE email = ?", (customer.id, email))
+
+    page.goto("/pricing")
+    page.get_by_role("link", name="Start free trial: Resident, monthly").click()
+    page.get_by_role("button", name="Start your 14-day free trial").click()
+    expect(page).to_have_url(re.compile(r"/account/subscription$"))
+    expect(page.get_by_role("heading", name=re.compile(r"Resident\s+Free trial"))).to_be_visible()
+
+    # Two weeks pass with no card on file: Stripe pauses the membership and the member hears of it.
+    sc.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": now + 15 * DAY})
+    mails = wait_for_mail(live_server.mailbox, email, count=2)  # the welcome, then the pause
+    assert mails[-1]["Subject"] == "Your Cartwright trial has ended: add a card to continue"
+    page.goto("/account/subscription")
+    reload_until(page, page.get_by_role("heading", name=re.compile(r"Resident\s+Paused")), count=1)
+    expect(page.get_by_role("alert")).to_contain_text("Your free trial has ended and your membership is paused.")
+
+    page.get_by_role("link", name="Add a card and resume").click()
+    page.get_by_label("Card number").fill("4242 4242 4242 4242")
+    page.get_by_label("Expiration").fill("12 / 34")
+    page.get_by_label("CVC").fill("123")
+    page.get_by_label("Postal code").fill("H2X 1Y4")
+    page.get_by_role("button", name="Save card").click()
+    expect(page.get_by_text("Your membership is active again.")).to_be_visible(timeout=20_000)
+    expect(page.get_by_role("heading", name=re.compile(r"Resident\s+Active"))).to_be_visible()

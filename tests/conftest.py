@@ -7,6 +7,7 @@ import dataclasses
 import os
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -238,7 +239,7 @@ def queue(app: Litestar) -> Queue:
 @pytest.fixture
 async def worker(queue: Queue, client: httpx.AsyncClient) -> AsyncIterator[Worker]:
     """A real SAQ worker consuming the app's queue inside the test's event loop."""
-    from app.server.worker import TASKS, before_job, on_worker_shutdown, on_worker_startup
+    from app.server.worker import TASKS, before_job, on_worker_shutdown, on_worker_startup, record_job
 
     saq_worker = Worker(
         queue,
@@ -246,6 +247,7 @@ async def worker(queue: Queue, client: httpx.AsyncClient) -> AsyncIterator[Worke
         startup=[on_worker_startup],
         shutdown=[on_worker_shutdown],
         before_process=[before_job],
+        after_process=[record_job],
         concurrency=4,
         timers={"schedule": 1, "sweep": 1, "stats": 60, "abort": 1},
     )
@@ -296,6 +298,7 @@ class Factory:
         role: str = "customer",
         name: str = "Test User",
         is_active: bool = True,
+        verified: bool = False,
     ) -> m.User:
         from app.lib.passwords import hash_password
 
@@ -306,6 +309,7 @@ class Factory:
             password_hash=hash_password(password),
             role=role,
             is_active=is_active,
+            email_verified_at=datetime.now(UTC) if verified else None,
         )
         async with self.runtime.db() as db:
             db.add(user)

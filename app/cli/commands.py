@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -51,7 +52,9 @@ def create_admin(email: str, name: str, role: str, password: str) -> None:
         try:
             async with runtime.db() as db:
                 service = AccountService(db, runtime.settings, EmailService(db, queue=None))
-                user = await service.create_user(email=email, password=password, name=name, role=Role(role))
+                user = await service.create_user(
+                    email=email, password=password, name=name, role=Role(role), verified=True
+                )
                 await db.commit()
                 click.echo(f"Created {role} {user.email}")
         except FormError as exc:
@@ -181,6 +184,11 @@ def dev_command(host: str, port: int) -> None:
     link_host = "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104
     env.setdefault("BASE_URL", f"http://{link_host}:{port}")
     env["SECRET_KEY"] = settings.secret_key
+    # Web and worker write their metrics here and /metrics sums them; a fresh start begins from zero.
+    metrics_dir = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or settings.var_dir / "metrics")
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
 
     click.echo("Applying migrations…")
     migrate(runtime)

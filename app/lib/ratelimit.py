@@ -32,6 +32,7 @@ from litestar import Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.lib import metrics
 from app.lib.client_ip import client_ip
 from app.lib.exceptions import RateLimitedError
 from app.lib.settings import Settings
@@ -63,6 +64,8 @@ class Policy:
 _DEFAULTS = (
     Policy("login_ip", Scope.IP, 30, 600, "sign-in attempts (failures also meet the per-account throttle)"),
     Policy("register_ip", Scope.IP, 10, 3600, "registrations"),
+    Policy("register_email", Scope.EMAIL, 3, 3600, "sign-ups with one address (each emails its owner), from any IP"),
+    Policy("verify_resend_account", Scope.ACCOUNT, 3, 3600, "confirmation emails re-sent to one account"),
     Policy("forgot_password_ip", Scope.IP, 10, 3600, "password-reset requests"),
     Policy("forgot_password_email", Scope.EMAIL, 3, 3600, "password-reset emails to one address, from any IP"),
     Policy("password_change_account", Scope.ACCOUNT, 5, 900, "password changes (each checks the current one)"),
@@ -149,6 +152,7 @@ class RateLimiter:
             wait_ms, refused = await self._script(keys=[self.key(p, v) for p, v in rows], args=args)
         except RedisError as exc:
             log.warning("rate_limit.unavailable", error=type(exc).__name__)
+            metrics.REDIS_ERRORS.labels("rate_limit").inc()
             return Decision(allowed=True)
         if not refused:
             return Decision(allowed=True)

@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from app.lib.client_ip import Network, parse_networks
 
+LOOPBACK = parse_networks("127.0.0.1/32,::1/128")
+
 BASE_DIR = Path(__file__).resolve().parents[2]
 
 
@@ -107,6 +109,9 @@ class Settings:
     customer_session_seconds: int = 24 * 60 * 60
     remember_me_seconds: int = 30 * 24 * 60 * 60
     reset_token_seconds: int = 60 * 60
+    verify_email_token_seconds: int = 3 * 24 * 60 * 60  # a sign-up's confirmation link
+    # How long after a failed order payment (and nothing since) the customer is emailed the way back to pay.
+    unpaid_order_notice_seconds: int = 15 * 60
     login_max_failures_account: int = 5
     login_max_failures_ip: int = 20
     login_lockout_seconds: int = 15 * 60
@@ -116,6 +121,10 @@ class Settings:
     cover_max_bytes: int = 5 * 1024 * 1024  # an uploaded cover image
     product_file_max_bytes: int = 200 * 1024 * 1024  # an uploaded digital file (streamed to storage)
     trusted_proxies: tuple[Network, ...] = ()
+    # Who may scrape /metrics: these networks (default: this machine), or anyone sending the bearer token.
+    metrics_allow: tuple[Network, ...] = LOOPBACK
+    metrics_token: str = ""
+    worker_metrics_port: int = 0  # 0: the worker serves no metrics of its own (the web's /metrics has them in dev)
     # How members pay for a new plan: "elements" (the Payment Element on our page), "hosted" (Stripe Checkout)
     # or "both" (the customer chooses).
     subscription_checkout: str = "elements"
@@ -225,6 +234,9 @@ def _load_settings() -> Settings:
         cover_max_bytes=_env_int("COVER_MAX_BYTES", 5 * 1024 * 1024),
         product_file_max_bytes=_env_int("PRODUCT_FILE_MAX_BYTES", 200 * 1024 * 1024),
         trusted_proxies=parse_networks(_env("TRUSTED_PROXIES")),
+        metrics_allow=parse_networks(_env("METRICS_ALLOW")) or LOOPBACK,
+        metrics_token=_env("METRICS_TOKEN"),
+        worker_metrics_port=_env_int("WORKER_METRICS_PORT", 0),
         subscription_checkout=_subscription_checkout(_env("SUBSCRIPTION_CHECKOUT")),
         stripe_sync_cron=_env("STRIPE_SYNC_CRON"),
         stripe_sync_concurrency=max(1, min(_env_int("STRIPE_SYNC_CONCURRENCY", 2), 2)),

@@ -20,6 +20,8 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.lib import metrics
+
 log = structlog.get_logger()
 
 
@@ -40,6 +42,7 @@ class VersionedCache:
             raw = await redis.get(key)
         except RedisError as exc:
             log.warning("cache.unavailable", cache=self.namespace, error=type(exc).__name__)
+            metrics.REDIS_ERRORS.labels("cache").inc()
             return await build()
         if raw is not None:
             return json.loads(raw)
@@ -48,6 +51,7 @@ class VersionedCache:
             await redis.set(key, json.dumps(value, default=str, separators=(",", ":")), ex=self.ttl_seconds)
         except RedisError as exc:
             log.warning("cache.store_failed", cache=self.namespace, error=type(exc).__name__)
+            metrics.REDIS_ERRORS.labels("cache").inc()
         return value
 
     async def invalidate(self, redis: Redis | None) -> None:
@@ -58,3 +62,4 @@ class VersionedCache:
             await redis.incr(self.version_key)
         except RedisError as exc:  # the TTL still bounds how long a stale value can be served
             log.error("cache.invalidate_failed", cache=self.namespace, error=type(exc).__name__)
+            metrics.REDIS_ERRORS.labels("cache").inc()

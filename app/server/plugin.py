@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,8 @@ from app.domain.settings.controllers import AdminSettingsController
 from app.domain.subscriptions.controllers import SubscriptionController
 from app.domain.sync.controllers import AdminSyncController
 from app.domain.system.controllers import csp_report, healthz, readyz
+from app.domain.system.metrics import metrics_endpoint
+from app.lib import metrics
 from app.lib.exceptions import ApplicationError
 from app.lib.htmx import pop_flashes
 from app.lib.runtime import QUEUE_NAME, Runtime
@@ -58,6 +61,7 @@ from app.server.auth import CurrentUserMiddleware, NotSignedInError, current_use
 from app.server.csrf import CSRFMiddleware
 from app.server.deps import provide_actor, provide_queue, provide_runtime, provide_settings
 from app.server.logging import RequestLogMiddleware, configure_logging
+from app.server.metrics import RequestMetricsMiddleware, count_unrouted
 from app.server.ratelimit import UnsafeRequestLimitMiddleware
 from app.server.security_headers import SecurityHeaders
 from app.server.sessions import session_config
@@ -139,11 +143,14 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
         app_config.on_startup.append(stopping.clear)
         app_config.on_shutdown.insert(0, stopping.set)
         app_config.on_shutdown.append(channels_redis.aclose)
+        # This worker's live gauges (requests in flight, pool use) stop counting when it stops.
+        app_config.on_shutdown.append(lambda: metrics.mark_process_dead(os.getpid()))
         app_config.stores = StoreRegistry(
             default_factory=lambda name: RedisStore(runtime.redis, namespace=f"cartwright:{name}")
         )
         session = session_config(secure=settings.secure_cookies, default_ttl=settings.customer_session_seconds)
         app_config.middleware = [
+            RequestMetricsMiddleware(runtime.alchemy.get_engine()),
             RequestLogMiddleware(settings.trusted_proxies),
             session.middleware,
             ShopSettingsMiddleware(runtime),
@@ -155,6 +162,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
         ]
         # Every response, the router's own 404/405 included, leaves with the security headers and the CSP.
         app_config.before_send.append(SecurityHeaders(settings))
+        app_config.before_send.append(count_unrouted)
 
         engine = JinjaTemplateEngine.from_environment(get_environment())
         engine.register_template_callable("current_user", _template_user)
@@ -193,6 +201,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 healthz,
                 readyz,
                 csp_report,
+                metrics_endpoint,
                 create_static_files_router(
                     path="/static",
                     directories=[BASE_DIR / "static"],

@@ -36,7 +36,7 @@ SANDBOXED_DOCUMENT_CSP = (
 
 # Pages whose URL is a secret (a download link, a password-reset link): their address must not leak to any page
 # they link to or load from, not even as an origin.
-NO_REFERRER_PREFIXES = ("/downloads/", "/reset-password/")
+NO_REFERRER_PREFIXES = ("/downloads/", "/reset-password/", "/verify-email/")
 
 # Powerful features nobody here needs are off for us and any frame; payment only for us and Stripe.
 _DENIED_FEATURES = (

@@ -6,20 +6,40 @@ from typing import Any
 
 from litestar_saq import CronJob, QueueConfig, SAQConfig
 from saq.types import Context
+from saq.utils import now
 
 from app.domain.bookings import jobs as booking_jobs
 from app.domain.catalog import jobs as catalog_jobs
 from app.domain.notifications import jobs as notification_jobs
+from app.domain.orders import jobs as order_jobs
 from app.domain.payments import jobs as payment_jobs
 from app.domain.settings.services import refresh_shop_settings
 from app.domain.sync import jobs as sync_jobs
+from app.lib import metrics
 from app.lib.runtime import QUEUE_NAME, Runtime
 from app.lib.settings import get_settings
 
 
 async def on_worker_startup(ctx: Context) -> None:
     # Each worker process builds its own runtime (engine, Redis) from the same environment as the web process.
-    ctx["runtime"] = Runtime(get_settings())  # type: ignore[typeddict-unknown-key]
+    ctx["runtime"] = runtime = Runtime(get_settings())  # type: ignore[typeddict-unknown-key]
+    if runtime.settings.worker_metrics_port:  # a worker container's own scrape target (docs/production.md)
+        metrics.serve_worker_metrics(runtime.settings.worker_metrics_port)
+
+
+async def record_job(ctx: Context) -> None:
+    """After every job: its run time by function and outcome, and this process's database pool use."""
+    job = ctx.get("job")
+    if job is None:
+        return
+    started = job.started or job.queued
+    status = getattr(job.status, "value", str(job.status))
+    metrics.JOB_DURATION.labels(job.function, status).observe(max(0.0, (now() - started) / 1000))
+    runtime: Runtime | None = ctx.get("runtime")  # type: ignore[assignment]
+    if runtime is not None:
+        checked_out = getattr(runtime.alchemy.get_engine().pool, "checkedout", None)
+        if callable(checked_out):
+            metrics.DB_POOL_IN_USE.set(checked_out())
 
 
 async def before_job(ctx: Context) -> None:
@@ -42,6 +62,7 @@ TASKS: list[Any] = [
     payment_jobs.sweep_stripe_events,
     payment_jobs.stripe_catch_up,
     booking_jobs.release_unpaid_bookings,
+    order_jobs.notify_unpaid_orders_job,
     sync_jobs.run_sync,
     sync_jobs.nightly_sync,
     catalog_jobs.sync_product_to_stripe,
@@ -53,6 +74,7 @@ CRON_JOBS = [
     # Missed webhooks: list Stripe's events and feed the ones we lack to the same intake (a lock keeps runs apart).
     CronJob(function=payment_jobs.stripe_catch_up, cron="*/5 * * * *", timeout=240, retries=1),
     CronJob(function=booking_jobs.release_unpaid_bookings, cron="* * * * *", timeout=60, retries=1),
+    CronJob(function=order_jobs.notify_unpaid_orders_job, cron="*/5 * * * *", timeout=60, retries=1),
     CronJob(function=catalog_jobs.sweep_unsynced_products, cron="* * * * *", timeout=60, retries=1),
 ]
 
@@ -77,6 +99,7 @@ def saq_config(runtime: Runtime) -> SAQConfig:
                 startup=on_worker_startup,
                 shutdown=on_worker_shutdown,
                 before_process=before_job,
+                after_process=record_job,
                 concurrency=10,
             )
         ],

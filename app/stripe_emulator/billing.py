@@ -561,6 +561,24 @@ def cancel_subscription(ctx: Ctx, sub: dict[str, Any], now: int, *, reason: str 
     ctx.emit("customer.subscription.deleted", sub)
 
 
+def pause_subscription(ctx: Ctx, sub: dict[str, Any], now: int) -> None:
+    """A trial ended with no payment method and ``missing_payment_method=pause``: no invoice, status paused."""
+    before = {"status": sub["status"]}
+    sub["status"] = "paused"
+    set_period(sub, period_of(sub)[0], now)
+    ctx.emit("customer.subscription.paused", sub, before)
+    ctx.emit("customer.subscription.updated", sub, before)
+
+
+def resume_subscription(ctx: Ctx, sub: dict[str, Any], now: int) -> None:
+    """Resume a paused subscription with ``billing_cycle_anchor=now``: a new cycle starts and is invoiced now."""
+    before = {"status": sub["status"]}
+    sub["status"] = "active"
+    set_period(sub, now, now)  # the new cycle starts now (renew starts a cycle where the last one ended)
+    ctx.emit("customer.subscription.resumed", sub, before)
+    renew(ctx, sub, now)
+
+
 def renew(ctx: Ctx, sub: dict[str, Any], now: int, billing_reason: str = "subscription_cycle") -> None:
     """Start the next period and invoice it (pending prorations included), charging the default card."""
     _, old_end = period_of(sub)
@@ -585,8 +603,8 @@ def next_action(ctx: Ctx, sub: dict[str, Any]) -> tuple[int, str] | None:
     """The next time-driven change for ``sub`` (time, kind)."""
     status = sub["status"]
     hidden = ctx.state.hidden(sub["id"])
-    if status in ("canceled", "incomplete_expired"):
-        return None
+    if status in ("canceled", "incomplete_expired", "paused"):
+        return None  # a paused subscription waits for a resume call: no cycles, no invoices
     if status == "incomplete":
         return sub["created"] + INCOMPLETE_EXPIRY, "expire"
     candidates: list[tuple[int, str]] = []
@@ -626,8 +644,12 @@ def perform(ctx: Ctx, sub: dict[str, Any], when: int, kind: str) -> None:
         ctx.state.hidden(sub["id"])["trial_will_end_sent"] = True
         ctx.emit("customer.subscription.trial_will_end", sub)
     elif kind == "trial_end":
-        if sub["trial_settings"]["end_behavior"]["missing_payment_method"] == "cancel" and not default_pm(ctx, sub):
+        behaviour = sub["trial_settings"]["end_behavior"]["missing_payment_method"]
+        if behaviour == "cancel" and not default_pm(ctx, sub):
             cancel_subscription(ctx, sub, when, reason="cancellation_requested")
+            return
+        if behaviour == "pause" and not default_pm(ctx, sub):
+            pause_subscription(ctx, sub, when)
             return
         set_period(sub, period_of(sub)[0], when)
         renew(ctx, sub, when)

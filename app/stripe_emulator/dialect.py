@@ -298,6 +298,10 @@ def expand(obj: dict[str, Any], paths: list[str], resolve: Resolver) -> dict[str
     return obj
 
 
+# Includable fields Stripe expands to null when the object has none (an invoice with nothing to pay).
+NULLABLE_INCLUDABLES = frozenset({"confirmation_secret"})
+
+
 def _expand_one(node: Any, parts: list[str], resolve: Resolver, full: str) -> None:
     if not parts:
         return
@@ -311,6 +315,9 @@ def _expand_one(node: Any, parts: list[str], resolve: Resolver, full: str) -> No
         included = resolve(f"{node['id']}#{head}")
         if included is not None:
             node[head] = copy.deepcopy(included)
+        elif head in NULLABLE_INCLUDABLES:
+            node[head] = None  # e.g. a $0 (trial) invoice: nothing to pay, so Stripe expands it to null
+            return
     if not isinstance(node, dict) or head not in node:
         raise invalid(f"This property cannot be expanded ({full}).", "expand", "parameter_invalid_string")
     value = node[head]

@@ -1,7 +1,7 @@
 """shop settings: one row an admin edits at /admin/settings (legal name, tax numbers, time zone, ...)
 
 Revision ID: c4e1a7b2d9f3
-Revises: 9d41c7e2a0b3
+Revises: 7a3d9c2e6b14
 Create Date: 2026-12-03 06:10:00.000000+00:00
 """
 
@@ -13,7 +13,7 @@ sa.GUID = GUID  # autogenerate renders advanced-alchemy types as sa.<Type>
 sa.DateTimeUTC = DateTimeUTC
 
 revision = "c4e1a7b2d9f3"
-down_revision = "9d41c7e2a0b3"
+down_revision = "7a3d9c2e6b14"
 branch_labels = None
 depends_on = None
 

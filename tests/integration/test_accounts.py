@@ -20,37 +20,131 @@ from tests.support import Mailbox, body_text
 PASSWORD = "correct horse battery"
 
 
-async def test_register_signs_in_and_sends_welcome_email(
+async def test_register_sends_a_confirmation_link_and_the_link_confirms_the_address_once(
     client: httpx.AsyncClient, runtime: Runtime, worker: Worker, mailbox: Mailbox, queue: Queue
 ) -> None:
+    """Issue #12 email verification: a sign-up is told to check its inbox (not signed in: that would tell a new
+    address from a taken one); it can sign in and shop before confirming; the link confirms once."""
     response = await post_form(client, "/register", {"email": "New@Example.com", "password": PASSWORD, "name": "Nora"})
-    assert response.status_code == 303
-    assert response.headers["location"] == "/account"
-    account = await client.get("/account")
-    assert account.status_code == 200
-    assert "new@example.com" in account.text  # stored lower-case
+    assert response.status_code == 200
+    assert "Check your inbox" in response.text
+    assert (await client.get("/account")).status_code == 303  # not signed in
     [welcome] = await mailbox.wait_for("new@example.com")
     assert welcome["Subject"] == "Welcome to Cartwright, Nora"
+    link = re.search(r"http://testserver\.local(/verify-email/\S+)", body_text(welcome))
+    assert link is not None, body_text(welcome)
     async with runtime.db() as db:
-        user = await db.scalar(select(m.User).where(m.User.email == "new@example.com"))
+        user = await db.scalar(select(m.User).where(m.User.email == "new@example.com"))  # stored lower-case
         assert user is not None and user.password_hash.startswith("$argon2id$")
+        assert user.email_verified_at is None
         email_id = await db.scalar(select(m.EmailMessage.id).where(m.EmailMessage.kind == "welcome"))
     await job_finished(queue, f"email:{email_id}")
     async with runtime.db() as db:
         sent = await db.get(m.EmailMessage, email_id)
         assert sent is not None and sent.status == "sent" and sent.sent_at is not None
 
+    # Unverified accounts can sign in (and buy); the account page asks for the confirmation.
+    await sign_in(client, "new@example.com", PASSWORD)
+    account = await client.get("/account")
+    assert "not confirmed yet" in account.text and "Send the link again" in account.text
 
-async def test_register_rejects_bad_input_with_field_errors_and_keeps_values(
-    client: httpx.AsyncClient, factory: Factory
+    confirmed = await client.get(link.group(1))
+    assert (confirmed.status_code, confirmed.headers["location"]) == (303, "/account")
+    assert confirmed.headers["referrer-policy"] == "no-referrer"  # the address is a secret
+    account = await client.get("/account")
+    assert "Thanks, your email is confirmed." in account.text and "not confirmed yet" not in account.text
+    async with runtime.db() as db:
+        user = await db.scalar(select(m.User).where(m.User.email == "new@example.com"))
+        assert user is not None and user.email_verified_at is not None
+    again = await client.get(link.group(1))
+    assert again.status_code == 410 and "doesn't work" in again.text  # single use
+
+
+async def test_register_answers_the_same_for_a_taken_address_and_tells_its_owner(
+    client: httpx.AsyncClient, runtime: Runtime, worker: Worker, mailbox: Mailbox, factory: Factory
 ) -> None:
-    await factory.user(email="taken@example.com")
+    """Issue #12 hole 7: registration does not reveal who has an account; the owner hears of the attempt."""
+    owner = await factory.user(email="taken@example.com", name="Tess Taken")
+    answers = {}
+    for email in ("taken@example.com", "fresh@example.com"):
+        client.cookies.clear()
+        response = await post_form(
+            client, "/register", {"email": email, "password": "another long passphrase", "name": "Mallory"}, htmx=True
+        )
+        assert response.status_code == 200
+        answers[email] = response.text.replace(email, "ADDRESS")
+        assert (await client.get("/account")).status_code == 303  # neither signs in
+    assert answers["taken@example.com"] == answers["fresh@example.com"]
+    [notice] = await mailbox.wait_for("taken@example.com")
+    assert notice["Subject"] == "Someone tried to create a Cartwright account with your email"
+    assert "/forgot-password" in body_text(notice) and "/verify-email/" not in body_text(notice)
+    async with runtime.db() as db:
+        kept = await db.get(m.User, owner.id)
+        assert kept is not None and kept.name == "Tess Taken"  # nothing about the account changed
+        assert (
+            await db.scalar(select(m.EmailVerificationToken).where(m.EmailVerificationToken.user_id == owner.id))
+            is None
+        )
+    await sign_in(client, "taken@example.com")  # the owner's password still works
+    assert (await client.get("/account")).status_code == 200
+
+
+async def test_a_confirmation_link_fails_when_expired_or_sent_to_an_old_address(
+    client: httpx.AsyncClient, runtime: Runtime, worker: Worker, mailbox: Mailbox
+) -> None:
+    for email in ("late@example.com", "moved@example.com"):
+        await post_form(client, "/register", {"email": email, "password": PASSWORD, "name": "L"})
+    links = {}
+    for email in ("late@example.com", "moved@example.com"):
+        [message] = await mailbox.wait_for(email)
+        found = re.search(r"http://testserver\.local(/verify-email/\S+)", body_text(message))
+        assert found is not None
+        links[email] = found.group(1)
+    async with runtime.db() as db:
+        late = await db.scalar(select(m.User).where(m.User.email == "late@example.com"))
+        assert late is not None
+        await db.execute(
+            update(m.EmailVerificationToken)
+            .where(m.EmailVerificationToken.user_id == late.id)
+            .values(expires_at=m.EmailVerificationToken.created_at)
+        )
+        await db.execute(update(m.User).where(m.User.email == "moved@example.com").values(email="new-home@example.com"))
+        await db.commit()
+    for email, path in links.items():
+        response = await client.get(path)
+        assert response.status_code == 410, email
+    async with runtime.db() as db:
+        assert await db.scalar(select(m.User.id).where(m.User.email_verified_at.is_not(None))) is None
+
+
+async def test_an_unverified_member_can_ask_for_a_new_link(
+    client: httpx.AsyncClient, runtime: Runtime, worker: Worker, mailbox: Mailbox, factory: Factory
+) -> None:
+    await post_form(client, "/register", {"email": "slow@example.com", "password": PASSWORD, "name": "S"})
+    await sign_in(client, "slow@example.com", PASSWORD)
+    response = await post_form(client, "/account/verify-email", {})
+    assert (response.status_code, response.headers["location"]) == (303, "/account")
+    [_welcome, again] = await mailbox.wait_for("slow@example.com", count=2)
+    assert again["Subject"] == "Confirm your email for Cartwright"
+    found = re.search(r"http://testserver\.local(/verify-email/\S+)", body_text(again))
+    assert found is not None
+    assert (await client.get(found.group(1))).status_code == 303
+    # A verified (seeded-like) account asks for nothing and gets no email.
+    verified = await factory.user(email="done@example.com", verified=True)
+    client.cookies.clear()
+    await sign_in(client, verified.email)
+    await post_form(client, "/account/verify-email", {})
+    assert "Send the link again" not in (await client.get("/account")).text
+    async with runtime.db() as db:
+        assert await db.scalar(select(m.EmailMessage).where(m.EmailMessage.to_address == "done@example.com")) is None
+
+
+async def test_register_rejects_bad_input_with_field_errors_and_keeps_values(client: httpx.AsyncClient) -> None:
     cases = {
         ("not-an-email", PASSWORD): ("email", "Enter an email address like name@example.com."),
         ("a@example.com", "short"): ("password", "Use at least 8 characters."),
         ("a@example.com", "password123"): ("password", "This password is too common."),
         ("a@example.com", "x" * 129): ("password", "Use at most 128 characters."),
-        ("taken@example.com", PASSWORD): ("email", "An account with this email already exists."),
     }
     for (email, password), (field, message) in cases.items():
         response = await post_form(
@@ -64,7 +158,7 @@ async def test_register_rejects_bad_input_with_field_errors_and_keeps_values(
         assert 'value="Kim"' in response.text  # what the visitor typed is kept
     long_passphrase = "a very long passphrase " * 5  # 115 characters, no composition rules
     ok = await post_form(client, "/register", {"email": "long@example.com", "password": long_passphrase})
-    assert ok.status_code == 303
+    assert ok.status_code == 200 and "Check your inbox" in ok.text
 
 
 async def test_register_refuses_an_address_that_could_break_out_of_a_script(

@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 from sqlalchemy import func, select, update
+from structlog.testing import capture_logs
 
 from app.cli.seed import SeedResult, seed_resources
 from app.db import models as m
@@ -298,9 +299,18 @@ async def test_cancel_someone_elses_booking_is_404(
     booking = await book(runtime, owner, slot.id)
     stranger = await member(runtime, factory)
     await sign_in(client, stranger.email)
-    response = await post_form(client, f"/account/bookings/{booking.id}/cancel", {})
+    with capture_logs() as logs:
+        response = await post_form(client, f"/account/bookings/{booking.id}/cancel", {})
     assert response.status_code == 404
     assert await seats_taken(runtime, slot.id) == 1
+    # Probing someone else's booking is logged as a denial (an unknown id is not).
+    [denied] = [entry for entry in logs if entry.get("event") == "access_denied"]
+    assert (denied["reason"], denied["resource"], denied["object_id"]) == ("not_owner", "booking", str(booking.id))
+    assert denied["account"] == str(stranger.id)
+    with capture_logs() as logs:
+        missing = await post_form(client, f"/account/bookings/{uuid4()}/cancel", {})
+    assert missing.status_code == 404
+    assert not [entry for entry in logs if entry.get("event") == "access_denied"]
 
 
 async def test_non_member_sees_the_plans_link_and_cannot_book(

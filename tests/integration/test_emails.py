@@ -18,6 +18,8 @@ from tests.conftest import Factory
 from tests.helpers import job_finished, post_form, sign_in
 from tests.support import Mailbox, body_text
 
+VERIFY_URL = "http://shop/verify-email/Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0"
+
 
 async def test_without_smtp_emails_stay_in_the_outbox_and_admins_can_read_them(
     client: httpx.AsyncClient, runtime: Runtime, factory: Factory, mailbox: Mailbox
@@ -25,7 +27,9 @@ async def test_without_smtp_emails_stay_in_the_outbox_and_admins_can_read_them(
     outbox_runtime = Runtime(dataclasses.replace(runtime.settings, smtp_url=""))
     async with runtime.db() as db:
         message = await EmailService(db, queue=None).send(
-            "welcome", "kim@example.com", {"name": "Kim", "shop_url": "http://shop"}
+            "welcome",
+            "kim@example.com",
+            {"name": "Kim", "shop_url": "http://shop", "verify_url": VERIFY_URL, "valid_days": 3},
         )
     ctx: Context = {"runtime": outbox_runtime}  # type: ignore[typeddict-unknown-key]
     assert await jobs.send_email(ctx, email_id=str(message.id)) == {"status": "outbox"}
@@ -40,6 +44,10 @@ async def test_without_smtp_emails_stay_in_the_outbox_and_admins_can_read_them(
     detail = await client.get(f"/admin/emails/{message.id}")
     assert detail.status_code == 200
     assert "Your Cartwright account is ready." in detail.text
+    # The confirmation link is the customer's secret: the outbox shows that there was one, not the link.
+    html = await client.get(f"/admin/emails/{message.id}/html")
+    assert "/verify-email/" not in detail.text + html.text
+    assert "link hidden" in detail.text + html.text
     assert "sandbox" in detail.text  # the HTML body is shown in a sandboxed iframe
 
 
@@ -83,7 +91,9 @@ async def test_email_written_while_redis_is_down_is_sent_by_the_sweeper(
 async def test_smtp_failure_keeps_the_error_and_the_job_retries(runtime: Runtime, queue: Queue) -> None:
     broken = Runtime(dataclasses.replace(runtime.settings, smtp_url="smtp://127.0.0.1:1"))
     async with runtime.db() as db:
-        message = await EmailService(db, queue=None).send("welcome", "x@example.com", {"name": "X", "shop_url": "u"})
+        message = await EmailService(db, queue=None).send(
+            "welcome", "x@example.com", {"name": "X", "shop_url": "u", "verify_url": VERIFY_URL, "valid_days": 3}
+        )
     ctx: Context = {"runtime": broken}  # type: ignore[typeddict-unknown-key]
     with pytest.raises(ConnectionError):  # raised so SAQ retries the job with backoff
         await jobs.send_email(ctx, email_id=str(message.id))

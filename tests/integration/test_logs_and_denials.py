@@ -68,6 +68,23 @@ async def test_reset_and_download_tokens_never_reach_the_log(
     assert any(p and p.startswith("/downloads/{") for p in paths), paths
 
 
+async def test_email_confirmation_tokens_never_reach_the_log(
+    client: httpx.AsyncClient, runtime: Runtime, logs: list[dict[str, Any]]
+) -> None:
+    assert (
+        await post_form(client, "/register", {"email": "vic@example.com", "password": "a long passphrase"})
+    ).status_code == 200
+    async with runtime.db() as db:
+        message = await db.scalar(select(m.EmailMessage).where(m.EmailMessage.to_address == "vic@example.com"))
+    assert message is not None
+    found = re.search(r"/verify-email/([A-Za-z0-9_\-]+)", message.text_body)
+    assert found, message.text_body
+    assert (await client.get(f"/verify-email/{found.group(1)}?utm_source=mail")).status_code == 303
+    assert found.group(1) not in repr(logs)
+    paths = {entry.get("path") for entry in logs if entry.get("event") == "request"}
+    assert "/verify-email/{token}" in paths
+
+
 def test_paths_without_a_route_have_token_like_segments_redacted() -> None:
     assert loggable_path("/reset-password/Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0") == "/reset-password/{redacted}"
     assert loggable_path("/products/field-guide") == "/products/field-guide"

@@ -159,13 +159,31 @@ async def test_register_per_ip(client: httpx.AsyncClient, runtime: Runtime, rate
         ok = await post_form(
             client, "/register", {"email": f"new{n}@example.com", "password": "correct horse battery", "name": "N"}
         )
-        assert ok.status_code == 303, ok.text
+        assert ok.status_code == 200, ok.text
     client.cookies.clear()
     refused = await post_form(
         client, "/register", {"email": "new3@example.com", "password": "correct horse battery", "name": "N"}
     )
     assert_refused_page(refused)
     assert await count(runtime, m.User) == 2
+
+
+async def test_register_per_email_across_ips(
+    client_from: Callable[[str], httpx.AsyncClient], factory: Factory, runtime: Runtime, rate_limits: SetLimits
+) -> None:
+    """No inbox bombing through sign-ups: each attempt on a taken address emails its owner, so the address has a
+    limit of its own, whichever addresses the attempts come from."""
+    rate_limits(register_email=(2, 3600), register_ip=(10, 3600))
+    await factory.user(email="owner@example.com")
+    form = {"email": "Owner@Example.com", "password": "correct horse battery", "name": "N"}
+    for n in range(2):
+        assert (await post_form(client_from(f"198.51.100.{n}"), "/register", form)).status_code == 200
+    assert_refused_page(await post_form(client_from("198.51.100.9"), "/register", form))
+    async with runtime.db() as db:
+        sent = await db.scalar(
+            select(func.count()).select_from(m.EmailMessage).where(m.EmailMessage.kind == "account_exists")
+        )
+    assert sent == 2
 
 
 async def test_forgot_password_per_email_across_ips(

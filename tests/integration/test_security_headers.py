@@ -33,6 +33,8 @@ SCRIPT = re.compile(r"<script\b([^>]*)>(.*?)</script>", re.DOTALL | re.IGNORECAS
 # The stored-XSS probe of issue #12, hole 1: an address a client that skips type=email can register.
 EVIL_EMAIL = "x');document.title='pwned';('@e.co"
 
+VERIFY_URL = "http://shop/verify-email/Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0"
+
 
 def get_routes(app: Litestar) -> Iterator[tuple[str, HTTPRouteHandler]]:
     """Every GET route with its path parameters filled in (a made-up id answers with the 404 page)."""
@@ -69,7 +71,7 @@ def assert_secure(response: httpx.Response, settings: Settings) -> str:
     assert f"connect-src 'self' {emulator}" in csp, where  # the tests run against the emulator...
     assert "stripe.com" not in csp, where  # ...so Stripe's own origins are not allowed
     assert headers.get("x-content-type-options") == "nosniff", where
-    secret_url = response.request.url.path.startswith(("/downloads/", "/reset-password/"))
+    secret_url = response.request.url.path.startswith(("/downloads/", "/reset-password/", "/verify-email/"))
     expected_referrer = "no-referrer" if secret_url else "strict-origin-when-cross-origin"
     assert headers.get("referrer-policy") == expected_referrer, where
     permissions = headers.get("permissions-policy", "")
@@ -321,7 +323,9 @@ async def test_the_outbox_shows_an_email_with_its_inline_styles_in_a_sandboxed_d
     email's HTML is its own document, under a policy that lets its inline styles apply and nothing run."""
     async with runtime.db() as db:
         message = await EmailService(db, queue=None).send(
-            "welcome", "kim@example.com", {"name": "Kim", "shop_url": "http://shop"}
+            "welcome",
+            "kim@example.com",
+            {"name": "Kim", "shop_url": "http://shop", "verify_url": VERIFY_URL, "valid_days": 3},
         )
     await factory.user(email="admin@example.com", role="admin")
     await sign_in(client, "admin@example.com")

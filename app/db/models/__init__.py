@@ -38,7 +38,7 @@ from app.db.models.commerce import (
     StripeEvent,
     StripeEventStatus,
 )
-from app.db.models.email import EmailMessage, EmailStatus
+from app.db.models.email import EmailMessage, EmailStatus, SentNotice
 from app.db.models.invoicing import CREDIT_NOTE_SEQUENCE, INVOICE_SEQUENCE, CreditNote, DocumentCounter, OrderInvoice
 from app.db.models.promotions import (
     PromoCode,
@@ -49,7 +49,7 @@ from app.db.models.promotions import (
 )
 from app.db.models.settings import SHOP_SETTINGS_KEY, ShopSettingsRow
 from app.db.models.sync import StripeObject, SyncRun, SyncStatus, SyncTrigger
-from app.db.models.user import PasswordResetToken, User
+from app.db.models.user import EmailVerificationToken, PasswordResetToken, User
 
 __all__ = [
     "CREDIT_NOTE_SEQUENCE",
@@ -71,6 +71,7 @@ __all__ = [
     "DocumentCounter",
     "EmailMessage",
     "EmailStatus",
+    "EmailVerificationToken",
     "Entitlement",
     "Invoice",
     "MovementKind",
@@ -96,6 +97,7 @@ __all__ = [
     "PromoRedemption",
     "Refund",
     "ResourceClosure",
+    "SentNotice",
     "ShopSettingsRow",
     "StripeEvent",
     "StripeEventStatus",

@@ -30,3 +30,13 @@ class EmailMessage(UUIDv7AuditBase):
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str] = mapped_column(Text, default="")
     sent_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+
+
+class SentNotice(UUIDv7AuditBase):
+    """One row per notice that must go out at most once (``"invoice-action:<invoice>:<attempt>"``): the first
+    writer's insert wins, so a webhook, a retry and a sweep racing over the same fact send one email."""
+
+    __tablename__ = "sent_notices"
+
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(40), index=True)

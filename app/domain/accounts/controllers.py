@@ -118,34 +118,61 @@ class AccountController(Controller):
 
     @get("/register", name="accounts:register")
     async def register_page(self, request: Request[Any, Any, Any]) -> Template:
-        return render(request, "accounts/register.html.j2", {"form": {}, "errors": {}})
+        return render(request, "accounts/register.html.j2", {"form": {}, "errors": {}, "sent": False})
 
     @post("/register", name="accounts:register.submit")
     async def register(
-        self,
-        request: Request[Any, Any, Any],
-        data: Form,
-        account_service: NamedDependency[AccountService],
-        runtime: NamedDependency[Runtime],
-        db_session: NamedDependency[AsyncSession],
-    ) -> Response[Any]:
+        self, request: Request[Any, Any, Any], data: Form, account_service: NamedDependency[AccountService]
+    ) -> Template:
+        email = data.get("email", "").strip()
+        form = {"email": email, "name": data.get("name", "")}
         await enforce(request, "register_ip")
+        if not email_problem(email):
+            await enforce(request, "register_email", email=email)
         try:
-            user = await account_service.register(
-                email=data.get("email", ""), password=data.get("password", ""), name=data.get("name", "")
-            )
+            await account_service.register(email=email, password=data.get("password", ""), name=form["name"])
         except FormError as exc:
-            form = {"email": data.get("email", ""), "name": data.get("name", "")}
             return render(
                 request,
                 "accounts/register.html.j2",
-                {"form": form, "errors": exc.errors},
+                {"form": form, "errors": exc.errors, "sent": False},
                 fragment="accounts/_register_form.html.j2",
                 status_code=exc.status_code,
             )
-        start_session(request, user, runtime, remember=False)
-        await CartService(db_session, request.session).merge_session_cart(user)
-        flash(request, "Your account is ready. Welcome to Cartwright!", "success")
+        # The same answer whether the address is new (a confirmation link) or has an account (a note to its owner),
+        # and no sign-in: signing in here would tell which it was.
+        return render(
+            request,
+            "accounts/register.html.j2",
+            {"form": form, "errors": {}, "sent": True},
+            fragment="accounts/_register_form.html.j2",
+        )
+
+    @get("/verify-email/{token:str}", name="accounts:verify_email")
+    async def verify_email(
+        self, request: Request[Any, Any, Any], token: FromPath[str], account_service: NamedDependency[AccountService]
+    ) -> Response[Any]:
+        user = await account_service.verify_email(token)
+        if user is None:
+            return render(request, "accounts/verify_failed.html.j2", {}, status_code=410)
+        signed_in = current_user(request)
+        if signed_in is not None and signed_in.id == user.id:
+            flash(request, "Thanks, your email is confirmed.", "success")
+            return redirect(request, request.app.route_reverse("accounts:overview"))
+        # Not signed in: a link alone never signs anyone in (whoever created the account chose its password).
+        flash(request, "Thanks, your email is confirmed. Sign in to continue.", "success")
+        return redirect(request, request.app.route_reverse("accounts:login"))
+
+    @post("/account/verify-email", name="accounts:verify_email.resend", guards=[requires_login])
+    async def resend_verification(
+        self, request: Request[Any, Any, Any], account_service: NamedDependency[AccountService]
+    ) -> Response[Any]:
+        user = current_user(request)
+        assert user is not None  # guaranteed by requires_login
+        if not user.email_verified:
+            await enforce(request, "verify_resend_account")
+            await account_service.send_verification(user)
+            flash(request, f"We've sent a new confirmation link to {user.email}.", "success")
         return redirect(request, request.app.route_reverse("accounts:overview"))
 
     @get("/forgot-password", name="accounts:forgot")

@@ -1,4 +1,4 @@
-"""Account rules: registration, sign-in with throttling, password reset and change."""
+"""Account rules: registration with email verification, sign-in with throttling, password reset and change."""
 
 from __future__ import annotations
 
@@ -36,35 +36,134 @@ class AccountService:
     async def get_by_email(self, email: str) -> m.User | None:
         return await self.db.scalar(select(m.User).where(m.User.email == normalise_email(email)))
 
-    async def create_user(self, *, email: str, password: str, name: str = "", role: Role = Role.CUSTOMER) -> m.User:
-        """Create an account after validating email and password; raises FormError with field errors."""
+    async def create_user(
+        self, *, email: str, password: str, name: str = "", role: Role = Role.CUSTOMER, verified: bool
+    ) -> m.User:
+        """Create an account after validating email and password; raises FormError with field errors.
+
+        ``verified``: the seed and operators vouch for the address; a sign-up proves it with a link later.
+        """
+        self._check_new_account(email=email, password=password, name=name)
+        email = normalise_email(email)
+        if await self.get_by_email(email) is not None:
+            raise FormError({"email": "An account with this email already exists."})
+        user = await self._insert_user(
+            email=email,
+            password_hash=await hash_password_async(password),
+            name=name,
+            role=role,
+            verified_at=datetime.now(UTC) if verified else None,
+        )
+        if user is None:
+            raise FormError({"email": "An account with this email already exists."})
+        return user
+
+    @staticmethod
+    def _check_new_account(*, email: str, password: str, name: str) -> None:
         errors: dict[str, str] = {}
         if problem := email_problem(email):
             errors["email"] = problem
-        email = normalise_email(email)
-        if problem := password_problem(password, email=email):
+        if problem := password_problem(password, email=normalise_email(email)):
             errors["password"] = problem
         if len(name) > 120:
             errors["name"] = "Use at most 120 characters."
-        if not errors and await self.get_by_email(email) is not None:
-            errors["email"] = "An account with this email already exists. Sign in or reset your password."
         if errors:
             raise FormError(errors)
+
+    async def _insert_user(
+        self,
+        *,
+        email: str,
+        password_hash: str,
+        name: str,
+        role: Role = Role.CUSTOMER,
+        verified_at: datetime | None = None,
+    ) -> m.User | None:
+        """Insert an account; ``None`` if the address is taken (by a sign-up racing this one, too)."""
         user = m.User(
-            email=email, name=name.strip(), password_hash=await hash_password_async(password), role=role.value
+            email=email,
+            name=name.strip(),
+            password_hash=password_hash,
+            role=role.value,
+            email_verified_at=verified_at,
         )
         self.db.add(user)
         try:
             await self.db.flush()
-        except IntegrityError as exc:  # two registrations racing for one address
+        except IntegrityError:
             await self.db.rollback()
-            raise FormError({"email": "An account with this email already exists."}) from exc
+            return None
         return user
 
-    async def register(self, *, email: str, password: str, name: str) -> m.User:
-        user = await self.create_user(email=email, password=password, name=name)
+    async def register(self, *, email: str, password: str, name: str) -> None:
+        """Sign up, answering the same whether or not the address already has an account (no enumeration).
+
+        A new address gets an account and a confirmation link; an address with an account gets an email telling
+        its owner someone tried (with the sign-in and reset links). Either way the caller says "check your inbox",
+        and the password is hashed either way so the answer takes as long.
+        """
+        self._check_new_account(email=email, password=password, name=name)
+        email = normalise_email(email)
+        password_hash = await hash_password_async(password)
+        existing = await self.get_by_email(email)
+        user = None if existing else await self._insert_user(email=email, password_hash=password_hash, name=name)
+        if user is None:
+            owner = existing or await self.get_by_email(email)  # taken before us, or by a sign-up racing us
+            if owner is not None and owner.is_active:
+                await self.emails.send(
+                    "account_exists",
+                    owner.email,
+                    {
+                        "name": owner.display_name,
+                        "login_url": f"{self.settings.base_url}/login",
+                        "reset_url": f"{self.settings.base_url}/forgot-password",
+                    },
+                )
+            return
+        await self.send_verification(user, template="welcome")
+
+    async def send_verification(self, user: m.User, *, template: str = "verify_email") -> None:
+        """Commit a single-use link for the account's current address and email it."""
+        token, token_hash = new_token()
+        expires_at = datetime.now(UTC) + timedelta(seconds=self.settings.verify_email_token_seconds)
+        self.db.add(
+            m.EmailVerificationToken(user_id=user.id, email=user.email, token_hash=token_hash, expires_at=expires_at)
+        )
         await self.db.commit()
-        await self.emails.send("welcome", user.email, {"name": user.display_name, "shop_url": self.settings.base_url})
+        await self.emails.send(
+            template,
+            user.email,
+            {
+                "name": user.display_name,
+                "verify_url": f"{self.settings.base_url}/verify-email/{token}",
+                "valid_days": max(1, self.settings.verify_email_token_seconds // 86400),
+                "shop_url": self.settings.base_url,
+            },
+        )
+
+    async def verify_email(self, token: str) -> m.User | None:
+        """Mark the address the link was sent to as verified; ``None`` if the link is unknown, used or expired,
+        or the account's address has changed since. Single use: a conditional update claims the link."""
+        now = datetime.now(UTC)
+        row = await self.db.scalar(
+            select(m.EmailVerificationToken).where(m.EmailVerificationToken.token_hash == hash_token(token))
+        )
+        if row is None or row.used_at is not None or row.expires_at <= now:
+            return None
+        user = await self.db.get(m.User, row.user_id)
+        if user is None or not user.is_active or user.email != row.email:
+            return None
+        claimed = await self.db.execute(
+            update(m.EmailVerificationToken)
+            .where(m.EmailVerificationToken.id == row.id, m.EmailVerificationToken.used_at.is_(None))
+            .values(used_at=now)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            await self.db.rollback()
+            return None
+        if user.email_verified_at is None:
+            user.email_verified_at = now
+        await self.db.commit()
         return user
 
     async def authenticate(self, *, email: str, password: str, ip: str, throttle: LoginThrottle) -> m.User:

@@ -26,7 +26,7 @@ from app.domain.bookings.card_payments import PAID_WITH_CARD, free_seat, release
 from app.domain.checkout.services import BillingDetails, CheckoutService
 from app.domain.credits.services import CreditService, credit_label
 from app.domain.payments.gateway import idempotency_key
-from app.lib.exceptions import ApplicationError, ConflictError, NotFoundError
+from app.lib.exceptions import ApplicationError, ConflictError, NotFoundError, NotYoursError
 from app.lib.localtime import day_bounds, format_local, local_day
 
 log = structlog.get_logger()
@@ -352,11 +352,11 @@ class BookingService:
         a cancelled one is returned as it is.
         """
         current = now or datetime.now(UTC)
-        booking = await self.db.scalar(
-            select(m.Booking).where(m.Booking.id == booking_id, m.Booking.user_id == user.id)
-        )
+        booking = await self.db.get(m.Booking, booking_id)
         if booking is None:
             raise NotFoundError("We couldn't find that booking.")
+        if booking.user_id != user.id:  # the same "not found", and an access_denied line for the log
+            raise NotYoursError("We couldn't find that booking.", resource="booking", object_id=booking_id)
         if booking.status == m.BookingStatus.CANCELED.value:
             return booking
         slot = booking.slot

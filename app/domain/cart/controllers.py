@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.cart.services import MAX_QUANTITY, CartChange, CartService, PricedCart, QuantityError
 from app.domain.promotions.services import SESSION_PROMO_KEY, CartPromo, PromoError, cart_promo, quote_cart
+from app.lib import metrics
 from app.lib.exceptions import ApplicationError, NotFoundError, RateLimitedError
 from app.lib.htmx import flash, redirect, render, wants_fragment
 from app.lib.ratelimit import enforce
@@ -108,13 +109,16 @@ class CartController(Controller):
         self, request: Request[Any, Any, Any], data: Form, cart: NamedDependency[CartService]
     ) -> Response[Any]:
         user = current_user(request)
-        return await self._change(
+        response = await self._change(
             request,
             cart,
             lambda: cart.add(
                 user, parse_product_id(data.get("product_id")), parse_quantity(data.get("quantity"), default=1)
             ),
         )
+        if (response.status_code or 200) < 400:
+            metrics.CHECKOUT_STEPS.labels("cart_add").inc()
+        return response
 
     @post("/cart/items/{product_id:str}", name="cart:update")
     async def update(

@@ -33,6 +33,7 @@ from app.domain.orders.fulfilment import PaymentSync
 from app.domain.orders.services import OrderService, remember_visitor_order
 from app.domain.payments.context import HandlerContext
 from app.domain.promotions.services import SESSION_PROMO_KEY, CartPromo, cart_promo
+from app.lib import metrics
 from app.lib.exceptions import FormError
 from app.lib.htmx import flash, redirect, render
 from app.lib.ratelimit import enforce
@@ -123,6 +124,7 @@ class CheckoutController(Controller):
             flash(request, "Your cart is empty: add something first.", "info")
             return redirect(request, request.app.route_reverse("cart:show"))
         form = {"country": "CA", "email": user.email if user else "", "name": user.name if user else ""}
+        metrics.CHECKOUT_STEPS.labels("checkout_view").inc()
         return await self._form_page(request, db_session, form, {}, cart=cart)
 
     @get("/checkout/summary", name="checkout:summary")
@@ -182,6 +184,7 @@ class CheckoutController(Controller):
         if visitor_token:
             remember_visitor_order(request.session, order, visitor_token)
             request.session.pop(CHECKOUT_TOKEN_KEY, None)
+        metrics.CHECKOUT_STEPS.labels("order_placed").inc()
         return redirect(request, request.app.route_reverse("checkout:pay", order_id=order.id))
 
     @get("/orders/{order_id:uuid}/pay", name="checkout:pay")
@@ -221,6 +224,7 @@ class CheckoutController(Controller):
             return_url=runtime.settings.base_url + request.app.route_reverse("checkout:complete", order_id=order.id),
             last_error=((intent.get("last_payment_error") or {}).get("message") or ""),
         )
+        metrics.CHECKOUT_STEPS.labels("pay_page").inc()
         return render(request, "checkout/pay.html.j2", context)
 
     async def _settle(

@@ -11,6 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.db.upsert import insert_if_absent
+from app.lib import metrics
 from app.lib.email import render_email
 from app.lib.templating import get_environment
 
@@ -32,6 +34,13 @@ async def enqueue_email_job(queue: Queue, email_id: str) -> None:
     )
 
 
+async def claim_notice(db: AsyncSession, key: str, kind: str) -> bool:
+    """True for the one caller that may send the notice ``key`` (in the caller's transaction: a rollback frees it).
+
+    For emails about a fact several paths can see at once (a webhook, its retry, the sweep, the re-sync)."""
+    return await insert_if_absent(db, m.SentNotice, "key", {"key": key, "kind": kind})
+
+
 class EmailService:
     def __init__(self, db: AsyncSession, queue: Queue | None) -> None:
         self.db = db
@@ -51,6 +60,7 @@ class EmailService:
                 await enqueue_email_job(self.queue, str(message.id))
             except Exception:
                 log.warning("email.enqueue_failed", email_id=str(message.id), kind=kind)
+                metrics.REDIS_ERRORS.labels("queue").inc()
         return message
 
     def stage(self, kind: str, to_address: str, context: dict[str, Any]) -> m.EmailMessage:

@@ -34,6 +34,7 @@ from app.domain.payments.context import HandlerContext
 from app.domain.payments.gateway import as_dict, stripe_id
 from app.domain.promotions.services import redeem_for_order
 from app.domain.settings.services import alert_recipients
+from app.lib import metrics
 from app.lib.money import format_money
 
 log = structlog.get_logger()
@@ -121,6 +122,9 @@ class PaymentSync:
         if new_status == m.PaymentStatus.SUCCEEDED:
             emails, fulfilled = await self._fulfil(order, intent)
         await self.db.commit()
+        if fulfilled:
+            metrics.PAYMENTS.labels("succeeded", "").inc()
+            metrics.CHECKOUT_STEPS.labels("paid").inc()
         if self.stock_changed:  # the shop shows "N left": drop the cached pages now that N changed
             await invalidate_catalog(self.ctx.redis)
             self.stock_changed = False
@@ -316,6 +320,11 @@ async def on_payment_intent_event(ctx: HandlerContext, event: dict[str, Any]) ->
     intent = event["data"]["object"]
     if not (intent.get("metadata") or {}).get("order_id"):
         return  # not a shop order (e.g. a subscription invoice's PaymentIntent)
+    if event.get("type") == "payment_intent.payment_failed":
+        # The metrics count each failed attempt as the event saw it (the PaymentIntent may have succeeded since).
+        error = intent.get("last_payment_error") or {}
+        outcome = "declined" if error.get("type") == "card_error" else "failed"
+        metrics.PAYMENTS.labels(outcome, str(error.get("decline_code") or error.get("code") or "")).inc()
     sync = PaymentSync(ctx)
     # Never the event body: it may be older than the PaymentIntent's state, or forged (see the module docstring).
     # A PaymentIntent Stripe does not know fails the job (visible on the event's row), granting nothing.

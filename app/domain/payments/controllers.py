@@ -12,6 +12,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_400_BAD_REQUEST, HTTP_503_SE
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.domain.payments.webhooks import WebhookIntake, WebhookSignatureError, verify_signature
+from app.lib import metrics
 from app.lib.runtime import Runtime
 
 log = structlog.get_logger()
@@ -38,6 +39,7 @@ class StripeWebhookController(Controller):
             )
         except WebhookSignatureError as exc:
             log.warning("stripe_webhook.rejected", reason=str(exc))
+            metrics.WEBHOOKS_RECEIVED.labels("bad_signature").inc()
             return Response({"error": "invalid signature"}, status_code=HTTP_400_BAD_REQUEST)
         try:
             intake = await webhook_intake.store(event)
@@ -45,4 +47,5 @@ class StripeWebhookController(Controller):
             # Not stored, so not acknowledged: Stripe retries for three days.
             log.exception("stripe_webhook.store_failed", event_id=event["id"])
             return Response({"error": "temporarily unavailable"}, status_code=HTTP_503_SERVICE_UNAVAILABLE)
+        metrics.WEBHOOKS_RECEIVED.labels(intake.status if intake.stored else "duplicate").inc()
         return Response({"received": True, "duplicate": not intake.stored, "status": intake.status})

@@ -30,6 +30,8 @@ HANDLERS: dict[str, Handler] = {
     "customer.subscription.updated": subscription_events.on_subscription_event,
     "customer.subscription.deleted": subscription_events.on_subscription_event,
     "customer.subscription.trial_will_end": subscription_events.on_subscription_event,
+    "customer.subscription.paused": subscription_events.on_subscription_event,
+    "customer.subscription.resumed": subscription_events.on_subscription_event,
     "checkout.session.completed": subscription_events.on_checkout_completed,
     "invoice.paid": subscription_events.on_invoice_event,
     "invoice.payment_failed": subscription_events.on_invoice_event,

@@ -17,6 +17,7 @@ from app.domain.payments.catch_up import catch_up
 from app.domain.payments.context import HandlerContext
 from app.domain.payments.handlers import dispatch
 from app.domain.payments.webhooks import enqueue_event_job
+from app.lib import metrics
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings
 
@@ -52,6 +53,7 @@ async def process_stripe_event(ctx: Context, *, event_id: str) -> dict[str, Any]
     except Exception as exc:
         await _mark_failed(runtime, event_id, f"{type(exc).__name__}: {exc}", started)
         log.warning("stripe_event.failed", event_id=event_id, error=str(exc))
+        metrics.STRIPE_EVENTS_PROCESSED.labels(str(payload.get("type", "")), "failed").inc()
         raise  # SAQ retries with backoff; the row shows the error meanwhile
     async with runtime.db() as db:
         row = await db.scalar(select(m.StripeEvent).where(m.StripeEvent.stripe_id == event_id))
@@ -61,6 +63,9 @@ async def process_stripe_event(ctx: Context, *, event_id: str) -> dict[str, Any]
             row.processed_at = datetime.now(UTC)
             row.duration_ms = int((time.perf_counter() - started) * 1000)
             await db.commit()
+    metrics.STRIPE_EVENTS_PROCESSED.labels(str(payload.get("type", "")), "processed").inc()
+    if created := int(payload.get("created") or 0):  # Stripe's clock to ours: delivery, queue and handling
+        metrics.STRIPE_EVENT_LAG.observe(max(0.0, time.time() - created))
     return {"processed": event_id}
 
 

@@ -298,6 +298,13 @@ class SubscriptionController(Controller):
             raise NotFoundError("You don't have an active plan.")
         return sub
 
+    async def _recoverable(self, request: Request[Any, Any, Any], subscriptions: SubscriptionService) -> m.Subscription:
+        """A live plan, or one paused after a trial without a card: both take a new card."""
+        sub = await subscriptions.recoverable_for(_user(request))
+        if sub is None:
+            raise NotFoundError("You don't have an active plan.")
+        return sub
+
     @post("/account/subscription/cancel", name="subscriptions:cancel")
     async def cancel(
         self, request: Request[Any, Any, Any], subscriptions: NamedDependency[SubscriptionService]
@@ -410,7 +417,7 @@ class SubscriptionController(Controller):
         subscriptions: NamedDependency[SubscriptionService],
         runtime: NamedDependency[Runtime],
     ) -> Template:
-        sub = await self._live(request, subscriptions)
+        sub = await self._recoverable(request, subscriptions)
         return render(
             request,
             "subscriptions/card.html.j2",
@@ -431,7 +438,8 @@ class SubscriptionController(Controller):
         setup_intent: FromQuery[str] = "",
     ) -> Response[Any]:
         """Stripe.js returns here after saving a card; the SetupIntent is checked against this customer."""
-        sub = await self._live(request, subscriptions)
+        sub = await self._recoverable(request, subscriptions)
+        was_paused = sub.status == m.SubscriptionStatus.PAUSED
         try:
             sub = await subscriptions.use_new_card(sub, setup_intent)
         except SubscriptionError as exc:
@@ -440,7 +448,9 @@ class SubscriptionController(Controller):
         except stripe.InvalidRequestError:
             raise NotFoundError("We couldn't find that card update.") from None
         message = "Your card is updated."
-        if sub.status == m.SubscriptionStatus.ACTIVE:
+        if sub.status == m.SubscriptionStatus.ACTIVE and was_paused:
+            message += " Your membership is active again."
+        elif sub.status == m.SubscriptionStatus.ACTIVE:
             message += " The payment went through and your plan is active."
         flash(request, message, "success")
         return redirect(request, request.app.route_reverse("subscriptions:manage"))

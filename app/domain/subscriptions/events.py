@@ -12,9 +12,9 @@ from sqlalchemy import select
 
 from app.db import models as m
 from app.domain.credits.services import CreditService
-from app.domain.notifications.services import EmailService
+from app.domain.notifications.services import EmailService, claim_notice
 from app.domain.payments.context import HandlerContext
-from app.domain.payments.gateway import as_dict
+from app.domain.payments.gateway import as_dict, stripe_id
 from app.domain.subscriptions.services import SubscriptionService, ts
 
 CREDIT_REASONS = frozenset({"subscription_create", "subscription_cycle"})
@@ -26,9 +26,31 @@ async def on_subscription_event(ctx: HandlerContext, event: dict[str, Any]) -> N
         remote = as_dict(await ctx.stripe.v1.subscriptions.retrieve_async(obj["id"]))
     except stripe.InvalidRequestError:
         remote = obj  # deleted long ago at Stripe: the event's copy is all there is
-    await SubscriptionService(ctx.db, ctx.stripe, ctx.queue).mirror_subscription(
+    sub = await SubscriptionService(ctx.db, ctx.stripe, ctx.queue).mirror_subscription(
         remote, event_created=int(event.get("created") or 0)
     )
+    if event.get("type") == "customer.subscription.paused" and sub is not None and sub.status == "paused":
+        await _paused_notice(ctx, sub, event_id=str(event.get("id") or ""))
+
+
+async def _paused_notice(ctx: HandlerContext, sub: m.Subscription, *, event_id: str) -> None:
+    """A trial ended without a card (``missing_payment_method=pause``): tell the member how to resume, once."""
+    user = await ctx.db.get(m.User, sub.user_id)
+    if user is None or not await claim_notice(ctx.db, f"subscription-paused:{event_id}", "membership_paused"):
+        await ctx.db.rollback()
+        return
+    mailer = EmailService(ctx.db, ctx.queue)
+    email = mailer.stage(
+        "membership_paused",
+        user.email,
+        {
+            "name": user.display_name,
+            "plan_name": sub.plan.name if sub.plan else "your plan",
+            "manage_url": f"{ctx.settings.base_url}/account/subscription",
+        },
+    )
+    await ctx.db.commit()
+    await mailer.dispatch([email])
 
 
 async def mirror_invoice_and_credit(
@@ -71,7 +93,32 @@ async def on_invoice_event(ctx: HandlerContext, event: dict[str, Any]) -> None:
     user = await ctx.db.get(m.User, sub.user_id)
     mailer = EmailService(ctx.db, ctx.queue)
     emails: list[m.EmailMessage] = []
-    if event["type"] == "invoice.payment_failed" and user is not None:
+    attempt = int(remote.get("attempt_count") or 0)
+    if (
+        event["type"] == "invoice.payment_action_required"
+        and user is not None
+        and invoice.status == "open"
+        and await claim_notice(ctx.db, f"invoice-action:{invoice.stripe_invoice_id}:{attempt}", "invoice_action")
+    ):
+        # The bank wants 3-D Secure for an off-session renewal: only the customer can confirm it, on Stripe's
+        # hosted invoice page (our plan page is the fallback: its card form confirms as well).
+        emails.append(
+            mailer.stage(
+                "payment_action_required",
+                user.email,
+                {
+                    "name": user.display_name,
+                    "invoice": invoice,
+                    "plan_name": sub.plan.name if sub.plan else "your plan",
+                    "pay_url": invoice.hosted_invoice_url or f"{ctx.settings.base_url}/account/subscription",
+                },
+            )
+        )
+    if (
+        event["type"] == "invoice.payment_failed"
+        and user is not None
+        and not await _waits_for_authentication(ctx, invoice.stripe_invoice_id)
+    ):
         emails.append(
             mailer.stage(
                 "payment_failed",
@@ -89,6 +136,21 @@ async def on_invoice_event(ctx: HandlerContext, event: dict[str, Any]) -> None:
     await service.announce_metrics()
     # The invoice's outcome moves the subscription (active, past_due, unpaid): mirror that too.
     await on_subscription_event(ctx, {"data": {"object": {"id": sub.stripe_subscription_id}}, "created": 0})
+
+
+async def _waits_for_authentication(ctx: HandlerContext, invoice_id: str) -> bool:
+    """Whether the failed attempt wants the customer's bank to confirm it (3-D Secure) rather than a new card:
+    then ``invoice.payment_action_required`` sends the one email that helps, and "update your card" would mislead."""
+    expanded = as_dict(await ctx.stripe.v1.invoices.retrieve_async(invoice_id, params={"expand": ["payments"]}))
+    for payment in (expanded.get("payments") or {}).get("data") or []:
+        intent_id = stripe_id((payment.get("payment") or {}).get("payment_intent"))
+        if intent_id is None:
+            continue
+        intent = as_dict(await ctx.stripe.v1.payment_intents.retrieve_async(intent_id))
+        error = intent.get("last_payment_error") or {}
+        if "authentication_required" in (error.get("code"), error.get("decline_code")):
+            return True
+    return False
 
 
 async def on_checkout_completed(ctx: HandlerContext, event: dict[str, Any]) -> None:

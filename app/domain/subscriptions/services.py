@@ -33,6 +33,8 @@ log = structlog.get_logger()
 
 LIVE_STATUSES = m.LIVE_SUBSCRIPTION_STATUSES
 ENDED_STATUSES = frozenset({"canceled", "unpaid", "incomplete_expired"})
+# A trial that ends with no card on file pauses (no failed invoice, no dunning): the member adds a card to resume.
+TRIAL_WITHOUT_CARD_PAUSES: Any = {"end_behavior": {"missing_payment_method": "pause"}}
 
 
 async def live_subscription(db: AsyncSession, user_id: UUID) -> m.Subscription | None:
@@ -74,6 +76,21 @@ class SubscriptionService:
 
     async def live_for(self, user: m.User) -> m.Subscription | None:
         return await live_subscription(self.db, user.id)
+
+    async def recoverable_for(self, user: m.User) -> m.Subscription | None:
+        """The subscription a new card can act on: a live one, or one paused because its trial ended without a card."""
+        live = await self.live_for(user)
+        if live is not None:
+            return live
+        latest = await self.latest_for(user)
+        return latest if latest is not None and latest.status == m.SubscriptionStatus.PAUSED else None
+
+    async def _check_no_plan(self, user: m.User) -> None:
+        current = await self.recoverable_for(user)
+        if current is not None and current.status == m.SubscriptionStatus.PAUSED:
+            raise SubscriptionError("Your membership is paused: add a card on your plan page to resume it.")
+        if current is not None:
+            raise SubscriptionError("You already have a plan: switch it from your account instead.")
 
     async def latest_for(self, user: m.User) -> m.Subscription | None:
         sub: m.Subscription | None = await self.db.scalar(
@@ -132,8 +149,7 @@ class SubscriptionService:
         ``promo`` (already checked by ``quote_plan``) goes to Stripe as ``discounts=[{promotion_code}]``: Stripe
         discounts the invoices for the code's duration and checks the code's own limits again.
         """
-        if await self.live_for(user) is not None:
-            raise SubscriptionError("You already have a plan: switch it from your account instead.")
+        await self._check_no_plan(user)
         if not price.stripe_price_id:
             raise SubscriptionError("This plan is not available for sale right now.")
         customer = await self.customer_id(user)
@@ -147,6 +163,7 @@ class SubscriptionService:
         }
         if plan.trial_days and not await self._had_subscription(user):
             params["trial_period_days"] = plan.trial_days
+            params["trial_settings"] = TRIAL_WITHOUT_CARD_PAUSES
         if promo is not None and promo.stripe_promotion_code_id:
             params["discounts"] = [{"promotion_code": promo.stripe_promotion_code_id}]
         # The code is part of the request: applying one after a first try must not replay the undiscounted answer.
@@ -172,8 +189,7 @@ class SubscriptionService:
         promo: m.PromoCode | None = None,
     ) -> str:
         """A Stripe Checkout session (subscription mode) for the plan; Stripe hosts the payment page."""
-        if await self.live_for(user) is not None:
-            raise SubscriptionError("You already have a plan: switch it from your account instead.")
+        await self._check_no_plan(user)
         if not price.stripe_price_id:
             raise SubscriptionError("This plan is not available for sale right now.")
         subscription_data: SessionCreateParamsSubscriptionData = {
@@ -181,6 +197,7 @@ class SubscriptionService:
         }
         if plan.trial_days and not await self._had_subscription(user):
             subscription_data["trial_period_days"] = plan.trial_days
+            subscription_data["trial_settings"] = TRIAL_WITHOUT_CARD_PAUSES
         params: SessionCreateParams = {
             "mode": "subscription",
             "customer": await self.customer_id(user),
@@ -369,6 +386,17 @@ class SubscriptionService:
                 sub.stripe_subscription_id, params={"default_payment_method": method}
             )
         )
+        if sub.status == m.SubscriptionStatus.PAUSED:
+            # The trial ended without a card: resuming starts a paid cycle now, charged to the new card.
+            key = idempotency_key("resume", sub.stripe_subscription_id, setup_intent_id)
+            try:  # Stripe's defaults: a new cycle starts now and its invoice is charged at once
+                await self.stripe.v1.subscriptions.resume_async(
+                    sub.stripe_subscription_id, options={"idempotency_key": key}
+                )
+            except stripe.CardError as exc:
+                raise SubscriptionError(exc.user_message or "That card was declined.") from exc
+            remote = as_dict(await self.stripe.v1.subscriptions.retrieve_async(sub.stripe_subscription_id))
+            return await self.mirror_subscription(remote) or sub
         invoice_id = stripe_id(remote.get("latest_invoice"))
         if invoice_id and sub.status in {"past_due", "unpaid", "incomplete"}:
             invoice = as_dict(await self.stripe.v1.invoices.retrieve_async(invoice_id))

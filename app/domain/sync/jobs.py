@@ -12,6 +12,7 @@ from saq.types import Context
 from app.db import models as m
 from app.domain.payments.gateway import build_stripe_client
 from app.domain.sync.services import SyncEngine, SyncOptions, start_sync
+from app.lib import metrics
 from app.lib.exceptions import ConflictError
 from app.lib.runtime import Runtime
 
@@ -57,6 +58,7 @@ async def run_sync(ctx: Context, *, run_id: str) -> dict[str, Any]:
         on_page=heartbeat,
     )
     run = await engine.run()
+    metrics.SYNC_RUNS.labels(str(run.status)).inc()
     return {"run": run_id, "status": run.status, "summary": run.summary}
 
 

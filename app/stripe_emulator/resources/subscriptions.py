@@ -490,6 +490,11 @@ def resume(ctx: Ctx) -> dict[str, Any]:
     sub = ctx.state.get("subscription", ctx.args["id"])
     if sub["status"] != "paused":
         raise invalid("Only a paused subscription can be resumed.", None, "subscription_not_paused")
+    anchor = ctx.params.get("billing_cycle_anchor") or {"type": "now"}
+    if not isinstance(anchor, dict) or anchor.get("type") != "now":
+        # "unchanged" keeps the old anchor and prorates: not needed by the shop, so refused rather than faked.
+        raise invalid("The emulator resumes with billing_cycle_anchor[type]=now only.", "billing_cycle_anchor")
+    billing.resume_subscription(ctx, sub, billing.customer_now(ctx, sub["customer"]))
     return ctx.render(sub)
 
 
