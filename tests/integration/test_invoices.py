@@ -12,7 +12,7 @@ import httpx
 import pytest
 from pypdf import PdfReader
 from saq import Queue, Worker
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from app.db import models as m
 from app.domain.orders.fulfilment import PaymentSync
@@ -42,7 +42,8 @@ SELLER = {
     "address": "100 King St W\nToronto ON M5X 1A9",
     "gst_hst_number": "123456789 RT0001",
     "qst_number": "1234567890 TQ0001",
-    "receipt_footer": "Questions? Reply to this email.",
+    "support_email": "help@cartwright.test",
+    "receipt_footer": "Merci et à bientôt.",
 }
 QUEBEC = {"region": "QC", "postal_code": "H2X 1Y4"}
 
@@ -99,9 +100,10 @@ async def test_the_customer_reads_the_invoice_page_and_pdf_of_a_paid_order(
         issued = await db.scalar(select(m.OrderInvoice).where(m.OrderInvoice.order_id == order_id))
     assert issued is not None
     assert issued.number == 1
-    # The receipt email carries the footer from the settings.
+    # The receipt email carries the support address, the footer and the seller from the settings.
     receipt = (await mailbox.wait_for("buyer@example.com"))[0]
-    assert "Questions? Reply to this email." in body_text(receipt)
+    ending = "Questions? Write to help@cartwright.test.\n\nMerci et à bientôt.\n\n— Cartwright Digital Inc."
+    assert ending in body_text(receipt).replace("\r\n", "\n")
 
     detail = await client.get(f"/account/orders/{order_id}")
     assert f'href="/account/orders/{order_id}/invoice"' in detail.text
@@ -268,3 +270,34 @@ async def test_concurrent_fulfilments_never_share_or_skip_an_invoice_number(
     assert sorted(number for _, number in rows) == [1, 2, 3, 4, 5, 6]
     assert taken[0] in range(1, 7)  # the rolled-back number was handed out again
     assert {order_id for order_id, _ in rows} == set(orders)
+
+
+async def test_an_order_paid_before_invoices_existed_gets_one_number_on_its_first_views(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    runtime: Runtime,
+    settings: Settings,
+    stripe_emulator: EmulatorServer,
+    queue: Queue,
+    worker: Worker,
+) -> None:
+    """The page and the PDF opened at the same moment, for an order without a number yet: one number, no gap."""
+    await factory.user(email="early@example.com")
+    await sign_in(client, "early@example.com")
+    order_id, _ = await bought(client, factory, runtime, settings, stripe_emulator, queue)
+    async with runtime.db() as db:  # as if it had been paid before this change: no invoice, a fresh counter
+        await db.execute(delete(m.OrderInvoice))
+        await db.execute(delete(m.DocumentCounter))
+        await db.commit()
+
+    page, pdf = await asyncio.gather(
+        client.get(f"/account/orders/{order_id}/invoice"), client.get(f"/account/orders/{order_id}/invoice.pdf")
+    )
+    assert page.status_code == 200, page.text
+    assert "Invoice INV-000001" in text_of(page.text)
+    assert "Invoice INV-000001" in pdf_text(pdf.content)
+    async with runtime.db() as db:
+        numbers = list(await db.scalars(select(m.OrderInvoice.number)))
+        counter = await db.scalar(select(m.DocumentCounter.last_value).where(m.DocumentCounter.name == "invoice"))
+    assert numbers == [1]
+    assert counter == 1
