@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import httpx
+import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from app.db import models as m
 from app.domain.downloads.services import DownloadService
@@ -167,3 +169,27 @@ async def test_every_process_sees_a_change_on_its_next_refresh(
         row.legal_name = "After The Flush Ltd."
         await db.commit()
     assert (await other_node.refresh(runtime.redis, from_db)).legal_name == "After The Flush Ltd."
+
+
+async def test_a_database_outage_keeps_the_last_settings_and_pages_answer(
+    client: httpx.AsyncClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.domain.settings import services
+
+    async with runtime.db() as db:
+        db.add(m.ShopSettingsRow(legal_name="Before The Outage Ltd."))
+        await db.commit()
+    await announce_change(runtime.redis)
+    await client.get("/healthz")
+    assert current_shop_settings().legal_name == "Before The Outage Ltd."
+
+    async def down(_db: object) -> ShopSettings:
+        raise OperationalError("SELECT", {}, ConnectionRefusedError())
+
+    monkeypatch.setattr(services, "load_shop_settings", down)
+    await announce_change(runtime.redis)
+    assert (await client.get("/healthz")).status_code == 200
+    assert current_shop_settings().legal_name == "Before The Outage Ltd."
+    monkeypatch.undo()
+    await client.get("/healthz")  # the database is back: the pending change is loaded on the next request
+    assert current_shop_settings().legal_name == "Before The Outage Ltd."

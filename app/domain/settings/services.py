@@ -12,8 +12,10 @@ from dataclasses import asdict, fields
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import structlog
 from redis.asyncio import Redis
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
@@ -23,6 +25,8 @@ from app.lib.exceptions import FormError
 from app.lib.permissions import Role
 from app.lib.runtime import Runtime
 from app.lib.shop_settings import SHOP_SETTINGS, ShopSettings, announce_change, current_shop_settings
+
+log = structlog.get_logger()
 
 FIELDS = tuple(f.name for f in fields(ShopSettings))
 MAX_DOWNLOAD_LIMIT = 1000  # the product form's bound too
@@ -47,7 +51,12 @@ async def refresh_shop_settings(runtime: Runtime) -> ShopSettings:
         async with runtime.db() as db:
             return await load_shop_settings(db)
 
-    return await SHOP_SETTINGS.refresh(runtime.redis, load)
+    try:
+        return await SHOP_SETTINGS.refresh(runtime.redis, load)
+    except (SQLAlchemyError, OSError) as exc:
+        # The database is down: keep serving the last snapshot (/readyz must still answer); the next request retries.
+        log.warning("shop_settings.load_failed", error=type(exc).__name__)
+        return SHOP_SETTINGS.current()
 
 
 async def shop_settings(runtime: Runtime) -> ShopSettings:
