@@ -23,6 +23,7 @@ from sqlalchemy import text
 from app.db import models as m
 from app.lib.runtime import QUEUE_NAME, Runtime
 from app.lib.settings import Settings, get_settings
+from app.lib.shop_settings import SHOP_SETTINGS
 from app.stripe_emulator.server import EmulatorServer, free_port, run_emulator
 from tests.support import (
     Mailbox,
@@ -218,6 +219,7 @@ async def _clean_state(request: pytest.FixtureRequest) -> AsyncIterator[None]:
             await db.execute(text(f"TRUNCATE {', '.join(_TABLES)} CASCADE"))
         await db.commit()
     await runtime.redis.flushdb()
+    SHOP_SETTINGS.forget()  # the previous test's shop settings are gone with its rows
     yield
 
 
@@ -237,13 +239,14 @@ def queue(app: Litestar) -> Queue:
 @pytest.fixture
 async def worker(queue: Queue, client: httpx.AsyncClient) -> AsyncIterator[Worker]:
     """A real SAQ worker consuming the app's queue inside the test's event loop."""
-    from app.server.worker import TASKS, on_worker_shutdown, on_worker_startup, record_job
+    from app.server.worker import TASKS, before_job, on_worker_shutdown, on_worker_startup, record_job
 
     saq_worker = Worker(
         queue,
         functions=TASKS,
         startup=[on_worker_startup],
         shutdown=[on_worker_shutdown],
+        before_process=[before_job],
         after_process=[record_job],
         concurrency=4,
         timers={"schedule": 1, "sweep": 1, "stats": 60, "abort": 1},

@@ -26,9 +26,11 @@ from app.db import models as m
 from app.domain.accounts.services import AccountService
 from app.domain.bookings.schedule import slots_for_day, to_json
 from app.domain.notifications.services import EmailService
+from app.domain.settings.services import load_shop_settings
 from app.lib.localtime import local_today, shop_zone
 from app.lib.permissions import Role
 from app.lib.settings import Settings
+from app.lib.shop_settings import SHOP_SETTINGS
 
 
 @dataclass
@@ -168,6 +170,8 @@ async def seed_resources(
     the next ``days`` days that do not exist yet. Existing resources and slots (and their bookings) are left alone."""
     credit_types = {c.code: c for c in await db.scalars(select(m.CreditType))}
     resources = {r.slug: r for r in await db.scalars(select(m.BookableResource))}
+    # The CLI serves no request: load the shop settings (their time zone) as the web and the worker do.
+    SHOP_SETTINGS.set(await load_shop_settings(db), None)
     zone = shop_zone()
     start = today or local_today(zone=zone)
     for seed in RESOURCES:

@@ -1,4 +1,5 @@
-"""The shop's local time: storage is UTC, people read and type wall-clock times in ``SHOP_TIME_ZONE``.
+"""The shop's local time: storage is UTC, people read and type wall-clock times in the shop's time zone (the shop
+settings' time zone, or ``SHOP_TIME_ZONE`` when none is set there).
 
 A "day" for the shop (today's day pass, the booking page's day, a closure) is a local calendar day, which is 23,
 24 or 25 hours long in UTC; :func:`day_bounds` gives its UTC bounds.
@@ -9,13 +10,13 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from app.lib.settings import get_settings
+from app.lib.shop_settings import current_shop_settings
 
 DEFAULT_FORMAT = "%a %d %b %Y %H:%M %Z"
 
 
 def shop_zone() -> ZoneInfo:
-    return get_settings().shop_zone
+    return current_shop_settings().zone
 
 
 def to_local(value: datetime, zone: ZoneInfo | None = None) -> datetime:

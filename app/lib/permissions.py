@@ -24,6 +24,7 @@ class Resource(StrEnum):
     REFUNDS = "refunds"
     PROMO_CODES = "promo_codes"
     ROOMS = "rooms"  # bookable rooms and desks: opening hours, prices, closures (#16 item 2)
+    SETTINGS = "settings"  # the shop settings: legal name, tax numbers, time zone, defaults (#16 item 6)
     SYSTEM = "system"
     ADMIN_AREA = "admin_area"
 
@@ -48,6 +49,8 @@ PERMISSIONS: dict[Resource, dict[Role, Access]] = {
     Resource.PROMO_CODES: {_A: Access.FULL, _C: Access.NONE, _S: Access.READ},
     # Support sees the rooms and their hours (to answer customers); only admins change them.
     Resource.ROOMS: {_A: Access.FULL, _C: Access.NONE, _S: Access.READ},
+    # Legal identity, tax numbers and alert recipients: admins only.
+    Resource.SETTINGS: {_A: Access.FULL, _C: Access.NONE, _S: Access.NONE},
     Resource.SYSTEM: {_A: Access.FULL, _C: Access.NONE, _S: Access.NONE},
     # Entering /admin at all: staff only. Not in the seeds' matrix; it follows from it (customers see nothing there).
     Resource.ADMIN_AREA: {_A: Access.FULL, _C: Access.NONE, _S: Access.READ},

@@ -9,6 +9,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, select_autoescape
 from jinja2.runtime import Context
+from markupsafe import escape
 
 from app.domain.catalog.covers import cover_src
 from app.lib.csp import request_nonce
@@ -16,6 +17,7 @@ from app.lib.localtime import format_local
 from app.lib.money import format_money
 from app.lib.permissions import can, is_staff
 from app.lib.settings import BASE_DIR, get_settings
+from app.lib.shop_settings import current_shop_settings
 
 TEMPLATE_DIR = BASE_DIR / "templates"
 
@@ -45,6 +47,16 @@ class PageTemplate(Template):
         return super().new_context(vars, shared, locals)
 
 
+class _ShopZoneName:
+    """Renders as the shop's current time-zone name: a settings change shows without rebuilding the environment."""
+
+    def __str__(self) -> str:
+        return current_shop_settings().zone_name
+
+    def __html__(self) -> str:
+        return str(escape(str(self)))
+
+
 @lru_cache(maxsize=1)
 def get_environment() -> Environment:
     env = Environment(
@@ -60,7 +72,8 @@ def get_environment() -> Environment:
     env.filters["money"] = format_money
     env.filters["datetime"] = format_datetime
     env.filters["local_time"] = format_local  # the shop's time zone, with its abbreviation (EST/EDT)
-    env.globals["shop_time_zone"] = get_settings().shop_time_zone  # "America/Toronto", for "times are in ..."
+    env.globals["shop_time_zone"] = _ShopZoneName()  # "America/Toronto", for "times are in ..."
+    env.globals["shop_settings"] = current_shop_settings  # the seller, the receipt footer, link lifetime
     env.globals["can"] = can
     env.globals["is_staff"] = is_staff
     env.globals["cover_src"] = cover_src

@@ -43,9 +43,11 @@ from app.domain.catalog.controllers import CatalogController
 from app.domain.checkout.controllers import CheckoutController
 from app.domain.downloads.controllers import DownloadController
 from app.domain.orders.controllers import OrderController
+from app.domain.orders.invoice_controllers import AdminInvoiceController, InvoiceController
 from app.domain.payments.controllers import StripeWebhookController
 from app.domain.plans.controllers import PlanController
 from app.domain.promotions.controllers import AdminPromoCodeController
+from app.domain.settings.controllers import AdminSettingsController
 from app.domain.subscriptions.controllers import SubscriptionController
 from app.domain.sync.controllers import AdminSyncController
 from app.domain.system.controllers import csp_report, healthz, readyz
@@ -65,6 +67,7 @@ from app.server.metrics import RequestMetricsMiddleware, count_unrouted
 from app.server.ratelimit import UnsafeRequestLimitMiddleware
 from app.server.security_headers import SecurityHeaders
 from app.server.sessions import session_config
+from app.server.shop_settings import ShopSettingsMiddleware
 from app.server.worker import saq_config
 
 if TYPE_CHECKING:
@@ -152,6 +155,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
             RequestMetricsMiddleware(runtime.alchemy.get_engine()),
             RequestLogMiddleware(settings.trusted_proxies),
             session.middleware,
+            ShopSettingsMiddleware(runtime),
             CurrentUserMiddleware(runtime),
             UnsafeRequestLimitMiddleware(),
             # After the user is known (denials are logged with the account); tokens bound to the session.
@@ -184,12 +188,15 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 AdminCategoryController,
                 AdminPromoCodeController,
                 AdminResourceController,
+                AdminSettingsController,
                 AnalyticsLiveController,
                 AdminWebhookController,
                 DownloadController,
                 StripeWebhookController,
                 CheckoutController,
                 OrderController,
+                InvoiceController,
+                AdminInvoiceController,
                 PlanController,
                 SubscriptionController,
                 BookingController,

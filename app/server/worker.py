@@ -13,6 +13,7 @@ from app.domain.catalog import jobs as catalog_jobs
 from app.domain.notifications import jobs as notification_jobs
 from app.domain.orders import jobs as order_jobs
 from app.domain.payments import jobs as payment_jobs
+from app.domain.settings.services import refresh_shop_settings
 from app.domain.sync import jobs as sync_jobs
 from app.domain.system import jobs as system_jobs
 from app.lib import metrics
@@ -40,6 +41,13 @@ async def record_job(ctx: Context) -> None:
         checked_out = getattr(runtime.alchemy.get_engine().pool, "checkedout", None)
         if callable(checked_out):
             metrics.DB_POOL_IN_USE.set(checked_out())
+
+
+async def before_job(ctx: Context) -> None:
+    # Jobs read the shop settings (time zone, link lifetime, alert recipients) through the process snapshot.
+    runtime: Runtime | None = ctx.get("runtime")  # type: ignore[assignment]
+    if runtime is not None:
+        await refresh_shop_settings(runtime)
 
 
 async def on_worker_shutdown(ctx: Context) -> None:
@@ -93,6 +101,7 @@ def saq_config(runtime: Runtime) -> SAQConfig:
                 scheduled_tasks=cron_jobs(runtime),
                 startup=on_worker_startup,
                 shutdown=on_worker_shutdown,
+                before_process=before_job,
                 after_process=record_job,
                 concurrency=10,
             )

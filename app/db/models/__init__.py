@@ -39,6 +39,7 @@ from app.db.models.commerce import (
     StripeEventStatus,
 )
 from app.db.models.email import EmailMessage, EmailStatus, SentNotice
+from app.db.models.invoicing import CREDIT_NOTE_SEQUENCE, INVOICE_SEQUENCE, CreditNote, DocumentCounter, OrderInvoice
 from app.db.models.promotions import (
     PromoCode,
     PromoDuration,
@@ -46,12 +47,16 @@ from app.db.models.promotions import (
     promo_code_plans,
     promo_code_products,
 )
+from app.db.models.settings import SHOP_SETTINGS_KEY, ShopSettingsRow
 from app.db.models.sync import StripeObject, SyncRun, SyncStatus, SyncTrigger
 from app.db.models.user import EmailVerificationToken, PasswordResetToken, User
 
 __all__ = [
+    "CREDIT_NOTE_SEQUENCE",
+    "INVOICE_SEQUENCE",
     "LIVE_SUBSCRIPTION_STATUSES",
     "PAID_ORDER_STATUSES",
+    "SHOP_SETTINGS_KEY",
     "AuditEntry",
     "BookableResource",
     "Booking",
@@ -61,7 +66,9 @@ __all__ = [
     "Category",
     "CreditEntry",
     "CreditEntryKind",
+    "CreditNote",
     "CreditType",
+    "DocumentCounter",
     "EmailMessage",
     "EmailStatus",
     "EmailVerificationToken",
@@ -72,6 +79,7 @@ __all__ = [
     "MrrMovement",
     "Order",
     "OrderEvent",
+    "OrderInvoice",
     "OrderLine",
     "OrderNumber",
     "OrderStatus",
@@ -90,6 +98,7 @@ __all__ = [
     "Refund",
     "ResourceClosure",
     "SentNotice",
+    "ShopSettingsRow",
     "StripeEvent",
     "StripeEventStatus",
     "StripeObject",

@@ -19,6 +19,7 @@ from app.domain.audit.services import Actor, changes, record_audit
 from app.domain.downloads.storage import StoredFile
 from app.lib.exceptions import FormError, NotFoundError
 from app.lib.money import format_money, parse_money, plain_amount
+from app.lib.shop_settings import current_shop_settings
 from app.lib.tables import BulkAction, Column, Filter, TableSpec, TableState
 
 CURRENCY = "CAD"
@@ -140,7 +141,8 @@ def slugify(text: str) -> str:
 def form_values(product: m.Product | None) -> dict[str, str]:
     """The form's fields as the admin would type them (prices as "12.50", unlimited stock as blank)."""
     if product is None:
-        return {"is_active": "on", "download_limit": "5"}
+        # A new product starts with the shop's default download limit (shop settings).
+        return {"is_active": "on", "download_limit": str(current_shop_settings().download_limit)}
     return {
         "name": product.name,
         "slug": product.slug,
@@ -216,7 +218,11 @@ def parse_product_form(form: dict[str, str], categories: list[m.Category]) -> di
     seo_description = form.get("seo_description", "").strip()
     if len(seo_description) > 320:
         errors["seo_description"] = "Keep the SEO description under 320 characters."
-    download_limit = _whole_number(form.get("download_limit", "").strip() or "5", low=1, high=MAX_DOWNLOAD_LIMIT)
+    download_limit = _whole_number(
+        form.get("download_limit", "").strip() or str(current_shop_settings().download_limit),
+        low=1,
+        high=MAX_DOWNLOAD_LIMIT,
+    )
     if download_limit is None:
         errors["download_limit"] = f"Enter how many downloads a buyer gets, from 1 to {MAX_DOWNLOAD_LIMIT}."
     if errors:

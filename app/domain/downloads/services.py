@@ -35,10 +35,11 @@ from app.domain.notifications.services import EmailService
 from app.lib.email_address import normalise_email
 from app.lib.exceptions import ApplicationError, NotFoundError, NotYoursError
 from app.lib.settings import Settings
+from app.lib.shop_settings import current_shop_settings
 
 log = structlog.get_logger()
 
-DEFAULT_LINK_TTL = timedelta(hours=24)
+DEFAULT_LINK_TTL = timedelta(hours=24)  # a fresh shop's default; the shop settings' link lifetime rules
 DOWNLOAD_PATH = "/downloads"
 RESEND_PATH = "/downloads/resend"
 RESEND_LIMIT = 3  # fresh-link emails per address
@@ -252,9 +253,9 @@ class DownloadService:
         expires_at = datetime.fromtimestamp(int.from_bytes(payload[_ID_LEN:], "big"), UTC)
         return UUID(bytes=payload[:_ID_LEN]), expires_at
 
-    def signed_url(self, entitlement: m.Entitlement, *, ttl: timedelta = DEFAULT_LINK_TTL) -> str:
-        """Absolute link to download ``entitlement``'s file, valid for ``ttl`` (24 hours by default)."""
-        token = self.make_token(entitlement.id, datetime.now(UTC) + ttl)
+    def signed_url(self, entitlement: m.Entitlement, *, ttl: timedelta | None = None) -> str:
+        """Absolute link to download ``entitlement``'s file, valid for ``ttl`` (the shop settings' link lifetime)."""
+        token = self.make_token(entitlement.id, datetime.now(UTC) + (ttl or current_shop_settings().link_lifetime))
         return f"{self.settings.base_url}{DOWNLOAD_PATH}/{token}"
 
     # --- the customer's list ------------------------------------------------------------------------------------------
@@ -431,7 +432,7 @@ class DownloadService:
                     }
                     for item in items
                 ],
-                "valid_hours": int(DEFAULT_LINK_TTL.total_seconds() // 3600),
+                "valid_hours": current_shop_settings().link_lifetime_hours,
                 "resend_url": f"{self.settings.base_url}{RESEND_PATH}",
             },
         )

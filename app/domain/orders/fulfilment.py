@@ -29,12 +29,13 @@ from app.domain.bookings.card_payments import cancel_refunded_bookings, confirm_
 from app.domain.catalog.cache import invalidate_catalog
 from app.domain.downloads.services import DownloadService
 from app.domain.notifications.services import EmailService
+from app.domain.orders.invoices import issue_invoice
 from app.domain.payments.context import HandlerContext
 from app.domain.payments.gateway import as_dict, stripe_id
 from app.domain.promotions.services import redeem_for_order
+from app.domain.settings.services import alert_recipients
 from app.lib import metrics
 from app.lib.money import format_money
-from app.lib.permissions import Role
 
 log = structlog.get_logger()
 
@@ -152,6 +153,7 @@ class PaymentSync:
         if getattr(won, "rowcount", 0) != 1:
             return [], False  # somebody else fulfilled it
         await self.db.refresh(order)
+        await issue_invoice(self.db, order)  # gap-free: the number commits (or rolls back) with the fulfilment
         # The code's redemption counts here, once per paid order, in the same transaction as the fulfilment.
         await redeem_for_order(self.db, order)
         downloads = DownloadService(self.db, self.ctx.settings)
@@ -309,10 +311,8 @@ class PaymentSync:
             "admin_url": f"{base}/admin/orders/{order.id}",
         }
         emails = [mailer.stage("refund_failed", order.email, context)]
-        admins = await self.db.scalars(
-            select(m.User.email).where(m.User.role == Role.ADMIN.value, m.User.is_active.is_(True))
-        )
-        emails += [mailer.stage("refund_failed_admin", address, context) for address in admins]
+        recipients = await alert_recipients(self.db)  # the shop settings' list, or every active admin
+        emails += [mailer.stage("refund_failed_admin", address, context) for address in recipients]
         return emails
 
 
