@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 RESULTS = ROOT / "bench" / "results"
 WEBHOOK_SECRET = "whsec_cartwright_bench"
-QUEUE_NAME = "cartwright"  # app.lib.runtime.QUEUE_NAME
+PAYMENTS_QUEUE = "cartwright-payments"  # app.lib.queues.PAYMENTS: where Stripe events wait
 CSRF_COOKIE = "cartwright_csrf"
 CHECKOUT_MARKER = 'name="checkout_token"'  # the billing form is on the page, not a redirect to an empty cart
 
@@ -304,7 +304,7 @@ async def scenarios(opts: argparse.Namespace, base_url: str, host: str, port: in
     )
     redis = Redis.from_url(opts.redis_url)
     try:
-        queued = int(redis.llen(f"saq:{QUEUE_NAME}:queued"))
+        queued = int(redis.llen(f"saq:{PAYMENTS_QUEUE}:queued"))
     finally:
         redis.close()
     out["ingestion_check"] = {

@@ -21,7 +21,8 @@ from saq import Queue, Worker
 from sqlalchemy import text
 
 from app.db import models as m
-from app.lib.runtime import QUEUE_NAME, Runtime
+from app.lib import queues
+from app.lib.runtime import Runtime
 from app.lib.settings import Settings, get_settings
 from app.lib.shop_settings import SHOP_SETTINGS
 from app.stripe_emulator.server import EmulatorServer, free_port, run_emulator
@@ -233,28 +234,36 @@ async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def queue(app: Litestar) -> Queue:
-    return app.plugins.get(SAQPlugin).get_queue(QUEUE_NAME)
+    """The app's queue object: enqueues route to the payments, email or background queue (app/lib/queues.py)."""
+    return app.plugins.get(SAQPlugin).get_queue(queues.BACKGROUND)
 
 
 @pytest.fixture
 async def worker(queue: Queue, client: httpx.AsyncClient) -> AsyncIterator[Worker]:
-    """A real SAQ worker consuming the app's queue inside the test's event loop."""
-    from app.server.worker import TASKS, before_job, on_worker_shutdown, on_worker_startup, record_job
+    """Real SAQ workers, one per queue as ``cartwright workers run`` starts them, inside the test's event loop.
+    Yields the background queue's worker."""
+    from app.server.worker import before_job, on_worker_shutdown, on_worker_startup, record_job, tasks_for
 
-    saq_worker = Worker(
-        queue,
-        functions=TASKS,
-        startup=[on_worker_startup],
-        shutdown=[on_worker_shutdown],
-        before_process=[before_job],
-        after_process=[record_job],
-        concurrency=4,
-        timers={"schedule": 1, "sweep": 1, "stats": 60, "abort": 1},
-    )
-    task = asyncio.create_task(saq_worker.start())
-    yield saq_worker
-    await saq_worker.stop()
-    task.cancel()
+    family = getattr(queue, "family", {queues.BACKGROUND: queue})
+    workers = [
+        Worker(
+            family[name],
+            functions=tasks_for(name),
+            startup=[on_worker_startup],
+            shutdown=[on_worker_shutdown],
+            before_process=[before_job],
+            after_process=[record_job],
+            concurrency=4,
+            timers={"schedule": 1, "sweep": 1, "stats": 60, "abort": 1},
+        )
+        for name in queues.NAMES
+    ]
+    tasks = [asyncio.create_task(w.start()) for w in workers]
+    yield workers[queues.NAMES.index(queues.BACKGROUND)]
+    for saq_worker in workers:
+        await saq_worker.stop()
+    for task in tasks:
+        task.cancel()
 
 
 SetLimits = Callable[..., None]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+import pytest
 from saq import Job, Queue
 
 CSRF_COOKIE = "cartwright_csrf"
@@ -50,3 +54,13 @@ async def job_finished(queue: Queue, key: str, timeout: float = 15) -> Job:
     assert job is not None, f"no job with key {key}"
     await job.refresh(until_complete=timeout)
     return job
+
+
+async def until(condition: Callable[[], Awaitable[Any]], *, timeout: float, what: str) -> Any:
+    """``wait_until`` for conditions that must be awaited (a database row, a job's state in Redis)."""
+    deadline = time.monotonic() + timeout
+    while not (result := await condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout:.0f}s for {what}", pytrace=False)
+        await asyncio.sleep(0.05)
+    return result

@@ -22,13 +22,12 @@ def stripe_group() -> None:
 )
 @click.option("--no-resume", is_flag=True, help="Start from the first page even if the last run was interrupted.")
 def sync_command(since: str | None, only: str | None, no_resume: bool) -> None:
-    from saq.queue.redis import RedisQueue
-
     from app.db import models as m
     from app.domain.payments.gateway import build_stripe_client
     from app.domain.sync.services import LABELS, SyncEngine, parse_options, start_sync
+    from app.lib import queues
     from app.lib.exceptions import ConflictError, FormError
-    from app.lib.runtime import QUEUE_NAME, Runtime
+    from app.lib.runtime import Runtime
     from app.lib.settings import get_settings
 
     try:
@@ -73,7 +72,7 @@ def sync_command(since: str | None, only: str | None, no_resume: bool) -> None:
                 redis=runtime.redis,
                 settings=runtime.settings,
                 # Receipts and notices go through the worker's queue like everywhere else.
-                queue=RedisQueue(runtime.redis, name=QUEUE_NAME),
+                queue=queues.build_queues(runtime.redis)[queues.BACKGROUND],
                 run_id=sync_run.id,
                 on_page=show,
             )

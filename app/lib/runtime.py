@@ -24,8 +24,6 @@ from app.lib.embedded_redis import resolve_redis_url
 from app.lib.ratelimit import RateLimiter
 from app.lib.settings import BASE_DIR, Settings
 
-QUEUE_NAME = "cartwright"
-
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the web and worker processes read while the other writes; foreign keys are off by default.

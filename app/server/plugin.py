@@ -52,10 +52,10 @@ from app.domain.subscriptions.controllers import SubscriptionController
 from app.domain.sync.controllers import AdminSyncController
 from app.domain.system.controllers import csp_report, healthz, readyz
 from app.domain.system.metrics import metrics_endpoint
-from app.lib import metrics
+from app.lib import metrics, queues
 from app.lib.exceptions import ApplicationError
 from app.lib.htmx import pop_flashes
-from app.lib.runtime import QUEUE_NAME, Runtime
+from app.lib.runtime import Runtime
 from app.lib.settings import BASE_DIR
 from app.lib.templating import get_environment
 from app.server import errors
@@ -125,7 +125,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
         saq = saq_config(runtime)
         # One queue object for the process, on app state: litestar-saq's own dependency is an async generator
         # (connect on every request, and a cleanup task group per request that asks for it).
-        queue = saq.get_queues().get(QUEUE_NAME)
+        queue = saq.get_queues().get(queues.BACKGROUND)  # routes each job to its queue (app/lib/queues.py)
         app_config.state.update({"runtime": runtime, "queue": queue})
         app_config.on_startup.append(queue.connect)
 

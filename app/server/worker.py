@@ -1,4 +1,4 @@
-"""SAQ wiring: the queue, its tasks and crons. `cartwright workers run` runs them in their own process."""
+"""SAQ wiring: the queues, their tasks and crons. `cartwright workers run` runs them in their own process."""
 
 from __future__ import annotations
 
@@ -16,16 +16,23 @@ from app.domain.payments import jobs as payment_jobs
 from app.domain.settings.services import refresh_shop_settings
 from app.domain.sync import jobs as sync_jobs
 from app.domain.system import jobs as system_jobs
-from app.lib import metrics
-from app.lib.runtime import QUEUE_NAME, Runtime
+from app.lib import metrics, queues
+from app.lib.runtime import Runtime
 from app.lib.settings import get_settings
+
+# One runtime (engine, Redis) per worker process, shared by the process's three queue workers.
+_shared: dict[str, Any] = {"runtime": None, "users": 0}
 
 
 async def on_worker_startup(ctx: Context) -> None:
-    # Each worker process builds its own runtime (engine, Redis) from the same environment as the web process.
-    ctx["runtime"] = runtime = Runtime(get_settings())  # type: ignore[typeddict-unknown-key]
-    if runtime.settings.worker_metrics_port:  # a worker container's own scrape target (docs/production.md)
-        metrics.serve_worker_metrics(runtime.settings.worker_metrics_port)
+    # Each worker process builds its own runtime from the same environment as the web process.
+    if _shared["runtime"] is None:
+        runtime = Runtime(get_settings())
+        _shared["runtime"] = runtime
+        if runtime.settings.worker_metrics_port:  # a worker container's own scrape target (docs/production.md)
+            metrics.serve_worker_metrics(runtime.settings.worker_metrics_port)
+    _shared["users"] += 1
+    ctx["runtime"] = _shared["runtime"]  # type: ignore[typeddict-unknown-key]
 
 
 async def record_job(ctx: Context) -> None:
@@ -51,8 +58,11 @@ async def before_job(ctx: Context) -> None:
 
 
 async def on_worker_shutdown(ctx: Context) -> None:
-    runtime: Runtime | None = ctx.get("runtime")  # type: ignore[assignment]
-    if runtime is not None:
+    del ctx
+    _shared["users"] -= 1
+    runtime: Runtime | None = _shared["runtime"]
+    if runtime is not None and _shared["users"] <= 0:
+        _shared["runtime"] = None
         await runtime.close()
 
 
@@ -91,20 +101,35 @@ def cron_jobs(runtime: Runtime) -> list[CronJob]:
     return jobs
 
 
+# Each queue's workers: fulfilment has its own and never waits behind an email burst or a re-sync.
+CONCURRENCY = {queues.PAYMENTS: 8, queues.EMAILS: 4, queues.BACKGROUND: 4}
+
+
+def tasks_for(queue_name: str) -> list[Any]:
+    """The functions a queue's workers run: its routed ones; the background queue runs every task, so jobs an
+    older release left on the single queue of old still run."""
+    if queue_name == queues.BACKGROUND:
+        return TASKS
+    return [task for task in TASKS if queues.queue_for(task.__name__) == queue_name]
+
+
 def saq_config(runtime: Runtime) -> SAQConfig:
     return SAQConfig(
         queue_configs=[
             QueueConfig(
                 broker_instance=runtime.redis,
-                name=QUEUE_NAME,
-                tasks=TASKS,
-                scheduled_tasks=cron_jobs(runtime),
+                name=name,
+                tasks=tasks_for(name),
+                scheduled_tasks=cron_jobs(runtime) if name == queues.BACKGROUND else [],
                 startup=on_worker_startup,
                 shutdown=on_worker_shutdown,
                 before_process=before_job,
                 after_process=record_job,
-                concurrency=10,
+                concurrency=CONCURRENCY[name],
             )
+            for name in queues.NAMES
         ],
+        # Our own queue objects, which route each job to its queue (app/lib/queues.py).
+        queue_instances=dict(queues.build_queues(runtime.redis)),
         use_server_lifespan=False,
     )

@@ -33,6 +33,7 @@ from sqlalchemy import func, select, text
 
 from app.db import models as m
 from app.domain.payments.webhooks import PROCESS_EVENT_JOB, WebhookIntake
+from app.lib import queues
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings
 from app.stripe_emulator.server import EmulatorServer
@@ -197,7 +198,7 @@ async def test_a_worker_killed_mid_job_is_swept_and_retried_and_fulfils_the_orde
         await wait_until(abandoned, what="job past its timeout")
         # The killed worker's start-up sweep holds SAQ's once-a-minute sweep lock; expiring it stands in for the
         # minute passing (as ageing `received_at` does for our own sweeper), so the new worker sweeps at start.
-        await redis.delete(f"saq:{queue.name}:sweep")
+        await redis.delete(f"saq:{queues.queue_for(PROCESS_EVENT_JOB)}:sweep")  # the payments queue
         workers.append(start_worker(second_log))
 
         finished = await job_finished(queue, key, timeout=30)

@@ -64,7 +64,8 @@ async def evaluate(
         )
     if queue is not None:
         try:
-            age = await oldest_queued_age(queue)
+            family = list(getattr(queue, "family", {queue.name: queue}).values())
+            age = max([await oldest_queued_age(q) for q in family])
         except Exception:  # Redis down: the readiness probe and the 503 pages say so; nothing to measure here
             age = 0.0
         if age > OLDEST_JOB_SECONDS:

@@ -57,12 +57,19 @@ def storage_free_ratio(path: Path) -> float | None:
 
 async def snapshot(runtime: Runtime, queue: Queue) -> dict[str, tuple[str, float]]:
     values: dict[str, tuple[str, float]] = {}
+    family = list(getattr(queue, "family", {queue.name: queue}).values())
     try:
-        values["cartwright_queue_jobs_queued"] = ("Jobs waiting in the queue", await queue.count("queued"))
-        values["cartwright_queue_jobs_active"] = ("Jobs running now", await queue.count("active"))
+        values["cartwright_queue_jobs_queued"] = (
+            "Jobs waiting, all queues",
+            float(sum([await q.count("queued") for q in family])),
+        )
+        values["cartwright_queue_jobs_active"] = (
+            "Jobs running now, all queues",
+            float(sum([await q.count("active") for q in family])),
+        )
         values["cartwright_queue_oldest_job_age_seconds"] = (
-            "How long the next job to run has waited",
-            await oldest_queued_age(queue),
+            "How long the longest-waiting next job has waited, any queue",
+            max([await oldest_queued_age(q) for q in family]),
         )
     except Exception:
         metrics.REDIS_ERRORS.labels("metrics").inc()
