@@ -5,11 +5,12 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck unit e2e screenshots clean help bench bench-dashboard bench-sync
+.PHONY: run test lint typecheck unit e2e screenshots clean help bench bench-dashboard bench-sync test-cluster
 
 help:
 	@echo "make run   - set up and start the shop (web + worker + Stripe emulator) on http://$(HOST):$(PORT)"
 	@echo "make test  - lint, type-check, unit + integration (SQLite and PostgreSQL) and browser tests"
+	@echo "make test-cluster - 2 web nodes + 2 workers, one of each killed mid-load: nothing lost or doubled"
 	@echo "make bench - load test: Stripe webhook ingestion and the checkout page on PostgreSQL + Redis (docs/benchmarks.md)"
 	@echo "make bench-dashboard - the admin dashboard over 100k orders, cold and warm (docs/benchmarks.md)"
 	@echo "make bench-sync - the full Stripe re-sync at scale (50k customers / 100k invoices in the emulator; docs/sync.md)"
@@ -39,8 +40,12 @@ typecheck: $(BIN)/.installed-test
 # Two pytest-xdist workers (each its own databases, Redis databases, emulator and app port); the few tests that
 # wait out a job timeout run alone afterwards, where a loaded machine can't stretch them past their deadline.
 unit: $(BIN)/.installed-test
-	$(BIN)/pytest tests -n 2 -m "not serial"
+	$(BIN)/pytest tests -n 2 -m "not serial and not cluster"
 	$(BIN)/pytest tests -m serial
+
+# Two web nodes and two workers on PostgreSQL and Redis, a node and a worker killed mid-load (tests/cluster).
+test-cluster: $(BIN)/.installed-test
+	$(BIN)/pytest tests/cluster -m cluster
 
 e2e: $(BIN)/.installed-test
 	$(BIN)/pytest e2e

@@ -36,6 +36,8 @@ def promtool() -> str:
 def test_the_rules_are_valid_and_each_alert_fires_on_its_condition_only() -> None:
     tool = promtool()
     subprocess.run([tool, "check", "rules", str(RULES / "alerts.yml")], check=True, capture_output=True)
+    # compose.yaml's Prometheus: its configuration, with the rules file it loads.
+    subprocess.run([tool, "check", "config", str(RULES / "prometheus.yml")], check=True, capture_output=True)
     tested = subprocess.run(
         [tool, "test", "rules", str(RULES / "alerts.test.yml")], capture_output=True, text=True, check=False
     )

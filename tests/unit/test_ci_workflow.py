@@ -46,3 +46,20 @@ def test_the_scripts_ci_calls_are_valid_bash_and_executable() -> None:
     for script in (ROOT / ".ci/run", ROOT / "deploy/smoke-test"):
         assert script.stat().st_mode & 0o111, f"{script} is not executable"
         subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+def test_compose_runs_the_multi_node_topology_the_cluster_test_proves() -> None:
+    compose: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"postgres", "redis", "migrate", "web1", "web2", "worker1", "worker2", "prometheus"} <= set(services)
+    assert services["migrate"]["command"] == ["cartwright", "database", "upgrade", "--no-prompt"]
+    for name in ("web1", "web2", "worker1", "worker2"):
+        # Every node waits for the migration and runs the Dockerfile's image, on the shared database and Redis.
+        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert services[name]["environment"]["REDIS_URL"].startswith("redis://redis:")
+        assert "@postgres:5432/" in services[name]["environment"]["DATABASE_URL"]
+    for name in ("worker1", "worker2"):
+        assert services[name]["command"] == ["cartwright", "workers", "run"]
+    scrape = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    targets = {t for job in scrape["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
+    assert targets == {"web1:8000", "web2:8000", "worker1:9100", "worker2:9100"}
