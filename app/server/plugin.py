@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import exc as sa_exc
 
 from app.domain.accounts.controllers import AccountController
+from app.domain.accounts.self_service_controllers import SelfServiceController
 from app.domain.admin.category_controllers import AdminCategoryController
 from app.domain.admin.controllers import AdminController
 from app.domain.admin.customer_controllers import AdminCustomerController
@@ -176,6 +177,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 CatalogController,
                 CartController,
                 AccountController,
+                SelfServiceController,
                 AdminController,
                 AdminOrderController,
                 AdminCustomerController,

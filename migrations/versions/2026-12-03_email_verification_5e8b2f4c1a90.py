@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("id", GUID(length=16), nullable=False),
         sa.Column("user_id", GUID(length=16), nullable=False),
         sa.Column("email", sa.String(length=320), nullable=False),
+        sa.Column("purpose", sa.String(length=12), server_default="verify", nullable=False),
         sa.Column("token_hash", sa.String(length=64), nullable=False),
         sa.Column("expires_at", DateTimeUTC(timezone=True), nullable=False),
         sa.Column("used_at", DateTimeUTC(timezone=True), nullable=True),

@@ -60,6 +60,8 @@ class EmailVerificationToken(UUIDv7AuditBase):
 
     user_id: Mapped[UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     email: Mapped[str] = mapped_column(String(320))
+    # "verify": prove the account's address; "change": move the account to ``email`` once its owner proves it.
+    purpose: Mapped[str] = mapped_column(String(12), default="verify", server_default="verify")
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)

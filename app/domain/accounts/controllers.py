@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import models as m
 from app.domain.accounts.deps import provide_account_service, provide_email_service, provide_login_throttle
 from app.domain.accounts.lockout import LoginThrottle
+from app.domain.accounts.self_service import SESSION_MARKER_KEY, remember_device
 from app.domain.accounts.services import AccountService
 from app.domain.cart.services import CART_SESSION_KEYS, CartService
 from app.lib.client_ip import client_ip
@@ -35,12 +36,13 @@ def safe_next(url: str | None, default: str = "/") -> str:
     return same_site_path(url, default)
 
 
-def start_session(
+async def start_session(
     request: Request[Any, Any, Any], user: m.User, runtime: NamedDependency[Runtime], *, remember: bool
 ) -> None:
     """Sign ``user`` in on a fresh session id (no fixation); staff get short, non-persistent sessions.
 
-    Only the cart survives from the old session: an anonymous cart until it is merged, and the badge count.
+    Only the cart survives from the old session: an anonymous cart until it is merged, and the badge count. The
+    sign-in joins the account's list of sessions (``/account/profile``).
     """
     request.set_session({key: request.session[key] for key in CART_SESSION_KEYS if key in request.session})
     request.session.update(
@@ -49,11 +51,22 @@ def start_session(
     rotate_session(request)
     settings = runtime.settings
     if is_staff(user.role):
+        lifetime = settings.staff_absolute_seconds
         set_session_lifetime(request, settings.staff_idle_seconds)
     elif remember:
+        lifetime = settings.remember_me_seconds
         set_session_lifetime(request, settings.remember_me_seconds, persistent=True)
     else:
+        lifetime = settings.customer_session_seconds
         set_session_lifetime(request, settings.customer_session_seconds)
+    ip = client_ip(
+        request.client.host if request.client else None,
+        request.headers.get("x-forwarded-for"),
+        settings.trusted_proxies,
+    )
+    request.session[SESSION_MARKER_KEY] = await remember_device(
+        runtime.redis, user.id, ip=ip, agent=request.headers.get("user-agent", ""), lifetime=lifetime
+    )
 
 
 class AccountController(Controller):
@@ -101,7 +114,7 @@ class AccountController(Controller):
             if isinstance(exc, RateLimitedError):
                 page.headers.update(exc.headers)  # Retry-After: how long this address waits
             return page
-        start_session(request, user, runtime, remember=data.get("remember") == "on")
+        await start_session(request, user, runtime, remember=data.get("remember") == "on")
         await CartService(db_session, request.session).merge_session_cart(user)
         flash(request, f"Welcome back, {user.display_name}.", "success")
         default = (
@@ -292,6 +305,6 @@ class AccountController(Controller):
                 fragment="accounts/_password_form.html.j2",
                 status_code=422,
             )
-        start_session(request, user, runtime, remember=bool(request.session.get("_persistent")))
+        await start_session(request, user, runtime, remember=bool(request.session.get("_persistent")))
         flash(request, "Your password has been changed. Other devices have been signed out.", "success")
         return redirect(request, request.app.route_reverse("accounts:overview"))

@@ -142,8 +142,11 @@ class AccountService:
         )
 
     async def verify_email(self, token: str) -> m.User | None:
-        """Mark the address the link was sent to as verified; ``None`` if the link is unknown, used or expired,
-        or the account's address has changed since. Single use: a conditional update claims the link."""
+        """Open a confirmation link; ``None`` if it is unknown, used or expired, or no longer applies.
+
+        A sign-up's link ("verify") confirms the account's address, if the account still has it. A change link
+        ("change") moves the account to the new address its owner has just proved: every other session ends, and
+        the old address is told. Single use: a conditional update claims the link."""
         now = datetime.now(UTC)
         row = await self.db.scalar(
             select(m.EmailVerificationToken).where(m.EmailVerificationToken.token_hash == hash_token(token))
@@ -151,7 +154,10 @@ class AccountService:
         if row is None or row.used_at is not None or row.expires_at <= now:
             return None
         user = await self.db.get(m.User, row.user_id)
-        if user is None or not user.is_active or user.email != row.email:
+        if user is None or not user.is_active:
+            return None
+        changing = row.purpose == "change"
+        if (user.email == row.email) == changing:  # a sign-up link for an old address, or a change already made
             return None
         claimed = await self.db.execute(
             update(m.EmailVerificationToken)
@@ -161,9 +167,27 @@ class AccountService:
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             await self.db.rollback()
             return None
-        if user.email_verified_at is None:
+        old_email = user.email
+        if changing:
+            user.email = row.email
+            user.session_epoch += 1  # whoever else was signed in learned the old address, not this one
+        if changing or user.email_verified_at is None:
             user.email_verified_at = now
-        await self.db.commit()
+        try:
+            await self.db.commit()
+        except IntegrityError:  # someone registered the address meanwhile
+            await self.db.rollback()
+            return None
+        if changing:
+            await self.emails.send(
+                "email_changed",
+                old_email,
+                {
+                    "name": user.display_name,
+                    "new_email": user.email,
+                    "reset_url": f"{self.settings.base_url}/forgot-password",
+                },
+            )
         return user
 
     async def authenticate(self, *, email: str, password: str, ip: str, throttle: LoginThrottle) -> m.User:
