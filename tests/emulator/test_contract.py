@@ -152,6 +152,9 @@ def _objects(sc: stripe.StripeClient) -> dict[str, Callable[[], str]]:
         "payment_intent": lambda: f"/v1/payment_intents/{paid().id}",
         "charge": lambda: f"/v1/charges/{paid().latest_charge}",
         "refund": refund,
+        "balance_transaction": lambda: (
+            f"/v1/balance_transactions/{sc.v1.charges.retrieve(paid().latest_charge).balance_transaction}"
+        ),
         "event": event,
         "webhook_endpoint": endpoint,
     }
@@ -165,6 +168,7 @@ OBJECTS = [
     "payment_intent",
     "charge",
     "refund",
+    "balance_transaction",
     "event",
     "webhook_endpoint",
     "setup_intent",
@@ -224,3 +228,17 @@ def test_error_shape(emulator: EmulatorServer) -> None:
     error = response.json()["error"]
     assert response.status_code == 400
     assert {"type", "code", "param", "message", "doc_url", "request_log_url"} <= set(error)
+
+
+def test_a_charge_pays_stripes_canadian_card_fee_and_a_refund_keeps_it(sc: stripe.StripeClient) -> None:
+    """2.9 % + C$0.30 per domestic card charge (Stripe's published pricing); the fee is not returned on refund."""
+    intent = sc.v1.payment_intents.create(
+        params={"amount": 5650, "currency": "cad", "payment_method": "pm_card_visa", "confirm": True}
+    )
+    charge = sc.v1.charges.retrieve(str(intent.latest_charge), params={"expand": ["balance_transaction"]})
+    txn = charge.balance_transaction
+    assert (txn.amount, txn.fee, txn.net, txn.type) == (5650, 194, 5456, "charge")  # 163.85 -> 164, + 30
+    assert txn.fee_details[0].type == "stripe_fee"
+    refund = sc.v1.refunds.create(params={"payment_intent": intent.id, "amount": 1000})
+    back = sc.v1.balance_transactions.retrieve(str(refund.balance_transaction))
+    assert (back.amount, back.fee, back.net, back.type, back.source) == (-1000, 0, -1000, "refund", refund.id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from uuid import UUID
 
@@ -11,8 +13,10 @@ from saq import Queue, Worker
 from sqlalchemy import func, select
 
 from app.db import models as m
+from app.lib.money import format_money
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings
+from app.stripe_emulator.resources.balance_transactions import card_fee
 from app.stripe_emulator.server import EmulatorServer
 from tests.conftest import Factory
 from tests.helpers import post_form, sign_in, text_of
@@ -331,3 +335,36 @@ async def test_nothing_to_reissue_after_a_full_refund_says_so(
     assert "This order has no downloads to reissue (none, or all revoked by a refund)." in page
     async with runtime.db() as db:
         assert await db.scalar(select(func.count()).select_from(m.AuditEntry)) == 0
+
+
+async def test_the_order_page_and_the_export_show_stripes_fee_and_the_net(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    runtime: Runtime,
+    settings: Settings,
+    stripe_emulator: EmulatorServer,
+    queue: Queue,
+    worker: Worker,
+) -> None:
+    """Issue #16 item 7: the fee comes from the charge's balance transaction; Stripe keeps it on a refund."""
+    order_id, intent_id = await paid_order(
+        client, factory, runtime, settings, stripe_emulator, queue, email="fees@example.com"
+    )
+    await runtime.stripe.v1.refunds.create_async({"payment_intent": intent_id, "amount": 500})
+    await settle(stripe_emulator, queue, runtime)
+    async with runtime.db() as db:
+        order = await db.get(m.Order, order_id)
+        payment = await db.scalar(select(m.Payment).where(m.Payment.order_id == order_id))
+    assert order is not None and payment is not None
+    fee = card_fee(order.total)
+    assert (payment.fee, payment.net) == (fee, order.total - fee)
+    await factory.user(email="admin@example.com", role="admin")
+    await sign_in(client, "admin@example.com")
+    page = text_of((await client.get(f"/admin/orders/{order_id}")).text)
+    assert f"Stripe fee {format_money(fee, 'CAD')}" in page
+    assert f"Net after fees {format_money(order.total - fee - 500, 'CAD')}" in page
+    export = await client.get("/admin/orders/export.csv")
+    [header, row] = list(csv.reader(io.StringIO(export.text)))[:2]
+    values = dict(zip(header, row, strict=True))
+    assert values["stripe_fee"] == f"{fee / 100:.2f}"
+    assert values["net_after_fees"] == f"{(order.total - fee - 500) / 100:.2f}"

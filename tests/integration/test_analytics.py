@@ -572,19 +572,24 @@ async def test_a_mirrored_refund_changes_the_cached_dashboard_at_once(
     await factory.user(email="admin@example.com", role="admin")
     await sign_in(client, "admin@example.com")
 
-    def net(html: str) -> str:
-        match = re.search(r'data-kpi="net">.*?class="kpi-value">([^<]+)<', html, re.S)
-        assert match, "no net revenue card"
+    def net(html: str, kpi: str = "net") -> str:
+        match = re.search(rf'data-kpi="{kpi}">.*?class="kpi-value">([^<]+)<', html, re.S)
+        assert match, f"no {kpi} card"
         return match.group(1).strip()
 
     first = await client.get("/admin?period=7d")
     assert net(first.text) == "$21.00 CAD"  # 20.00 + 5% GST
+    # Stripe's fee on the charge (2.9 % + 30 cents of $21.00 = $0.91), from its balance transaction.
+    assert net(first.text, "fees") == "$0.91 CAD"
+    assert net(first.text, "net_after_fees") == "$20.09 CAD"
     assert "dana@example.com" in first.text  # the activity feed
     assert net((await client.get("/admin?period=7d")).text) == "$21.00 CAD"  # now from the cache
 
     await runtime.stripe.v1.refunds.create_async({"payment_intent": intent_id, "amount": 600})
     await settle(stripe_emulator, queue, runtime)
-    assert net((await client.get("/admin?period=7d")).text) == "$15.00 CAD"
+    after = (await client.get("/admin?period=7d")).text
+    assert net(after) == "$15.00 CAD"
+    assert net(after, "net_after_fees") == "$14.09 CAD"  # Stripe keeps its fee on a refund
 
 
 async def test_the_live_stream_sees_an_order_paid_through_the_webhook(

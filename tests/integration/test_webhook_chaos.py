@@ -25,6 +25,7 @@ from app.domain.checkout.services import BillingDetails, CheckoutService
 from app.domain.payments.handlers import HANDLERS, is_handled
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings
+from app.stripe_emulator.resources.balance_transactions import card_fee
 from app.stripe_emulator.server import EmulatorServer
 from tests.conftest import Factory
 from tests.helpers import job_finished
@@ -173,6 +174,7 @@ async def test_duplicated_shuffled_delayed_webhooks_fulfil_every_order_exactly_o
     handled = {event_id: event for event_id, event in listed.items() if is_handled(event["type"])}
     assert Counter(event["type"] for event in handled.values()) == {
         "payment_intent.succeeded": len(purchases),
+        "charge.succeeded": len(purchases),  # its balance transaction: Stripe's fee on the payment
         "payment_intent.payment_failed": len(declined_first),
     }
     stored = await stored_events(runtime)
@@ -182,6 +184,8 @@ async def test_duplicated_shuffled_delayed_webhooks_fulfil_every_order_exactly_o
         payments = list(await db.scalars(select(m.Payment)))
     assert len(payments) == len(purchases)
     assert {(p.status, p.failure_message) for p in payments} == {("succeeded", "")}
+    # Every payment knows Stripe's fee (2.9 % + 30 cents) and its net, whichever of its events came first.
+    assert all(p.fee == card_fee(p.amount) and p.net == p.amount - p.fee for p in payments)
 
     # Zero duplicate emails: every receipt went out over SMTP once.
     async with runtime.db() as db:

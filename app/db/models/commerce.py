@@ -181,6 +181,9 @@ class Payment(UUIDv7AuditBase):
     currency: Mapped[str] = mapped_column(String(3))
     status: Mapped[str] = mapped_column(String(32), default=PaymentStatus.REQUIRES_PAYMENT_METHOD.value)
     failure_message: Mapped[str] = mapped_column(Text, default="")
+    # From the charge's balance transaction: Stripe's fee, and the amount less the fee (None until Stripe says).
+    fee: Mapped[int | None] = mapped_column(default=None)
+    net: Mapped[int | None] = mapped_column(default=None)
     last_event_id: Mapped[str | None] = mapped_column(String(255), default=None)
     # Stripe's `created` of the newest event applied: an older event never overwrites newer state.
     last_event_created: Mapped[int] = mapped_column(default=0)

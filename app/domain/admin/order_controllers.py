@@ -20,6 +20,7 @@ from app.domain.admin.orders import (
     OrderDetail,
     order_csv_row,
     order_detail,
+    orders_export_query,
     orders_query,
     parse_refund_form,
     reissue_downloads,
@@ -80,7 +81,9 @@ class AdminOrderController(Controller):
     @get("/export.csv", name="admin:orders_export")
     async def export(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Stream:
         """Every order of the current filter, streamed: fine for 100k rows."""
-        return export_for(request, runtime, ORDERS_TABLE, orders_query, ORDERS_CSV_HEADER, order_csv_row, name="orders")
+        return export_for(
+            request, runtime, ORDERS_TABLE, orders_export_query, ORDERS_CSV_HEADER, order_csv_row, name="orders"
+        )
 
     @get("/{order_id:uuid}", name="admin:order")
     async def order(

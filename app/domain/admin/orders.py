@@ -85,10 +85,22 @@ ORDERS_CSV_HEADER = (
     "total",
     "refunded",
     "paid_at",
+    "stripe_fee",
+    "net_after_fees",
 )
 
 
-def order_csv_row(order: m.Order) -> tuple[Any, ...]:
+def orders_export_query(state: TableState) -> Query:
+    """The table's rows with their payment's Stripe fee and net, for the CSV."""
+    return (
+        orders_query(state)
+        .outerjoin(m.Payment, m.Payment.order_id == m.Order.id)
+        .add_columns(m.Payment.fee, m.Payment.net)
+    )
+
+
+def order_csv_row(row: Any) -> tuple[Any, ...]:
+    order, fee, net = row
     return (
         order.number,
         order.created_at.isoformat(),
@@ -105,6 +117,9 @@ def order_csv_row(order: m.Order) -> tuple[Any, ...]:
         plain_amount(order.total, order.currency),
         plain_amount(order.amount_refunded, order.currency),
         order.paid_at.isoformat() if order.paid_at else "",
+        "" if fee is None else plain_amount(fee, order.currency),
+        # Stripe keeps its fee when money is refunded: net after fees is what reached us, less the refunds.
+        "" if net is None else plain_amount(net - order.amount_refunded, order.currency),
     )
 
 

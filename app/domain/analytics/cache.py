@@ -12,7 +12,7 @@ from app.lib.versioned_cache import VersionedCache
 
 # TTL: a backstop for what no hook announces (a customer registering, credits spent on a booking): at worst this
 # old. Bump the schema when the cached value's shape changes.
-ANALYTICS_CACHE = VersionedCache("analytics", ttl_seconds=300, schema=1)
+ANALYTICS_CACHE = VersionedCache("analytics", ttl_seconds=300, schema=2)  # 2: Stripe fees
 
 
 async def invalidate(redis: Redis | None) -> None:

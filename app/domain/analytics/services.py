@@ -6,6 +6,8 @@ Definitions (also in docs/analytics.md):
 * **Gross revenue**: totals (tax included, what customers paid) of CAD orders paid in the range (``paid_at``).
   **Refunds**: CAD refunds created in the range (succeeded or pending, as Stripe counts them).
   **Net revenue** = gross - refunds. **Orders**: orders paid in the range. **Average order value** = gross / orders.
+  **Stripe fees**: the processing fees on those orders' charges (from their balance transactions; Stripe keeps
+  them on refunds). **Net after fees** = net revenue - Stripe fees.
 * **New customers**: customer accounts created in the range.
 * **Payment success rate**: of the PaymentIntents (one per order, a ``payments`` row) first seen in the range and
   that reached an outcome (succeeded, failed, requires_action, canceled), the share that succeeded. A decline
@@ -46,6 +48,8 @@ KPIS: dict[str, list[tuple[str, str, str, bool, bool]]] = {
     "Sales": [
         ("gross", "Gross revenue", "money", True, True),
         ("net", "Net revenue", "money", True, True),
+        ("fees", "Stripe fees", "money", False, True),
+        ("net_after_fees", "Net after fees", "money", True, True),
         ("orders", "Orders", "count", True, False),
         ("aov", "Average order value", "money", True, True),
         ("new_customers", "New customers", "count", True, False),
@@ -93,6 +97,11 @@ class AnalyticsService:
             )
         ).one()
         other_currency = await self.db.scalar(select(func.count()).where(*paid, o.currency != SHOP_CURRENCY))
+        fees = await self.db.scalar(
+            select(func.coalesce(func.sum(m.Payment.fee), 0))
+            .join(o, o.id == m.Payment.order_id)
+            .where(*paid, o.currency == SHOP_CURRENCY)
+        )
         refunds = await self.db.scalar(
             select(func.coalesce(func.sum(m.Refund.amount), 0)).where(
                 m.Refund.created_at >= a,
@@ -127,6 +136,8 @@ class AnalyticsService:
             "gross": gross,
             "refunds": refunds,
             "net": gross - refunds,
+            "fees": int(fees or 0),
+            "net_after_fees": gross - refunds - int(fees or 0),
             "orders": orders,
             "aov": gross // orders if orders else None,
             "new_customers": int(new_customers or 0),

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app.domain.orders import fulfilment
+from app.domain.payments import fees
 from app.domain.payments.context import HandlerContext
 from app.domain.subscriptions import events as subscription_events
 
@@ -21,6 +22,8 @@ HANDLERS: dict[str, Handler] = {
     "payment_intent.processing": fulfilment.on_payment_intent_event,
     "payment_intent.requires_action": fulfilment.on_payment_intent_event,
     "payment_intent.canceled": fulfilment.on_payment_intent_event,
+    "charge.succeeded": fees.on_charge_event,
+    "charge.updated": fees.on_charge_event,
     "charge.refunded": fulfilment.on_refund_event,
     "charge.refund.updated": fulfilment.on_refund_event,
     "refund.created": fulfilment.on_refund_event,

@@ -1,6 +1,7 @@
 """REST resources; importing this package registers every route."""
 
 from app.stripe_emulator.resources import (  # noqa: F401 - imported for route registration
+    balance_transactions,
     catalog,
     charges,
     checkout,

@@ -16,6 +16,7 @@ from app.stripe_emulator.dialect import (
     paginate_kind,
 )
 from app.stripe_emulator.ids import new_id, random_token
+from app.stripe_emulator.resources import balance_transactions
 
 
 def build_charge(
@@ -119,6 +120,17 @@ def build_charge(
         "transfer_group": None,
     }
     ctx.state.put(charge)
+    if succeeded:
+        balance_transactions.record(
+            ctx,
+            charge["balance_transaction"],
+            source=charge["id"],
+            amount=amount,
+            currency=currency,
+            kind="charge",
+            fee=balance_transactions.card_fee(amount),
+            description=description,
+        )
     return charge
 
 

@@ -19,6 +19,7 @@ from app.stripe_emulator.dialect import (
 )
 from app.stripe_emulator.errors import invalid
 from app.stripe_emulator.ids import new_id
+from app.stripe_emulator.resources import balance_transactions
 from app.stripe_emulator.resources.payment_methods import card_number
 
 REASONS = ("duplicate", "fraudulent", "requested_by_customer")
@@ -80,6 +81,16 @@ def refund_charge(
         "transfer_reversal": None,
     }
     ctx.state.put(refund)
+    balance_transactions.record(  # Stripe keeps the charge's fee: the refund's transaction has none
+        ctx,
+        refund["balance_transaction"],
+        source=refund["id"],
+        amount=-amount,
+        currency=refund["currency"],
+        kind="refund",
+        fee=0,
+        description="REFUND FOR CHARGE",
+    )
     if card.refund in {"pending", "fails"}:
         ctx.state.hidden(refund["id"])["settles_to"] = "succeeded" if card.refund == "pending" else "failed"
     before = {
