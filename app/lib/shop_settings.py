@@ -24,6 +24,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.lib.breaker import breaker_for
 from app.lib.settings import get_settings
 
 log = structlog.get_logger()
@@ -88,6 +89,10 @@ class ShopSettingsCache:
         if redis is None:
             self.set(await load(), None)
             return self._value
+        if not breaker_for(redis).closed:  # Redis failed a moment ago: a hung one would cost every request a timeout
+            if time.monotonic() - self._loaded_at > REDIS_DOWN_RELOAD_SECONDS:
+                self.set(await load(), None)
+            return self._value
         try:
             version = await redis.get(VERSION_KEY)
             if version is None:
@@ -95,6 +100,7 @@ class ShopSettingsCache:
                 await redis.set(VERSION_KEY, secrets.token_hex(8), nx=True)
                 version = await redis.get(VERSION_KEY)
         except RedisError as exc:
+            breaker_for(redis).trip()
             if time.monotonic() - self._loaded_at > REDIS_DOWN_RELOAD_SECONDS or self._version is None:
                 log.warning("shop_settings.redis_unavailable", error=type(exc).__name__)
                 self.set(await load(), None)

@@ -32,7 +32,8 @@ from tests.helpers import csrf_token, post_form
 from tests.integration.purchase_support import deliver
 from tests.support import TcpProxy, free_port, redis_server_binary, wait_until
 
-REDIS_TIMEOUT = 0.5
+# Long enough that one wait on Redis stands out from rendering a page on a loaded machine.
+REDIS_TIMEOUT = 2.0
 
 
 @asynccontextmanager
@@ -131,11 +132,12 @@ async def test_with_redis_hung_the_catalog_is_served_and_signed_in_pages_say_503
         first_took = time.monotonic() - started
         assert first.status_code == 200 and "Field Guide" in first.text
         # Before: 10 s (two 5 s timeouts). Now at most one short timeout, and the breaker spares the next pages.
-        assert first_took < 3 * REDIS_TIMEOUT + 1, first_took
-        started = time.monotonic()
+        assert first_took < 2 * REDIS_TIMEOUT + 1, first_took
         for path in ("/", "/products", f"/products/{product.slug}", "/products?sort=price"):
+            started = time.monotonic()
             assert (await client.get(path)).status_code == 200, path
-        assert time.monotonic() - started < 2, "the breaker should send these straight to the database"
+            # Each page shorter than one Redis timeout: the breaker sent it straight to the database.
+            assert time.monotonic() - started < REDIS_TIMEOUT, path
 
         ready = await client.get("/readyz")
         assert ready.status_code == 200  # the database answers: keep taking webhooks

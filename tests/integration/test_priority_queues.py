@@ -36,6 +36,9 @@ from tests.integration.purchase_support import add_to_cart, deliver, open_pay_pa
 
 FULFILMENT_DEADLINE = 2.0
 
+# A deadline in seconds: run alone (make unit's serial pass), where the other test worker cannot take the CPU.
+pytestmark = pytest.mark.serial
+
 
 @asynccontextmanager
 async def shop(runtime: Runtime) -> AsyncIterator[tuple[httpx.AsyncClient, Queue]]:
