@@ -4,7 +4,8 @@ Every function here is idempotent and order-independent:
 
 * Fulfilment (order paid, entitlements granted, stock decremented, receipt queued) happens in one transaction
   guarded by ``UPDATE orders SET fulfilled_at = … WHERE fulfilled_at IS NULL``: two callers racing (the webhook
-  job and the return page) both try, exactly one wins.
+  job and the return page) both try, exactly one wins. A payment that cannot be delivered (wrong amount, archived
+  product, stock gone) is refunded in full instead, once (``PaymentSync.refund_undelivered``).
 * Every PaymentIntent event is re-read from Stripe (through the gateway's client) and only that copy is applied:
   an event body is evidence of nothing (a leaked or misconfigured webhook secret would let anyone sign one), and
   a late ``payment_failed`` must not undo a success. Fulfilment also checks the amount, currency, status and the
