@@ -72,3 +72,23 @@ class Product(UUIDv7AuditBase):
     @property
     def meta_description(self) -> str:
         return self.seo_description or self.summary or self.description[:160]
+
+
+class StockHold(UUIDv7AuditBase):
+    """Units of a limited product set aside for one pending order (already taken off ``products.stock``).
+
+    Ends exactly once: ``converted_at`` (the order was fulfilled: a sale) or ``released_at`` (expired, the payment
+    failed or the order was canceled: the units went back to ``products.stock``)."""
+
+    __tablename__ = "stock_holds"
+    __table_args__ = (
+        CheckConstraint("quantity > 0", name="stock_hold_quantity_positive"),
+        Index("ix_stock_holds_open_expires", "released_at", "converted_at", "expires_at"),
+    )
+
+    order_id: Mapped[UUID] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    product_id: Mapped[UUID] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"), index=True)
+    quantity: Mapped[int]
+    expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    released_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    converted_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)

@@ -28,6 +28,7 @@ from app.db.upsert import insert_if_absent
 from app.domain.analytics.feed import announce, order_item, refund_item
 from app.domain.bookings.card_payments import cancel_refunded_bookings, confirm_paid_bookings
 from app.domain.catalog.cache import invalidate_catalog
+from app.domain.catalog.stock_holds import convert_for_order, put_back, release_for_order, take
 from app.domain.downloads.services import DownloadService
 from app.domain.notifications.services import EmailService
 from app.domain.orders.invoices import issue_invoice
@@ -119,6 +120,11 @@ class PaymentSync:
                 payment.last_event_created = max(payment.last_event_created, event_created)
             if new_status == m.PaymentStatus.FAILED and first_sight and event_id:
                 self.db.add(m.OrderEvent(order_id=order.id, kind="payment_failed", message=payment.failure_message))
+            # A failed or canceled payment puts the units back on sale; a retry that succeeds later takes them again
+            # if any are left (or is refunded, see _take_stock).
+            unpaid = new_status in {m.PaymentStatus.FAILED, m.PaymentStatus.CANCELED} and order.fulfilled_at is None
+            if unpaid and await release_for_order(self.db, order.id):
+                self.stock_changed = True
         emails: list[m.EmailMessage] = []
         fulfilled = False
         if new_status == m.PaymentStatus.SUCCEEDED:
@@ -202,33 +208,32 @@ class PaymentSync:
         return None
 
     async def _take_stock(self, order: m.Order) -> str | None:
-        """Sell each limited line with a conditional decrement (never below zero, whoever else is buying).
+        """Sell the order's limited units: its open holds become sales (no second decrement); a line whose hold
+        expired (a late payment) takes its units now with a conditional decrement, never below zero.
 
         Returns the name of the first line that no longer has the stock, having put back what this call took."""
+        held = await convert_for_order(self.db, order.id)
+        if held:
+            self.stock_changed = True
         taken: list[m.OrderLine] = []
         for line in order.lines:
-            if line.product_id is None:
+            if line.product_id is None or line.product_id in held:
                 continue
-            limited = m.Product.id == line.product_id
-            sold = await self.db.execute(
-                update(m.Product)
-                .where(limited, m.Product.stock.is_not(None), m.Product.stock >= line.quantity)
-                .values(stock=m.Product.stock - line.quantity)
-            )
-            if getattr(sold, "rowcount", 0):
+            outcome = await take(self.db, line.product_id, line.quantity)
+            if outcome:
                 taken.append(line)
                 self.stock_changed = True
-                continue
-            stock = await self.db.scalar(select(m.Product.stock).where(limited))
-            if stock is None:
-                continue  # unlimited (a digital good) or deleted: nothing to count
-            for earlier in taken:
-                await self.db.execute(
-                    update(m.Product)
-                    .where(m.Product.id == earlier.product_id)
-                    .values(stock=m.Product.stock + earlier.quantity)
-                )
-            return line.product_name
+            elif outcome is False:
+                for earlier in taken:
+                    assert earlier.product_id is not None
+                    await put_back(self.db, earlier.product_id, earlier.quantity)
+                # Not delivered after all: the holds just sold become releases, their units back on sale.
+                for hold in await self.db.scalars(
+                    select(m.StockHold).where(m.StockHold.order_id == order.id, m.StockHold.released_at.is_(None))
+                ):
+                    hold.converted_at, hold.released_at = None, datetime.now(UTC)
+                    await put_back(self.db, hold.product_id, hold.quantity)
+                return line.product_name
         return None
 
     async def refund_undelivered(self, order: m.Order, intent: dict[str, Any], kind: str) -> list[m.EmailMessage]:
