@@ -184,3 +184,24 @@ async def test_a_payment_after_the_hold_expired_and_the_unit_sold_is_refunded(
         kinds = [(e.kind, e.to_address) for e in await db.scalars(select(m.EmailMessage))]
     assert ("order_undelivered", "ann@example.com") in kinds
     assert ("order_undelivered_admin", "admin@example.com") in kinds
+
+
+async def test_a_buyer_whose_last_unit_is_held_elsewhere_is_told_and_can_buy_it_once_released(
+    client: httpx.AsyncClient, other_buyer: httpx.AsyncClient, factory: Factory, runtime: Runtime, settings: Settings
+) -> None:
+    product = await digital_product(factory, settings.storage_dir, name="Last Print", price=2000, stock=1)
+    await add_to_cart(other_buyer, product)  # Bob first puts it in his cart...
+    await add_to_cart(client, product)
+    await place_order(client, email="ann@example.com")  # ...but Ann places her order first
+
+    cart = text_of((await other_buyer.get("/cart")).text)
+    assert "Another buyer is checking out the last one; it may be back in a few minutes" in cart
+    assert "Last Print: only" not in cart
+    page = text_of((await other_buyer.get(f"/products/{product.slug}")).text)
+    assert "Sold out" in page
+
+    async with runtime.db() as db:
+        assert await release_expired(db, now=datetime.now(UTC) + timedelta(minutes=16)) == 1
+    assert "Another buyer" not in text_of((await other_buyer.get("/cart")).text)
+    await place_order(other_buyer, email="bob@example.com")  # Bob gets it now
+    assert await stock_of(runtime, product.id) == 0

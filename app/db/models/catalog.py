@@ -41,7 +41,7 @@ class Product(UUIDv7AuditBase):
     is_featured: Mapped[bool] = mapped_column(default=False)
     seo_title: Mapped[str] = mapped_column(String(160), default="")
     seo_description: Mapped[str] = mapped_column(String(320), default="")
-    # None = unlimited (a digital good); a number = limited edition, decremented on fulfilment.
+    # None = unlimited (a digital good); a number = limited edition: the units still for sale (held ones are off it).
     stock: Mapped[int | None] = mapped_column(default=None)
     cover_image: Mapped[str] = mapped_column(String(255), default="")  # path under static/ (the seeded covers)
     # An uploaded cover: a storage folder "covers/<product id>/<token>" holding 400.webp and 800.webp thumbnails,

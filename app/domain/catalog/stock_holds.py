@@ -7,7 +7,7 @@ checkouts racing for the last unit, two sweeps, or a sweep and a late payment ne
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -152,3 +152,20 @@ async def release_expired(db: AsyncSession, *, now: datetime | None = None, limi
     if released:
         log.info("stock.holds_released", count=released)
     return released
+
+
+async def products_on_hold(db: AsyncSession, product_ids: Collection[UUID]) -> set[UUID]:
+    """Which of these products have units held for a pending order right now (open, not expired)."""
+    now = datetime.now(UTC)
+    return set(
+        await db.scalars(
+            select(m.StockHold.product_id)
+            .where(
+                m.StockHold.product_id.in_(list(product_ids)),
+                m.StockHold.released_at.is_(None),
+                m.StockHold.converted_at.is_(None),
+                m.StockHold.expires_at > now,
+            )
+            .distinct()
+        )
+    )
