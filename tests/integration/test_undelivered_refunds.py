@@ -91,7 +91,7 @@ async def test_a_payment_for_the_wrong_amount_is_refunded_once_and_everyone_is_t
     queue: Queue,
 ) -> None:
     """P11/P7: the PaymentIntent took 50 cents for a $21 order; the job runs twice; R1: the refund webhooks too."""
-    order_id, intent_id, _ = await placed_order(client, factory, settings)
+    order_id, intent_id, product = await placed_order(client, factory, settings, stock=3)
     await runtime.stripe.v1.payment_intents.update_async(intent_id, {"amount": 50})
     assert (await confirm(runtime, intent_id)).status == "succeeded"
     await settle_events(runtime, stripe_emulator, queue)
@@ -101,6 +101,8 @@ async def test_a_payment_for_the_wrong_amount_is_refunded_once_and_everyone_is_t
     reason = "The amount charged did not match the order total."
     order = await assert_refunded_once(runtime, order_id, intent_id, 50, reason)
     assert order.amount_refunded == 50
+    async with runtime.db() as db:  # the unit held for the order is back on sale at once, not at expiry
+        assert await db.scalar(select(m.Product.stock).where(m.Product.id == product.id)) == 3
     async with runtime.db() as db:
         mail = await db.scalar(select(m.EmailMessage).where(m.EmailMessage.kind == "order_undelivered"))
         assert mail is not None

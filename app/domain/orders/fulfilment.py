@@ -261,6 +261,8 @@ class PaymentSync:
         )
         if getattr(claimed, "rowcount", 0) != 1:
             return []  # an earlier run already refunded it and told everyone (or the order was delivered)
+        if await release_for_order(self.db, order.id, now=now):  # its held units go back on sale now
+            self.stock_changed = True
         refund = as_dict(
             await refund_undelivered(
                 self.ctx.stripe, payment_intent_id=str(intent["id"]), amount=received, order_id=order.id
