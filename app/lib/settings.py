@@ -143,6 +143,8 @@ class Settings:
     # Webhook health (the admin's alert banner): no Stripe event for this long while orders were placed, or a
     # failure rate above this share of the last hour's events (once at least `webhook_failure_alert_min_sample`).
     webhook_silence_alert_minutes: int = 30
+    # Limited stock is held for a placed order this long; unpaid by then, the units go back on sale.
+    stock_hold_minutes: int = 15
     webhook_failure_alert_rate: float = 0.05
     webhook_failure_alert_min_sample: int = 20
     # Failed events are retried by the sweeper with exponential backoff (base x 2^(attempts-1), capped at 6 h)
@@ -252,6 +254,7 @@ def _load_settings() -> Settings:
         stripe_sync_concurrency=max(1, min(_env_int("STRIPE_SYNC_CONCURRENCY", 2), 2)),
         analytics_stream_seconds=_env_int("ANALYTICS_STREAM_SECONDS", 300),
         webhook_silence_alert_minutes=_env_int("WEBHOOK_SILENCE_ALERT_MINUTES", 30),
+        stock_hold_minutes=max(1, _env_int("STOCK_HOLD_MINUTES", 15)),
         webhook_failure_alert_rate=_env_float("WEBHOOK_FAILURE_ALERT_RATE", 0.05),
         webhook_failure_alert_min_sample=_env_int("WEBHOOK_FAILURE_ALERT_MIN_SAMPLE", 20),
         stripe_event_max_attempts=_env_int("STRIPE_EVENT_MAX_ATTEMPTS", 10),

@@ -88,6 +88,7 @@ CRON_JOBS = [
     CronJob(function=booking_jobs.release_unpaid_bookings, cron="* * * * *", timeout=60, retries=1),
     CronJob(function=order_jobs.notify_unpaid_orders_job, cron="*/5 * * * *", timeout=60, retries=1),
     CronJob(function=catalog_jobs.sweep_unsynced_products, cron="* * * * *", timeout=60, retries=1),
+    CronJob(function=catalog_jobs.release_expired_stock_holds, cron="* * * * *", timeout=60, retries=1),
     CronJob(function=system_jobs.watch_alerts, cron="*/5 * * * *", timeout=60, retries=1),
 ]
 

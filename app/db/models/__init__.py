@@ -22,7 +22,7 @@ from app.db.models.billing import (
     SubscriptionStatus,
     plan_products,
 )
-from app.db.models.catalog import Category, Product
+from app.db.models.catalog import Category, Product, StockHold
 from app.db.models.commerce import (
     PAID_ORDER_STATUSES,
     CartItem,
@@ -99,6 +99,7 @@ __all__ = [
     "ResourceClosure",
     "SentNotice",
     "ShopSettingsRow",
+    "StockHold",
     "StripeEvent",
     "StripeEventStatus",
     "StripeObject",

@@ -41,7 +41,7 @@ class Product(UUIDv7AuditBase):
     is_featured: Mapped[bool] = mapped_column(default=False)
     seo_title: Mapped[str] = mapped_column(String(160), default="")
     seo_description: Mapped[str] = mapped_column(String(320), default="")
-    # None = unlimited (a digital good); a number = limited edition, decremented on fulfilment.
+    # None = unlimited (a digital good); a number = limited edition: the units still for sale (held ones are off it).
     stock: Mapped[int | None] = mapped_column(default=None)
     cover_image: Mapped[str] = mapped_column(String(255), default="")  # path under static/ (the seeded covers)
     # An uploaded cover: a storage folder "covers/<product id>/<token>" holding 400.webp and 800.webp thumbnails,
@@ -72,3 +72,23 @@ class Product(UUIDv7AuditBase):
     @property
     def meta_description(self) -> str:
         return self.seo_description or self.summary or self.description[:160]
+
+
+class StockHold(UUIDv7AuditBase):
+    """Units of a limited product set aside for one pending order (already taken off ``products.stock``).
+
+    Ends exactly once: ``converted_at`` (the order was fulfilled: a sale) or ``released_at`` (expired, the payment
+    failed or the order was canceled: the units went back to ``products.stock``)."""
+
+    __tablename__ = "stock_holds"
+    __table_args__ = (
+        CheckConstraint("quantity > 0", name="stock_hold_quantity_positive"),
+        Index("ix_stock_holds_open_expires", "released_at", "converted_at", "expires_at"),
+    )
+
+    order_id: Mapped[UUID] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    product_id: Mapped[UUID] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"), index=True)
+    quantity: Mapped[int]
+    expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    released_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    converted_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)

@@ -110,6 +110,8 @@ class Order(UUIDv7AuditBase):
     # Set exactly once, in the same transaction that grants entitlements and queues the receipt.
     fulfilled_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     refunded_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    # Set when the shop refunded a payment it could not deliver (wrong amount, archived product, stock gone).
+    refund_reason: Mapped[str] = mapped_column(String(255), default="", server_default="")
 
     lines: Mapped[list[OrderLine]] = relationship(
         back_populates="order", lazy="selectin", cascade="all, delete-orphan", order_by="OrderLine.position"

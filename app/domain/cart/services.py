@@ -7,7 +7,7 @@ badge on every page needs no query. The client only ever sends product ids and q
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Executable
 
 from app.db import models as m
+from app.domain.catalog.stock_holds import products_on_hold
 from app.lib.exceptions import ApplicationError, ConflictError, NotFoundError
 
 MAX_QUANTITY = 10
@@ -34,6 +35,8 @@ CART_SESSION_KEYS = (SESSION_CART_KEY, SESSION_COUNT_KEY, "promo_code")
 
 NO_LONGER_FOR_SALE = "No longer for sale"
 SOLD_OUT = "Sold out"
+# The last units are held for another buyer's pending order: they come back if that order is not paid in time.
+HELD_ELSEWHERE = "Another buyer is checking out the last one; it may be back in a few minutes"
 
 
 class QuantityError(ApplicationError):
@@ -106,8 +109,10 @@ class CartChange:
     cart: PricedCart
 
 
-def price_lines(rows: Iterable[tuple[m.Product, int]]) -> PricedCart:
-    """Price ``(product, quantity)`` pairs as the products are now and flag what cannot be bought."""
+def price_lines(rows: Iterable[tuple[m.Product, int]], *, held: Collection[UUID] = ()) -> PricedCart:
+    """Price ``(product, quantity)`` pairs as the products are now and flag what cannot be bought.
+
+    ``held``: sold-out products whose units are held for someone else's pending order (said so, not "sold out")."""
     rows = list(rows)
     buyable = [product for product, _ in rows if product.is_active and product.in_stock]
     currency = buyable[0].currency if buyable else DEFAULT_CURRENCY
@@ -117,7 +122,7 @@ def price_lines(rows: Iterable[tuple[m.Product, int]]) -> PricedCart:
         if not product.is_active:
             lines.append(CartLine(product, quantity, problem=NO_LONGER_FOR_SALE))
         elif not product.in_stock:
-            lines.append(CartLine(product, quantity, problem=SOLD_OUT))
+            lines.append(CartLine(product, quantity, problem=HELD_ELSEWHERE if product.id in held else SOLD_OUT))
         elif product.currency != currency:
             # One order, one currency: the first buyable line's.
             lines.append(CartLine(product, quantity, problem=f"Priced in {product.currency}, not {currency}"))
@@ -166,7 +171,8 @@ class CartService:
                 .execution_options(populate_existing=True)
             )
             rows = [(item.product, item.quantity) for item in result.unique()]
-        cart = price_lines(rows)
+        sold_out = [product.id for product, _ in rows if not product.in_stock]
+        cart = price_lines(rows, held=await products_on_hold(self.db, sold_out) if sold_out else set())
         self._save_count(cart.count)
         return cart
 

@@ -13,6 +13,8 @@ from saq.types import Context
 from sqlalchemy import select
 
 from app.db import models as m
+from app.domain.catalog.cache import invalidate_catalog
+from app.domain.catalog.stock_holds import release_expired
 from app.domain.catalog.stripe_sync import ProductStripeSync
 from app.lib.runtime import Runtime
 
@@ -82,3 +84,13 @@ async def sync_now_or_later(runtime: Runtime, queue: Queue | None, product_id: U
                 log.warning("catalog.stripe_sync_enqueue_failed", error=type(enqueue_error).__name__)
         return False
     return True
+
+
+async def release_expired_stock_holds(ctx: Context) -> dict[str, int]:
+    """Cron (every minute): give back the units of stock holds whose order was not paid in time. Idempotent."""
+    runtime: Runtime = ctx["runtime"]  # type: ignore[typeddict-item]
+    async with runtime.db() as db:
+        released = await release_expired(db)
+    if released:
+        await invalidate_catalog(runtime.redis)  # the shop shows "N left": N just went up
+    return {"released": released}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
 from app.domain.cart.services import CartService, PricedCart
+from app.domain.catalog.cache import invalidate_catalog
 from app.domain.checkout.services import (
     COUNTRIES,
     BillingDetails,
@@ -50,7 +52,7 @@ PAID_SEEN_KEY = "paid_orders_seen"
 def provide_checkout_service(
     db_session: NamedDependency[AsyncSession], runtime: NamedDependency[Runtime]
 ) -> CheckoutService:
-    return CheckoutService(db_session, runtime.stripe)
+    return CheckoutService(db_session, runtime.stripe, hold_for=timedelta(minutes=runtime.settings.stock_hold_minutes))
 
 
 async def _priced_summary(
@@ -148,6 +150,7 @@ class CheckoutController(Controller):
         data: Form,
         db_session: NamedDependency[AsyncSession],
         checkout: NamedDependency[CheckoutService],
+        runtime: NamedDependency[Runtime],
     ) -> Template | Response[Any]:
         user = current_user(request)
         form = dict(data)
@@ -181,6 +184,8 @@ class CheckoutController(Controller):
             return await self._form_page(request, db_session, form, {}, status_code=409, message=exc.message)
         except CheckoutError as exc:
             return await self._form_page(request, db_session, form, {}, status_code=409, message=exc.message)
+        if checkout.stock_changed:  # units now held: the shop's "N left" went down
+            await invalidate_catalog(runtime.redis)
         if visitor_token:
             remember_visitor_order(request.session, order, visitor_token)
             request.session.pop(CHECKOUT_TOKEN_KEY, None)

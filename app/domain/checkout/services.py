@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import stripe
@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import models as m
 from app.db.upsert import insert_if_absent
 from app.domain.cart.services import PricedCart
+from app.domain.catalog.stock_holds import StockUnavailableError, Wanted, hold_for_order
 from app.domain.checkout.tax import PROVINCES, TaxResult, compute_tax
 from app.domain.payments.gateway import as_dict, idempotency_key
 from app.domain.promotions.services import PromoError, PromoQuote, quote_cart
@@ -25,6 +26,7 @@ from app.lib.localtime import to_local
 from app.lib.tokens import new_token
 
 ORDER_NUMBER_OFFSET = 1000  # the first order is #1001
+DEFAULT_HOLD = timedelta(minutes=15)  # the STOCK_HOLD_MINUTES setting's default
 
 COUNTRIES: dict[str, str] = {
     "CA": "Canada",
@@ -137,9 +139,13 @@ def tax_for(cart: PricedCart, *, country: str, region: str, line_discounts: Sequ
 
 
 class CheckoutService:
-    def __init__(self, db: AsyncSession, stripe_client: stripe.StripeClient) -> None:
+    def __init__(
+        self, db: AsyncSession, stripe_client: stripe.StripeClient, *, hold_for: timedelta = DEFAULT_HOLD
+    ) -> None:
         self.db = db
         self.stripe = stripe_client
+        self.hold_for = hold_for
+        self.stock_changed = False  # the caller drops the cached catalog pages ("N left" moved)
 
     async def place_order(
         self,
@@ -217,12 +223,33 @@ class CheckoutService:
             )
         ]
         self.db.add(order)
+        try:
+            await self.db.flush()
+        except IntegrityError:
+            # The same form submitted twice at once: the other request's order stands.
+            await self.db.rollback()
+            existing = await self.order_for_token(checkout_token)
+            if existing is None:
+                raise
+            return existing, None
+        wanted = [Wanted(line.product.id, line.product.name, line.quantity) for line in lines]
+        try:
+            # Limited stock is held now, not at payment: two buyers cannot both pay for the last unit.
+            held = await hold_for_order(self.db, order.id, wanted, hold_for=self.hold_for)
+        except StockUnavailableError as exc:
+            await self.db.rollback()  # nothing half-written: no order, nothing held
+            left = f"only {exc.available} left" if exc.available else "none left right now"
+            raise CheckoutError(
+                f"{exc.name}: {left}; another buyer is holding the rest. Lower the quantity in your cart, "
+                "or try again in a few minutes."
+            ) from exc
         placed = "Order placed, waiting for payment."
         if quote:
             placed = f"Order placed with code {quote.code} ({quote.summary}), waiting for payment."
         self.db.add(m.OrderEvent(order=order, kind="placed", message=placed))
         try:
             await self.db.commit()
+            self.stock_changed = held
         except IntegrityError:
             # The same form submitted twice at once: the other request's order stands.
             await self.db.rollback()

@@ -4,7 +4,8 @@ Every function here is idempotent and order-independent:
 
 * Fulfilment (order paid, entitlements granted, stock decremented, receipt queued) happens in one transaction
   guarded by ``UPDATE orders SET fulfilled_at = … WHERE fulfilled_at IS NULL``: two callers racing (the webhook
-  job and the return page) both try, exactly one wins.
+  job and the return page) both try, exactly one wins. A payment that cannot be delivered (wrong amount, archived
+  product, stock gone) is refunded in full instead, once (``PaymentSync.refund_undelivered``).
 * Every PaymentIntent event is re-read from Stripe (through the gateway's client) and only that copy is applied:
   an event body is evidence of nothing (a leaked or misconfigured webhook secret would let anyone sign one), and
   a late ``payment_failed`` must not undo a success. Fulfilment also checks the amount, currency, status and the
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import case, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
@@ -27,11 +28,13 @@ from app.db.upsert import insert_if_absent
 from app.domain.analytics.feed import announce, order_item, refund_item
 from app.domain.bookings.card_payments import cancel_refunded_bookings, confirm_paid_bookings
 from app.domain.catalog.cache import invalidate_catalog
+from app.domain.catalog.stock_holds import convert_for_order, put_back, release_for_order, take
 from app.domain.downloads.services import DownloadService
 from app.domain.notifications.services import EmailService
 from app.domain.orders.invoices import issue_invoice
 from app.domain.payments.context import HandlerContext
 from app.domain.payments.gateway import as_dict, stripe_id
+from app.domain.payments.refunds import refund_undelivered
 from app.domain.promotions.services import redeem_for_order
 from app.domain.settings.services import alert_recipients
 from app.lib import metrics
@@ -117,6 +120,11 @@ class PaymentSync:
                 payment.last_event_created = max(payment.last_event_created, event_created)
             if new_status == m.PaymentStatus.FAILED and first_sight and event_id:
                 self.db.add(m.OrderEvent(order_id=order.id, kind="payment_failed", message=payment.failure_message))
+            # A failed or canceled payment puts the units back on sale; a retry that succeeds later takes them again
+            # if any are left (or is refunded, see _take_stock).
+            unpaid = new_status in {m.PaymentStatus.FAILED, m.PaymentStatus.CANCELED} and order.fulfilled_at is None
+            if unpaid and await release_for_order(self.db, order.id):
+                self.stock_changed = True
         emails: list[m.EmailMessage] = []
         fulfilled = False
         if new_status == m.PaymentStatus.SUCCEEDED:
@@ -136,39 +144,42 @@ class PaymentSync:
     async def _fulfil(self, order: m.Order, intent: dict[str, Any]) -> tuple[list[m.EmailMessage], bool]:
         """Within the caller's transaction: mark paid and deliver, once. Returns the emails to dispatch and whether
         this call fulfilled the order."""
-        mismatch = payment_mismatch(order, intent)
+        if order.fulfilled_at is not None or order.refund_reason:
+            # Delivered already (a product archived since must not refund it), or refunded as undeliverable (never
+            # delivered later, say after a restock).
+            return [], False
+        mismatch = payment_mismatch(order, intent) or await self._undeliverable(order)
         if mismatch:
             # Never deliver goods for a payment that does not match the order; support sees it on the timeline.
             kind, message = mismatch
             log.error("payment_intent.mismatch", order=str(order.id), payment_intent=intent.get("id"), kind=kind)
             self.db.add(m.OrderEvent(order_id=order.id, kind=kind, message=message))
-            await on_payment_mismatch(self.ctx, order, intent, kind)
-            return [], False
+            return await on_payment_mismatch(self, order, intent, kind), False
         now = datetime.now(UTC)
         won = await self.db.execute(
             update(m.Order)
-            .where(m.Order.id == order.id, m.Order.fulfilled_at.is_(None))
+            .where(m.Order.id == order.id, m.Order.fulfilled_at.is_(None), m.Order.refund_reason == "")
             .values(fulfilled_at=now, paid_at=now, status=m.OrderStatus.PAID.value, updated_at=now)
         )
         if getattr(won, "rowcount", 0) != 1:
             return [], False  # somebody else fulfilled it
+        sold_out = await self._take_stock(order)
+        if sold_out is not None:
+            # Undo the claim (same transaction: nobody saw it) and give the money back instead.
+            await self.db.execute(
+                update(m.Order)
+                .where(m.Order.id == order.id)
+                .values(fulfilled_at=None, paid_at=None, status=order.status, updated_at=now)
+            )
+            message = f"{sold_out} sold out before the payment arrived."
+            self.db.add(m.OrderEvent(order_id=order.id, kind="out_of_stock", message=message))
+            return await on_payment_mismatch(self, order, intent, "out_of_stock"), False
         await self.db.refresh(order)
         await issue_invoice(self.db, order)  # gap-free: the number commits (or rolls back) with the fulfilment
         # The code's redemption counts here, once per paid order, in the same transaction as the fulfilment.
         await redeem_for_order(self.db, order)
         downloads = DownloadService(self.db, self.ctx.settings)
         entitlements = await downloads.grant_for_order(order)
-        for line in order.lines:
-            if line.product_id is None:
-                continue
-            # Limited stock: sell what was paid for even if it crossed zero meanwhile (no reservation yet).
-            counted = await self.db.execute(
-                update(m.Product)
-                .where(m.Product.id == line.product_id, m.Product.stock.is_not(None))
-                .values(stock=case((m.Product.stock >= line.quantity, m.Product.stock - line.quantity), else_=0))
-            )
-            if getattr(counted, "rowcount", 0):
-                self.stock_changed = True
         if order.user_id is not None:
             ordered = [line.product_id for line in order.lines if line.product_id is not None]
             await self.db.execute(
@@ -182,6 +193,118 @@ class PaymentSync:
         self.db.add(m.OrderEvent(order_id=order.id, kind="receipt_queued", message=f"Receipt sent to {order.email}."))
         log.info("order.fulfilled", order=str(order.id), number=order.number)
         return [receipt], True
+
+    async def _undeliverable(self, order: m.Order) -> tuple[str, str] | None:
+        """A line whose product was archived since the order was placed: the shop no longer sells it."""
+        ids = [line.product_id for line in order.lines if line.product_id is not None]
+        if not ids:
+            return None
+        archived = set(
+            await self.db.scalars(select(m.Product.id).where(m.Product.id.in_(ids), m.Product.is_active.is_(False)))
+        )
+        for line in order.lines:
+            if line.product_id in archived:
+                return "product_archived", f"{line.product_name} was archived before the payment arrived."
+        return None
+
+    async def _take_stock(self, order: m.Order) -> str | None:
+        """Sell the order's limited units: its open holds become sales (no second decrement); a line whose hold
+        expired (a late payment) takes its units now with a conditional decrement, never below zero.
+
+        Returns the name of the first line that no longer has the stock, having put back what this call took."""
+        held = await convert_for_order(self.db, order.id)
+        if held:
+            self.stock_changed = True
+        taken: list[m.OrderLine] = []
+        for line in order.lines:
+            if line.product_id is None or line.product_id in held:
+                continue
+            outcome = await take(self.db, line.product_id, line.quantity)
+            if outcome:
+                taken.append(line)
+                self.stock_changed = True
+            elif outcome is False:
+                for earlier in taken:
+                    assert earlier.product_id is not None
+                    await put_back(self.db, earlier.product_id, earlier.quantity)
+                # Not delivered after all: the holds just sold become releases, their units back on sale.
+                for hold in await self.db.scalars(
+                    select(m.StockHold).where(m.StockHold.order_id == order.id, m.StockHold.released_at.is_(None))
+                ):
+                    hold.converted_at, hold.released_at = None, datetime.now(UTC)
+                    await put_back(self.db, hold.product_id, hold.quantity)
+                return line.product_name
+        return None
+
+    async def refund_undelivered(self, order: m.Order, intent: dict[str, Any], kind: str) -> list[m.EmailMessage]:
+        """Within the caller's transaction: refund in full a payment the shop cannot deliver, once.
+
+        Stripe's refund carries a key derived from the order, so a retried job gets the same refund back; the order
+        row's ``refund_reason`` is claimed with a conditional update, so only one caller records it and emails."""
+        received = int(intent.get("amount_received") or 0)
+        if received <= 0 or kind not in UNDELIVERABLE:
+            return []  # nothing was taken, or the payment is not this order's to refund (support looks at it)
+        now = datetime.now(UTC)
+        reason = UNDELIVERABLE[kind]
+        # Claim first: only the caller that records the refund asks Stripe and tells anyone. If Stripe fails, the
+        # claim rolls back with the transaction and the job's retry tries again with the same key.
+        claimed = await self.db.execute(
+            update(m.Order)
+            .where(m.Order.id == order.id, m.Order.refund_reason == "", m.Order.fulfilled_at.is_(None))
+            .values(
+                status=m.OrderStatus.REFUNDED.value,
+                refunded_at=now,
+                refund_reason=reason,
+                amount_refunded=min(received, order.total),
+                updated_at=now,
+            )
+        )
+        if getattr(claimed, "rowcount", 0) != 1:
+            return []  # an earlier run already refunded it and told everyone (or the order was delivered)
+        if await release_for_order(self.db, order.id, now=now):  # its held units go back on sale now
+            self.stock_changed = True
+        refund = as_dict(
+            await refund_undelivered(
+                self.ctx.stripe, payment_intent_id=str(intent["id"]), amount=received, order_id=order.id
+            )
+        )
+        # The refund.* webhooks find this row (one per Stripe id) and count it once.
+        await insert_if_absent(
+            self.db,
+            m.Refund,
+            "stripe_refund_id",
+            {
+                "order_id": order.id,
+                "stripe_refund_id": refund["id"],
+                "charge_id": stripe_id(refund.get("charge")),
+                "amount": int(refund["amount"]),
+                "currency": str(refund["currency"]).upper(),
+                "status": str(refund["status"]),
+                "reason": "undelivered",
+                "notified_at": now,  # the customer gets the email below, not the plain refund notice
+            },
+        )
+        await self.db.refresh(order)
+        amount = format_money(received, str(intent.get("currency") or order.currency))
+        self.db.add(
+            m.OrderEvent(order_id=order.id, kind="refunded_undelivered", message=f"Refunded {amount}: {reason}")
+        )
+        log.warning("order.refunded_undelivered", order=str(order.id), kind=kind, refund=refund["id"])
+        base = self.ctx.settings.base_url
+        context = {
+            "order": order,
+            "amount": received,
+            "currency": str(intent.get("currency") or order.currency).upper(),
+            "reason": reason,
+            "refund_id": refund["id"],
+            "order_url": f"{base}/account/orders/{order.id}",
+            "admin_url": f"{base}/admin/orders/{order.id}",
+        }
+        mailer = EmailService(self.db, self.ctx.queue)
+        emails = [mailer.stage("order_undelivered", order.email, context)]
+        recipients = await alert_recipients(self.db)
+        emails += [mailer.stage("order_undelivered_admin", address, context) for address in recipients]
+        return emails
 
     async def sync_refunds(self, intent_id: str) -> m.Order | None:
         """Mirror every refund of the PaymentIntent and recompute the order's refund state. Commits."""
@@ -358,12 +481,23 @@ def payment_mismatch(order: m.Order, intent: dict[str, Any]) -> tuple[str, str] 
     return None
 
 
-async def on_payment_mismatch(ctx: HandlerContext, order: m.Order, intent: dict[str, Any], kind: str) -> None:
-    """The hook for money taken that does not pay the order: today it is recorded (timeline + log) for support.
+# Why the shop gives the money back, in the customer's words, by timeline kind. Other mismatches (a payment that is
+# not succeeded, or that names another order) are not this order's money to return: support handles them.
+UNDELIVERABLE = {
+    "amount_mismatch": "The amount charged did not match the order total.",
+    "product_archived": "A product in your order is no longer sold.",
+    "out_of_stock": "A product in your order sold out before your payment completed.",
+}
 
-    The automatic refund of such a payment belongs here (another issue); it runs inside the caller's transaction,
-    before its commit, so whatever it stages commits with the timeline entry."""
-    del ctx, order, intent, kind
+
+async def on_payment_mismatch(
+    sync: PaymentSync, order: m.Order, intent: dict[str, Any], kind: str
+) -> list[m.EmailMessage]:
+    """Money taken that the shop cannot deliver for: refund it in full and tell the customer and the admins.
+
+    Runs inside the caller's transaction, before its commit, so the order's state and the emails commit with the
+    timeline entry. Returns the emails to dispatch after the commit."""
+    return await sync.refund_undelivered(order, intent, kind)
 
 
 class UnknownOrderError(Exception):

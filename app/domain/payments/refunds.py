@@ -25,3 +25,18 @@ async def create_refund(
         {"payment_intent": payment_intent_id, "amount": amount, "reason": reason, "metadata": metadata},
         {"idempotency_key": idempotency_key("admin-refund", *key_parts)},
     )
+
+
+async def refund_undelivered(
+    client: stripe.StripeClient, *, payment_intent_id: str, amount: int, order_id: object
+) -> Any:
+    """Give back a payment the shop could not deliver. The key is the order and its PaymentIntent only: every retry
+    of the fulfilment job (and the webhook that follows) replays the one refund Stripe made the first time."""
+    return await client.v1.refunds.create_async(
+        {
+            "payment_intent": payment_intent_id,
+            "amount": amount,
+            "metadata": {"order_id": str(order_id), "cartwright": "undelivered"},
+        },
+        {"idempotency_key": idempotency_key("undelivered-refund", order_id, payment_intent_id)},
+    )
