@@ -1,7 +1,7 @@
 """stock_holds (#13 item 5), and orders.refund_reason: why an order was refunded automatically (item 4)
 
 Revision ID: b7e3a1c9d5f2
-Revises: d8f2b6c1e5a4
+Revises: e3a9d1f7b642
 Create Date: 2026-12-03 07:05:00.000000+00:00
 """
 
@@ -10,7 +10,7 @@ from advanced_alchemy.types import GUID, DateTimeUTC
 from alembic import op
 
 revision = "b7e3a1c9d5f2"
-down_revision = "d8f2b6c1e5a4"
+down_revision = "e3a9d1f7b642"
 branch_labels = None
 depends_on = None
 
