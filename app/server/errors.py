@@ -43,7 +43,9 @@ def _error_response(
     request: Request[Any, Any, Any], status: int, message: str, headers: dict[str, str] | None = None
 ) -> Response[Any]:
     title = _TITLES.get(status, "Something went wrong")
-    context = {"status": status, "title": title, "message": message}
+    # Printed on the page ("Reference: …") so support can find this request's log lines by the same id.
+    request_id = request.scope.get("state", {}).get("request_id")
+    context = {"status": status, "title": title, "message": message, "request_id": request_id}
     if request.headers.get("hx-request") == "true":
         # htmx is configured to swap error responses; retarget so the toast lands in the page's toast area.
         return Template(

@@ -1,4 +1,7 @@
-"""Structured logs: JSON lines in production, readable lines in a terminal; one line per request.
+"""Structured logs: JSON lines in production, readable lines in a terminal (LOG_FORMAT); one line per request.
+
+Our structlog lines and the standard library's (SAQ, Litestar) share one format; SAQ's routine INFO lines (cron
+ticks, job starts, sweeps) are demoted to DEBUG.
 
 Every request gets an id (``X-Request-ID`` on the response, ``request_id`` on every log line written while it
 runs); an incoming ``X-Request-ID`` is kept only from a trusted proxy. Paths are logged without query strings and
@@ -9,6 +12,7 @@ one ``access_denied`` line each through ``log_denial``.
 from __future__ import annotations
 
 import logging
+import logging.config
 import re
 import secrets
 import sys
@@ -32,22 +36,82 @@ def is_static_path(scope: Scope) -> bool:
     return scope["path"].startswith("/static/")
 
 
-def configure_logging(level: str = "INFO") -> None:
-    renderer: structlog.types.Processor = (
-        structlog.dev.ConsoleRenderer(colors=False) if sys.stderr.isatty() else structlog.processors.JSONRenderer()
-    )
+_SHARED_PROCESSORS: list[structlog.types.Processor] = [
+    structlog.contextvars.merge_contextvars,  # request_id, bound per request and per job
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+]
+
+
+def _renderer(fmt: str) -> structlog.types.Processor:
+    if fmt == "console":
+        return structlog.dev.ConsoleRenderer(colors=False)
+    return structlog.processors.JSONRenderer()
+
+
+class RoutineSaqFilter(logging.Filter):
+    """SAQ logs every cron tick, job start and sweep at INFO: routine, so they become DEBUG lines (shown only at
+    LOG_LEVEL=DEBUG). Its warnings and errors (a failed job, a stuck task) keep their level."""
+
+    def __init__(self, level: str = "INFO") -> None:
+        super().__init__()
+        self.level = logging.getLevelName(level.upper())
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("saq") and record.levelno == logging.INFO:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return bool(self.level <= logging.DEBUG)
+        return True
+
+
+def stdlib_logging_config(level: str = "INFO", fmt: str = "json") -> dict[str, Any]:
+    """Standard-library loggers (SAQ, granian's app logs, Litestar, SQLAlchemy) in the same format as ours."""
+    level = level.upper()
+    return {
+        "formatters": {
+            "structlog": {
+                "()": structlog.stdlib.ProcessorFormatter,
+                "foreign_pre_chain": [*_SHARED_PROCESSORS, structlog.stdlib.ExtraAdder()],
+                "processors": [
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info,
+                    _renderer(fmt),
+                ],
+            }
+        },
+        "filters": {"routine_saq": {"()": RoutineSaqFilter, "level": level}},
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "structlog",
+                "filters": ["routine_saq"],
+            }
+        },
+        "root": {"level": level, "handlers": ["console"]},
+        "loggers": {
+            "litestar": {"level": level, "handlers": ["console"], "propagate": False},
+            "saq": {"level": level},
+        },
+    }
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    """structlog's own lines: one format (``console`` readable, ``json`` one object a line) on stderr."""
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
+            *_SHARED_PROCESSORS[:1],
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *_SHARED_PROCESSORS[3:],
             structlog.processors.format_exc_info,
-            renderer,
+            _renderer(fmt),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+    logging.config.dictConfig({"version": 1, "disable_existing_loggers": False, **stdlib_logging_config(level, fmt)})
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

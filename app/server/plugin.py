@@ -20,7 +20,6 @@ from litestar.static_files import create_static_files_router
 from litestar.stores.redis import RedisStore
 from litestar.stores.registry import StoreRegistry
 from litestar.template import TemplateConfig
-from litestar_saq import SAQPlugin
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import exc as sa_exc
@@ -62,9 +61,10 @@ from app.server import errors
 from app.server.auth import CurrentUserMiddleware, NotSignedInError, current_user
 from app.server.csrf import CSRFMiddleware
 from app.server.deps import provide_actor, provide_queue, provide_runtime, provide_settings
-from app.server.logging import RequestLogMiddleware, configure_logging
+from app.server.logging import RequestLogMiddleware, configure_logging, stdlib_logging_config
 from app.server.metrics import RequestMetricsMiddleware, count_unrouted
 from app.server.ratelimit import UnsafeRequestLimitMiddleware
+from app.server.saq_worker import saq_plugin
 from app.server.security_headers import SecurityHeaders
 from app.server.sessions import session_config
 from app.server.shop_settings import ShopSettingsMiddleware
@@ -113,13 +113,11 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         runtime = self.runtime
         settings = runtime.settings
-        configure_logging(settings.log_level)
-        # Litestar's default sets the stdlib root logger to INFO whatever LOG_LEVEL says: SAQ then logged (and
-        # formatted, on a listener thread) a line for every job the web process enqueued.
-        level = settings.log_level.upper()
+        configure_logging(settings.log_level, settings.log_format)
+        # Litestar's default sets the stdlib root logger to INFO whatever LOG_LEVEL says, in a format of its own;
+        # the worker command re-applies this config, so SAQ's lines come out in our format there too.
         app_config.logging_config = LoggingConfig(
-            root={"level": level, "handlers": ["queue_listener"]},
-            loggers={"litestar": {"level": level, "handlers": ["queue_listener"], "propagate": False}},
+            configure_root_logger=True, **stdlib_logging_config(settings.log_level, settings.log_format)
         )
         app_config.debug = settings.debug
         saq = saq_config(runtime)
@@ -138,7 +136,13 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
             arbitrary_channels_allowed=True,
             create_ws_route_handlers=False,
         )
-        app_config.plugins.extend([SQLAlchemyPlugin(config=runtime.alchemy), SAQPlugin(config=saq), channels])
+        app_config.plugins.extend(
+            [
+                SQLAlchemyPlugin(config=runtime.alchemy),
+                saq_plugin(saq, grace_seconds=settings.worker_shutdown_grace_seconds),
+                channels,
+            ]
+        )
         # Set first thing at shutdown: open Server-Sent Event streams end within a second (analytics/live.py).
         stopping = asyncio.Event()
         app_config.state.update({"analytics_stopping": stopping})
