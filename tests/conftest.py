@@ -242,7 +242,7 @@ def queue(app: Litestar) -> Queue:
 async def worker(queue: Queue, client: httpx.AsyncClient) -> AsyncIterator[Worker]:
     """Real SAQ workers, one per queue as ``cartwright workers run`` starts them, inside the test's event loop.
     Yields the background queue's worker."""
-    from app.server.worker import before_job, on_worker_shutdown, on_worker_startup, record_job, tasks_for
+    from app.server.worker import before_job, bind_job_context, on_worker_shutdown, on_worker_startup, record_job, tasks_for
 
     family = getattr(queue, "family", {queues.BACKGROUND: queue})
     workers = [
@@ -251,7 +251,7 @@ async def worker(queue: Queue, client: httpx.AsyncClient) -> AsyncIterator[Worke
             functions=tasks_for(name),
             startup=[on_worker_startup],
             shutdown=[on_worker_shutdown],
-            before_process=[before_job],
+            before_process=[bind_job_context, before_job],
             after_process=[record_job],
             concurrency=4,
             timers={"schedule": 1, "sweep": 1, "stats": 60, "abort": 1},

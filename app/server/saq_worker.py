@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -84,6 +85,10 @@ class GracefulWorker(Worker):
 
     async def stop(self) -> None:
         self.event.set()  # no slot takes another job from here on
+        # `cartwright workers run` forks one process per further queue; a SIGTERM to the first (a container's
+        # PID 1) reaches only it, and it would then wait for ever on children that never heard. Pass it on.
+        for child in multiprocessing.active_children():
+            child.terminate()
         upkeep = [task for task in self.tasks if task.get_name() == "upkeep"]
         for task in upkeep:
             self.tasks.discard(task)
