@@ -99,14 +99,18 @@ def stdlib_logging_config(level: str = "INFO", fmt: str = "json") -> dict[str, A
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """structlog's own lines: one format (``console`` readable, ``json`` one object a line) on stderr."""
+    # The same list object as before, refilled: module-level loggers cached on first use keep a reference to it,
+    # so an app built again in the same process (the tests do) still reaches them.
+    processors: list[structlog.types.Processor] = structlog.get_config()["processors"]
+    processors[:] = [
+        *_SHARED_PROCESSORS[:1],
+        structlog.processors.add_log_level,
+        *_SHARED_PROCESSORS[3:],
+        structlog.processors.format_exc_info,
+        _renderer(fmt),
+    ]
     structlog.configure(
-        processors=[
-            *_SHARED_PROCESSORS[:1],
-            structlog.processors.add_log_level,
-            *_SHARED_PROCESSORS[3:],
-            structlog.processors.format_exc_info,
-            _renderer(fmt),
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
@@ -125,6 +129,28 @@ def request_path(scope: Scope) -> str:
     """The path as logs may show it: the matched route's template, else with token-like segments redacted."""
     template: str | None = scope.get("path_template")  # absent until Litestar has matched a route
     return loggable_path(scope["path"], template)
+
+
+def new_request_id() -> str:
+    return secrets.token_hex(8)
+
+
+def request_id_for(scope: Scope) -> str:
+    """This request's id; one made now for the router's own answers (an unknown path's 404), which never pass
+    through ``RequestLogMiddleware`` (it runs inside a matched route)."""
+    state = scope.setdefault("state", {})
+    request_id: str = state.setdefault("request_id", new_request_id())
+    return request_id
+
+
+async def request_id_header(message: Message, scope: Scope) -> None:
+    """A ``before_send`` hook: the id on every response, the router's own 404/405 included."""
+    if message["type"] == "http.response.start" and scope["type"] == ScopeType.HTTP:
+        headers = MutableScopeHeaders.from_message(message)
+        if REQUEST_ID_HEADER not in headers:
+            request_id = (scope.get("state") or {}).get("request_id")
+            if request_id:
+                headers[REQUEST_ID_HEADER] = request_id
 
 
 def log_denial(scope: Scope, reason: str, **fields: Any) -> None:
@@ -162,7 +188,7 @@ class RequestLogMiddleware(ASGIMiddleware):
         # A proxy of ours may pass its own id along (to join its logs to ours); from anybody else it is replaced.
         incoming = _header(scope, b"x-request-id") or ""
         trusted = peer is not None and is_trusted_proxy(peer, self.trusted_proxies)
-        request_id = incoming if trusted and _INCOMING_ID.fullmatch(incoming) else secrets.token_hex(8)
+        request_id = incoming if trusted and _INCOMING_ID.fullmatch(incoming) else new_request_id()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["client_ip"] = ip

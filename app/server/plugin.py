@@ -61,7 +61,7 @@ from app.server import errors
 from app.server.auth import CurrentUserMiddleware, NotSignedInError, current_user
 from app.server.csrf import CSRFMiddleware
 from app.server.deps import provide_actor, provide_queue, provide_runtime, provide_settings
-from app.server.logging import RequestLogMiddleware, configure_logging, stdlib_logging_config
+from app.server.logging import RequestLogMiddleware, configure_logging, request_id_header, stdlib_logging_config
 from app.server.metrics import RequestMetricsMiddleware, count_unrouted
 from app.server.ratelimit import UnsafeRequestLimitMiddleware
 from app.server.saq_worker import saq_plugin
@@ -169,6 +169,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
         # Every response, the router's own 404/405 included, leaves with the security headers and the CSP.
         app_config.before_send.append(SecurityHeaders(settings))
         app_config.before_send.append(count_unrouted)
+        app_config.before_send.append(request_id_header)
 
         engine = JinjaTemplateEngine.from_environment(get_environment())
         engine.register_template_callable("current_user", _template_user)
