@@ -242,7 +242,14 @@ def queue(app: Litestar) -> Queue:
 async def worker(queue: Queue, client: httpx.AsyncClient) -> AsyncIterator[Worker]:
     """Real SAQ workers, one per queue as ``cartwright workers run`` starts them, inside the test's event loop.
     Yields the background queue's worker."""
-    from app.server.worker import before_job, bind_job_context, on_worker_shutdown, on_worker_startup, record_job, tasks_for
+    from app.server.worker import (
+        before_job,
+        bind_job_context,
+        on_worker_shutdown,
+        on_worker_startup,
+        record_job,
+        tasks_for,
+    )
 
     family = getattr(queue, "family", {queues.BACKGROUND: queue})
     workers = [

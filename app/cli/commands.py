@@ -184,6 +184,7 @@ def dev_command(host: str, port: int) -> None:
     link_host = "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104
     env.setdefault("BASE_URL", f"http://{link_host}:{port}")
     env["SECRET_KEY"] = settings.secret_key
+    env.setdefault("LOG_FORMAT", "console")  # web, worker and emulator print one readable format to this console
     # Web and worker write their metrics here and /metrics sums them; a fresh start begins from zero.
     metrics_dir = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or settings.var_dir / "metrics")
     shutil.rmtree(metrics_dir, ignore_errors=True)

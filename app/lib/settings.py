@@ -244,7 +244,7 @@ def _load_settings() -> Settings:
         db_statement_timeout=_env_float("DB_STATEMENT_TIMEOUT", 30.0),
         redis_timeout=_env_float("REDIS_TIMEOUT", 1.0),
         log_level=_env("LOG_LEVEL") or "INFO",
-        log_format=_log_format(_env("LOG_FORMAT")),
+        log_format=parse_log_format(_env("LOG_FORMAT")),
         worker_shutdown_grace_seconds=max(0, _env_int("WORKER_SHUTDOWN_GRACE_SECONDS", 30)),
         storage_dir=Path(_env("STORAGE_DIR") or var_dir / "uploads"),
         cover_max_bytes=_env_int("COVER_MAX_BYTES", 5 * 1024 * 1024),
@@ -307,7 +307,7 @@ def _subscription_checkout(value: str) -> str:
     return choice
 
 
-def _log_format(value: str | None) -> str:
+def parse_log_format(value: str | None) -> str:
     """``console`` or ``json``; unset: readable in a terminal, JSON lines otherwise (a container, a log shipper)."""
     if not value:
         return "console" if sys.stderr.isatty() else "json"

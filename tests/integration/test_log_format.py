@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from saq import CronJob
 from saq.queue.redis import RedisQueue
 
-from app.lib.settings import _log_format
+from app.lib.settings import parse_log_format
 from app.server.logging import stdlib_logging_config
 from app.server.saq_worker import GracefulWorker
 from tests.helpers import until
@@ -117,7 +117,7 @@ async def test_debug_level_shows_the_routine_lines(redis_client: Redis) -> None:
 
 
 def test_log_format_defaults_to_json_off_a_terminal_and_refuses_nonsense() -> None:
-    assert _log_format(None) == "json"  # pytest's stderr is not a terminal
-    assert _log_format("Console") == "console"
+    assert parse_log_format(None) == "json"  # pytest's stderr is not a terminal
+    assert parse_log_format("Console") == "console"
     with pytest.raises(ValueError, match="LOG_FORMAT"):
-        _log_format("xml")
+        parse_log_format("xml")
