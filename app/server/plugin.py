@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from collections.abc import Mapping
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import stripe
@@ -89,6 +91,26 @@ def _template_flashes(context: Mapping[str, Any]) -> list[dict[str, str]]:
     return pop_flashes(request) if request is not None else []
 
 
+def end_streams_on_sigterm(stopping: asyncio.Event) -> None:
+    """granian runs the app's shutdown only once every connection has closed, so an open live feed (an endless
+    SSE response) held a SIGTERM up for the feed's whole lifetime. granian's worker handles SIGTERM through its
+    event loop (``add_signal_handler``: the Python-level handler is the loop's, which hands the signal to
+    granian's). Put ``stopping.set`` in front of it: the streams end within a
+    second, and granian's own handling goes on unchanged. Anywhere else (a test's loop) nothing is touched."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        # asyncio's loop installs a module-level no-op, uvloop a method of the loop itself.
+        if getattr(previous, "__name__", "") != "_sighandler_noop" and getattr(previous, "__self__", None) is not loop:
+            continue
+
+        def on_signal(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+            stopping.set()
+            previous(signum, frame)
+
+        signal.signal(sig, on_signal)
+
+
 class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -147,6 +169,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
         stopping = asyncio.Event()
         app_config.state.update({"analytics_stopping": stopping})
         app_config.on_startup.append(stopping.clear)
+        app_config.on_startup.append(lambda: end_streams_on_sigterm(stopping))
         app_config.on_shutdown.insert(0, stopping.set)
         app_config.on_shutdown.append(channels_redis.aclose)
         # This worker's live gauges (requests in flight, pool use) stop counting when it stops.
