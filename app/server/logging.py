@@ -50,16 +50,20 @@ def _renderer(fmt: str) -> structlog.types.Processor:
     return structlog.processors.JSONRenderer()
 
 
+# Libraries whose INFO lines are routine: SAQ (every cron tick, job start, sweep), the Stripe SDK and httpx (one
+# line per API call), uvicorn (the emulator's start-up). They become DEBUG; their warnings and errors keep their level.
+ROUTINE_LOGGERS = ("saq", "stripe", "httpx", "httpcore", "uvicorn")
+
+
 class RoutineSaqFilter(logging.Filter):
-    """SAQ logs every cron tick, job start and sweep at INFO: routine, so they become DEBUG lines (shown only at
-    LOG_LEVEL=DEBUG). Its warnings and errors (a failed job, a stuck task) keep their level."""
+    """Routine INFO lines of ``ROUTINE_LOGGERS`` become DEBUG lines, shown only at LOG_LEVEL=DEBUG."""
 
     def __init__(self, level: str = "INFO") -> None:
         super().__init__()
         self.level = logging.getLevelName(level.upper())
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name.startswith("saq") and record.levelno == logging.INFO:
+        if record.levelno == logging.INFO and record.name.split(".", 1)[0] in ROUTINE_LOGGERS:
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return bool(self.level <= logging.DEBUG)
         return True
