@@ -25,6 +25,7 @@ from app.lib import queues
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings, get_settings
 from app.lib.shop_settings import SHOP_SETTINGS
+from app.server.saq_worker import GracefulWorker
 from app.stripe_emulator.server import EmulatorServer, free_port, run_emulator
 from tests.support import (
     Mailbox,
@@ -242,19 +243,27 @@ def queue(app: Litestar) -> Queue:
 async def worker(queue: Queue, client: httpx.AsyncClient) -> AsyncIterator[Worker]:
     """Real SAQ workers, one per queue as ``cartwright workers run`` starts them, inside the test's event loop.
     Yields the background queue's worker."""
-    from app.server.worker import before_job, on_worker_shutdown, on_worker_startup, record_job, tasks_for
+    from app.server.worker import (
+        before_job,
+        bind_job_context,
+        on_worker_shutdown,
+        on_worker_startup,
+        record_job,
+        tasks_for,
+    )
 
     family = getattr(queue, "family", {queues.BACKGROUND: queue})
     workers = [
-        Worker(
+        GracefulWorker(  # ours, as `cartwright workers run` builds them: it renews the jobs' heartbeats
             family[name],
             functions=tasks_for(name),
             startup=[on_worker_startup],
             shutdown=[on_worker_shutdown],
-            before_process=[before_job],
+            before_process=[bind_job_context, before_job],
             after_process=[record_job],
             concurrency=4,
-            timers={"schedule": 1, "sweep": 1, "stats": 60, "abort": 1},
+            timers={"schedule": 1, "sweep": 1, "abort": 1},
+            enable_heartbeat_manager=False,
         )
         for name in queues.NAMES
     ]

@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from app.db import models as m
 from app.lib.runtime import Runtime
 from app.lib.settings import BASE_DIR, get_settings
+from app.server.logging import configure_logging
 
 
 @click.group(name="users", help="Manage user accounts.")
@@ -184,6 +185,9 @@ def dev_command(host: str, port: int) -> None:
     link_host = "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104
     env.setdefault("BASE_URL", f"http://{link_host}:{port}")
     env["SECRET_KEY"] = settings.secret_key
+    if not env.get("LOG_FORMAT"):  # web, worker, emulator and this command print one readable format here
+        env["LOG_FORMAT"] = "console"
+        configure_logging(settings.log_level, "console")
     # Web and worker write their metrics here and /metrics sums them; a fresh start begins from zero.
     metrics_dir = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or settings.var_dir / "metrics")
     shutil.rmtree(metrics_dir, ignore_errors=True)

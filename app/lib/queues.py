@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from redis.asyncio import Redis
 from saq.job import Job
 from saq.queue.redis import RedisQueue
@@ -21,6 +22,10 @@ PAYMENTS = "cartwright-payments"
 EMAILS = "cartwright-emails"
 BACKGROUND = "cartwright"
 NAMES = (PAYMENTS, EMAILS, BACKGROUND)
+
+# Seconds without a touch after which SAQ's sweep takes a running job for lost and re-queues it. The worker
+# touches its running jobs every second (app/server/saq_worker.py), so only a dead worker's jobs go stale.
+JOB_HEARTBEAT = 5
 
 ROUTES: dict[str, str] = {  # test_priority_queues.py fails if these go back to one queue
     "process_stripe_event": PAYMENTS,
@@ -41,6 +46,11 @@ class RoutingQueue(RedisQueue):
 
     async def enqueue(self, job_or_func: str | Job, **kwargs: Any) -> Job | None:
         function = job_or_func if isinstance(job_or_func, str) else job_or_func.function
+        _carry_request_id(job_or_func, kwargs)
+        if isinstance(job_or_func, Job):
+            job_or_func.heartbeat = job_or_func.heartbeat or JOB_HEARTBEAT
+        elif not kwargs.get("heartbeat"):  # SAQ's cron scheduler passes heartbeat=0
+            kwargs["heartbeat"] = JOB_HEARTBEAT
         target = self.family.get(queue_for(function), self)
         if target is self:
             return await super().enqueue(job_or_func, **kwargs)
@@ -53,6 +63,17 @@ class RoutingQueue(RedisQueue):
             if found is not None:
                 return found
         return None
+
+
+def _carry_request_id(job_or_func: str | Job, kwargs: dict[str, Any]) -> None:
+    """A job enqueued while a request runs carries its id in ``meta``, so the worker's lines for it share the id."""
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    if not request_id:
+        return
+    if isinstance(job_or_func, Job):
+        job_or_func.meta.setdefault("request_id", request_id)
+    else:
+        kwargs["meta"] = {"request_id": request_id, **(kwargs.get("meta") or {})}
 
 
 def build_queues(redis: Redis, **kwargs: Any) -> dict[str, RoutingQueue]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -110,6 +111,9 @@ class Settings:
     # The web's Redis calls; a hung Redis then costs a request this long once, and the breaker spares the rest.
     redis_timeout: float = 1.0
     log_level: str = "INFO"
+    log_format: str = "json"  # "console": readable lines (a terminal, `make run`); "json": one JSON object a line
+    # SIGTERM to a worker: running jobs get this long to finish; what is still running then goes back on the queue.
+    worker_shutdown_grace_seconds: int = 30
     staff_idle_seconds: int = 30 * 60
     staff_absolute_seconds: int = 12 * 60 * 60
     customer_session_seconds: int = 24 * 60 * 60
@@ -242,6 +246,8 @@ def _load_settings() -> Settings:
         db_statement_timeout=_env_float("DB_STATEMENT_TIMEOUT", 30.0),
         redis_timeout=_env_float("REDIS_TIMEOUT", 1.0),
         log_level=_env("LOG_LEVEL") or "INFO",
+        log_format=parse_log_format(_env("LOG_FORMAT")),
+        worker_shutdown_grace_seconds=max(0, _env_int("WORKER_SHUTDOWN_GRACE_SECONDS", 30)),
         storage_dir=Path(_env("STORAGE_DIR") or var_dir / "uploads"),
         cover_max_bytes=_env_int("COVER_MAX_BYTES", 5 * 1024 * 1024),
         product_file_max_bytes=_env_int("PRODUCT_FILE_MAX_BYTES", 200 * 1024 * 1024),
@@ -302,6 +308,17 @@ def _subscription_checkout(value: str) -> str:
     if choice not in {"elements", "hosted", "both"}:
         raise ValueError(f"SUBSCRIPTION_CHECKOUT must be elements, hosted or both, not {value!r}")
     return choice
+
+
+def parse_log_format(value: str | None) -> str:
+    """``console`` or ``json``; unset: readable in a terminal, JSON lines otherwise (a container, a log shipper)."""
+    if not value:
+        return "console" if sys.stderr.isatty() else "json"
+    fmt = value.strip().lower()
+    if fmt not in {"console", "json"}:
+        msg = f"LOG_FORMAT must be console or json, not {value!r}"
+        raise ValueError(msg)
+    return fmt
 
 
 @lru_cache(maxsize=1)

@@ -20,7 +20,7 @@ from app.lib.exceptions import ApplicationError, NotYoursError, PermissionDenied
 from app.lib.htmx import wants_fragment
 from app.server.auth import NotSignedInError
 from app.server.csrf import CROSS_SITE
-from app.server.logging import log_denial, request_path
+from app.server.logging import log_denial, request_id_for, request_path
 
 log = structlog.get_logger()
 
@@ -43,7 +43,9 @@ def _error_response(
     request: Request[Any, Any, Any], status: int, message: str, headers: dict[str, str] | None = None
 ) -> Response[Any]:
     title = _TITLES.get(status, "Something went wrong")
-    context = {"status": status, "title": title, "message": message}
+    # Printed on the page ("Reference: …") so support can find this request's log lines by the same id.
+    request_id = request_id_for(request.scope)
+    context = {"status": status, "title": title, "message": message, "request_id": request_id}
     if request.headers.get("hx-request") == "true":
         # htmx is configured to swap error responses; retarget so the toast lands in the page's toast area.
         return Template(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from collections.abc import Mapping
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import stripe
@@ -20,7 +22,6 @@ from litestar.static_files import create_static_files_router
 from litestar.stores.redis import RedisStore
 from litestar.stores.registry import StoreRegistry
 from litestar.template import TemplateConfig
-from litestar_saq import SAQPlugin
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import exc as sa_exc
@@ -63,9 +64,10 @@ from app.server import errors
 from app.server.auth import CurrentUserMiddleware, NotSignedInError, current_user
 from app.server.csrf import CSRFMiddleware
 from app.server.deps import provide_actor, provide_queue, provide_runtime, provide_settings
-from app.server.logging import RequestLogMiddleware, configure_logging
+from app.server.logging import RequestLogMiddleware, configure_logging, request_id_header, stdlib_logging_config
 from app.server.metrics import RequestMetricsMiddleware, count_unrouted
 from app.server.ratelimit import UnsafeRequestLimitMiddleware
+from app.server.saq_worker import saq_plugin
 from app.server.security_headers import SecurityHeaders
 from app.server.sessions import session_config
 from app.server.shop_settings import ShopSettingsMiddleware
@@ -88,6 +90,26 @@ def _template_user(context: Mapping[str, Any]) -> Any:
 def _template_flashes(context: Mapping[str, Any]) -> list[dict[str, str]]:
     request = context.get("request")
     return pop_flashes(request) if request is not None else []
+
+
+def end_streams_on_sigterm(stopping: asyncio.Event) -> None:
+    """granian runs the app's shutdown only once every connection has closed, so an open live feed (an endless
+    SSE response) held a SIGTERM up for the feed's whole lifetime. granian's worker handles SIGTERM through its
+    event loop (``add_signal_handler``: the Python-level handler is the loop's, which hands the signal to
+    granian's). Put ``stopping.set`` in front of it: the streams end within a
+    second, and granian's own handling goes on unchanged. Anywhere else (a test's loop) nothing is touched."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        # asyncio's loop installs a module-level no-op, uvloop a method of the loop itself.
+        if getattr(previous, "__name__", "") != "_sighandler_noop" and getattr(previous, "__self__", None) is not loop:
+            continue
+
+        def on_signal(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+            stopping.set()
+            previous(signum, frame)
+
+        signal.signal(sig, on_signal)
 
 
 class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
@@ -114,13 +136,11 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         runtime = self.runtime
         settings = runtime.settings
-        configure_logging(settings.log_level)
-        # Litestar's default sets the stdlib root logger to INFO whatever LOG_LEVEL says: SAQ then logged (and
-        # formatted, on a listener thread) a line for every job the web process enqueued.
-        level = settings.log_level.upper()
+        configure_logging(settings.log_level, settings.log_format)
+        # Litestar's default sets the stdlib root logger to INFO whatever LOG_LEVEL says, in a format of its own;
+        # the worker command re-applies this config, so SAQ's lines come out in our format there too.
         app_config.logging_config = LoggingConfig(
-            root={"level": level, "handlers": ["queue_listener"]},
-            loggers={"litestar": {"level": level, "handlers": ["queue_listener"], "propagate": False}},
+            configure_root_logger=True, **stdlib_logging_config(settings.log_level, settings.log_format)
         )
         app_config.debug = settings.debug
         saq = saq_config(runtime)
@@ -139,11 +159,18 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
             arbitrary_channels_allowed=True,
             create_ws_route_handlers=False,
         )
-        app_config.plugins.extend([SQLAlchemyPlugin(config=runtime.alchemy), SAQPlugin(config=saq), channels])
+        app_config.plugins.extend(
+            [
+                SQLAlchemyPlugin(config=runtime.alchemy),
+                saq_plugin(saq, grace_seconds=settings.worker_shutdown_grace_seconds),
+                channels,
+            ]
+        )
         # Set first thing at shutdown: open Server-Sent Event streams end within a second (analytics/live.py).
         stopping = asyncio.Event()
         app_config.state.update({"analytics_stopping": stopping})
         app_config.on_startup.append(stopping.clear)
+        app_config.on_startup.append(lambda: end_streams_on_sigterm(stopping))
         app_config.on_shutdown.insert(0, stopping.set)
         app_config.on_shutdown.append(channels_redis.aclose)
         # This worker's live gauges (requests in flight, pool use) stop counting when it stops.
@@ -166,6 +193,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
         # Every response, the router's own 404/405 included, leaves with the security headers and the CSP.
         app_config.before_send.append(SecurityHeaders(settings))
         app_config.before_send.append(count_unrouted)
+        app_config.before_send.append(request_id_header)
 
         engine = JinjaTemplateEngine.from_environment(get_environment())
         engine.register_template_callable("current_user", _template_user)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from litestar_saq import CronJob, QueueConfig, SAQConfig
 from saq.types import Context
 from saq.utils import now
@@ -48,6 +49,17 @@ async def record_job(ctx: Context) -> None:
         checked_out = getattr(runtime.alchemy.get_engine().pool, "checkedout", None)
         if callable(checked_out):
             metrics.DB_POOL_IN_USE.set(checked_out())
+
+
+async def bind_job_context(ctx: Context) -> None:
+    """The job's log lines carry the id of the request that enqueued it (``meta``), so one id finds both.
+    SAQ runs each job in a task of its own, so the binding ends with the job."""
+    job = ctx.get("job")
+    request_id = job.meta.get("request_id") if job is not None else None
+    if request_id:
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+    else:
+        structlog.contextvars.unbind_contextvars("request_id")
 
 
 async def before_job(ctx: Context) -> None:
@@ -124,7 +136,7 @@ def saq_config(runtime: Runtime) -> SAQConfig:
                 scheduled_tasks=cron_jobs(runtime) if name == queues.BACKGROUND else [],
                 startup=on_worker_startup,
                 shutdown=on_worker_shutdown,
-                before_process=before_job,
+                before_process=[bind_job_context, before_job],
                 after_process=record_job,
                 concurrency=CONCURRENCY[name],
             )

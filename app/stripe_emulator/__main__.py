@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -36,7 +37,23 @@ def main(argv: list[str] | None = None) -> None:
             retry_base=args.webhook_retry_base, max_attempts=args.webhook_max_attempts, timeout=args.webhook_timeout
         ),
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    uvicorn.run(app, host=args.host, port=args.port, log_config=_log_config())
+
+
+def _log_config() -> dict[str, Any]:
+    """The shop's log format (LOG_FORMAT, LOG_LEVEL), so `make run` prints one format; each request's access line
+    is routine and stays at DEBUG."""
+    from app.lib.settings import parse_log_format
+    from app.server.logging import stdlib_logging_config
+
+    level = os.environ.get("LOG_LEVEL") or "INFO"
+    config: dict[str, Any] = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        **stdlib_logging_config(level, parse_log_format(os.environ.get("LOG_FORMAT"))),
+    }
+    config["loggers"]["uvicorn.access"] = {"level": "DEBUG" if level.upper() == "DEBUG" else "WARNING"}
+    return config
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from litestar import Litestar
 from litestar_saq import SAQPlugin
-from saq import Queue, Worker
+from saq import Queue
 from sqlalchemy import func, select
 
 from app.db import models as m
@@ -28,6 +28,7 @@ from app.lib import queues
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings, get_settings
 from app.server.plugin import ApplicationCore
+from app.server.saq_worker import GracefulWorker
 from app.server.worker import CONCURRENCY, before_job, on_worker_shutdown, on_worker_startup, record_job, tasks_for
 from app.stripe_emulator.server import run_emulator
 from tests.conftest import WEBHOOK_SECRET, Factory
@@ -56,7 +57,7 @@ async def shop(runtime: Runtime) -> AsyncIterator[tuple[httpx.AsyncClient, Queue
     queue = application.plugins.get(SAQPlugin).get_queue(queues.BACKGROUND)
     family = queue.family  # type: ignore[attr-defined]
     workers = [
-        Worker(
+        GracefulWorker(  # ours, as `cartwright workers run` builds them: it renews the jobs' heartbeats
             family[name],
             functions=tasks_for(name),
             startup=[on_worker_startup],
@@ -64,7 +65,8 @@ async def shop(runtime: Runtime) -> AsyncIterator[tuple[httpx.AsyncClient, Queue
             before_process=[before_job],
             after_process=[record_job],
             concurrency=CONCURRENCY[name],
-            timers={"schedule": 1, "sweep": 1, "stats": 60, "abort": 1},
+            timers={"schedule": 1, "sweep": 1, "abort": 1},
+            enable_heartbeat_manager=False,
         )
         for name in queues.NAMES
     ]

@@ -1,15 +1,13 @@
-"""A worker killed mid-job (``kill -9``): SAQ sweeps the job, another worker retries it, the order is fulfilled once.
+"""Workers stopped mid-job, by ``kill -9`` (catalogue Q2) and by SIGTERM (Q4): the order is fulfilled once.
 
 Real ``cartwright workers run`` processes, started the way production starts them (tests/support.py's
 environment, which tests/conftest.py's ``test_env`` put in ``os.environ``). The job is held in progress by a row
-lock the test takes on the order, so the kill lands mid-job without any sleep.
+lock the test takes on the order, so the signal lands mid-job without any sleep. The job is enqueued exactly as
+the webhook enqueues it (``enqueue_event_job``: 60 s timeout, 6 attempts).
 
-Recovery time, and what this test shortens: SAQ calls a job abandoned once it is ACTIVE past its ``timeout``
-(``enqueue_event_job``: 60 s; no heartbeat), and one sweep per queue runs every 60 s (a shared Redis lock). The
-sweep then waits 5 s for the dead worker to confirm an abort before it retries. In production a killed worker's
-Stripe event is therefore picked up again 65-125 s after its job started (plus up to 3 s of retry backoff and
-scheduling). Here the job is enqueued with a 3 s timeout and the sweep lock the killed worker left is expired by
-hand; the rest (sweep, abort wait, retry, a second worker process) is SAQ's and ours, unchanged.
+Recovery after ``kill -9``: every job carries a 5 s heartbeat that its worker touches every second
+(app/server/saq_worker.py), and each worker sweeps every 2 s, so a dead worker's job is back on the queue within
+seconds, not after its 60 s timeout plus a once-a-minute sweep (65-125 s before).
 """
 
 from __future__ import annotations
@@ -27,13 +25,12 @@ from typing import Any
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 from saq import Queue
 from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db import models as m
-from app.domain.payments.webhooks import PROCESS_EVENT_JOB, WebhookIntake
-from app.lib import queues
+from app.domain.payments.webhooks import WebhookIntake, enqueue_event_job
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings
 from app.stripe_emulator.server import EmulatorServer
@@ -50,7 +47,6 @@ from tests.integration.purchase_support import (
 
 ROOT = Path(__file__).resolve().parents[2]
 CARTWRIGHT = Path(sys.executable).parent / "cartwright"
-JOB_TIMEOUT = 3  # seconds; long enough for the kill to land first, short enough to be abandoned quickly
 
 
 @pytest.fixture
@@ -61,9 +57,10 @@ async def stripe_delivers_nothing(stripe_emulator: EmulatorServer, _clean_state:
     await asyncio.to_thread(stripe_emulator.chaos)
 
 
-def start_worker(log: Path) -> subprocess.Popen[bytes]:
+def start_worker(log: Path, **extra: str) -> subprocess.Popen[bytes]:
     env = dict(os.environ)  # test_env's DATABASE_URL, REDIS_URL, SMTP_URL, STRIPE_* are in here
     env.pop("LITESTAR_APP", None)  # `cartwright` sets its own
+    env.update(extra)
     with log.open("ab") as out:
         # A session of its own, so teardown can end it and anything it forked.
         return subprocess.Popen(
@@ -98,14 +95,15 @@ async def wait_until(
     what: str,
     worker: subprocess.Popen[bytes] | None = None,
     log: Path | None = None,
+    timeout: float = 30,
 ) -> None:
-    """Poll ``condition`` (state another process changes) until it holds, the worker dies, or 30 s pass."""
-    deadline = time.monotonic() + 30
+    """Poll ``condition`` (state another process changes) until it holds, the worker dies, or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
     while not await condition():
         if worker is not None and worker.poll() is not None:
             pytest.fail(f"the worker exited ({worker.returncode}) before {what}:\n{log_tail(log)}")
         if time.monotonic() > deadline:
-            pytest.fail(f"no {what} within 30 s:\n{log_tail(log)}")
+            pytest.fail(f"no {what} within {timeout:.0f} s:\n{log_tail(log)}")
         await asyncio.sleep(0.05)  # the poll interval; what the test waits for is the condition
 
 
@@ -114,22 +112,33 @@ async def count(runtime: Runtime, model: Any, *where: Any) -> int:
         return int(await db.scalar(select(func.count()).select_from(model).where(*where)) or 0)
 
 
-@pytest.mark.serial
-@pytest.mark.usefixtures("stripe_delivers_nothing")
-async def test_a_worker_killed_mid_job_is_swept_and_retried_and_fulfils_the_order_once(
-    client: httpx.AsyncClient,
-    factory: Factory,
-    runtime: Runtime,
-    settings: Settings,
-    queue: Queue,
-    redis: Redis,
-    tmp_path: Path,
-) -> None:
-    if settings.is_sqlite:
-        pytest.skip(
-            "holding a job mid-handler needs a row lock another connection can take and release (SELECT ... FOR "
-            "UPDATE); SQLite has only a database-wide write lock, which would stop the job before it starts"
-        )
+class HeldEvent:
+    """A paid order whose ``payment_intent.succeeded`` is stored and enqueued, its handler held on the order's lock."""
+
+    def __init__(self, runtime: Runtime, queue: Queue, order_id: Any, event_id: str, product_id: Any) -> None:
+        self.runtime, self.queue, self.order_id, self.event_id = runtime, queue, order_id, event_id
+        self.product_id = product_id
+        self.key = f"stripe-event:{event_id}"
+
+    async def status(self) -> tuple[str, int]:
+        async with self.runtime.db() as db:
+            row = await db.scalar(select(m.StripeEvent).where(m.StripeEvent.stripe_id == self.event_id))
+            assert row is not None
+            return row.status, row.attempts
+
+    async def assert_fulfilled_once(self) -> None:
+        order = await load_order(self.runtime, self.order_id)
+        assert order.status == "paid"
+        assert await count(self.runtime, m.Entitlement, m.Entitlement.order_id == self.order_id) == 1
+        assert await count(self.runtime, m.EmailMessage, m.EmailMessage.kind == "receipt") == 1
+        paid = (m.OrderEvent.order_id == self.order_id, m.OrderEvent.kind == "paid")
+        assert await count(self.runtime, m.OrderEvent, *paid) == 1
+        assert await count(self.runtime, m.StripeEvent, m.StripeEvent.status == "failed") == 0
+
+
+async def held_event(
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, settings: Settings, queue: Queue
+) -> HeldEvent:
     product = await digital_product(factory, settings.storage_dir, name="Field Guide", price=1500, stock=5)
     await add_to_cart(client, product)
     order_id = await place_order(client, email="crash@example.com")
@@ -139,80 +148,124 @@ async def test_a_worker_killed_mid_job_is_swept_and_retried_and_fulfils_the_orde
     [event] = [e.to_dict() for e in listing.data if e.data.object.id == intent_id]
     async with runtime.db() as db:
         assert (await WebhookIntake(db, queue=None, livemode=False).store(event)).stored
-    key = f"stripe-event:{event['id']}"
+    return HeldEvent(runtime, queue, order_id, event["id"], product.id)
 
-    async def event_status() -> tuple[str, int]:
-        async with runtime.db() as db:
-            row = await db.scalar(select(m.StripeEvent).where(m.StripeEvent.stripe_id == event["id"]))
-            assert row is not None
-            return row.status, row.attempts
 
+async def hold_and_start(held: HeldEvent, locker: AsyncConnection, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """Take the order's row lock (PaymentSync takes it before it touches the order), enqueue the event as the
+    webhook does, start a worker, and return once its handler is blocked on the lock: mid-fulfilment."""
+    await locker.execute(text("SELECT id FROM orders WHERE id = :id FOR UPDATE"), {"id": held.order_id})
+    holder = await locker.scalar(text("SELECT pg_backend_pid()"))
+    assert await enqueue_event_job(held.queue, held.event_id)
+    worker = start_worker(log, **env)
+    engine = held.runtime.alchemy.get_engine()
+
+    async def handler_is_blocked() -> bool:
+        if await held.status() != ("processing", 1):
+            return False
+        async with engine.connect() as probe:
+            blocked = await probe.scalar(
+                text("SELECT count(*) FROM pg_stat_activity WHERE :holder = ANY(pg_blocking_pids(pid))"),
+                {"holder": holder},
+            )
+        return bool(blocked)
+
+    await wait_until(handler_is_blocked, what="handler waiting on the order's lock", worker=worker, log=log)
+    return worker
+
+
+def needs_row_locks(settings: Settings) -> None:
+    if settings.is_sqlite:
+        pytest.skip(
+            "holding a job mid-handler needs a row lock another connection can take and release (SELECT ... FOR "
+            "UPDATE); SQLite has only a database-wide write lock, which would stop the job before it starts"
+        )
+
+
+@pytest.mark.serial
+@pytest.mark.usefixtures("stripe_delivers_nothing")
+async def test_q2_a_worker_killed_mid_job_is_picked_up_by_another_within_15_seconds(
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, settings: Settings, queue: Queue, tmp_path: Path
+) -> None:
+    needs_row_locks(settings)
+    held = await held_event(client, factory, runtime, settings, queue)
     first_log, second_log = tmp_path / "worker-1.log", tmp_path / "worker-2.log"
     workers: list[subprocess.Popen[bytes]] = []
-    engine = runtime.alchemy.get_engine()
     try:
-        async with engine.connect() as locker:
-            # The order's row lock, which PaymentSync takes before it touches the order: the handler blocks on it.
-            await locker.execute(text("SELECT id FROM orders WHERE id = :id FOR UPDATE"), {"id": order_id})
-            holder = await locker.scalar(text("SELECT pg_backend_pid()"))
-            # As enqueue_event_job enqueues it, but with a timeout this test can wait out.
-            assert await queue.enqueue(
-                PROCESS_EVENT_JOB,
-                key=key,
-                event_id=event["id"],
-                timeout=JOB_TIMEOUT,
-                retries=6,
-                retry_delay=2.0,
-                retry_backoff=True,
-            )
-            workers.append(first := start_worker(first_log))
-
-            async def handler_is_blocked() -> bool:
-                if await event_status() != ("processing", 1):
-                    return False
-                async with engine.connect() as probe:
-                    blocked = await probe.scalar(
-                        text("SELECT count(*) FROM pg_stat_activity WHERE :holder = ANY(pg_blocking_pids(pid))"),
-                        {"holder": holder},
-                    )
-                return bool(blocked)
-
-            await wait_until(
-                handler_is_blocked, what="handler waiting on the order's lock", worker=first, log=first_log
-            )
-            first.send_signal(signal.SIGKILL)
+        async with runtime.alchemy.get_engine().connect() as locker:
+            workers.append(first := await hold_and_start(held, locker, first_log))
+            workers.append(second := start_worker(second_log))  # idle: the only job is the first worker's
+            os.killpg(first.pid, signal.SIGKILL)  # the worker and the queue processes it forked
             assert first.wait(timeout=10) == -signal.SIGKILL
+            killed_at = time.monotonic()
             await locker.rollback()  # release the lock: the dead worker's job can never finish now
 
-        job = await queue.job(key)
-        assert job is not None
-        assert (job.status, job.attempts) == ("active", 1)  # SAQ still thinks a worker has it
-        assert await event_status() == ("processing", 1)
-        assert (await load_order(runtime, order_id)).status == "pending"
-
-        async def abandoned() -> bool:
-            current = await queue.job(key)
-            return current is not None and current.stuck
-
-        # SAQ's test for "abandoned": ACTIVE for longer than the job's timeout.
-        await wait_until(abandoned, what="job past its timeout")
-        # The killed worker's start-up sweep holds SAQ's once-a-minute sweep lock; expiring it stands in for the
-        # minute passing (as ageing `received_at` does for our own sweeper), so the new worker sweeps at start.
-        await redis.delete(f"saq:{queues.queue_for(PROCESS_EVENT_JOB)}:sweep")  # the payments queue
-        workers.append(start_worker(second_log))
-
-        finished = await job_finished(queue, key, timeout=30)
+        finished = await job_finished(queue, held.key, timeout=15)
         assert (finished.status, finished.attempts) == ("complete", 2), log_tail(second_log)
-        assert await event_status() == ("processed", 2)
-        order = await load_order(runtime, order_id)
-        assert order.status == "paid"
-        assert await count(runtime, m.Entitlement, m.Entitlement.order_id == order_id) == 1
-        assert await count(runtime, m.EmailMessage, m.EmailMessage.kind == "receipt") == 1
-        assert await count(runtime, m.OrderEvent, m.OrderEvent.order_id == order_id, m.OrderEvent.kind == "paid") == 1
+        assert time.monotonic() - killed_at < 15, "a killed worker's job came back too late"
+        assert second.poll() is None
+        assert await held.status() == ("processed", 2)
+        await held.assert_fulfilled_once()
         async with runtime.db() as db:
-            stocked = await db.get(m.Product, product.id)
+            stocked = await db.get(m.Product, held.product_id)
             assert stocked is not None
             assert stocked.stock == 4
+    finally:
+        for proc in workers:
+            stop_worker(proc)
+
+
+@pytest.mark.serial
+@pytest.mark.usefixtures("stripe_delivers_nothing")
+async def test_q4_sigterm_mid_fulfilment_lets_the_job_finish_then_exits(
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, settings: Settings, queue: Queue, tmp_path: Path
+) -> None:
+    needs_row_locks(settings)
+    held = await held_event(client, factory, runtime, settings, queue)
+    log = tmp_path / "worker.log"
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        async with runtime.alchemy.get_engine().connect() as locker:
+            worker = await hold_and_start(held, locker, log)
+            worker.send_signal(signal.SIGTERM)  # to the first process only, as a container runtime sends it
+            await locker.rollback()  # the handler goes on, within the grace period
+        assert await asyncio.to_thread(worker.wait, 30) == 0, log_tail(log)
+        finished = await job_finished(queue, held.key)
+        assert (finished.status, finished.attempts) == ("complete", 1)
+        assert await held.status() == ("processed", 1)
+        await held.assert_fulfilled_once()
+        assert "Traceback" not in log_tail(log)
+    finally:
+        if worker is not None:
+            stop_worker(worker)
+
+
+@pytest.mark.serial
+@pytest.mark.usefixtures("stripe_delivers_nothing")
+async def test_q4_a_job_that_outlives_the_grace_period_is_requeued_not_failed(
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, settings: Settings, queue: Queue, tmp_path: Path
+) -> None:
+    needs_row_locks(settings)
+    held = await held_event(client, factory, runtime, settings, queue)
+    first_log, second_log = tmp_path / "worker-1.log", tmp_path / "worker-2.log"
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        async with runtime.alchemy.get_engine().connect() as locker:
+            workers.append(first := await hold_and_start(held, locker, first_log, WORKER_SHUTDOWN_GRACE_SECONDS="1"))
+            first.send_signal(signal.SIGTERM)
+            # The lock outlasts the grace period: the worker cancels the handler and puts the job back.
+            assert await asyncio.to_thread(first.wait, 30) == 0, log_tail(first_log)
+            job = await queue.job(held.key)
+            assert job is not None
+            assert job.status in {"queued", "new"}, job.status
+            status, _ = await held.status()
+            assert status != "failed"  # a shutdown is not the event's failure
+            await locker.rollback()
+        workers.append(start_worker(second_log))
+        finished = await job_finished(queue, held.key, timeout=15)
+        assert finished.status == "complete", log_tail(second_log)
+        assert (await held.status())[0] == "processed"
+        await held.assert_fulfilled_once()
     finally:
         for proc in workers:
             stop_worker(proc)

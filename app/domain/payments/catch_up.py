@@ -95,7 +95,8 @@ async def catch_up(
         await redis.eval(_RELEASE, 1, LOCK_KEY, token)
     summary = {k: v for k, v in asdict(result).items() if k != "stored_ids"}
     await redis.set(CATCH_UP_RESULT_KEY, json.dumps(summary))
-    log.info("stripe_catch_up.done", **summary)
+    # Every 5 minutes: news only when it found events we lacked; a routine pass is a DEBUG line (a calm console).
+    (log.info if result.stored else log.debug)("stripe_catch_up.done", **summary)
     return result
 
 

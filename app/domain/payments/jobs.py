@@ -45,7 +45,12 @@ async def process_stripe_event(ctx: Context, *, event_id: str) -> dict[str, Any]
         async with runtime.db() as db:
             await dispatch(HandlerContext(db, runtime.stripe, runtime.settings, queue, runtime.redis), payload)
     except asyncio.CancelledError:
-        # SAQ cancels a handler that outlives the job's timeout (and on shutdown): say so on the row. Shielded:
+        if getattr(ctx["worker"], "stopping", lambda: False)():
+            # A shutdown past its grace period: SAQ puts the job back on the queue and the next worker runs it
+            # (the handler's writes roll back with its transaction), so the event has not failed.
+            log.warning("stripe_event.requeued_on_shutdown", event_id=event_id)
+            raise
+        # SAQ cancels a handler that outlives the job's timeout: say so on the row. Shielded:
         # SAQ cancels once more if the task takes over a second to stop.
         error = "CancelledError: stopped by the worker (job timeout or shutdown)"
         await asyncio.shield(_mark_failed(runtime, event_id, error, started))
