@@ -11,6 +11,7 @@ import asyncio
 import io
 import json
 import logging.config
+import os
 from typing import Any
 
 import pytest
@@ -29,7 +30,8 @@ TICKS = 3
 
 @pytest.fixture
 async def redis_client() -> Any:
-    url = redis_test_url(30)
+    # A database of this test worker's own (the app's are 10-13, e2e's 14, the cluster test's 15).
+    url = redis_test_url(6 + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0))
     assert url is not None, "these tests need the test Redis (TEST_REDIS_URL)"
     client = Redis.from_url(url)
     await client.flushdb()
