@@ -16,6 +16,7 @@ from app.lib.localtime import format_local
 from app.lib.money import format_money
 from app.lib.permissions import can, is_staff
 from app.lib.settings import BASE_DIR, get_settings
+from app.lib.static_assets import static_url
 
 TEMPLATE_DIR = BASE_DIR / "templates"
 
@@ -64,4 +65,5 @@ def get_environment() -> Environment:
     env.globals["can"] = can
     env.globals["is_staff"] = is_staff
     env.globals["cover_src"] = cover_src
+    env.globals["static_url"] = static_url
     return env
