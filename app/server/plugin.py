@@ -15,6 +15,8 @@ from litestar.config.compression import CompressionConfig
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.logging.config import LoggingConfig
+from litestar.middleware import DefineMiddleware
+from litestar.middleware.compression import CompressionMiddleware
 from litestar.plugins import CLIPluginProtocol, InitPluginProtocol
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.stores.redis import RedisStore
@@ -56,14 +58,15 @@ from app.lib.exceptions import ApplicationError
 from app.lib.htmx import pop_flashes
 from app.lib.runtime import QUEUE_NAME, Runtime
 from app.lib.static_assets import static_assets
-from app.lib.templating import get_environment
+from app.lib.templating import csrf_token, get_environment
 from app.server import errors
 from app.server.auth import CurrentUserMiddleware, NotSignedInError, current_user
-from app.server.csrf import CSRFMiddleware
+from app.server.csrf import CSRFMiddleware, cookie_name
 from app.server.deps import provide_actor, provide_queue, provide_runtime, provide_settings
 from app.server.head import install_head_as_get
 from app.server.logging import RequestLogMiddleware, configure_logging
 from app.server.metrics import RequestMetricsMiddleware, count_unrouted
+from app.server.page_cache import PageCacheMiddleware
 from app.server.ratelimit import UnsafeRequestLimitMiddleware
 from app.server.security_headers import SecurityHeaders
 from app.server.sessions import session_config
@@ -151,18 +154,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
             default_factory=lambda name: RedisStore(runtime.redis, namespace=f"cartwright:{name}")
         )
         session = session_config(secure=settings.secure_cookies, default_ttl=settings.customer_session_seconds)
-        app_config.middleware = [
-            RequestMetricsMiddleware(runtime.alchemy.get_engine()),
-            RequestLogMiddleware(settings.trusted_proxies),
-            session.middleware,
-            CurrentUserMiddleware(runtime),
-            UnsafeRequestLimitMiddleware(),
-            # After the user is known (denials are logged with the account); tokens bound to the session.
-            CSRFMiddleware(secure=settings.secure_cookies, exempt=CSRF_EXEMPT),
-            *app_config.middleware,
-        ]
-        # Every response, the router's own 404/405 included, leaves with the security headers and the CSP.
-        app_config.compression_config = CompressionConfig(
+        compression = CompressionConfig(
             backend="brotli",
             gzip_fallback=True,
             # Fast settings: a 22 KB page shrinks to about a fifth either way, and the CPU is the bottleneck here.
@@ -173,12 +165,29 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
             # reach the browser event by event; downloads and covers are PDFs, archives and images (compressed).
             exclude=["^/static/", "^/admin/live", "^/downloads/", f"^{COVER_ROUTE}/"],
         )
+        app_config.state.update({"csrf_cookie_name": cookie_name(secure=settings.secure_cookies)})
+        app_config.middleware = [
+            RequestMetricsMiddleware(runtime.alchemy.get_engine()),
+            RequestLogMiddleware(settings.trusted_proxies),
+            session.middleware,
+            CurrentUserMiddleware(runtime),
+            UnsafeRequestLimitMiddleware(),
+            # After the user is known (denials are logged with the account); tokens bound to the session.
+            CSRFMiddleware(secure=settings.secure_cookies, exempt=CSRF_EXEMPT),
+            # Compression outside the page cache, which keeps (and fills in) plain bodies: app_config's own
+            # compression_config would sit inside every app middleware.
+            DefineMiddleware(CompressionMiddleware, config=compression),
+            PageCacheMiddleware(),
+            *app_config.middleware,
+        ]
+        # Every response, the router's own 404/405 included, leaves with the security headers and the CSP.
         app_config.before_send.append(SecurityHeaders(settings))
         app_config.before_send.append(count_unrouted)
 
         engine = JinjaTemplateEngine.from_environment(get_environment())
         engine.register_template_callable("current_user", _template_user)
         engine.register_template_callable("flashes", _template_flashes)
+        engine.register_template_callable("csrf_token", csrf_token)  # notes the use, see app.lib.templating
         app_config.template_config = TemplateConfig(instance=engine)
 
         app_config.route_handlers.extend(

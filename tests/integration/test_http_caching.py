@@ -8,17 +8,17 @@ import re
 
 import brotli
 import httpx
+from sqlalchemy import text
 
+from app.domain.catalog.cache import invalidate_catalog
+from app.lib import metrics
+from app.lib.runtime import Runtime
 from app.lib.static_assets import static_url
 from tests.conftest import Factory
+from tests.helpers import post_form, sign_in
 from tests.integration.test_catalog import seed_catalog
 
 IMMUTABLE = "public, max-age=31536000, immutable"
-
-
-def raw(response: httpx.Response) -> bytes:
-    """The bytes as they travelled (httpx decodes Content-Encoding on .content)."""
-    return b"".join(response.iter_raw()) if not response.is_stream_consumed else response.content
 
 
 async def test_templates_link_fingerprinted_static_files_cached_for_a_year(client: httpx.AsyncClient) -> None:
@@ -84,3 +84,133 @@ async def test_head_is_answered_wherever_get_is(client: httpx.AsyncClient, facto
         assert head.headers["content-security-policy"]
     assert (await client.head("/no/such/page")).status_code == 404
     assert (await client.head("/products/no-such-product")).status_code == 404
+
+
+# --- cookies --------------------------------------------------------------------------------------------------
+
+CATALOG_PAGES = (
+    "/",
+    "/products",
+    "/products?sort=price&page=2",
+    "/products?q=serif",
+    "/products/maple-serif",
+    "/pricing",
+)
+
+
+async def test_anonymous_gets_set_a_cookie_only_where_a_page_renders_the_token(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    await seed_catalog(factory)
+    for path in ("/healthz", static_url("css/app.css"), "/static/css/app.css"):
+        assert "set-cookie" not in (await client.get(path)).headers, path
+    # The pricing fragment (an HTMX interval switch) holds no form: no cookie, and a shared cache may keep it.
+    fragment = await client.get("/pricing?interval=year", headers={"HX-Request": "true"})
+    assert fragment.status_code == 200 and "set-cookie" not in fragment.headers
+    assert fragment.headers["cache-control"].startswith("public, max-age=")
+    # A full page carries forms (add to cart, and htmx's token header): the first one sets the cookie, once.
+    first = await client.get("/products")
+    assert "cartwright_csrf=" in first.headers["set-cookie"]
+    assert first.headers["cache-control"] == "private, no-cache"  # no shared cache keeps a Set-Cookie page
+    for path in CATALOG_PAGES:
+        again = await client.get(path)
+        assert again.status_code == 200, path
+        assert "set-cookie" not in again.headers, path
+        assert again.headers["cache-control"] == "public, max-age=60, stale-while-revalidate=600", path
+        assert again.headers["vary"].startswith("HX-Request, Cookie"), path
+        assert client.cookies["cartwright_csrf"] in again.text  # its own token, from the cache or not
+    assert "cartwright_session" not in client.cookies  # browsing creates no session
+
+
+# --- ETag and 304 ---------------------------------------------------------------------------------------------
+
+
+async def test_catalog_pages_and_fragments_answer_304_until_the_catalog_changes(
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime
+) -> None:
+    await seed_catalog(factory)
+    await client.get("/")  # the CSRF cookie
+    for path, headers in (("/products", {}), ("/products?page=1", {"HX-Request": "true"}), ("/pricing", {})):
+        page = await client.get(path, headers=headers)
+        etag = page.headers["etag"]
+        assert etag.startswith('W/"')
+        same = await client.get(path, headers={**headers, "If-None-Match": etag})
+        assert same.status_code == 304 and same.content == b"", path
+        assert same.headers["etag"] == etag
+        # The browser keeps the page it has, with the policy whose nonce its scripts carry.
+        assert "content-security-policy" not in same.headers
+    fragment = await client.get("/products", headers={"HX-Request": "true"})
+    full = await client.get("/products")
+    assert fragment.headers["etag"] != full.headers["etag"]  # Vary: HX-Request, and the tags say so too
+    await invalidate_catalog(runtime.redis)  # what every admin change to the catalog calls
+    changed = await client.get("/products", headers={"If-None-Match": full.headers["etag"]})
+    assert changed.status_code == 200 and changed.headers["etag"] != full.headers["etag"]
+
+
+async def test_a_catalog_change_shows_on_the_next_request_despite_the_page_cache(
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime
+) -> None:
+    await seed_catalog(factory)
+    assert "Maple Serif" in (await client.get("/products")).text
+    assert "Maple Serif" in (await client.get("/products")).text  # now from the cache
+    async with runtime.db() as db:
+        await db.execute(text("UPDATE products SET name = 'Maple Serif Pro' WHERE slug = 'maple-serif'"))
+        await db.commit()
+    await invalidate_catalog(runtime.redis)
+    assert "Maple Serif Pro" in (await client.get("/products")).text
+
+
+# --- the page cache never replays a nonce ---------------------------------------------------------------------
+
+
+def _nonce(response: httpx.Response) -> str:
+    match = re.search(r"'nonce-([^']+)'", response.headers["content-security-policy"])
+    assert match is not None
+    return match.group(1)
+
+
+async def test_pages_from_the_cache_carry_their_own_nonce_and_the_visitors_token(
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime
+) -> None:
+    await seed_catalog(factory)
+    await client.get("/products/maple-serif")  # renders it (and stores it)
+    assert await runtime.redis.keys("cartwright:pages:*")
+    hits = metrics.PAGE_CACHE.labels("hit")._value.get()
+    other = httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local")
+    answers = [await client.get("/products/maple-serif"), await other.get("/products/maple-serif")]
+    assert metrics.PAGE_CACHE.labels("hit")._value.get() == hits + 2  # both from the cache
+    nonces = [_nonce(a) for a in answers]
+    assert nonces[0] != nonces[1]
+    for answer, nonce in zip(answers, nonces, strict=True):
+        scripts = re.findall(r'<script src="[^"]+" nonce="([^"]+)"', answer.text)
+        assert scripts and set(scripts) == {nonce}  # every script runs under this response's policy
+    # Each visitor gets the token of their own cookie (the second one's set by this very response).
+    assert client.cookies["cartwright_csrf"] in answers[0].text
+    assert other.cookies["cartwright_csrf"] in answers[1].text
+    assert client.cookies["cartwright_csrf"] not in answers[1].text
+    # ... and that token works: the cached page's form adds to the cart.
+    added = await post_form(other, "/cart/items", {"product_id": _product_id(answers[1].text), "quantity": "1"})
+    assert added.status_code in {200, 303}
+    await other.aclose()
+
+
+def _product_id(html: str) -> str:
+    match = re.search(r'name="product_id" value="([^"]+)"', html)
+    assert match is not None
+    return match.group(1)
+
+
+# --- personal pages -------------------------------------------------------------------------------------------
+
+
+async def test_anything_personal_is_private_no_store(client: httpx.AsyncClient, factory: Factory) -> None:
+    await seed_catalog(factory)
+    await factory.user(email="reader@example.com")
+    await sign_in(client, "reader@example.com")
+    for path in ("/", "/products", "/products/maple-serif", "/pricing", "/account", "/cart"):
+        page = await client.get(path)
+        assert page.status_code == 200, path
+        assert page.headers["cache-control"] == "private, no-store", path
+        assert "etag" not in page.headers, path
+    # A signed-in page is never the anonymous one from the cache.
+    assert "Sign out" in (await client.get("/products")).text
