@@ -3,6 +3,7 @@ the full-page cache (whose pages must never replay another request's CSP nonce).
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import re
 
@@ -172,6 +173,7 @@ def _nonce(response: httpx.Response) -> str:
 async def test_pages_from_the_cache_carry_their_own_nonce_and_the_visitors_token(
     client: httpx.AsyncClient, factory: Factory, runtime: Runtime
 ) -> None:
+    """Reliability case 24 (the CSP): a stored page never replays another response's nonce."""
     await seed_catalog(factory)
     await client.get("/products/maple-serif")  # renders it (and stores it)
     assert await runtime.redis.keys("cartwright:pages:*")
@@ -214,3 +216,14 @@ async def test_anything_personal_is_private_no_store(client: httpx.AsyncClient, 
         assert "etag" not in page.headers, path
     # A signed-in page is never the anonymous one from the cache.
     assert "Sign out" in (await client.get("/products")).text
+
+
+async def test_a_stampede_on_a_cold_page_renders_it_once(client: httpx.AsyncClient, factory: Factory) -> None:
+    await seed_catalog(factory)
+    await client.get("/")  # the CSRF cookie, and the catalog version
+    misses, hits = metrics.PAGE_CACHE.labels("miss")._value.get(), metrics.PAGE_CACHE.labels("hit")._value.get()
+    pages = await asyncio.gather(*(client.get("/products?sort=price") for _ in range(8)))
+    assert all(p.status_code == 200 and "Maple Serif" in p.text for p in pages)
+    assert metrics.PAGE_CACHE.labels("miss")._value.get() == misses + 1  # one render; seven waited for it
+    assert metrics.PAGE_CACHE.labels("hit")._value.get() == hits + 7
+    assert len({_nonce(p) for p in pages}) == 8
