@@ -79,7 +79,13 @@ def parse_args() -> argparse.Namespace:
     add("--events", type=int, default=int(_env("BENCH_EVENTS", "20000")), help="closed-loop webhook events")
     add("--warmup", type=int, default=int(_env("BENCH_WARMUP", "1000")), help="webhook events before measuring")
     add("--concurrency", type=int, default=int(_env("BENCH_CONCURRENCY", "32")), help="webhook connections")
-    add("--rate", type=float, default=float(_env("BENCH_RATE", "1000")), help="open-loop events/s")
+    add(
+        "--rate",
+        type=float,
+        default=float(_env("BENCH_RATE", "0")),
+        help="open-loop events/s; 0 (default): 70 %% of the closed loop's measured rate, as the issue's target reads",
+    )
+    add("--rate-share", type=float, default=0.7, help="with --rate 0: the share of the measured maximum offered")
     add("--rate-seconds", type=float, default=float(_env("BENCH_RATE_SECONDS", "10")))
     add("--checkout-seconds", type=float, default=float(_env("BENCH_CHECKOUT_SECONDS", "15")))
     add("--checkout-concurrency", type=int, default=int(_env("BENCH_CHECKOUT_CONCURRENCY", "16")))
@@ -297,6 +303,10 @@ async def scenarios(opts: argparse.Namespace, base_url: str, host: str, port: in
     )
     out["webhooks_closed_loop"] = _with_cpu(closed, meter)
 
+    if not opts.rate:
+        # The issue (#15): p99 <= 20 ms at 70 % of the intake's own measured maximum (a fixed 1,000/s needs more
+        # than two cores once the maximum is near it).
+        opts.rate = max(1.0, round(opts.rate_share * float(out["webhooks_closed_loop"]["per_second"])))
     rated = hooks.build("r", int(opts.rate * opts.rate_seconds))
     print(f"webhooks: open loop, {opts.rate:.0f} events/s for {opts.rate_seconds:.0f} s")
     meter = Meter()
@@ -443,7 +453,7 @@ def verdict(results: dict[str, Any], opts: argparse.Namespace) -> tuple[bool, bo
     on_target = (
         results["webhooks_closed_loop"]["per_second"] >= opts.target_eps
         and not at_rate["not_sent"]
-        and at_rate["per_second"] >= 0.98 * opts.target_eps
+        and at_rate["per_second"] >= 0.98 * opts.rate
         and at_rate["p99_ms"] <= opts.target_p99_ms
     )
     return correct, on_target
@@ -708,7 +718,7 @@ def bench(opts: argparse.Namespace) -> int:
         f"{check['jobs_queued']} jobs queued -> {'OK' if correct else 'FAILED'}"
     )
     print(
-        f"target: >= {opts.target_eps:.0f} events/s with p99 <= {opts.target_p99_ms:.0f} ms at that rate -> "
+        f"target: >= {opts.target_eps:.0f} events/s, and p99 <= {opts.target_p99_ms:.0f} ms at {opts.rate:.0f}/s -> "
         f"{'met' if on_target else 'MISSED'}"
     )
     print(
