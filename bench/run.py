@@ -79,7 +79,13 @@ def parse_args() -> argparse.Namespace:
     add("--events", type=int, default=int(_env("BENCH_EVENTS", "20000")), help="closed-loop webhook events")
     add("--warmup", type=int, default=int(_env("BENCH_WARMUP", "1000")), help="webhook events before measuring")
     add("--concurrency", type=int, default=int(_env("BENCH_CONCURRENCY", "32")), help="webhook connections")
-    add("--rate", type=float, default=float(_env("BENCH_RATE", "1000")), help="open-loop events/s")
+    add(
+        "--rate",
+        type=float,
+        default=float(_env("BENCH_RATE", "0")),
+        help="open-loop events/s; 0 (default): 70 %% of the closed loop's measured rate, as the issue's target reads",
+    )
+    add("--rate-share", type=float, default=0.7, help="with --rate 0: the share of the measured maximum offered")
     add("--rate-seconds", type=float, default=float(_env("BENCH_RATE_SECONDS", "10")))
     add("--checkout-seconds", type=float, default=float(_env("BENCH_CHECKOUT_SECONDS", "15")))
     add("--checkout-concurrency", type=int, default=int(_env("BENCH_CHECKOUT_CONCURRENCY", "16")))
@@ -89,9 +95,18 @@ def parse_args() -> argparse.Namespace:
     add("--strict", action="store_true", help="exit 2 when a target is missed (errors or lost events: always 1)")
     add(
         "--scenario",
-        choices=["ingestion", "dashboard"],
+        choices=["ingestion", "dashboard", "catalog"],
         default=_env("BENCH_SCENARIO", "ingestion"),
-        help="ingestion: webhooks and checkout (default); dashboard: GET /admin on a large data set",
+        help="ingestion: webhooks and checkout (default); dashboard: GET /admin on a large data set; "
+        "catalog: the public pages against a raw ASGI ceiling (bench/catalog.py)",
+    )
+    add("--catalog-seconds", type=float, default=float(_env("BENCH_CATALOG_SECONDS", "8")), help="catalog: per page")
+    add("--catalog-concurrency", type=int, default=int(_env("BENCH_CATALOG_CONCURRENCY", "10")))
+    add("--rounds", type=int, default=int(_env("BENCH_ROUNDS", "1")), help="catalog: interleaved rounds (medians)")
+    add(
+        "--accept-encoding",
+        default=_env("BENCH_ACCEPT_ENCODING", ""),
+        help="catalog: the Accept-Encoding header sent (none by default, like wrk; 'gzip, br' as a browser)",
     )
     add("--orders", type=int, default=int(_env("BENCH_ORDERS", "100000")), help="dashboard: orders generated")
     add("--cold-requests", type=int, default=int(_env("BENCH_COLD_REQUESTS", "10")), help="dashboard: cold requests")
@@ -288,6 +303,10 @@ async def scenarios(opts: argparse.Namespace, base_url: str, host: str, port: in
     )
     out["webhooks_closed_loop"] = _with_cpu(closed, meter)
 
+    if not opts.rate:
+        # The issue (#15): p99 <= 20 ms at 70 % of the intake's own measured maximum (a fixed 1,000/s needs more
+        # than two cores once the maximum is near it).
+        opts.rate = max(1.0, round(opts.rate_share * float(out["webhooks_closed_loop"]["per_second"])))
     rated = hooks.build("r", int(opts.rate * opts.rate_seconds))
     print(f"webhooks: open loop, {opts.rate:.0f} events/s for {opts.rate_seconds:.0f} s")
     meter = Meter()
@@ -434,7 +453,7 @@ def verdict(results: dict[str, Any], opts: argparse.Namespace) -> tuple[bool, bo
     on_target = (
         results["webhooks_closed_loop"]["per_second"] >= opts.target_eps
         and not at_rate["not_sent"]
-        and at_rate["per_second"] >= 0.98 * opts.target_eps
+        and at_rate["per_second"] >= 0.98 * opts.rate
         and at_rate["p99_ms"] <= opts.target_p99_ms
     )
     return correct, on_target
@@ -446,6 +465,8 @@ def verdict(results: dict[str, Any], opts: argparse.Namespace) -> tuple[bool, bo
 def main() -> int:
     try:
         opts = parse_args()
+        if opts.scenario == "catalog":
+            return catalog_bench(opts)
         return dashboard_bench(opts) if opts.scenario == "dashboard" else bench(opts)
     except KeyboardInterrupt:
         print("\ninterrupted; the servers it started are stopped", file=sys.stderr)
@@ -520,6 +541,113 @@ def dashboard_bench(opts: argparse.Namespace) -> int:
     return 0
 
 
+def catalog_bench(opts: argparse.Namespace) -> int:
+    """The public catalog, anonymous and signed in, as a share of a raw ASGI app's rate (bench/catalog.py)."""
+    from bench import catalog
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    host, port, ceiling_port = "127.0.0.1", free_port(), free_port()
+    base_url = f"http://{host}:{port}"
+    work = Path(tempfile.mkdtemp(prefix="cartwright-bench-"))
+    env = environment(opts, base_url, work)
+    info = machine()
+    try:
+        print(f"setup: database {make_url(opts.database_url).render_as_string()}, redis {opts.redis_url}")
+        asyncio.run(create_database(opts.database_url, fresh=opts.fresh))
+        cartwright = str(BIN / "cartwright")
+        _run([cartwright, "database", "upgrade", "--no-prompt"], env, work / "migrate.log")
+        _run([cartwright, "seed"], env, work / "seed.log")
+        slug = asyncio.run(sql(opts.database_url, "SELECT slug FROM products WHERE is_active ORDER BY slug LIMIT 1"))[
+            0
+        ]["slug"]
+        with Redis.from_url(opts.redis_url, socket_timeout=5) as redis:
+            redis.flushdb()
+        granian = granian_command(opts, host, port)
+        ceiling_cmd = [*granian_command(opts, host, ceiling_port)[:-1], "bench.ceiling:app"]
+        ceiling_cmd.remove("--factory")
+        Meter.database = make_url(opts.database_url).database or ""
+        with (
+            serve(granian, env, work / "web.log", f"{base_url}/readyz") as server,
+            serve(ceiling_cmd, env, work / "ceiling.log", f"http://{host}:{ceiling_port}/") as ceiling_server,
+        ):
+            results = run_catalog(opts, catalog, base_url, host, port, ceiling_port, slug, server, ceiling_server)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        with contextlib.suppress(Exception), Redis.from_url(opts.redis_url, socket_timeout=5) as redis:
+            redis.flushdb()
+    results["machine"] = info
+    results["config"] = {
+        "granian_workers": opts.workers,
+        "concurrency": opts.catalog_concurrency,
+        "seconds_per_page": opts.catalog_seconds,
+        "rounds": opts.rounds,
+        "accept_encoding": opts.accept_encoding,
+    }
+    missed = catalog.verdicts(results)
+    results["missed"] = missed
+    catalog.write(results, RESULTS / "catalog.json")
+    print()
+    print(catalog.table(results))
+    print(
+        f"\nmachine: {info['cpus']} x {info['cpu']}, load average at start {info['load_average_at_start']}; "
+        f"granian --workers {opts.workers}; {opts.catalog_concurrency} connections, "
+        f"{opts.catalog_seconds:.0f} s per page, {opts.rounds} round(s)"
+    )
+    print("targets: " + ("all met" if not missed else "MISSED:\n  " + "\n  ".join(missed)))
+    print(f"wrote {(RESULTS / 'catalog.json').relative_to(ROOT)}")
+    if any("errors" in m for m in missed):
+        return 1
+    return 2 if opts.strict and missed else 0
+
+
+def run_catalog(
+    opts: argparse.Namespace,
+    catalog: Any,
+    base_url: str,
+    host: str,
+    port: int,
+    ceiling_port: int,
+    slug: str,
+    server: subprocess.Popen[bytes],
+    ceiling_server: subprocess.Popen[bytes],
+) -> dict[str, Any]:
+    async def go() -> dict[str, Any]:
+        who = {
+            "anonymous": await catalog.visitor_cookie(base_url),
+            "signed in": await catalog.customer_cookie(base_url),
+        }
+        ceiling_rounds: list[dict[str, Any]] = []
+        page_rounds: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for n in range(opts.rounds):
+            print(f"round {n + 1}/{opts.rounds}: the ceiling")
+            Meter.server_pgid = ceiling_server.pid
+            request = catalog.request_bytes(host, ceiling_port, "/", "", opts.accept_encoding)
+            ceiling_rounds.append(
+                await catalog.measure_one("ceiling", host, ceiling_port, request, opts, check=catalog.page_ok)
+            )
+            Meter.server_pgid = server.pid
+            for label, path in catalog.pages(slug):
+                for name, cookie in who.items():
+                    print(f"round {n + 1}/{opts.rounds}: {label} ({name})")
+                    request = catalog.request_bytes(host, port, path, cookie, opts.accept_encoding)
+                    summary = await catalog.measure_one(label, host, port, request, opts, check=catalog.page_ok)
+                    page_rounds.setdefault((label, name), []).append(summary)
+        return {
+            "ceiling": catalog.combine(ceiling_rounds),
+            "pages": [
+                {"page": label, "who": name, **catalog.combine(rounds)} for (label, name), rounds in page_rounds.items()
+            ],
+        }
+
+    try:
+        import uvloop  # optional: installed with litestar[standard]
+    except ImportError:
+        return asyncio.run(go())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(go())
+
+
 def bench(opts: argparse.Namespace) -> int:
     started = time.monotonic()
     # Run the `finally`s on Ctrl-C and SIGTERM: no orphaned servers. SIGINT is reset because a shell starts
@@ -590,7 +718,7 @@ def bench(opts: argparse.Namespace) -> int:
         f"{check['jobs_queued']} jobs queued -> {'OK' if correct else 'FAILED'}"
     )
     print(
-        f"target: >= {opts.target_eps:.0f} events/s with p99 <= {opts.target_p99_ms:.0f} ms at that rate -> "
+        f"target: >= {opts.target_eps:.0f} events/s, and p99 <= {opts.target_p99_ms:.0f} ms at {opts.rate:.0f}/s -> "
         f"{'met' if on_target else 'MISSED'}"
     )
     print(

@@ -20,3 +20,15 @@ def request_nonce(scope: Mapping[str, Any]) -> str:
     if nonce is None:
         nonce = state[NONCE_STATE_KEY] = secrets.token_urlsafe(16)  # 128 bits, fresh for every request
     return str(nonce)
+
+
+CSRF_USED_STATE_KEY = "csrf_token_used"
+
+
+def mark_csrf_used(scope: Mapping[str, Any]) -> None:
+    """A page put the CSRF token in its HTML: the browser must hold it as a cookie (app.server.csrf)."""
+    scope["state"][CSRF_USED_STATE_KEY] = True
+
+
+def csrf_used(scope: Mapping[str, Any]) -> bool:
+    return bool(scope["state"].get(CSRF_USED_STATE_KEY))

@@ -79,6 +79,9 @@ JOB_DURATION = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 SYNC_RUNS = Counter("cartwright_sync_runs_total", "Full re-syncs from Stripe, by outcome", ["status"])
+PAGE_CACHE = Counter(
+    "cartwright_page_cache_total", "Anonymous catalog pages: hit, miss, not_modified (a 304)", ["result"]
+)
 REDIS_ERRORS = Counter("cartwright_redis_errors_total", "Redis calls that failed, by where", ["where"])
 DB_POOL_IN_USE = Gauge(
     "cartwright_db_pool_connections_in_use",

@@ -9,15 +9,17 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, select_autoescape
 from jinja2.runtime import Context
+from litestar.utils.scope.state import ScopeState
 from markupsafe import escape
 
 from app.domain.catalog.covers import cover_src
-from app.lib.csp import request_nonce
+from app.lib.csp import mark_csrf_used, request_nonce
 from app.lib.localtime import format_local
 from app.lib.money import format_money
 from app.lib.permissions import can, is_staff
 from app.lib.settings import BASE_DIR, get_settings
 from app.lib.shop_settings import current_shop_settings
+from app.lib.static_assets import static_url
 
 TEMPLATE_DIR = BASE_DIR / "templates"
 
@@ -44,6 +46,8 @@ class PageTemplate(Template):
         request = vars.get("request") if vars else None
         if vars is not None and request is not None and "csp_nonce" not in vars:
             vars = {**vars, "csp_nonce": request_nonce(request.scope)}
+            if isinstance(vars.get("csrf_input"), str):
+                vars["csrf_input"] = CsrfInput(vars["csrf_input"], request.scope)
         return super().new_context(vars, shared, locals)
 
 
@@ -55,6 +59,32 @@ class _ShopZoneName:
 
     def __html__(self) -> str:
         return str(escape(str(self)))
+
+
+class CsrfInput:
+    """Litestar's ``csrf_input`` (a hidden input), noting when a page actually renders it: only such a page makes
+    the CSRF middleware set its cookie, so a page without a form sets none (cacheable, #15)."""
+
+    __slots__ = ("_html", "_scope")
+
+    def __init__(self, html: str, scope: Mapping[str, Any]) -> None:
+        self._html = html
+        self._scope = scope
+
+    def __html__(self) -> str:
+        mark_csrf_used(self._scope)
+        return self._html
+
+    __str__ = __html__
+
+
+def csrf_token(context: Mapping[str, Any], /) -> str:
+    """The ``csrf_token()`` template callable: the token, noted as used (see ``CsrfInput``)."""
+    request = context.get("request")
+    if request is None:
+        return ""
+    mark_csrf_used(request.scope)
+    return str(ScopeState.from_scope(request.scope).csrf_token or "")
 
 
 @lru_cache(maxsize=1)
@@ -77,4 +107,5 @@ def get_environment() -> Environment:
     env.globals["can"] = can
     env.globals["is_staff"] = is_staff
     env.globals["cover_src"] = cover_src
+    env.globals["static_url"] = static_url
     return env

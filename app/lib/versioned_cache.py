@@ -13,6 +13,7 @@ Redis being down never breaks a page: reads fall through to ``build`` and a lost
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -62,7 +63,12 @@ class VersionedCache:
         if redis is None:
             return
         try:
-            await redis.incr(self.version_key)
+            # A missing version (a new or flushed Redis) starts at a random number, not at 1: a process may still
+            # hold values of the old "1" in memory (the page cache's LRU, app/server/page_cache.py).
+            async with redis.pipeline(transaction=True) as pipe:
+                pipe.set(self.version_key, secrets.randbelow(2**40), nx=True)
+                pipe.incr(self.version_key)
+                await pipe.execute()
         except RedisError as exc:  # the TTL still bounds how long a stale value can be served
             log.error("cache.invalidate_failed", cache=self.namespace, error=type(exc).__name__)
             metrics.REDIS_ERRORS.labels("cache").inc()

@@ -28,6 +28,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from litestar.utils.scope.state import ScopeState
 
+from app.lib.csp import csrf_used
 from app.server.logging import log_denial
 from app.server.sessions import SESSION_INTERNAL_KEYS, is_rotating
 
@@ -93,10 +94,10 @@ class CSRFMiddleware(ASGIMiddleware):
             if message["type"] == "http.response.start":
                 final, held = self._bind(scope, token)
                 headers = MutableScopeHeaders.from_message(message)
-                html = (headers.get("content-type") or "").startswith("text/html")
-                # The cookie only where a page may carry a form (HTML), or when the token changed or is now held by
-                # a session: an image or a JSON answer sets nothing (cacheable, and no cookie for nothing).
-                if final != cookie and (html or held or final != token):
+                # The cookie only where a page rendered the token (a form, htmx's header: app.lib.templating), or
+                # when the token changed or is now held by a session: an image, a JSON answer or a page without a
+                # form sets nothing (cacheable, and no cookie for nothing).
+                if final != cookie and (csrf_used(scope) or held or final != token):
                     headers.add("set-cookie", self._cookie(final))
             await send(message)
 

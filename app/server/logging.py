@@ -117,7 +117,10 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        # Not cached: a module-level logger cached on first use keeps the level filter of that moment, so a later
+        # change of level (LOG_LEVEL per app, the tests' log capture) would not reach it. The cost is one small
+        # bind per log call; the request log line builds its logger per call anyway.
+        cache_logger_on_first_use=False,
     )
     logging.config.dictConfig({"version": 1, "disable_existing_loggers": False, **stdlib_logging_config(level, fmt)})
 

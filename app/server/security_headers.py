@@ -149,5 +149,9 @@ class SecurityHeaders:
         ]
         # A handler that set one of these itself (a stricter policy for one response) keeps its own.
         present = {bytes(name).lower() for name, _ in headers}
+        if message["status"] == 304:
+            # The browser keeps the body it has, whose scripts carry the nonce of the policy it stored with it: a
+            # 304's headers replace the stored ones, so a fresh nonce here would block every script on the page.
+            present.add(b"content-security-policy")
         headers.extend(header for header in ours if header[0] not in present)
         message["headers"] = headers

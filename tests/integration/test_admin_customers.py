@@ -99,7 +99,7 @@ async def test_admin_lists_and_searches_customers(
     assert fragment.status_code == 200
     assert "<html" not in fragment.text
     assert 'id="admin-customers"' in fragment.text
-    assert fragment.headers["vary"] == "HX-Request"
+    assert fragment.headers["vary"].startswith("HX-Request")
     assert "ann@example.com" in fragment.text and "bob@example.com" not in fragment.text
     by_email = text_of((await client.get("/admin/customers?q=BOB%40", headers={"HX-Request": "true"})).text)
     assert "bob@example.com" in by_email and "ann@example.com" not in by_email

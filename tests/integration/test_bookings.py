@@ -233,7 +233,7 @@ async def test_booking_over_htmx_rerenders_the_slots(
     polled = await client.get(f"/bookings?day={day}", headers={"HX-Request": "true"})
     assert polled.status_code == 200 and "<html" not in polled.text
     assert polled.text.lstrip().startswith('<section id="slots"')
-    assert polled.headers["vary"] == "HX-Request"
+    assert polled.headers["vary"].startswith("HX-Request")
 
     response = await post_form(client, f"/bookings/slots/{slot.id}/book", {}, htmx=True)
     assert response.status_code == 200, response.text

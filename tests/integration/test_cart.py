@@ -91,7 +91,7 @@ async def test_anonymous_add_change_and_remove_with_htmx(client: httpx.AsyncClie
 
     added = await add(client, maple)  # an "Add to cart" button: swaps nothing, answers out of band only
     assert added.status_code == 200
-    assert added.headers["vary"] == "HX-Request"
+    assert added.headers["vary"].startswith("HX-Request")
     assert added.headers["hx-trigger"] == "cart-changed"
     assert "<html" not in added.text and 'id="cart"' not in added.text
     assert badge(added.text) == (1, True)

@@ -6,6 +6,7 @@ import re
 
 import httpx
 
+from app.lib.static_assets import static_url
 from tests.conftest import Factory
 
 
@@ -85,7 +86,7 @@ async def test_htmx_request_gets_only_the_grid_fragment(client: httpx.AsyncClien
         await factory.product(name=f"Course {i:02d}", slug=f"course-{i:02d}", price=1000 + i)
     page2 = await client.get("/products", params={"sort": "name", "page": "2"}, headers={"HX-Request": "true"})
     assert page2.status_code == 200
-    assert page2.headers["vary"] == "HX-Request"
+    assert page2.headers["vary"].startswith("HX-Request")
     assert "<html" not in page2.text
     assert page2.text.lstrip().startswith('<section id="product-grid"')
     assert product_names(page2.text) == ["Course 12", "Course 13"]
@@ -114,7 +115,7 @@ async def test_product_page_has_price_and_seo_tags(client: httpx.AsyncClient, fa
     assert "<title>Maple Serif</title>" in html
     assert '<meta name="description" content="A product">' in html
     assert '<meta property="og:title" content="Maple Serif">' in html
-    assert '<meta property="og:image" content="http://testserver.local/static/img/logo.svg">' in html
+    assert f'<meta property="og:image" content="http://testserver.local{static_url("img/logo.svg")}">' in html
     assert "$39.00 CAD" in html
     assert "Harbour Grotesk" in html  # related product in the same category
 

@@ -377,7 +377,7 @@ async def test_fresh_link_for_the_owner_and_404_for_anyone_else(
         assert fragment.status_code == 200
         assert "<html" not in fragment.text
         assert f'id="download-{anns.entitlement.id}"' in fragment.text
-        assert fragment.headers["vary"] == "HX-Request"
+        assert fragment.headers["vary"].startswith("HX-Request")
         [fresh] = set(LINK_RE.findall(fragment.text))
         assert f'id="link-{anns.entitlement.id}"' in fragment.text  # shown in a labelled field to copy
         plain = await post_form(browser, path, {})

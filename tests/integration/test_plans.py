@@ -205,7 +205,7 @@ async def test_pricing_page_monthly_and_yearly_as_page_and_fragment(
     await seeded_plans(runtime, factory, settings)
     page = await client.get("/pricing")
     assert page.status_code == 200 and "<html" in page.text
-    assert page.headers["vary"] == "HX-Request"
+    assert page.headers["vary"].startswith("HX-Request")
     community = text_of(card(page.text, "community"))
     assert "$19.00 CAD / month" in community and "2 day passes a month" in community
     assert "Remote Team Handbook" in community  # a feature
@@ -220,7 +220,7 @@ async def test_pricing_page_monthly_and_yearly_as_page_and_fragment(
     assert "<html" not in fragment.text and '<section id="pricing-plans"' in fragment.text
     # Top level, where htmx takes the tab title from.
     assert fragment.text.lstrip().startswith("<title>Yearly memberships — Cartwright</title>")
-    assert fragment.headers["vary"] == "HX-Request"
+    assert fragment.headers["vary"].startswith("HX-Request")
     yearly = text_of(card(fragment.text, "community"))
     assert "$190.00 CAD / year" in yearly and "2 months free" in yearly and "2 day passes a year" in yearly
     assert re.search(r'id="interval-year"[^>]*aria-current="page"', fragment.text)

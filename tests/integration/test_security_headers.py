@@ -20,6 +20,7 @@ from app.domain.notifications.services import EmailService
 from app.domain.system import csp_reports
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings
+from app.lib.static_assets import static_url
 from app.server.security_headers import SANDBOXED_DOCUMENT_CSP, SecurityHeaders, content_security_policy, origin
 from tests.conftest import Factory
 from tests.helpers import sign_in
@@ -161,10 +162,10 @@ async def test_the_nonce_on_the_payment_page_scripts_matches_the_header(
     nonce = assert_secure(page, settings)
     scripts = re.findall(r'<script src="([^"]+)" nonce="([^"]+)"', page.text)
     assert [src for src, _ in scripts] == [
-        "/static/vendor/htmx-2.0.11.min.js",
-        "/static/js/app.js",
+        static_url("vendor/htmx-2.0.11.min.js"),
+        static_url("js/app.js"),
         settings.stripe.js_url,
-        "/static/js/checkout.js",
+        static_url("js/checkout.js"),
     ]
     assert {n for _, n in scripts} == {nonce}
 

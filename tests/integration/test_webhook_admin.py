@@ -147,7 +147,7 @@ async def test_the_log_filters_searches_sorts_pages_and_exports(
     assert 'hx-confirm="Replay 1 failed event matching this filter?"' in page.text
 
     only_failed = await client.get("/admin/webhooks?status=failed", headers={"HX-Request": "true"})
-    assert "<html" not in only_failed.text and only_failed.headers["vary"] == "HX-Request"
+    assert "<html" not in only_failed.text and only_failed.headers["vary"].startswith("HX-Request")
     text = text_of(only_failed.text)
     assert "in_broken_1" in text and "pi_bulk_" not in text
     assert "InvalidRequestError: No such invoice" in text and "and more and more" in text

@@ -19,6 +19,7 @@ from uuid import UUID
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.domain.downloads.storage import StorageKeyError, resolve_storage_key
+from app.lib.static_assets import static_url
 
 COVER_ROUTE = "/media/covers"
 THUMB_WIDTHS = (400, 800)
@@ -81,4 +82,4 @@ def cover_src(product: Any, width: int = 400) -> str:
     upload = getattr(product, "cover_upload", None)
     if upload:
         return f"{COVER_ROUTE}/{upload.removeprefix('covers/')}/{800 if width > 400 else 400}.webp"
-    return f"/static/{product.cover_image}"
+    return static_url(product.cover_image)
