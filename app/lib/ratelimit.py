@@ -35,6 +35,7 @@ from redis.exceptions import RedisError
 from app.lib import metrics
 from app.lib.breaker import breaker_for
 from app.lib.client_ip import client_ip
+from app.lib.email_address import normalise_email
 from app.lib.exceptions import RateLimitedError
 from app.lib.settings import Settings
 
@@ -213,7 +214,7 @@ async def enforce(
     values: dict[Scope, str | None] = {
         Scope.IP: ip,
         Scope.ACCOUNT: _account_id(request),
-        Scope.EMAIL: email.strip().lower() if email and email.strip() else None,
+        Scope.EMAIL: normalise_email(email) if email and email.strip() else None,  # as accounts are looked up
         Scope.ORDER: str(order) if order is not None else None,
     }
     checks: dict[str, str] = {}

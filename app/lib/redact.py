@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 REDACTED = "{redacted}"
+# Pages whose address carries a bearer secret: no Referer leaves them, and reports about them drop the token.
+SECRET_PATH_PREFIXES = ("/downloads/", "/reset-password/", "/verify-email/")
 MASK = "[link hidden: it is the customer's own secret]"
 
 # A path segment this long made only of URL-safe characters is a token or a signature (ours are 32+ characters);

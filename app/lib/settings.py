@@ -200,7 +200,8 @@ def load_settings() -> Settings:
 def check_settings(settings: Settings) -> None:
     """Refuse configurations that would be unsafe on the open internet (raises ``SettingsError``)."""
     stripe = settings.stripe
-    if not stripe.uses_emulator and (not stripe.webhook_secrets or EMULATOR_WEBHOOK_SECRET in stripe.webhook_secrets):
+    public_secret = not stripe.webhook_secrets or EMULATOR_WEBHOOK_SECRET in stripe.webhook_secrets
+    if public_secret and (not stripe.uses_emulator or stripe.secret_key.startswith(("sk_live_", "rk_live_"))):
         # The emulator's secret is public: with it anybody could sign a "payment succeeded" event.
         raise SettingsError(
             "STRIPE_WEBHOOK_SECRET is not set: with real Stripe keys it must be the signing secret of your webhook "

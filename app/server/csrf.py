@@ -33,6 +33,8 @@ from app.server.logging import log_denial
 from app.server.sessions import SESSION_INTERNAL_KEYS, is_rotating
 
 SESSION_KEY = "_csrf"
+# The biggest form we read to find the token in a field; bigger bodies (uploads) must send the header.
+FORM_TOKEN_MAX_BYTES = 1024 * 1024
 HEADER = "x-csrftoken"
 FORM_FIELD = "_csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -82,6 +84,12 @@ class CSRFMiddleware(ASGIMiddleware):
                 RequestEncodingType.URL_ENCODED,
                 RequestEncodingType.MULTI_PART,
             }:
+                length = request.headers.get("content-length", "")
+                if not expected or not length.isdigit() or int(length) > FORM_TOKEN_MAX_BYTES:
+                    # Reading the form means buffering the body (upload routes take gigabytes): never for a request
+                    # that cannot pass, or a big one. Our uploads go through htmx, which sends the header.
+                    log_denial(scope, "csrf", status=403, token_sent=False, session_bound=bound is not None)
+                    raise PermissionDeniedException(CSRF_FAILED)
                 # Parsed once and cached on the scope: the handler reads the same form.
                 sent = (await request.form()).get(FORM_FIELD)
             if not expected or not isinstance(sent, str) or not secrets.compare_digest(sent, expected):

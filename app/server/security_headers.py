@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from litestar.types import Message, Scope
 
 from app.lib.csp import request_nonce
+from app.lib.redact import SECRET_PATH_PREFIXES
 from app.lib.settings import Settings
 
 CSP_REPORT_PATH = "/csp-report"
@@ -36,7 +37,7 @@ SANDBOXED_DOCUMENT_CSP = (
 
 # Pages whose URL is a secret (a download link, a password-reset link): their address must not leak to any page
 # they link to or load from, not even as an origin.
-NO_REFERRER_PREFIXES = ("/downloads/", "/reset-password/", "/verify-email/")
+NO_REFERRER_PREFIXES = SECRET_PATH_PREFIXES
 
 # Powerful features nobody here needs are off for us and any frame; payment only for us and Stripe.
 _DENIED_FEATURES = (

@@ -81,7 +81,10 @@ class RotatingSessionBackend(ServerSideSessionBackend):
                 )
             return
 
-        if connection.headers.get(BACKGROUND_HEADER) == "1" and had_cookie and not rotated:
+        background = connection.headers.get(BACKGROUND_HEADER) == "1" or "text/event-stream" in connection.headers.get(
+            "accept", ""
+        )  # an EventSource (re)connecting on its own is not the person either
+        if background and had_cookie and not rotated:
             # Leave the stored session and its idle TTL as they were: an open admin tab's 60-second alert poll
             # would otherwise keep a staff session alive for ever (issue #12 hole 8).
             return

@@ -527,6 +527,15 @@ async def test_background_polls_do_not_keep_a_staff_session_alive(
         assert poll.status_code == 200 and "X-Background" in poll.text  # the poll marks itself as background
         assert "cartwright_session=" not in poll.headers.get("set-cookie", "")
     assert 0 < await redis.ttl(key) <= 5  # not renewed by the polls
+    # Nor by the dashboard's live feed reconnecting (an EventSource cannot send headers: its Accept says it), nor
+    # by the figures it refreshes, which mark themselves as background (the security review's finding).
+    # (Any route stands in for /admin/live here: the test client would wait for its endless stream to end.)
+    reconnect = await client.get("/admin/webhooks/alert", headers={"Accept": "text/event-stream"})
+    assert reconnect.status_code == 200
+    assert "cartwright_session=" not in reconnect.headers.get("set-cookie", "")
+    dashboard = await client.get("/admin", headers={"X-Background": "1"})
+    assert 'hx-trigger="sse:activity delay:300ms" hx-headers=\'{"X-Background": "1"}\'' in dashboard.text
+    assert 0 < await redis.ttl(key) <= 5
     await redis.delete(key)  # the remaining seconds run out (as Redis would expire it)
     assert (await client.get("/admin")).status_code == 303  # the next real request is signed out
     # A real request does count as activity.

@@ -178,6 +178,16 @@ def test_a_live_key_needs_an_https_base_url() -> None:
         assert load_settings().stripe.livemode
 
 
+def test_a_live_key_never_runs_with_the_public_webhook_secret_whatever_the_api_base() -> None:
+    """The security review: ``https://api.stripe.com:443`` (or a proxy) counted as the emulator, so a live key
+    would have taken events signed with the public secret."""
+    env = _stripe_free_env(
+        STRIPE_SECRET_KEY="sk_live_x", STRIPE_API_BASE="https://api.stripe.com:443", BASE_URL="https://shop.test"
+    )
+    with mock.patch.dict(os.environ, env, clear=True), pytest.raises(SettingsError, match="STRIPE_WEBHOOK_SECRET"):
+        load_settings()
+
+
 @pytest.mark.parametrize("command", [["routes"], ["workers", "run"]])
 def test_the_cli_web_and_worker_exit_with_the_reason(command: list[str], tmp_path: Any) -> None:
     env = _stripe_free_env(STRIPE_SECRET_KEY="sk_test_real", CARTWRIGHT_VAR_DIR=str(tmp_path))

@@ -205,6 +205,23 @@ async def test_forgot_password_per_email_across_ips(
     assert await count(runtime, m.PasswordResetToken) == 2
 
 
+async def test_respelling_an_address_does_not_open_a_new_bucket(
+    client_from: Callable[[str], httpx.AsyncClient], factory: Factory, runtime: Runtime, rate_limits: SetLimits
+) -> None:
+    """The security review: the limit is keyed on the address as accounts are looked up (normalised), so
+    full-width letters or other spellings of one address share its bucket."""
+    rate_limits(forgot_password_email=(2, 3600), forgot_password_ip=(10, 3600))
+    await factory.user(email="victim@example.com")
+    spellings = ["victim@example.com", "victim@\uff45xample.com", "VICTIM@\uff45\uff58ample.com"]
+    answers = []
+    for n, spelling in enumerate(spellings):
+        async with client_from(f"198.51.100.{n + 20}") as browser:
+            answers.append(await post_form(browser, "/forgot-password", {"email": spelling}))
+    assert [a.status_code for a in answers[:2]] == [200, 200]
+    assert_refused_page(answers[2])
+    assert await count(runtime, m.PasswordResetToken) == 2
+
+
 async def test_forgot_password_per_ip(
     client: httpx.AsyncClient, factory: Factory, runtime: Runtime, rate_limits: SetLimits
 ) -> None:

@@ -343,3 +343,10 @@ async def test_the_outbox_shows_an_email_with_its_inline_styles_in_a_sandboxed_d
     support = httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local")
     await sign_in(support, "support@example.com")
     assert (await support.get(f"/admin/emails/{message.id}/html")).status_code == 403
+
+
+def test_csp_reports_drop_the_token_of_every_secret_page() -> None:
+    from app.domain.system.csp_reports import clean_url
+
+    for path in ("/downloads/", "/reset-password/", "/verify-email/"):
+        assert clean_url(f"https://shop.test{path}the-secret-token-value?x=1") == f"https://shop.test{path}…"

@@ -181,3 +181,36 @@ async def test_closing_the_account_ends_the_plan_at_stripe_and_clears_the_custom
     assert not customer.email and not customer.name
     await settle(stripe_emulator, queue, runtime)
     assert (await load_sub(runtime, sub_id)).status == "canceled"
+
+
+async def test_a_new_password_voids_a_pending_email_change_and_reset_links(
+    client: httpx.AsyncClient, runtime: Runtime, factory: Factory, worker: Worker, mailbox: Mailbox
+) -> None:
+    """The security review: someone who had the session and the password asks to move the account to their own
+    address; the owner changes the password; the old link must not work afterwards (nor an old reset link)."""
+    await factory.user(email="owner@example.com", verified=True)
+    await sign_in(client, "owner@example.com")
+    await post_form(client, "/account/profile/email", {"email": "thief@example.com", "password": PASSWORD})
+    [change] = await mailbox.wait_for("thief@example.com")
+    link = re.search(r"http://testserver\.local(/verify-email/\S+)", body_text(change))
+    assert link is not None
+    await post_form(client, "/forgot-password", {"email": "owner@example.com"})
+    [reset] = await mailbox.wait_for("owner@example.com")
+    reset_link = re.search(r"http://testserver\.local(/reset-password/\S+)", body_text(reset))
+    assert reset_link is not None
+
+    changed = await post_form(
+        client,
+        "/account/password",
+        {
+            "current_password": PASSWORD,
+            "new_password": "a brand new passphrase",
+            "new_password_confirm": "a brand new passphrase",
+        },
+    )
+    assert changed.status_code == 303
+    assert (await client.get(link.group(1))).status_code == 410
+    assert (await client.get(reset_link.group(1))).status_code == 410
+    async with runtime.db() as db:
+        owner = await db.scalar(select(m.User).where(m.User.email == "owner@example.com"))
+    assert owner is not None  # still the owner's address

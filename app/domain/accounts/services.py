@@ -171,6 +171,7 @@ class AccountService:
         if changing:
             user.email = row.email
             user.session_epoch += 1  # whoever else was signed in learned the old address, not this one
+            await self._void_pending_links(user, purposes=("verify",))  # reset links went to the old address
         if changing or user.email_verified_at is None:
             user.email_verified_at = now
         try:
@@ -276,7 +277,25 @@ class AccountService:
         await self.db.commit()
         return user
 
-    @staticmethod
-    async def _set_password(user: m.User, password: str) -> None:
+    async def _set_password(self, user: m.User, password: str) -> None:
         user.password_hash = await hash_password_async(password)
         user.session_epoch += 1  # signs out every other session of this account
+        # Whoever knew the old password may have left a way back in: a pending email change, a reset link.
+        await self._void_pending_links(user, purposes=("change",))
+
+    async def _void_pending_links(self, user: m.User, *, purposes: tuple[str, ...]) -> None:
+        now = datetime.now(UTC)
+        await self.db.execute(
+            update(m.EmailVerificationToken)
+            .where(
+                m.EmailVerificationToken.user_id == user.id,
+                m.EmailVerificationToken.purpose.in_(purposes),
+                m.EmailVerificationToken.used_at.is_(None),
+            )
+            .values(used_at=now)
+        )
+        await self.db.execute(
+            update(m.PasswordResetToken)
+            .where(m.PasswordResetToken.user_id == user.id, m.PasswordResetToken.used_at.is_(None))
+            .values(used_at=now)
+        )

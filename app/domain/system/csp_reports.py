@@ -15,12 +15,14 @@ from urllib.parse import urlsplit
 import structlog
 from redis.asyncio import Redis
 
+from app.lib.redact import SECRET_PATH_PREFIXES
+
 MAX_REPORT_BYTES = 8 * 1024
 CONTENT_TYPES = frozenset({"application/csp-report", "application/reports+json", "application/json"})
 COUNTER_KEY = "cartwright:csp:violations"  # a hash: directive -> violations seen
 
 # Paths whose next segment is a secret (app.server.security_headers sends these pages with no Referer, too).
-_SECRET_PATH_PREFIXES = ("/downloads/", "/reset-password/")
+_SECRET_PATH_PREFIXES = SECRET_PATH_PREFIXES
 # Only real directive names become Redis hash fields (a report's text is the sender's to choose).
 _DIRECTIVES = frozenset(
     {
