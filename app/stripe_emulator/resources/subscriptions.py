@@ -116,7 +116,7 @@ def _new_item(ctx: Ctx, sub_id: str, raw: dict[str, Any], index: int, start: int
         "price": copy.deepcopy(price),
         "quantity": get_int(raw, "quantity", minimum=1) or 1,
         "subscription": sub_id,
-        "tax_rates": [],
+        "tax_rates": billing.tax_rate_objects(ctx, raw.get("tax_rates"), f"items[{index}][tax_rates]"),
     }
     return item
 
@@ -228,7 +228,7 @@ def create(ctx: Ctx) -> dict[str, Any]:
         "days_until_due": get_int(p, "days_until_due"),
         "default_payment_method": pm_id,
         "default_source": None,
-        "default_tax_rates": [],
+        "default_tax_rates": billing.tax_rate_objects(ctx, p.get("default_tax_rates"), "default_tax_rates"),
         "description": get_str(p, "description"),
         "discounts": [],
         "ended_at": None,
