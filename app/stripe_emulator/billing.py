@@ -170,11 +170,11 @@ def discount_amounts(
         remaining -= amount
         hidden["used"] = True
         out.append({"amount": amount, "discount": discount_id})
-        _spread(eligible, amount, discount_id)
+        spread_discount(eligible, amount, discount_id)
     return out
 
 
-def _spread(lines: list[dict[str, Any]], amount: int, discount_id: str) -> None:
+def spread_discount(lines: list[dict[str, Any]], amount: int, discount_id: str) -> None:
     """Record a discount on the lines it applies to, in proportion to their amounts (remainder to the first)."""
     total = sum(int(line["amount"]) for line in lines)
     if total <= 0 or amount <= 0:

@@ -65,3 +65,29 @@ def test_default_tax_rates_apply_and_inactive_rates_stay_retrievable(sc: stripe.
     assert invoice.total == 1130
     updated = sc.v1.tax_rates.update(hst.id, params={"active": False})
     assert updated.active is False and sc.v1.tax_rates.retrieve(hst.id).percentage == 13
+
+
+def test_changing_item_tax_rates_applies_to_the_next_invoice_without_proration(sc: stripe.StripeClient) -> None:
+    gst = _rate(sc, "GST", 5, "AB")
+    hst = _rate(sc, "HST", 13, "ON")
+    customer = sc.v1.customers.create()
+    price = sc.v1.prices.create(
+        params={
+            "currency": "cad",
+            "unit_amount": 1000,
+            "product_data": {"name": "M"},
+            "recurring": {"interval": "month"},
+        }
+    )
+    sub = sc.v1.subscriptions.create(
+        params={
+            "customer": customer.id,
+            "items": [{"price": price.id, "tax_rates": [gst.id]}],
+            "payment_behavior": "default_incomplete",
+        }
+    )
+    item = sub["items"].data[0]
+    sc.v1.subscription_items.update(item.id, params={"tax_rates": [hst.id], "proration_behavior": "none"})
+    preview = sc.v1.invoices.create_preview(params={"subscription": sub.id})
+    assert preview.total == 1130
+    assert sc.v1.invoices.retrieve(str(sub.latest_invoice)).total == 1050
