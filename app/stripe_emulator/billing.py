@@ -5,11 +5,12 @@ from __future__ import annotations
 import calendar
 import copy
 import datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from app.stripe_emulator import hooks
 from app.stripe_emulator.api import Ctx
-from app.stripe_emulator.errors import StripeError
+from app.stripe_emulator.errors import StripeError, invalid
 from app.stripe_emulator.ids import new_id
 from app.stripe_emulator.resources.coupons import coupon_products
 from app.stripe_emulator.resources.payment_intents import confirm_intent, new_intent
@@ -169,11 +170,11 @@ def discount_amounts(
         remaining -= amount
         hidden["used"] = True
         out.append({"amount": amount, "discount": discount_id})
-        _spread(eligible, amount, discount_id)
+        spread_discount(eligible, amount, discount_id)
     return out
 
 
-def _spread(lines: list[dict[str, Any]], amount: int, discount_id: str) -> None:
+def spread_discount(lines: list[dict[str, Any]], amount: int, discount_id: str) -> None:
     """Record a discount on the lines it applies to, in proportion to their amounts (remainder to the first)."""
     total = sum(int(line["amount"]) for line in lines)
     if total <= 0 or amount <= 0:
@@ -241,6 +242,49 @@ def line_for_item(
     }
 
 
+def tax_rate_objects(ctx: Ctx, raw: Any, param: str) -> list[dict[str, Any]]:
+    """Tax Rate ids as passed (``tax_rates[]`` / ``default_tax_rates[]``) -> the Tax Rate objects Stripe embeds."""
+    if raw in (None, ""):
+        return []
+    if not isinstance(raw, list):
+        raise invalid("Invalid array", param)
+    return [copy.deepcopy(ctx.state.get("tax_rate", str(rate_id), f"{param}[{i}]")) for i, rate_id in enumerate(raw)]
+
+
+def apply_taxes(sub: dict[str, Any], lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Exclusive tax per line and per rate, as Stripe computes it: (amount - line discounts) * rate, rounded per line.
+
+    A line takes its subscription item's ``tax_rates``, else the subscription's ``default_tax_rates``. Returns the
+    invoice's ``total_taxes`` (one entry per rate, summed over lines)."""
+    items = {item["id"]: item for item in sub_items(sub)}
+    totals: dict[str, dict[str, Any]] = {}
+    for line in lines:
+        details = (line.get("parent") or {}).get("subscription_item_details") or {}
+        item = items.get(details.get("subscription_item") or "")
+        rates = (item or {}).get("tax_rates") or sub.get("default_tax_rates") or []
+        taxable = int(line["amount"]) - sum(int(d["amount"]) for d in line.get("discount_amounts") or [])
+        line["taxes"] = []
+        for rate in rates:
+            if rate["inclusive"]:
+                continue  # the app only uses exclusive rates; inclusive ones would split the amount instead
+            amount = int(
+                (Decimal(taxable) * Decimal(str(rate["percentage"])) / 100).quantize(Decimal(1), ROUND_HALF_UP)
+            )
+            tax = {
+                "amount": amount,
+                "tax_behavior": "exclusive",
+                "tax_rate_details": {"tax_rate": rate["id"]},
+                "taxability_reason": "standard_rated",
+                "taxable_amount": taxable,
+                "type": "tax_rate_details",
+            }
+            line["taxes"].append(tax)
+            total = totals.setdefault(rate["id"], {**tax, "amount": 0, "taxable_amount": 0})
+            total["amount"] += amount
+            total["taxable_amount"] += taxable
+    return list(totals.values())
+
+
 def build_invoice(
     ctx: Ctx,
     sub: dict[str, Any],
@@ -260,7 +304,10 @@ def build_invoice(
     subtotal = sum(int(line["amount"]) for line in lines)
     discountable = sum(int(line["amount"]) for line in lines if line["discountable"])
     discounts = discount_amounts(ctx, list(sub["discounts"]), max(0, discountable), now, lines) if store else []
-    total = subtotal - sum(d["amount"] for d in discounts)
+    total_taxes = apply_taxes(sub, lines)
+    tax = sum(int(t["amount"]) for t in total_taxes)
+    total_excluding_tax = subtotal - sum(d["amount"] for d in discounts)
+    total = total_excluding_tax + tax
     amount_due = max(0, total)
     invoice: dict[str, Any] = {
         "id": invoice_id,
@@ -301,7 +348,7 @@ def build_invoice(
         "customer_tax_ids": [],
         "default_payment_method": None,
         "default_source": None,
-        "default_tax_rates": [],
+        "default_tax_rates": copy.deepcopy(sub.get("default_tax_rates") or []),
         "description": None,
         "discounts": [d["discount"] for d in discounts],
         "due_date": None,
@@ -355,9 +402,9 @@ def build_invoice(
         "test_clock": customer["test_clock"],
         "total": total,
         "total_discount_amounts": discounts,
-        "total_excluding_tax": total,
+        "total_excluding_tax": total_excluding_tax,
         "total_pretax_credit_amounts": [],
-        "total_taxes": [],
+        "total_taxes": total_taxes,
         "webhooks_delivered_at": None,
     }
     if store:

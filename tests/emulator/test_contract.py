@@ -141,6 +141,20 @@ def _objects(sc: stripe.StripeClient) -> dict[str, Callable[[], str]]:
         "invoice": lambda: f"/v1/invoices/{subscription().latest_invoice}",
         "coupon": lambda: f"/v1/coupons/{sc.v1.coupons.create(params={'amount_off': 5, 'currency': 'usd'}).id}",
         "promotion_code": promotion_code,
+        "tax_rate": lambda: (
+            "/v1/tax_rates/"
+            + sc.v1.tax_rates.create(
+                params={
+                    "display_name": "QST",
+                    "percentage": 9.975,
+                    "inclusive": False,
+                    "country": "CA",
+                    "state": "QC",
+                    "jurisdiction": "QC",
+                    "tax_type": "qst",
+                }
+            ).id
+        ),
         "test_helpers.test_clock": lambda: (
             "/v1/test_helpers/test_clocks/"
             + sc.v1.test_helpers.test_clocks.create(params={"frozen_time": 1_700_000_000}).id
@@ -177,6 +191,7 @@ OBJECTS = [
     "invoice",
     "coupon",
     "promotion_code",
+    "tax_rate",
     "test_helpers.test_clock",
     "checkout.session",
 ]

@@ -14,5 +14,6 @@ from app.stripe_emulator.resources import (  # noqa: F401 - imported for route r
     refunds,
     setup_intents,
     subscriptions,
+    tax_rates,
     test_clocks,
 )

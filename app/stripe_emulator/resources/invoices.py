@@ -243,7 +243,13 @@ def create_preview(ctx: Ctx) -> dict[str, Any]:
         discounts.append({"amount": amount, "discount": discount_id})
     invoice["total_discount_amounts"] = discounts
     invoice["discounts"] = [d["discount"] for d in discounts]
-    invoice["total"] = invoice["total_excluding_tax"] = invoice["subtotal"] - sum(d["amount"] for d in discounts)
+    preview_lines = invoice["lines"]["data"]
+    for d in discounts:
+        billing.spread_discount([line for line in preview_lines if line["discountable"]], d["amount"], d["discount"])
+    # Tax is on each line after its discounts, so it is recomputed once the renewal discounts are known.
+    invoice["total_taxes"] = billing.apply_taxes(sub, preview_lines)
+    invoice["total_excluding_tax"] = invoice["subtotal"] - sum(d["amount"] for d in discounts)
+    invoice["total"] = invoice["total_excluding_tax"] + sum(int(t["amount"]) for t in invoice["total_taxes"])
     invoice["amount_due"] = invoice["amount_remaining"] = max(0, invoice["total"])
     invoice["next_payment_attempt"] = end
     invoice["created"] = now

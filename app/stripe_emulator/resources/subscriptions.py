@@ -116,7 +116,7 @@ def _new_item(ctx: Ctx, sub_id: str, raw: dict[str, Any], index: int, start: int
         "price": copy.deepcopy(price),
         "quantity": get_int(raw, "quantity", minimum=1) or 1,
         "subscription": sub_id,
-        "tax_rates": [],
+        "tax_rates": billing.tax_rate_objects(ctx, raw.get("tax_rates"), f"items[{index}][tax_rates]"),
     }
     return item
 
@@ -228,7 +228,7 @@ def create(ctx: Ctx) -> dict[str, Any]:
         "days_until_due": get_int(p, "days_until_due"),
         "default_payment_method": pm_id,
         "default_source": None,
-        "default_tax_rates": [],
+        "default_tax_rates": billing.tax_rate_objects(ctx, p.get("default_tax_rates"), "default_tax_rates"),
         "description": get_str(p, "description"),
         "discounts": [],
         "ended_at": None,
@@ -391,6 +391,9 @@ def _item_changes(ctx: Ctx, sub: dict[str, Any], raw_items: list[Any]) -> list[t
             raise invalid(f"Subscription item {item_id} does not belong to this subscription.", f"items[{index}][id]")
         if item is None:
             item = billing.sub_items(sub)[0] if len(billing.sub_items(sub)) == 1 and not price_id else None
+        if item is not None and "tax_rates" in raw:
+            # Takes effect from the next invoice: no proration for a tax change, as at Stripe.
+            item["tax_rates"] = billing.tax_rate_objects(ctx, raw["tax_rates"], f"items[{index}][tax_rates]")
         if item is None or not price_id:
             if item is not None and raw.get("quantity"):
                 item["quantity"] = get_int(raw, "quantity", minimum=1)
@@ -413,6 +416,8 @@ def update(ctx: Ctx) -> dict[str, Any]:
     now = billing.customer_now(ctx, sub["customer"])
     ctx.now = now
     before = copy.deepcopy(sub)
+    if "default_tax_rates" in p:
+        sub["default_tax_rates"] = billing.tax_rate_objects(ctx, p["default_tax_rates"], "default_tax_rates")
     if "cancel_at_period_end" in p:
         sub["cancel_at_period_end"] = bool(get_bool(p, "cancel_at_period_end"))
         sub["canceled_at"] = now if sub["cancel_at_period_end"] else None
@@ -574,7 +579,9 @@ def update_item(ctx: Ctx) -> dict[str, Any]:
     )
     sub, item = _find_item(ctx, ctx.args["id"])
     params: dict[str, Any] = {
-        "items": [{"id": item["id"], **{k: ctx.params[k] for k in ("price", "quantity") if k in ctx.params}}]
+        "items": [
+            {"id": item["id"], **{k: ctx.params[k] for k in ("price", "quantity", "tax_rates") if k in ctx.params}}
+        ]
     }
     for key in ("proration_behavior", "proration_date"):
         if key in ctx.params:
