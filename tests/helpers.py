@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -11,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from saq import Job, Queue
+from saq.job import TERMINAL_STATUSES
 
 CSRF_COOKIE = "cartwright_csrf"
 
@@ -52,8 +54,23 @@ async def job_finished(queue: Queue, key: str, timeout: float = 15) -> Job:
     """Wait (on SAQ's own completion notification, not a sleep) until the job with ``key`` has finished."""
     job = await queue.job(key)
     assert job is not None, f"no job with key {key}"
-    await job.refresh(until_complete=timeout)
+    await until_complete(job, timeout)
     return job
+
+
+async def until_complete(job: Job, timeout: float) -> None:
+    """``job.refresh(until_complete=...)`` without its race: SAQ reads the job, then subscribes to its channel,
+    so a job that finishes in between is never announced and the wait runs out. Listen in short turns and
+    re-read the stored job after each, until it is done or ``timeout`` has passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await job.refresh(until_complete=min(1.0, max(0.1, deadline - time.monotonic())))
+        await job.refresh()
+        if job.status in TERMINAL_STATUSES:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"job {job.key} still {job.status} after {timeout:.0f}s", pytrace=False)
 
 
 async def until(condition: Callable[[], Awaitable[Any]], *, timeout: float, what: str) -> Any:

@@ -15,8 +15,10 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from saq.job import Job
+from redis.exceptions import WatchError
+from saq.job import Job, Status
 from saq.queue.redis import RedisQueue
+from saq.utils import now
 
 PAYMENTS = "cartwright-payments"
 EMAILS = "cartwright-emails"
@@ -63,6 +65,30 @@ class RoutingQueue(RedisQueue):
             if found is not None:
                 return found
         return None
+
+
+async def touch(queue: RedisQueue, job: Job) -> bool:
+    """Move a running job's ``touched`` on (its heartbeat), only while the stored job is still active.
+
+    SAQ's ``job.update()`` reads the stored status and then writes the whole job back: when the job finishes in
+    between, the write puts it back to ``active`` after ``complete``. Out of the active list, no sweep ever looks
+    at it again, and its key refuses a new enqueue for ever (a Stripe event the catch-up sweeper could not
+    re-run). Here the read and the write are one optimistic transaction that gives way to any other writer.
+    """
+    async with queue.redis.pipeline(transaction=True) as pipe:
+        try:
+            await pipe.watch(job.id)
+            stored = queue.deserialize(await pipe.get(job.id))
+            if stored is None or stored.status != Status.ACTIVE:
+                return False
+            stored.touched = now()
+            pipe.multi()  # type: ignore[no-untyped-call]
+            pipe.set(job.id, queue.serialize(stored))
+            await pipe.execute()
+        except WatchError:  # the job was written meanwhile (finished, retried, aborted): its writer wins
+            return False
+    job.touched = stored.touched
+    return True
 
 
 def _carry_request_id(job_or_func: str | Job, kwargs: dict[str, Any]) -> None:

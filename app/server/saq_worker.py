@@ -26,9 +26,12 @@ import structlog
 from litestar_saq import SAQConfig, SAQPlugin
 from litestar_saq.base import Worker
 
+from app.lib.queues import touch
+
 if TYPE_CHECKING:
     from collections.abc import Collection
 
+    from saq.queue.redis import RedisQueue
     from saq.types import Context, Function, ReceivesContext
 
 TOUCH_EVERY = 1.0
@@ -81,7 +84,7 @@ class GracefulWorker(Worker):
         """The heartbeat: a running job's ``touched`` moves on while this process lives."""
         for job in list(self.job_task_contexts):
             with contextlib.suppress(Exception):
-                await job.update()
+                await touch(cast("RedisQueue", job.get_queue()), job)
 
     async def stop(self) -> None:
         self.event.set()  # no slot takes another job from here on

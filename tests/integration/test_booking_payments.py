@@ -21,7 +21,7 @@ from app.lib.localtime import local_day, to_local
 from app.lib.runtime import Runtime
 from app.stripe_emulator.server import EmulatorServer
 from tests.conftest import Factory
-from tests.helpers import post_form, sign_in, text_of
+from tests.helpers import post_form, sign_in, text_of, until_complete
 from tests.integration.purchase_support import confirm, load_order, open_pay_page, settle
 from tests.integration.test_bookings import book, member, resource_with_slot, seats_taken
 
@@ -222,7 +222,7 @@ async def test_the_release_job_runs_on_the_worker(
         await db.commit()
     job = await queue.enqueue("release_unpaid_bookings", key="test-release", timeout=60)
     assert job is not None
-    await job.refresh(until_complete=30)
+    await until_complete(job, 30)
     assert job.result == {"released": 1}
     assert (await booking_of(runtime, order_id)).status == "canceled"
     assert await seats_taken(runtime, slot.id) == 0

@@ -15,7 +15,7 @@ from app.domain.notifications import jobs
 from app.domain.notifications.services import EmailService
 from app.lib.runtime import Runtime
 from tests.conftest import Factory
-from tests.helpers import job_finished, post_form, sign_in
+from tests.helpers import job_finished, post_form, sign_in, until_complete
 from tests.support import Mailbox, body_text
 
 VERIFY_URL = "http://shop/verify-email/Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0"
@@ -79,7 +79,7 @@ async def test_email_written_while_redis_is_down_is_sent_by_the_sweeper(
         await db.commit()
     sweep = await queue.enqueue("sweep_queued_emails")  # through the real worker, as the cron would
     assert sweep is not None
-    await sweep.refresh(until_complete=15)
+    await until_complete(sweep, 15)
     assert sweep.result == {"requeued": 1}
     await job_finished(queue, f"email:{message.id}")
     [received] = mailbox.to("lee@example.com")

@@ -38,7 +38,7 @@ from app.lib.runtime import Runtime
 from app.lib.settings import Settings, get_settings, load_settings
 from app.stripe_emulator.server import EmulatorServer, free_port
 from tests.conftest import Factory
-from tests.helpers import job_finished
+from tests.helpers import job_finished, until_complete
 from tests.integration.purchase_support import (
     WEBHOOK_SECRET,
     add_to_cart,
@@ -504,7 +504,7 @@ async def test_with_redis_down_the_event_is_kept_and_the_sweeper_gets_it_process
     # Redis is back (the worker runs on it). An event this fresh may still be on its way: the sweeper waits.
     sweep = await queue.enqueue("sweep_stripe_events", key="sweep-fresh")
     assert sweep is not None
-    await sweep.refresh(until_complete=15)
+    await until_complete(sweep, 15)
     assert sweep.result == {"requeued": 0, "retried": 0}
     async with runtime.db() as db:
         await db.execute(
@@ -515,7 +515,7 @@ async def test_with_redis_down_the_event_is_kept_and_the_sweeper_gets_it_process
         await db.commit()
     sweep = await queue.enqueue("sweep_stripe_events", key="sweep-stale")
     assert sweep is not None
-    await sweep.refresh(until_complete=15)
+    await until_complete(sweep, 15)
     assert sweep.result == {"requeued": 1, "retried": 0}  # only the handled type; the others were stored as ignored
 
     job = await job_finished(queue, f"stripe-event:{succeeded['id']}")
