@@ -4,9 +4,8 @@ One session-wide server for the whole run:
 
 - a fresh SQLite database in a temporary ``CARTWRIGHT_VAR_DIR``, migrated with ``cartwright database upgrade``
   and loaded with ``cartwright seed`` (the 30 demo products, 5 categories and the three demo users);
-- Redis database 30 of the local Redis (``TEST_REDIS_URL``), flushed first; when none runs, or it has fewer
-  than 31 databases (a stock redis-server has 16), ``REDIS_URL`` stays empty and the app starts its embedded
-  Redis, which teardown shuts down;
+- Redis database 14 of the local Redis (``TEST_REDIS_URL``; the integration suite owns 10-13), flushed first;
+  when none runs, ``REDIS_URL`` stays empty and the app starts its embedded Redis, which teardown shuts down;
 - a real SMTP server (aiosmtpd) whose mailbox the tests read;
 - ``granian`` serving ``app.asgi:create_app`` and ``cartwright workers run`` delivering the emails.
 
@@ -127,8 +126,8 @@ def _wait_until_up(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
 def _flushed_redis(url: str | None) -> str | None:
     """Empty the e2e database of the local Redis; None (embedded Redis) when there is none or it lacks that index.
 
-    A stock redis-server has 16 databases (0-15), so index 30 needs ``databases 32`` in its config; without it the
-    run uses the embedded Redis rather than some lower index another suite may be flushing at the same time.
+    A Redis configured with fewer databases than 15 lacks index 14: the run then uses the embedded Redis rather
+    than some lower index another suite may be flushing at the same time.
     """
     if url is None:
         return None

@@ -72,7 +72,9 @@ def redis_test_url(index: int) -> str | None:
     url = os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS)
     if not tcp_reachable(url, 6379):
         return None
-    return url.rsplit("/", 1)[0] + f"/{index}"
+    # Any form of TEST_REDIS_URL (with or without a path, a password or a query) names the server; the index
+    # is ours. Cutting at the last "/" broke "redis://host:6379" into "redis:/{index}".
+    return urlsplit(url)._replace(path=f"/{index}").geturl()
 
 
 @dataclass
