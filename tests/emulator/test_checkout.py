@@ -76,11 +76,6 @@ def test_create_with_price(sc: stripe.StripeClient) -> None:
     assert session.success_url == SUCCESS and session.cancel_url == CANCEL
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=stripe.InvalidRequestError,
-    reason="resources/checkout.py does not read line_items[][price_data] yet (requires line_items[][price])",
-)
 def test_create_with_price_data(sc: stripe.StripeClient) -> None:
     session = sc.v1.checkout.sessions.create(
         params={

@@ -95,7 +95,7 @@ def create_product(ctx: Ctx) -> dict[str, Any]:
     dpd = get_dict(ctx.params, "default_price_data")
     if dpd:
         check_params(dpd, ("currency", "unit_amount", "unit_amount_decimal", "recurring", "tax_behavior", "metadata"))
-        price = _build_price(ctx.sub({**dpd, "product": prod["id"]}))
+        price = build_price(ctx.sub({**dpd, "product": prod["id"]}))
         prod["default_price"] = price["id"]
     return ctx.render(prod)
 
@@ -170,7 +170,7 @@ PRICE_CREATE = (
 )
 
 
-def _build_price(ctx: Ctx) -> dict[str, Any]:
+def build_price(ctx: Ctx) -> dict[str, Any]:
     p = ctx.params
     currency = (get_str(p, "currency", required=True) or "").lower()
     product_id = get_str(p, "product")
@@ -240,7 +240,7 @@ def _build_price(ctx: Ctx) -> dict[str, Any]:
 @route("POST", "/v1/prices")
 def create_price(ctx: Ctx) -> dict[str, Any]:
     check_params(ctx.params, PRICE_CREATE)
-    return ctx.render(_build_price(ctx))
+    return ctx.render(build_price(ctx))
 
 
 @route("GET", "/v1/prices/{id}")

@@ -20,6 +20,7 @@ from app.stripe_emulator.dialect import (
 )
 from app.stripe_emulator.errors import invalid
 from app.stripe_emulator.ids import new_id, random_token
+from app.stripe_emulator.resources.catalog import build_price
 
 CREATE = (
     "mode",
@@ -71,6 +72,9 @@ CREATE = (
 )
 
 
+PRICE_DATA = ("currency", "product", "product_data", "unit_amount", "unit_amount_decimal", "recurring", "tax_behavior")
+
+
 def _line_items(ctx: Ctx, raw: list[Any] | None, mode: str) -> list[dict[str, Any]]:
     if not raw:
         raise invalid("Missing required param: line_items.", "line_items", "parameter_missing")
@@ -83,13 +87,30 @@ def _line_items(ctx: Ctx, raw: list[Any] | None, mode: str) -> list[dict[str, An
             ("price", "quantity", "price_data", "adjustable_quantity", "tax_rates", "dynamic_tax_rates", "metadata"),
         )
         price_id = get_str(entry, "price")
-        if not price_id:
+        price_data = get_dict(entry, "price_data")
+        if price_id:
+            price = ctx.state.get("price", price_id, f"line_items[{index}][price]")
+        elif price_data:
+            # An ad-hoc Price, made for this session (with its Product when product_data names one).
+            check_params(
+                price_data,
+                (
+                    "currency",
+                    "product",
+                    "product_data",
+                    "unit_amount",
+                    "unit_amount_decimal",
+                    "recurring",
+                    "tax_behavior",
+                ),
+            )
+            price = build_price(ctx.sub(price_data))
+        else:
             raise invalid(
                 f"Missing required param: line_items[{index}][price].",
                 f"line_items[{index}][price]",
                 "parameter_missing",
             )
-        price = ctx.state.get("price", price_id, f"line_items[{index}][price]")
         if mode == "payment" and price["type"] == "recurring":
             raise invalid("You must use `mode=subscription` with recurring prices.", f"line_items[{index}][price]")
         quantity = get_int(entry, "quantity", minimum=1) or 1
