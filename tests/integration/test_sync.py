@@ -20,6 +20,7 @@ from app.domain.plans.stripe_sync import PlanStripeSync
 from app.domain.sync.services import SyncEngine, SyncOptions, request_cancel, start_sync
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings
+from app.stripe_emulator.resources.balance_transactions import card_fee
 from app.stripe_emulator.server import EmulatorServer
 from tests.conftest import Factory
 from tests.helpers import job_finished, post_form, sign_in, text_of
@@ -138,6 +139,12 @@ async def test_a_shop_that_missed_every_webhook_converges_to_stripe_once(
     assert partial.amount_refunded == 500 and full.amount_refunded == full.total
     assert f"order #{paid.number} paid in Stripe, pending here — fixed" in run.divergences
     assert await counts(runtime, m.Payment, m.Payment.status == "succeeded") == 3
+    # Stripe's fee and net on each payment, though no charge.succeeded ever arrived (issue #16 item 7).
+    async with runtime.db() as db:
+        payments = list(await db.scalars(select(m.Payment).where(m.Payment.status == "succeeded")))
+    assert sorted((p.fee, p.net) for p in payments) == [
+        (card_fee(p.amount), p.amount - card_fee(p.amount)) for p in payments
+    ]
     assert await counts(runtime, m.Refund) == 2
     # Entitlements granted exactly once per paid order; the fully refunded one is revoked.
     assert await counts(runtime, m.Entitlement) == 3

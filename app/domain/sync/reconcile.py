@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import models as m
 from app.domain.orders.fulfilment import PaymentSync
 from app.domain.payments.context import HandlerContext
+from app.domain.payments.fees import record_charge_fee
 from app.domain.payments.gateway import stripe_id
 from app.domain.subscriptions.events import mirror_invoice_and_credit
 from app.domain.subscriptions.services import SubscriptionService
@@ -327,9 +328,14 @@ async def _refund_orders(
 
 
 async def reconcile_charges(ctx: SyncContext, objects: list[dict[str, Any]]) -> dict[str, Outcome]:
-    return await _refund_orders(
+    """Refunds as below, and Stripe's fee and net from each charge's balance transaction (listed expanded:
+    ``LIST_PARAMS``), for the payments whose ``charge.succeeded`` never arrived."""
+    out = await _refund_orders(
         ctx, objects, lambda charge, refunded_here: int(charge.get("amount_refunded") or 0) != refunded_here
     )
+    for charge in objects:
+        await record_charge_fee(ctx.db, charge)
+    return out
 
 
 async def reconcile_refunds(ctx: SyncContext, objects: list[dict[str, Any]]) -> dict[str, Outcome]:

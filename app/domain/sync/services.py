@@ -60,7 +60,10 @@ LABELS = {
     "refunds": "Refunds",
 }
 # Extra list parameters: Stripe hides canceled subscriptions unless asked for all.
-LIST_PARAMS: dict[str, dict[str, Any]] = {"subscriptions": {"status": "all"}}
+LIST_PARAMS: dict[str, dict[str, Any]] = {
+    "subscriptions": {"status": "all"},
+    "charges": {"expand": ["data.balance_transaction"]},  # the fee and net (reconcile_charges)
+}
 COUNT_KEYS = ("created", "updated", "unchanged", "skipped", "failed")
 PAGE_SIZE = 100
 LOCK_KEY = "cartwright:sync:lock"
