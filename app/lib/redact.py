@@ -6,7 +6,7 @@ import re
 
 REDACTED = "{redacted}"
 # Pages whose address carries a bearer secret: no Referer leaves them, and reports about them drop the token.
-SECRET_PATH_PREFIXES = ("/downloads/", "/reset-password/", "/verify-email/")
+SECRET_PATH_PREFIXES = ("/downloads/", "/reset-password/", "/verify-email/", "/invoices/")
 MASK = "[link hidden: it is the customer's own secret]"
 
 # A path segment this long made only of URL-safe characters is a token or a signature (ours are 32+ characters);
@@ -16,7 +16,7 @@ _TOKEN_SEGMENT = re.compile(r"[A-Za-z0-9_\-.~%=]{24,}")
 _TYPED_PARAM = re.compile(r"\{(\w+):[^}]*\}")
 # Links whose last segment is a bearer secret: whoever has the link can use it.
 _SECRET_LINK = re.compile(
-    r"(?:https?://[^\s\"'<>]*?)?/(?:reset-password|verify-email|verify|confirm-email|downloads)/"
+    r"(?:https?://[^\s\"'<>]*?)?/(?:reset-password|verify-email|verify|confirm-email|downloads|invoices)/"
     r"(?!resend\b)[A-Za-z0-9_\-.~%=]{16,}"
 )
 

@@ -49,7 +49,7 @@ from app.domain.catalog.covers import COVER_ROUTE
 from app.domain.checkout.controllers import CheckoutController
 from app.domain.downloads.controllers import DownloadController
 from app.domain.orders.controllers import OrderController
-from app.domain.orders.invoice_controllers import AdminInvoiceController, InvoiceController
+from app.domain.orders.invoice_controllers import AdminInvoiceController, GuestInvoiceController, InvoiceController
 from app.domain.payments.controllers import StripeWebhookController
 from app.domain.plans.controllers import PlanController
 from app.domain.promotions.controllers import AdminPromoCodeController
@@ -259,6 +259,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 OrderController,
                 InvoiceController,
                 AdminInvoiceController,
+                GuestInvoiceController,
                 PlanController,
                 SubscriptionController,
                 BookingController,

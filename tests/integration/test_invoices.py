@@ -187,6 +187,45 @@ async def test_another_customer_gets_404_and_staff_read_any_invoice(  # reliabil
     assert "INV-000001" in pdf_text(pdf.content)
 
 
+async def test_a_guest_opens_the_invoice_from_the_link_in_their_receipt(  # reliability case A5
+    client: httpx.AsyncClient,
+    factory: Factory,
+    runtime: Runtime,
+    settings: Settings,
+    stripe_emulator: EmulatorServer,
+    queue: Queue,
+    worker: Worker,
+    mailbox: Mailbox,
+) -> None:
+    # A guest has no account page to open the invoice from: the receipt carries a signed link to it.
+    await set_seller(runtime)
+    order_id, _ = await bought(client, factory, runtime, settings, stripe_emulator, queue)
+    receipt = body_text((await mailbox.wait_for("guest@example.com"))[0])
+    match = re.search(r"Your invoice \(to print or save as PDF\): (\S+)", receipt)
+    assert match, receipt
+    path = httpx.URL(match.group(1)).path
+    assert path.startswith("/invoices/")
+
+    client.cookies.clear()  # another browser: the link alone opens it
+    page = await client.get(path)
+    assert page.status_code == 200, page.text
+    assert page.headers["referrer-policy"] == "no-referrer"  # the link is the key: it must not leak onwards
+    text = text_of(page.text)
+    assert "Invoice INV-000001" in text and "Total $23.00 CAD" in text and "Cartwright Digital Inc." in text
+    assert f'href="{path}/pdf"' in page.text
+    pdf = await client.get(f"{path}/pdf")
+    assert pdf.headers["content-type"] == "application/pdf"
+    assert "INV-000001" in pdf_text(pdf.content)
+
+    # A link we did not sign, or one altered by a character, opens nothing and names no order.
+    token = path.rsplit("/", 1)[1]
+    altered = token[:-1] + ("A" if token[-1] != "A" else "B")
+    for wrong in (f"/invoices/{altered}", f"/invoices/{altered}/pdf", f"/invoices/{order_id}", "/invoices/x"):
+        response = await client.get(wrong)
+        assert response.status_code == 404, wrong
+        assert "INV-" not in response.text and "This invoice link is not valid" in text_of(response.text)
+
+
 async def test_a_refund_becomes_a_credit_note_with_its_own_number_and_negative_amounts(
     client: httpx.AsyncClient,
     factory: Factory,

@@ -31,6 +31,7 @@ from app.domain.catalog.cache import invalidate_catalog
 from app.domain.catalog.stock_holds import convert_for_order, put_back, release_for_order, take
 from app.domain.downloads.services import DownloadService
 from app.domain.notifications.services import EmailService
+from app.domain.orders.invoice_links import invoice_url
 from app.domain.orders.invoices import issue_invoice
 from app.domain.payments.context import HandlerContext
 from app.domain.payments.gateway import as_dict, stripe_id
@@ -522,6 +523,11 @@ def receipt_context(
             {"name": e.product_name, "url": downloads.signed_url(e), "limit": e.download_limit} for e in entitlements
         ],
         "account_url": f"{base_url}/account/orders/{order.id}",
+        "invoice_url": (
+            invoice_url(base_url, downloads.settings.secret_key, order.id)
+            if order.user_id is None
+            else f"{base_url}/account/orders/{order.id}/invoice"
+        ),
         "is_guest": order.user_id is None,
         "resend_url": f"{base_url}/downloads/resend",
     }

@@ -1,4 +1,5 @@
-"""An order's invoice, as a printable page and as a PDF: for the customer who owns the order and for staff.
+"""An order's invoice, as a printable page and as a PDF: for the customer who owns the order, for staff, and for a
+guest through the signed link in their receipt (app/domain/orders/invoice_links.py).
 
 Another customer's order answers 404, like an order that does not exist (no probing of order ids).
 """
@@ -15,6 +16,7 @@ from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.domain.orders.invoice_links import INVOICE_LINK_PATH, read_invoice_token
 from app.domain.orders.invoice_pdf import render_invoice_pdf
 from app.domain.orders.invoices import InvoiceView, invoice_for
 from app.domain.orders.services import OrderService
@@ -30,8 +32,12 @@ async def _view(db: AsyncSession, runtime: Runtime, order: m.Order) -> InvoiceVi
     return await invoice_for(db, order, await shop_settings(runtime))
 
 
-def _page(request: Request[Any, Any, Any], order: m.Order, view: InvoiceView, *, staff: bool) -> Template:
-    return render(request, "orders/invoice.html.j2", {"order": order, "invoice": view, "staff": staff})
+def _page(
+    request: Request[Any, Any, Any], order: m.Order, view: InvoiceView, *, pdf_url: str, back_url: str | None
+) -> Template:
+    return render(
+        request, "orders/invoice.html.j2", {"order": order, "invoice": view, "pdf_url": pdf_url, "back_url": back_url}
+    )
 
 
 def _pdf(view: InvoiceView) -> Response[bytes]:
@@ -65,7 +71,13 @@ class InvoiceController(Controller):
         runtime: NamedDependency[Runtime],
     ) -> Template:
         order = await self._order(request, db_session, order_id)
-        return _page(request, order, await _view(db_session, runtime, order), staff=False)
+        return _page(
+            request,
+            order,
+            await _view(db_session, runtime, order),
+            pdf_url=request.app.route_reverse("orders:invoice_pdf", order_id=order.id),
+            back_url=request.app.route_reverse("orders:detail", order_id=order.id),
+        )
 
     @get("/{order_id:uuid}/invoice.pdf", name="orders:invoice_pdf")
     async def pdf(
@@ -101,10 +113,55 @@ class AdminInvoiceController(Controller):
         runtime: NamedDependency[Runtime],
     ) -> Template:
         order = await self._order(db_session, order_id)
-        return _page(request, order, await _view(db_session, runtime, order), staff=True)
+        return _page(
+            request,
+            order,
+            await _view(db_session, runtime, order),
+            pdf_url=request.app.route_reverse("admin:order_invoice_pdf", order_id=order.id),
+            back_url=request.app.route_reverse("admin:order", order_id=order.id),
+        )
 
     @get("/{order_id:uuid}/invoice.pdf", name="admin:order_invoice_pdf")
     async def pdf(
         self, order_id: FromPath[UUID], db_session: NamedDependency[AsyncSession], runtime: NamedDependency[Runtime]
     ) -> Response[bytes]:
         return _pdf(await _view(db_session, runtime, await self._order(db_session, order_id)))
+
+
+class GuestInvoiceController(Controller):
+    """A guest's invoice, through the signed link in their receipt: no account, the link is the key."""
+
+    path = INVOICE_LINK_PATH
+
+    @staticmethod
+    async def _order(db: AsyncSession, runtime: Runtime, token: str) -> m.Order:
+        order_id = read_invoice_token(runtime.settings.secret_key, token)
+        order = await OrderService(db).get(order_id) if order_id else None
+        if order is None:
+            raise NotFoundError(
+                "This invoice link is not valid. Check that you copied the whole link from your receipt."
+            )
+        return order
+
+    @get("/{token:str}", name="orders:guest_invoice")
+    async def page(
+        self,
+        request: Request[Any, Any, Any],
+        token: FromPath[str],
+        db_session: NamedDependency[AsyncSession],
+        runtime: NamedDependency[Runtime],
+    ) -> Template:
+        order = await self._order(db_session, runtime, token)
+        return _page(
+            request,
+            order,
+            await _view(db_session, runtime, order),
+            pdf_url=request.app.route_reverse("orders:guest_invoice_pdf", token=token),
+            back_url=None,
+        )
+
+    @get("/{token:str}/pdf", name="orders:guest_invoice_pdf")
+    async def pdf(
+        self, token: FromPath[str], db_session: NamedDependency[AsyncSession], runtime: NamedDependency[Runtime]
+    ) -> Response[bytes]:
+        return _pdf(await _view(db_session, runtime, await self._order(db_session, runtime, token)))
