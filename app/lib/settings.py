@@ -131,6 +131,8 @@ class Settings:
     cover_max_bytes: int = 5 * 1024 * 1024  # an uploaded cover image
     product_file_max_bytes: int = 200 * 1024 * 1024  # an uploaded digital file (streamed to storage)
     trusted_proxies: tuple[Network, ...] = ()
+    # Off: no per-request metrics and no /metrics (a shop without Prometheus; `make bench` measures the cost).
+    metrics_enabled: bool = True
     # Who may scrape /metrics: these networks (default: this machine), or anyone sending the bearer token.
     metrics_allow: tuple[Network, ...] = LOOPBACK
     metrics_token: str = ""
@@ -253,6 +255,7 @@ def _load_settings() -> Settings:
         cover_max_bytes=_env_int("COVER_MAX_BYTES", 5 * 1024 * 1024),
         product_file_max_bytes=_env_int("PRODUCT_FILE_MAX_BYTES", 200 * 1024 * 1024),
         trusted_proxies=parse_networks(_env("TRUSTED_PROXIES")),
+        metrics_enabled=_env_bool("METRICS_ENABLED", default=True),
         metrics_allow=parse_networks(_env("METRICS_ALLOW")) or LOOPBACK,
         metrics_token=_env("METRICS_TOKEN"),
         worker_metrics_port=_env_int("WORKER_METRICS_PORT", 0),

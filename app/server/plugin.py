@@ -207,7 +207,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
         )
         app_config.state.update({"csrf_cookie_name": cookie_name(secure=settings.secure_cookies)})
         app_config.middleware = [
-            RequestMetricsMiddleware(runtime.alchemy.get_engine()),
+            *([RequestMetricsMiddleware(runtime.alchemy.get_engine())] if settings.metrics_enabled else []),
             RequestLogMiddleware(settings.trusted_proxies),
             session.middleware,
             ShopSettingsMiddleware(runtime),
@@ -223,7 +223,8 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
         ]
         # Every response, the router's own 404/405 included, leaves with the security headers and the CSP.
         app_config.before_send.append(SecurityHeaders(settings))
-        app_config.before_send.append(count_unrouted)
+        if settings.metrics_enabled:
+            app_config.before_send.append(count_unrouted)
         app_config.before_send.append(request_id_header)
 
         engine = JinjaTemplateEngine.from_environment(get_environment())
@@ -266,7 +267,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 healthz,
                 readyz,
                 csp_report,
-                metrics_endpoint,
+                *([metrics_endpoint] if settings.metrics_enabled else []),
                 static_file,
             ]
         )

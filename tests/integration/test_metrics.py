@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from saq import Queue, Worker
 
 from app.lib.runtime import Runtime
-from app.lib.settings import Settings
+from app.lib.settings import Settings, get_settings
 from app.stripe_emulator.server import EmulatorServer
 from tests.conftest import Factory
 from tests.integration.purchase_support import (
@@ -145,3 +145,21 @@ def test_samples_from_several_processes_are_summed(tmp_path: Path) -> None:
         text=True,
     ).stdout
     assert value(parse(rendered), "cartwright_checkout_steps_total", step="paid") == 5
+
+
+async def test_metrics_can_be_turned_off(migrated: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    # METRICS_ENABLED=false: a shop without Prometheus pays nothing per request, and has no /metrics at all.
+    from app.asgi import create_app
+
+    monkeypatch.setenv("METRICS_ENABLED", "false")
+    get_settings.cache_clear()
+    try:
+        app = create_app()
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    async with app.lifespan():
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))  # loopback: /metrics would open
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as local:
+            assert (await local.get("/metrics")).status_code == 404
+            assert (await local.get("/products")).status_code == 200
