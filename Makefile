@@ -11,7 +11,7 @@ help:
 	@echo "make run   - set up and start the shop (web + worker + Stripe emulator) on http://$(HOST):$(PORT)"
 	@echo "make test  - lint, type-check, unit + integration (SQLite and PostgreSQL) and browser tests"
 	@echo "make test-cluster - 2 web nodes + 2 workers, one of each killed mid-load: nothing lost or doubled"
-	@echo "make bench - load test: Stripe webhook ingestion, the checkout page, then the catalog (bench-catalog) on PostgreSQL + Redis (docs/benchmarks.md)"
+	@echo "make bench - load test: Stripe webhook ingestion, the checkout page, the catalog (bench-catalog), then the metrics' cost, on PostgreSQL + Redis (docs/benchmarks.md)"
 	@echo "make bench-catalog - the public catalog pages as a share of a raw ASGI app, anonymous and signed in (docs/benchmarks.md)"
 	@echo "make bench-dashboard - the admin dashboard over 100k orders, cold and warm (docs/benchmarks.md)"
 	@echo "make bench-sync - the full Stripe re-sync at scale (50k customers / 100k invoices in the emulator; docs/sync.md)"
@@ -56,7 +56,8 @@ test: lint typecheck unit e2e
 # Needs a running PostgreSQL and Redis (BENCH_DATABASE_URL, BENCH_REDIS_URL); options: make bench BENCH_ARGS="--help".
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench $(BENCH_ARGS); status=$$?; \
-	$(BIN)/python -m bench --scenario catalog $(BENCH_ARGS) || exit $$?; exit $$status
+	$(BIN)/python -m bench --scenario catalog $(BENCH_ARGS) || status=$$?; \
+	$(BIN)/python -m bench --scenario metrics $(BENCH_ARGS) || status=$$?; exit $$status
 
 # Same needs; the public catalog against a raw ASGI app started in the same run (#15): make bench-catalog BENCH_ARGS=--strict
 bench-catalog: $(BIN)/.installed

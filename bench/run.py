@@ -95,10 +95,11 @@ def parse_args() -> argparse.Namespace:
     add("--strict", action="store_true", help="exit 2 when a target is missed (errors or lost events: always 1)")
     add(
         "--scenario",
-        choices=["ingestion", "dashboard", "catalog"],
+        choices=["ingestion", "dashboard", "catalog", "metrics"],
         default=_env("BENCH_SCENARIO", "ingestion"),
         help="ingestion: webhooks and checkout (default); dashboard: GET /admin on a large data set; "
-        "catalog: the public pages against a raw ASGI ceiling (bench/catalog.py)",
+        "catalog: the public pages against a raw ASGI ceiling (bench/catalog.py); "
+        "metrics: the same app with Prometheus metrics on and off (bench/metrics_overhead.py)",
     )
     add("--catalog-seconds", type=float, default=float(_env("BENCH_CATALOG_SECONDS", "8")), help="catalog: per page")
     add("--catalog-concurrency", type=int, default=int(_env("BENCH_CATALOG_CONCURRENCY", "10")))
@@ -467,6 +468,8 @@ def main() -> int:
         opts = parse_args()
         if opts.scenario == "catalog":
             return catalog_bench(opts)
+        if opts.scenario == "metrics":
+            return metrics_bench(opts)
         return dashboard_bench(opts) if opts.scenario == "dashboard" else bench(opts)
     except KeyboardInterrupt:
         print("\ninterrupted; the servers it started are stopped", file=sys.stderr)
@@ -598,6 +601,74 @@ def catalog_bench(opts: argparse.Namespace) -> int:
     print(f"wrote {(RESULTS / 'catalog.json').relative_to(ROOT)}")
     if any("errors" in m for m in missed):
         return 1
+    return 2 if opts.strict and missed else 0
+
+
+def metrics_bench(opts: argparse.Namespace) -> int:
+    """The metrics' cost: the app served with metrics on (as production) and off, in alternating rounds."""
+    from bench import metrics_overhead
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    host = "127.0.0.1"
+    ports = {"on": free_port(), "off": free_port()}
+    work = Path(tempfile.mkdtemp(prefix="cartwright-bench-"))
+    info = machine()
+    try:
+        base = environment(opts, f"http://{host}:{ports['on']}", work)
+        print(f"setup: database {make_url(opts.database_url).render_as_string()}, redis {opts.redis_url}")
+        asyncio.run(create_database(opts.database_url, fresh=opts.fresh))
+        cartwright = str(BIN / "cartwright")
+        _run([cartwright, "database", "upgrade", "--no-prompt"], base, work / "migrate.log")
+        _run([cartwright, "seed"], base, work / "seed.log")
+        with Redis.from_url(opts.redis_url, socket_timeout=5) as redis:
+            redis.flushdb()
+        (work / "metrics").mkdir()
+        envs = {
+            "on": {**base, "METRICS_ENABLED": "true", "PROMETHEUS_MULTIPROC_DIR": str(work / "metrics")},
+            "off": {
+                **{k: v for k, v in base.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
+                "METRICS_ENABLED": "false",
+                "BASE_URL": f"http://{host}:{ports['off']}",
+            },
+        }
+        run_id = f"m{int(time.time())}"
+        with (
+            serve(
+                granian_command(opts, host, ports["on"]),
+                envs["on"],
+                work / "on.log",
+                f"http://{host}:{ports['on']}/readyz",
+            ),
+            serve(
+                granian_command(opts, host, ports["off"]),
+                envs["off"],
+                work / "off.log",
+                f"http://{host}:{ports['off']}/readyz",
+            ),
+        ):
+            servers = {name: (host, port) for name, port in ports.items()}
+            hooks = {name: Webhooks(f"{host}:{port}", f"{run_id}{name}") for name, port in ports.items()}
+            results = asyncio.run(metrics_overhead.measure(opts, servers, hooks, _webhook_ok))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        with contextlib.suppress(Exception), Redis.from_url(opts.redis_url, socket_timeout=5) as redis:
+            redis.flushdb()
+    results["machine"] = info
+    results["config"] = {
+        "granian_workers": opts.workers,
+        "webhook_concurrency": opts.concurrency,
+        "page_concurrency": opts.catalog_concurrency,
+        "seconds_per_page": opts.catalog_seconds,
+    }
+    missed = metrics_overhead.verdicts(results)
+    results["missed"] = missed
+    metrics_overhead.write(results, RESULTS / "metrics.json")
+    print()
+    print(metrics_overhead.table(results))
+    print(f"\nmachine: {info['cpus']} x {info['cpu']}, load average at start {info['load_average_at_start']}")
+    print("target (cost <= 5 %): " + ("met" if not missed else "MISSED:\n  " + "\n  ".join(missed)))
+    print(f"wrote {(RESULTS / 'metrics.json').relative_to(ROOT)}")
     return 2 if opts.strict and missed else 0
 
 
