@@ -60,12 +60,12 @@ async def job_finished(queue: Queue, key: str, timeout: float = 15) -> Job:
 
 async def until_complete(job: Job, timeout: float) -> None:
     """``job.refresh(until_complete=...)`` without its race: SAQ reads the job, then subscribes to its channel,
-    so a job that finishes in between is never announced and the wait runs out. Listen in short turns and
-    re-read the stored job after each, until it is done or ``timeout`` has passed."""
+    so a job that finishes in between is never announced and the wait runs out. Listen in short turns (a
+    missed announcement costs at most 0.25 s) and re-read the stored job after each, until it is done."""
     deadline = time.monotonic() + timeout
     while True:
         with contextlib.suppress(TimeoutError):
-            await job.refresh(until_complete=min(1.0, max(0.1, deadline - time.monotonic())))
+            await job.refresh(until_complete=min(0.25, max(0.05, deadline - time.monotonic())))
         await job.refresh()
         if job.status in TERMINAL_STATUSES:
             return

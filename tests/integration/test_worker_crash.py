@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -31,6 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db import models as m
 from app.domain.payments.webhooks import WebhookIntake, enqueue_event_job
+from app.lib import queues
+from app.lib.queues import RoutingQueue
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings
 from app.stripe_emulator.server import EmulatorServer
@@ -174,6 +176,12 @@ async def hold_and_start(held: HeldEvent, locker: AsyncConnection, log: Path, **
     return worker
 
 
+async def payments_workers(queue: Queue, *, at_least: int) -> bool:
+    """At least this many live workers on the payments queue (each registers itself as it starts)."""
+    payments = cast("RoutingQueue", queue).family[queues.PAYMENTS]
+    return len((await payments.info())["workers"]) >= at_least
+
+
 def needs_row_locks(settings: Settings) -> None:
     if settings.is_sqlite:
         pytest.skip(
@@ -195,6 +203,10 @@ async def test_q2_a_worker_killed_mid_job_is_picked_up_by_another_within_15_seco
         async with runtime.alchemy.get_engine().connect() as locker:
             workers.append(first := await hold_and_start(held, locker, first_log))
             workers.append(second := start_worker(second_log))  # idle: the only job is the first worker's
+            # Up and taking jobs before the kill: the 15 s measure recovery, not a Python process starting.
+            await wait_until(
+                lambda: payments_workers(queue, at_least=2), what="the second worker up", worker=second, log=second_log
+            )
             os.killpg(first.pid, signal.SIGKILL)  # the worker and the queue processes it forked
             assert first.wait(timeout=10) == -signal.SIGKILL
             killed_at = time.monotonic()
