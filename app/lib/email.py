@@ -1,20 +1,16 @@
-"""Outgoing email: rendered from templates into the ``email_messages`` table, then delivered by a job.
+"""SMTP delivery: the transport only. What to send, and the outbox of what was sent (the ``email_messages``
+table, /admin/emails), are app/domain/notifications'.
 
-With ``SMTP_URL`` set the job sends through aiosmtplib; without it the message stays in the outbox,
-readable at /admin/emails. Either way the row is the record of what the shop sent.
+With ``SMTP_URL`` set the email job sends through aiosmtplib; without it the message stays in the outbox.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from email.message import EmailMessage as MimeMessage
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
-from jinja2 import Environment
-
-from app.db import models as m
 
 
 @dataclass(frozen=True)
@@ -44,28 +40,24 @@ def parse_smtp_url(url: str) -> SmtpTarget:
     )
 
 
-def render_email(env: Environment, kind: str, to_address: str, context: dict[str, Any]) -> m.EmailMessage:
-    """Render ``templates/emails/<kind>.{subject.txt,txt,html}.j2`` into an unsent message row."""
-    subject = env.get_template(f"emails/{kind}.subject.txt.j2").render(**context).strip()
-    return m.EmailMessage(
-        kind=kind,
-        to_address=to_address,
-        subject=subject,
-        text_body=env.get_template(f"emails/{kind}.txt.j2").render(**context),
-        html_body=env.get_template(f"emails/{kind}.html.j2").render(**context),
-    )
+@dataclass(frozen=True, slots=True)
+class OutgoingEmail:
+    message_id: str  # stable across retries: receiving servers drop a duplicate re-sent after a lost reply
+    to_address: str
+    subject: str
+    text_body: str
+    html_body: str
 
 
-async def deliver_smtp(message: m.EmailMessage, *, smtp_url: str, mail_from: str) -> None:
+async def deliver_smtp(email: OutgoingEmail, *, smtp_url: str, mail_from: str) -> None:
     target = parse_smtp_url(smtp_url)
     mime = MimeMessage()
     mime["From"] = mail_from
-    mime["To"] = message.to_address
-    mime["Subject"] = message.subject
-    # A stable Message-ID lets receiving servers drop a duplicate if a retry re-sends after a lost reply.
-    mime["Message-ID"] = f"<{message.id}@cartwright>"
-    mime.set_content(message.text_body)
-    mime.add_alternative(message.html_body, subtype="html")
+    mime["To"] = email.to_address
+    mime["Subject"] = email.subject
+    mime["Message-ID"] = f"<{email.message_id}@cartwright>"
+    mime.set_content(email.text_body)
+    mime.add_alternative(email.html_body, subtype="html")
     await aiosmtplib.send(
         mime,
         hostname=target.hostname,

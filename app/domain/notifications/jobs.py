@@ -11,7 +11,7 @@ from saq.types import Context
 
 from app.db import models as m
 from app.domain.notifications.services import enqueue_email_job, stale_queued_email_ids
-from app.lib.email import deliver_smtp
+from app.lib.email import OutgoingEmail, deliver_smtp
 from app.lib.runtime import Runtime
 
 log = structlog.get_logger()
@@ -31,7 +31,10 @@ async def send_email(ctx: Context, *, email_id: str) -> dict[str, Any]:
             await db.commit()
             return {"status": message.status}
         try:
-            await deliver_smtp(message, smtp_url=settings.smtp_url, mail_from=settings.mail_from)
+            outgoing = OutgoingEmail(
+                str(message.id), message.to_address, message.subject, message.text_body, message.html_body
+            )
+            await deliver_smtp(outgoing, smtp_url=settings.smtp_url, mail_from=settings.mail_from)
         except Exception as exc:
             message.last_error = f"{type(exc).__name__}: {exc}"[:2000]
             job = ctx.get("job")

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
+from jinja2 import Environment
 from saq import Queue
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,12 +14,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import models as m
 from app.db.upsert import insert_if_absent
 from app.lib import metrics
-from app.lib.email import render_email
 from app.lib.templating import get_environment
 
 log = structlog.get_logger()
 
 SEND_EMAIL_JOB = "send_email"
+
+
+def render_email(env: Environment, kind: str, to_address: str, context: dict[str, Any]) -> m.EmailMessage:
+    """Render ``templates/emails/<kind>.{subject.txt,txt,html}.j2`` into an unsent message row."""
+    subject = env.get_template(f"emails/{kind}.subject.txt.j2").render(**context).strip()
+    return m.EmailMessage(
+        kind=kind,
+        to_address=to_address,
+        subject=subject,
+        text_body=env.get_template(f"emails/{kind}.txt.j2").render(**context),
+        html_body=env.get_template(f"emails/{kind}.html.j2").render(**context),
+    )
 
 
 async def enqueue_email_job(queue: Queue, email_id: str) -> None:
