@@ -30,7 +30,7 @@ from app.domain.checkout.services import (
 )
 from app.domain.checkout.tax import PROVINCES
 from app.domain.downloads.services import DownloadService
-from app.domain.orders.controllers import provide_order_service
+from app.domain.orders.dependencies import provide_order_service
 from app.domain.orders.fulfilment import PaymentSync
 from app.domain.orders.services import OrderService, remember_visitor_order
 from app.domain.payments.context import HandlerContext

@@ -9,17 +9,13 @@ from litestar import Controller, Request, get
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery
 from litestar.response import Template
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.downloads.services import DownloadService
+from app.domain.orders.dependencies import provide_order_service
 from app.domain.orders.services import OrderService
 from app.lib.htmx import render
 from app.lib.runtime import Runtime
 from app.server.auth import current_user, requires_login
-
-
-def provide_order_service(db_session: NamedDependency[AsyncSession]) -> OrderService:
-    return OrderService(db_session)
 
 
 class OrderController(Controller):
