@@ -234,6 +234,23 @@ async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
+async def new_browser(app: Litestar) -> AsyncIterator[Callable[..., httpx.AsyncClient]]:
+    """Another browser on the same app, with cookies of its own (a second customer, staff, another device), closed
+    after the test: ``other = new_browser()``, or ``new_browser(ip="198.51.100.20")`` from another address."""
+    opened: list[httpx.AsyncClient] = []
+
+    def make(ip: str = "203.0.113.7") -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, client=(ip, 50000))
+        browser = httpx.AsyncClient(transport=transport, base_url="http://testserver.local")
+        opened.append(browser)
+        return browser
+
+    yield make
+    for browser in opened:
+        await browser.aclose()
+
+
+@pytest.fixture
 def queue(app: Litestar) -> Queue:
     """The app's queue object: enqueues route to the payments, email or background queue (app/lib/queues.py)."""
     return app.plugins.get(SAQPlugin).get_queue(queues.BACKGROUND)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 from litestar import Litestar
@@ -56,15 +56,14 @@ def test_permission_table_matches_the_seed_matrix() -> None:
 
 
 async def test_every_admin_route_answers_each_role_as_the_table_says(
-    app: Litestar, client: httpx.AsyncClient, factory: Factory
+    app: Litestar, client: httpx.AsyncClient, factory: Factory, new_browser: Callable[..., httpx.AsyncClient]
 ) -> None:
     routes = [(m, p, h) for m, p, h in admin_routes(app) if m in {"GET", "HEAD"}]
     assert routes, "no admin routes found"
-    transport = client._transport
     for role in Role:
         email = f"{role.value}@example.com"
         await factory.user(email=email, role=role.value)
-        browser = httpx.AsyncClient(transport=transport, base_url="http://testserver.local")
+        browser = new_browser()
         await sign_in(browser, email)
         for method, path, handler in routes:
             resource, access = required_permission(handler)
@@ -107,17 +106,16 @@ async def test_account_pages_require_sign_in(client: httpx.AsyncClient) -> None:
 
 
 async def test_every_admin_form_post_answers_each_role_as_the_table_says(
-    app: Litestar, client: httpx.AsyncClient, factory: Factory
+    app: Litestar, client: httpx.AsyncClient, factory: Factory, new_browser: Callable[..., httpx.AsyncClient]
 ) -> None:
     """Unsafe routes too (refunds, credits, promo codes…): a role without the access gets 403 and changes nothing;
     a role with it gets past the guard (here to a 404 for a made-up id, or the form's own 422)."""
     routes = [(m, p, h) for m, p, h in admin_routes(app) if m == "POST"]
     assert any(p.startswith("/admin/promo-codes") for _, p, _ in routes)
-    transport = client._transport
     for role in Role:
         email = f"{role.value}-post@example.com"
         await factory.user(email=email, role=role.value)
-        browser = httpx.AsyncClient(transport=transport, base_url="http://testserver.local")
+        browser = new_browser()
         await sign_in(browser, email)
         for _, path, handler in routes:
             resource, access = required_permission(handler)
@@ -129,16 +127,15 @@ async def test_every_admin_form_post_answers_each_role_as_the_table_says(
 
 
 async def test_support_and_customers_get_403_on_every_webhook_log_route_including_actions(
-    app: Litestar, client: httpx.AsyncClient, factory: Factory
+    app: Litestar, client: httpx.AsyncClient, factory: Factory, new_browser: Callable[..., httpx.AsyncClient]
 ) -> None:
     routes = [(m, p) for m, p, _ in admin_routes(app) if p.startswith("/admin/webhooks") and m in {"GET", "POST"}]
     assert {m for m, _ in routes} == {"GET", "POST"}
     assert len([p for m, p in routes if m == "POST"]) >= 5  # replay/ignore one, replay/ignore selected, all failed
-    transport = client._transport
     for role in (Role.SUPPORT, Role.CUSTOMER):
         email = f"{role.value}-webhooks@example.com"
         await factory.user(email=email, role=role.value)
-        browser = httpx.AsyncClient(transport=transport, base_url="http://testserver.local")
+        browser = new_browser()
         await sign_in(browser, email)
         token = browser.cookies.get("cartwright_csrf")
         assert token

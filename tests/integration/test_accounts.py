@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
+from collections.abc import Callable
 
 import httpx
 from redis.asyncio import Redis
@@ -174,7 +175,9 @@ async def test_register_refuses_an_address_that_could_break_out_of_a_script(
         assert await db.scalar(select(m.User).where(m.User.name == "Eve")) is None
 
 
-async def test_login_rotates_the_session_id_and_logout_ends_it(client: httpx.AsyncClient, factory: Factory) -> None:
+async def test_login_rotates_the_session_id_and_logout_ends_it(
+    client: httpx.AsyncClient, factory: Factory, new_browser: Callable[..., httpx.AsyncClient]
+) -> None:
     await factory.user(email="ann@example.com")
     await csrf_token(client)
     # A pre-login session (e.g. planted by an attacker, or holding an anonymous cart) gets a new id at login.
@@ -189,7 +192,7 @@ async def test_login_rotates_the_session_id_and_logout_ends_it(client: httpx.Asy
     assert response.status_code == 303
     assert (await client.get("/account")).status_code == 303  # back to the login page
     # The old session id is dead server-side too, not only in this browser.
-    stale = httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local")
+    stale = new_browser()
     stale.cookies.set("cartwright_session", after, domain="testserver.local")
     assert (await stale.get("/account")).status_code == 303
 
@@ -225,7 +228,11 @@ async def test_wrong_password_and_unknown_email_get_the_same_answer(
 
 
 async def test_an_attacker_cannot_lock_the_owner_out(
-    app: object, client: httpx.AsyncClient, factory: Factory, redis: Redis
+    app: object,
+    client: httpx.AsyncClient,
+    factory: Factory,
+    redis: Redis,
+    new_browser: Callable[..., httpx.AsyncClient],
 ) -> None:
     """Issue #12 hole 4: failures throttle the (account, client IP) pair, not the account."""
     await factory.user(email="ann@example.com")
@@ -236,8 +243,7 @@ async def test_an_attacker_cannot_lock_the_owner_out(
     assert locked.status_code == 429
     assert "Too many failed sign-in attempts. Try again in 15 minutes." in locked.text
     # The owner, from another address, with the right password, gets in.
-    owner_transport = httpx.ASGITransport(app=app, client=("198.51.100.20", 50000))  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=owner_transport, base_url="http://testserver.local") as owner:
+    async with new_browser(ip="198.51.100.20") as owner:
         await sign_in(owner, "ann@example.com")
     # The attacker's pair stays throttled after the owner's success elsewhere.
     again = await post_form(client, "/login", {"email": "ann@example.com", "password": PASSWORD}, htmx=True)
@@ -388,10 +394,10 @@ async def test_expired_reset_link_is_refused(
 
 
 async def test_change_password_signs_out_other_sessions(
-    app: object, client: httpx.AsyncClient, factory: Factory
+    app: object, client: httpx.AsyncClient, factory: Factory, new_browser: Callable[..., httpx.AsyncClient]
 ) -> None:
     await factory.user(email="ann@example.com")
-    other_device = httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local")
+    other_device = new_browser()
     await sign_in(other_device, "ann@example.com")
     await sign_in(client, "ann@example.com")
     wrong = await post_form(

@@ -9,7 +9,7 @@ import io
 import os
 import re
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from uuid import UUID
 
@@ -46,11 +46,13 @@ PRODUCT_FORM = {
 }
 
 
-async def staff(client: httpx.AsyncClient, factory: Factory, role: str = "admin") -> httpx.AsyncClient:
+async def staff(
+    new_browser: Callable[..., httpx.AsyncClient], factory: Factory, role: str = "admin"
+) -> httpx.AsyncClient:
     """A second browser, signed in as a new staff member of ``role``."""
     email = f"{role}-{os.urandom(3).hex()}@example.com"
     await factory.user(email=email, role=role)
-    browser = httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local")
+    browser = new_browser()
     await sign_in(browser, email)
     return browser
 
@@ -93,9 +95,9 @@ async def audit_actions(runtime: Runtime) -> list[m.AuditEntry]:
 
 
 async def test_invalid_product_form_re_renders_in_place_with_every_typed_value(
-    client: httpx.AsyncClient, factory: Factory, runtime: Runtime
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, new_browser: Callable[..., httpx.AsyncClient]
 ) -> None:
-    admin = await staff(client, factory)
+    admin = await staff(new_browser, factory)
     await factory.product(slug="taken", name="Taken")
     typed = {**PRODUCT_FORM, "name": "", "price": "12.505", "summary": "Kept summary", "stock": "-3"}
     response = await post_form(admin, "/admin/products", typed, htmx=True)
@@ -117,9 +119,9 @@ async def test_invalid_product_form_re_renders_in_place_with_every_typed_value(
 
 
 async def test_created_product_is_in_the_shop_at_once_and_a_price_change_is_a_new_stripe_price(
-    client: httpx.AsyncClient, factory: Factory, runtime: Runtime
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, new_browser: Callable[..., httpx.AsyncClient]
 ) -> None:
-    admin = await staff(client, factory)
+    admin = await staff(new_browser, factory)
     assert "Field Notes" not in (await client.get("/products")).text  # warms the cache
     assert (await client.get("/products/field-notes-on-typography")).status_code == 404  # cached too
 
@@ -163,9 +165,9 @@ async def test_created_product_is_in_the_shop_at_once_and_a_price_change_is_a_ne
 
 
 async def test_archive_hides_the_product_from_the_shop_at_once(
-    client: httpx.AsyncClient, factory: Factory, runtime: Runtime
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, new_browser: Callable[..., httpx.AsyncClient]
 ) -> None:
-    admin = await staff(client, factory)
+    admin = await staff(new_browser, factory)
     keep = await factory.product(name="Keeper", slug="keeper")
     gone = await factory.product(name="Goner", slug="goner")
     assert "Goner" in (await client.get("/products")).text
@@ -208,9 +210,13 @@ async def test_archive_hides_the_product_from_the_shop_at_once(
 
 
 async def test_cover_upload_is_checked_by_content_and_size_and_served_as_thumbnails(
-    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, settings: Settings
+    client: httpx.AsyncClient,
+    factory: Factory,
+    runtime: Runtime,
+    settings: Settings,
+    new_browser: Callable[..., httpx.AsyncClient],
 ) -> None:
-    admin = await staff(client, factory)
+    admin = await staff(new_browser, factory)
     product_id = await create_product(admin)
     path = f"/admin/products/{product_id}/cover"
 
@@ -252,8 +258,9 @@ async def test_digital_file_is_streamed_with_its_checksum_and_the_buyer_download
     queue: Queue,
     worker: Worker,
     mailbox: Mailbox,
+    new_browser: Callable[..., httpx.AsyncClient],
 ) -> None:
-    admin = await staff(client, factory)
+    admin = await staff(new_browser, factory)
     product_id = await create_product(admin, stock="5")
     path = f"/admin/products/{product_id}/file"
     first = os.urandom(1024)
@@ -306,11 +313,11 @@ async def test_digital_file_is_streamed_with_its_checksum_and_the_buyer_download
 
 
 async def test_support_sees_products_read_only_and_every_change_is_refused(
-    client: httpx.AsyncClient, factory: Factory
+    client: httpx.AsyncClient, factory: Factory, new_browser: Callable[..., httpx.AsyncClient]
 ) -> None:
     category = await factory.category()
     product = await factory.product(name="Look Only", category_id=category.id)
-    support = await staff(client, factory, role="support")
+    support = await staff(new_browser, factory, role="support")
     table = await support.get("/admin/products")
     assert table.status_code == 200 and "Look Only" in table.text
     assert "New product" not in table.text and ">Archive</button>" not in table.text
@@ -339,9 +346,9 @@ async def test_support_sees_products_read_only_and_every_change_is_refused(
 
 
 async def test_description_markdown_never_renders_scripts_or_javascript_links(
-    client: httpx.AsyncClient, factory: Factory
+    client: httpx.AsyncClient, factory: Factory, new_browser: Callable[..., httpx.AsyncClient]
 ) -> None:
-    admin = await staff(client, factory)
+    admin = await staff(new_browser, factory)
     description = (
         "## Inside\n\nSome **bold** text and [a site](https://example.com).\n\n"
         "<script>alert('x')</script>\n\n[click](javascript:alert(1)) [again](JaVaScRiPt:alert(2)) "
@@ -358,8 +365,10 @@ async def test_description_markdown_never_renders_scripts_or_javascript_links(
     assert "<img" not in body
 
 
-async def test_products_csv_export_follows_the_filter(client: httpx.AsyncClient, factory: Factory) -> None:
-    admin = await staff(client, factory)
+async def test_products_csv_export_follows_the_filter(
+    client: httpx.AsyncClient, factory: Factory, new_browser: Callable[..., httpx.AsyncClient]
+) -> None:
+    admin = await staff(new_browser, factory)
     books = await factory.category(slug="books", name="Books")
     await factory.product(name="=Formula Book", slug="formula-book", category_id=books.id, price=1999)
     await factory.product(name="Other Thing", slug="other-thing")
@@ -375,9 +384,9 @@ async def test_products_csv_export_follows_the_filter(client: httpx.AsyncClient,
 
 
 async def test_categories_crud_with_clear_errors_and_the_shop_updates_at_once(
-    client: httpx.AsyncClient, factory: Factory, runtime: Runtime
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, new_browser: Callable[..., httpx.AsyncClient]
 ) -> None:
-    admin = await staff(client, factory)
+    admin = await staff(new_browser, factory)
     assert "Zines" not in (await client.get("/")).text
     created = await post_form(admin, "/admin/categories", {"name": "Zines", "slug": "", "position": "1"})
     assert created.status_code == 303
@@ -410,9 +419,15 @@ async def test_categories_crud_with_clear_errors_and_the_shop_updates_at_once(
 
 
 async def test_when_stripe_is_unreachable_the_save_stands_and_the_job_syncs_it_later(
-    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, settings: Settings, queue: Queue, worker: Worker
+    client: httpx.AsyncClient,
+    factory: Factory,
+    runtime: Runtime,
+    settings: Settings,
+    queue: Queue,
+    worker: Worker,
+    new_browser: Callable[..., httpx.AsyncClient],
 ) -> None:
-    admin = await staff(client, factory)
+    admin = await staff(new_browser, factory)
     product_id = await create_product(admin)
     first_price = (await load_product(runtime, product_id)).stripe_price_id
     # Stripe unreachable from the web process: a real client aimed at a port nothing listens on.
@@ -437,10 +452,15 @@ async def test_when_stripe_is_unreachable_the_save_stands_and_the_job_syncs_it_l
 
 
 async def test_a_large_file_upload_is_streamed_not_held_in_memory(
-    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, settings: Settings, app_server: str
+    client: httpx.AsyncClient,
+    factory: Factory,
+    runtime: Runtime,
+    settings: Settings,
+    app_server: str,
+    new_browser: Callable[..., httpx.AsyncClient],
 ) -> None:
     """40 MB through the real HTTP server, sent in 64 KiB pieces: the process never holds more than a few MB."""
-    admin = await staff(client, factory)
+    admin = await staff(new_browser, factory)
     product_id = await create_product(admin)
     token = admin.cookies.get(CSRF_COOKIE) or await csrf_token(admin, "/admin")
     boundary = "cartwright-test-boundary"

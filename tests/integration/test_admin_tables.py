@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -51,9 +51,11 @@ def row_numbers(html: str) -> list[str]:
 
 
 @pytest.fixture
-async def app_client_pair(client: httpx.AsyncClient) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+async def app_client_pair(
+    client: httpx.AsyncClient, new_browser: Callable[..., httpx.AsyncClient]
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
     """Two browsers on the same app: staff in one, the person they manage in the other."""
-    async with httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local") as other:
+    async with new_browser() as other:
         yield client, other
 
 

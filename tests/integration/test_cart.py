@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -74,10 +75,12 @@ async def edit_product(runtime: Runtime, product: m.Product, **values: Any) -> N
         await db.commit()
 
 
-async def signed_in_client(client: httpx.AsyncClient, factory: Factory, email: str) -> tuple[httpx.AsyncClient, m.User]:
+async def signed_in_client(
+    new_browser: Callable[..., httpx.AsyncClient], factory: Factory, email: str
+) -> tuple[httpx.AsyncClient, m.User]:
     """A second browser on the same app, signed in as a new customer."""
     user = await factory.user(email=email)
-    browser = httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local")
+    browser = new_browser()
     await sign_in(browser, email)
     return browser, user
 
@@ -403,7 +406,7 @@ async def test_sign_in_merges_the_anonymous_cart_summing_and_capping(
 
 
 async def test_sign_in_with_htmx_and_registration_merge_too(
-    client: httpx.AsyncClient, factory: Factory, runtime: Runtime
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, new_browser: Callable[..., httpx.AsyncClient]
 ) -> None:
     maple = await factory.product(name="Maple Serif")
     await add(client, maple, 2)
@@ -418,7 +421,7 @@ async def test_sign_in_with_htmx_and_registration_merge_too(
     assert await cart_rows(runtime, user) == {maple.id: 2}
     assert badge((await client.get("/account")).text) == (2, False)
 
-    other = httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local")
+    other = new_browser()
     await factory.user(email="htmx@example.com")
     await add(other, maple, 1)
     response = await post_form(
@@ -502,10 +505,10 @@ async def test_bad_input_gets_a_clear_4xx_answer(client: httpx.AsyncClient, fact
 
 
 async def test_one_customer_cannot_touch_another_customers_cart(
-    client: httpx.AsyncClient, factory: Factory, runtime: Runtime
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, new_browser: Callable[..., httpx.AsyncClient]
 ) -> None:
-    ann, ann_user = await signed_in_client(client, factory, "ann@example.com")
-    bob, bob_user = await signed_in_client(client, factory, "bob@example.com")
+    ann, ann_user = await signed_in_client(new_browser, factory, "ann@example.com")
+    bob, bob_user = await signed_in_client(new_browser, factory, "bob@example.com")
     maple = await factory.product(name="Maple Serif")
     await add(ann, maple, 3)
 

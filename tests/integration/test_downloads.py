@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import html
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -267,7 +268,7 @@ async def test_refunded_purchase_is_refused(client: httpx.AsyncClient, runtime: 
 
 
 async def test_another_signed_in_customer_gets_404_for_someone_elses_link(
-    client: httpx.AsyncClient, runtime: Runtime, factory: Factory
+    client: httpx.AsyncClient, runtime: Runtime, factory: Factory, new_browser: Callable[..., httpx.AsyncClient]
 ) -> None:
     ann = await factory.user(email="ann@example.com")
     await factory.user(email="bob@example.com")
@@ -279,12 +280,10 @@ async def test_another_signed_in_customer_gets_404_for_someone_elses_link(
     assert response.status_code == 404
     assert PDF not in response.content and anns.product_name not in response.text
     assert await count_of(runtime, anns.entitlement) == 0
-
-    transport = client._transport
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as browser:
+    async with new_browser() as browser:
         await sign_in(browser, "ann@example.com")
         assert (await browser.get(url)).status_code == 200  # the owner
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as anonymous:
+    async with new_browser() as anonymous:
         assert (await anonymous.get(url)).status_code == 200  # from the receipt email, not signed in
 
 
@@ -358,7 +357,7 @@ async def test_account_downloads_lists_only_ones_own(
 
 
 async def test_fresh_link_for_the_owner_and_404_for_anyone_else(
-    client: httpx.AsyncClient, runtime: Runtime, factory: Factory
+    client: httpx.AsyncClient, runtime: Runtime, factory: Factory, new_browser: Callable[..., httpx.AsyncClient]
 ) -> None:
     ann = await factory.user(email="ann@example.com")
     await factory.user(email="bob@example.com")
@@ -371,7 +370,7 @@ async def test_fresh_link_for_the_owner_and_404_for_anyone_else(
     assert htmx.status_code == 404 and "<html" not in htmx.text and anns.product_name not in htmx.text
     assert (await post_form(client, f"/account/downloads/{uuid4()}/link", {})).status_code == 404
 
-    async with httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local") as browser:
+    async with new_browser() as browser:
         await sign_in(browser, "ann@example.com")
         fragment = await post_form(browser, path, {}, htmx=True)
         assert fragment.status_code == 200

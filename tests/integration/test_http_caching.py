@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import re
+from collections.abc import Callable
 
 import brotli
 import httpx
@@ -171,14 +172,14 @@ def _nonce(response: httpx.Response) -> str:
 
 
 async def test_pages_from_the_cache_carry_their_own_nonce_and_the_visitors_token(
-    client: httpx.AsyncClient, factory: Factory, runtime: Runtime
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, new_browser: Callable[..., httpx.AsyncClient]
 ) -> None:
     """Reliability case 24 (the CSP): a stored page never replays another response's nonce."""
     await seed_catalog(factory)
     await client.get("/products/maple-serif")  # renders it (and stores it)
     assert await runtime.redis.keys("cartwright:pages:*")
     hits = metrics.PAGE_CACHE.labels("hit")._value.get()
-    other = httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local")
+    other = new_browser()
     answers = [await client.get("/products/maple-serif"), await other.get("/products/maple-serif")]
     assert metrics.PAGE_CACHE.labels("hit")._value.get() == hits + 2  # both from the cache
     nonces = [_nonce(a) for a in answers]

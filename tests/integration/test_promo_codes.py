@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from html import unescape
 from typing import Any
@@ -306,7 +307,7 @@ async def test_cart_applies_and_removes_a_code_and_says_why_a_code_does_not_appl
 
 
 async def test_first_order_codes_refuse_customers_who_have_ordered(
-    client: httpx.AsyncClient, factory: Factory, runtime: Runtime
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, new_browser: Callable[..., httpx.AsyncClient]
 ) -> None:
     guide = await factory.product(name="Field Guide", price=2000)
     await local_code(runtime, "WELCOME", first_order_only=True)
@@ -336,7 +337,7 @@ async def test_first_order_codes_refuse_customers_who_have_ordered(
     cart = visible((await client.get("/cart")).text)
     assert "The code WELCOME is for a first order only, and you have ordered before." in cart
     # …and a guest who already bought with that email is caught when the order is placed.
-    guest = httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local")
+    guest = new_browser()
     await add_to_cart(guest, guide)
     assert (await apply(guest, "WELCOME")).status_code == 200
     token = await checkout_form(guest)
@@ -401,6 +402,7 @@ async def test_paid_order_counts_one_redemption_even_when_stripe_repeats_its_web
     queue: Queue,
     worker: Worker,
     mailbox: Mailbox,
+    new_browser: Callable[..., httpx.AsyncClient],
 ) -> None:
     admin = await factory.user(email="boss@example.com", role="admin")
     promo = await stripe_backed_code(runtime, admin, code="SAVE5", kind="amount", amount_off="5.00")
@@ -436,7 +438,7 @@ async def test_paid_order_counts_one_redemption_even_when_stripe_repeats_its_web
     page = visible((await client.get(f"/orders/{order_id}/complete")).text)
     assert f"Discount (SAVE5) {MINUS}$5.00 CAD" in page
     # Support and admins see it on the back-office order page too.
-    back_office = httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local")
+    back_office = new_browser()
     await sign_in(back_office, admin.email)
     admin_page = visible((await back_office.get(f"/admin/orders/{order_id}")).text)
     assert f"Discount (SAVE5) {MINUS}$5.00 CAD" in admin_page
@@ -449,13 +451,14 @@ async def test_two_paid_orders_racing_for_the_last_redemption(
     stripe_emulator: EmulatorServer,
     queue: Queue,
     worker: Worker,
+    new_browser: Callable[..., httpx.AsyncClient],
 ) -> None:
     """Max 1, two customers pass checkout before either pays, both pay at once. Stripe took both payments, so
     both orders are fulfilled with their discount; the counter stops at 1 and the second redemption is kept as
     not counted, with a note on that order's timeline (docs/promo-codes.md, "Running out")."""
     guide = await factory.product(name="Field Guide", price=2000)
     await local_code(runtime, "LASTONE", percent_off_bps=5000, max_redemptions=1)
-    shoppers = [client, httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local")]
+    shoppers = [client, new_browser()]
     intents: list[str] = []
     orders: list[UUID] = []
     for index, shopper in enumerate(shoppers):
@@ -479,7 +482,7 @@ async def test_two_paid_orders_racing_for_the_last_redemption(
     assert counted == [False, True]
     assert notes == 1
     # And now it is used up for everybody else.
-    third = httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local")
+    third = new_browser()
     await add_to_cart(third, guide)
     assert CANT_APPLY in visible((await apply(third, "LASTONE")).text)
 

@@ -302,6 +302,7 @@ async def test_promo_apply_per_session_then_per_ip(
     factory: Factory,
     runtime: Runtime,
     rate_limits: SetLimits,
+    new_browser: Callable[..., httpx.AsyncClient],
 ) -> None:
     rate_limits(promo_apply_session=(2, 600), promo_apply_ip=(3, 600))
     guide = await factory.product(price=2000)
@@ -322,7 +323,7 @@ async def test_promo_apply_per_session_then_per_ip(
     # Without HTMX: the 429 page.
     assert_refused_page(await _apply(client, "REAL10", htmx=False))
     # A fresh session from the same address gets one more (the IP row: 3), then it is refused too.
-    other = httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local")
+    other = new_browser()
     await add_to_cart(other, guide)
     await other.get("/cart")
     assert (await _apply(other, "REAL10")).status_code == 200

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 
 import httpx
@@ -72,7 +72,7 @@ def assert_secure(response: httpx.Response, settings: Settings) -> str:
     assert f"connect-src 'self' {emulator}" in csp, where  # the tests run against the emulator...
     assert "stripe.com" not in csp, where  # ...so Stripe's own origins are not allowed
     assert headers.get("x-content-type-options") == "nosniff", where
-    secret_url = response.request.url.path.startswith(("/downloads/", "/reset-password/", "/verify-email/"))
+    secret_url = response.request.url.path.startswith(("/downloads/", "/reset-password/", "/verify-email/", "/invoices/"))
     expected_referrer = "no-referrer" if secret_url else "strict-origin-when-cross-origin"
     assert headers.get("referrer-policy") == expected_referrer, where
     permissions = headers.get("permissions-policy", "")
@@ -318,7 +318,11 @@ async def test_csp_reports_are_size_capped_and_checked(client: httpx.AsyncClient
 
 
 async def test_the_outbox_shows_an_email_with_its_inline_styles_in_a_sandboxed_document_of_its_own(
-    client: httpx.AsyncClient, runtime: Runtime, factory: Factory, settings: Settings
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    factory: Factory,
+    settings: Settings,
+    new_browser: Callable[..., httpx.AsyncClient],
 ) -> None:
     """A srcdoc frame inherits the page's style-src 'self' (the e2e run reported its styles blocked), so the
     email's HTML is its own document, under a policy that lets its inline styles apply and nothing run."""
@@ -340,7 +344,7 @@ async def test_the_outbox_shows_an_email_with_its_inline_styles_in_a_sandboxed_d
     assert "script-src" not in SANDBOXED_DOCUMENT_CSP and "sandbox" in SANDBOXED_DOCUMENT_CSP
     assert document.headers["x-content-type-options"] == "nosniff"
     await factory.user(email="support@example.com", role="support")
-    support = httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local")
+    support = new_browser()
     await sign_in(support, "support@example.com")
     assert (await support.get(f"/admin/emails/{message.id}/html")).status_code == 403
 

@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -260,10 +261,11 @@ async def test_a_guest_is_pointed_back_to_the_shop_and_a_paid_order_is_never_cha
     queue: Queue,
     worker: Worker,
     mailbox: Mailbox,
+    new_browser: Callable[..., httpx.AsyncClient],
 ) -> None:
     guest_order = await failed_order(client, factory, runtime, email="guest@example.com")
     # Another customer's first attempt failed, then they paid: nothing to tell.
-    other = httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local")
+    other = new_browser()
     await add_to_cart(other, await factory.product(price=1200))
     paid_order = await place_order(other, email="payer@example.com")
     intent_id = await open_pay_page(other, paid_order)

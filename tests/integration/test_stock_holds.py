@@ -8,7 +8,7 @@ refunded in full, the customer told).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -40,9 +40,11 @@ pytestmark = pytest.mark.usefixtures("app_server")
 
 
 @pytest.fixture
-async def other_buyer(client: httpx.AsyncClient) -> AsyncIterator[httpx.AsyncClient]:
+async def other_buyer(
+    client: httpx.AsyncClient, new_browser: Callable[..., httpx.AsyncClient]
+) -> AsyncIterator[httpx.AsyncClient]:
     """A second browser on the same app, with its own session and cart."""
-    async with httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local") as other:
+    async with new_browser() as other:
         yield other
 
 

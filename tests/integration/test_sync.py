@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -33,9 +34,11 @@ async def control(emulator: EmulatorServer, path: str, payload: dict[str, Any] |
     return await asyncio.to_thread(emulator.control, path, payload)
 
 
-async def guest_order(client: httpx.AsyncClient, product: m.Product, email: str) -> tuple[UUID, str]:
+async def guest_order(
+    new_browser: Callable[..., httpx.AsyncClient], product: m.Product, email: str
+) -> tuple[UUID, str]:
     """A guest's order with its PaymentIntent (the pay page creates it), in a browser of its own."""
-    async with httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local") as browser:
+    async with new_browser() as browser:
         await add_to_cart(browser, product)
         order_id = await place_order(browser, email=email)
         return order_id, await open_pay_page(browser, order_id)
@@ -94,15 +97,16 @@ async def test_a_shop_that_missed_every_webhook_converges_to_stripe_once(
     stripe_emulator: EmulatorServer,
     queue: Queue,
     worker: Worker,
+    new_browser: Callable[..., httpx.AsyncClient],
 ) -> None:
     # Webhooks are lost for the whole story: only the sync can tell the shop what happened.
     await control(stripe_emulator, "chaos", {"drop_rate": 1.0})
     await factory.user(email=ADMIN, role="admin")
     product = await digital_product(factory, settings.storage_dir, name="Field Guide", price=1000)
-    paid_id, paid_pi = await guest_order(client, product, "paid@example.com")
-    pending_id, _ = await guest_order(client, product, "pending@example.com")
-    partial_id, partial_pi = await guest_order(client, product, "partial@example.com")
-    full_id, full_pi = await guest_order(client, product, "full@example.com")
+    paid_id, paid_pi = await guest_order(new_browser, product, "paid@example.com")
+    pending_id, _ = await guest_order(new_browser, product, "pending@example.com")
+    partial_id, partial_pi = await guest_order(new_browser, product, "partial@example.com")
+    full_id, full_pi = await guest_order(new_browser, product, "full@example.com")
     for intent in (paid_pi, partial_pi, full_pi):
         await confirm(runtime, intent)
     await control(stripe_emulator, f"payment_intents/{partial_pi}/refund", {"amount": 500})
@@ -302,10 +306,12 @@ def test_the_cli_syncs_with_a_progress_line_and_fails_loudly(
     assert "Sync failed" in failed.output
 
 
-async def test_only_admins_reach_the_sync_page(client: httpx.AsyncClient, factory: Factory) -> None:
+async def test_only_admins_reach_the_sync_page(
+    client: httpx.AsyncClient, factory: Factory, new_browser: Callable[..., httpx.AsyncClient]
+) -> None:
     for role in ("support", "customer"):
         await factory.user(email=f"{role}@example.com", role=role)
-        async with httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local") as browser:
+        async with new_browser() as browser:
             await sign_in(browser, f"{role}@example.com")
             assert (await browser.get("/admin/sync")).status_code == 403
             assert (await post_form(browser, "/admin/sync", {})).status_code == 403

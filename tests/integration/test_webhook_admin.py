@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -393,7 +394,11 @@ async def test_failed_events_are_retried_after_their_backoff_until_the_attempts_
 
 
 async def test_failure_rate_banner_and_health_card(
-    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, settings: Settings
+    client: httpx.AsyncClient,
+    factory: Factory,
+    runtime: Runtime,
+    settings: Settings,
+    new_browser: Callable[..., httpx.AsyncClient],
 ) -> None:
     for _ in range(18):
         await store(runtime, made_up_event("invoice.paid"), status="processed", duration_ms=12)
@@ -420,7 +425,7 @@ async def test_failure_rate_banner_and_health_card(
     assert "failure rate" not in quiet.text
 
     await factory.user(email="support@example.com", role="support")
-    support = httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local")
+    support = new_browser()
     await sign_in(support, "support@example.com")
     assert 'hx-get="/admin/webhooks/alert"' not in (await support.get("/admin")).text
     assert (await support.get("/admin/webhooks/alert")).status_code == 403
