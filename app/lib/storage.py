@@ -23,6 +23,7 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol
 from urllib.parse import quote
@@ -33,7 +34,7 @@ from litestar.response import File, Stream
 from app.lib.settings import BASE_DIR, Settings
 
 if TYPE_CHECKING:
-    from obstore.store import ClientConfig, S3Config, S3Store
+    from obstore.store import ClientConfig, RetryConfig, S3Config, S3Store
 
 STATIC_DIR = BASE_DIR / "static"
 STREAM_CHUNK = 256 * 1024  # what a streamed download hands the ASGI server at a time
@@ -45,6 +46,10 @@ class StorageKeyError(ValueError):
 
 class ObjectMissingError(LookupError):
     """No object is stored under that key (deleted, never uploaded, or storage pointed somewhere else)."""
+
+
+class StorageUnavailableError(RuntimeError):
+    """The storage did not answer (the bucket is unreachable, refused our credentials, or timed out)."""
 
 
 class FileTooLargeError(ValueError):
@@ -324,9 +329,18 @@ class S3Storage:
             client_options["allow_http"] = endpoint_url.startswith("http://")
         if region:
             config["region"] = region
+        # A download waits on this: a few quick retries, then the "isn't available right now" page, not minutes of
+        # the client's default backoff (10 retries within 3 minutes).
+        retry: RetryConfig = {
+            "max_retries": 2,
+            "retry_timeout": timedelta(seconds=10),
+            "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=2), "base": 2},
+        }
         # Everything not given here (credentials above all) comes from the standard AWS_* environment variables,
         # web identity, or the container/instance role, as the AWS SDKs do.
-        self.store: S3Store = S3Store(bucket, prefix=prefix or None, config=config, client_options=client_options)
+        self.store: S3Store = S3Store(
+            bucket, prefix=prefix or None, config=config, client_options=client_options, retry_config=retry
+        )
 
     def writer(self, key: str, *, max_bytes: int, content_type: str = "") -> UploadWriter:
         return S3Writer(self, key, max_bytes=max_bytes, content_type=content_type)
@@ -354,6 +368,8 @@ class S3Storage:
             await obstore.head_async(self.store, key)
         except FileNotFoundError:
             return False
+        except (obstore.exceptions.BaseError, OSError) as exc:
+            raise StorageUnavailableError(f"{self.url}: {exc}") from exc
         return True
 
     async def open(self, key: str) -> StoredObject:
@@ -365,6 +381,8 @@ class S3Storage:
             result = await obstore.get_async(self.store, key)
         except FileNotFoundError as exc:
             raise ObjectMissingError(key) from exc
+        except (obstore.exceptions.BaseError, OSError) as exc:
+            raise StorageUnavailableError(f"{self.url}: {exc}") from exc
 
         async def chunks() -> AsyncIterator[bytes]:
             async for chunk in result.stream(min_chunk_size=STREAM_CHUNK):
@@ -380,6 +398,8 @@ class S3Storage:
             result = await obstore.get_async(self.store, key)
         except FileNotFoundError as exc:
             raise ObjectMissingError(key) from exc
+        except (obstore.exceptions.BaseError, OSError) as exc:
+            raise StorageUnavailableError(f"{self.url}: {exc}") from exc
         return bytes(await result.bytes_async())
 
     async def remove(self, key: str, *, folder: bool = False) -> None:

@@ -30,7 +30,7 @@ from app.server.plugin import ApplicationCore
 from tests.conftest import Factory
 from tests.helpers import CSRF_COOKIE, csrf_token, sign_in
 from tests.integration.test_downloads import count_of, link, purchase
-from tests.support import S3_CREDENTIALS, S3Server, s3_server
+from tests.support import S3_CREDENTIALS, S3Server, free_port, s3_server
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +197,16 @@ async def test_seeding_puts_the_demo_files_in_the_bucket(
     prefix = _prefix(bucket_settings)
     assert keys and sorted(f"{prefix}/{key}" for key in keys) == s3.keys(prefix)
     assert all(re.fullmatch(r"products/[a-z0-9-]+\.zip", key) for key in keys)
+
+
+async def test_an_unreachable_bucket_is_the_same_clear_page_and_costs_no_download(
+    runtime: Runtime, bucket_settings: Settings
+) -> None:
+    down = replace(bucket_settings, storage_s3_endpoint_url=f"http://127.0.0.1:{free_port()}")  # nothing listens
+    async with node(down, "203.0.113.24") as shop:
+        bought = await purchase(runtime, digital_file=f"products/{uuid4()}/guide.pdf")
+        url = (await link(runtime, bought.entitlement)).removeprefix("http://testserver.local")
+        refused = await shop.get(url)
+        assert refused.status_code == 500
+        assert "This file isn&#39;t available right now" in refused.text
+        assert await count_of(runtime, bought.entitlement) == 0

@@ -34,7 +34,13 @@ from app.lib.email_address import normalise_email
 from app.lib.exceptions import ApplicationError, NotFoundError, NotYoursError
 from app.lib.settings import Settings
 from app.lib.shop_settings import current_shop_settings
-from app.lib.storage import ObjectMissingError, Storage, StorageKeyError, StoredObject
+from app.lib.storage import (
+    ObjectMissingError,
+    Storage,
+    StorageKeyError,
+    StorageUnavailableError,
+    StoredObject,
+)
 
 log = structlog.get_logger()
 
@@ -358,6 +364,9 @@ class DownloadService:
             raise DownloadRefusedError(RefusalReason.UNAVAILABLE, entitlement) from exc
         except ObjectMissingError as exc:
             log.error("downloads.file_missing", entitlement_id=str(entitlement.id), key=key, storage=self.storage.url)
+            raise DownloadRefusedError(RefusalReason.UNAVAILABLE, entitlement) from exc
+        except StorageUnavailableError as exc:
+            log.error("downloads.storage_unavailable", entitlement_id=str(entitlement.id), error=str(exc))
             raise DownloadRefusedError(RefusalReason.UNAVAILABLE, entitlement) from exc
         # An uploaded file keeps the name and type it was uploaded with; a seeded one is named by its key.
         filename = (product.digital_file_name if product is not None else "") or PurePosixPath(key).name

@@ -18,7 +18,7 @@ from app.domain.downloads.services import DownloadFile, media_type_for
 from app.domain.subscriptions.services import live_subscription
 from app.lib.exceptions import ApplicationError, FormError, NotFoundError
 from app.lib.settings import Settings
-from app.lib.storage import ObjectMissingError, Storage, StorageKeyError
+from app.lib.storage import ObjectMissingError, Storage, StorageKeyError, StorageUnavailableError
 
 log = structlog.get_logger()
 
@@ -250,7 +250,7 @@ class MemberDownloads:
             if not key:
                 raise StorageKeyError("no file")
             stored = await self.storage.open(key)
-        except (StorageKeyError, ObjectMissingError) as exc:
+        except (StorageKeyError, ObjectMissingError, StorageUnavailableError) as exc:
             log.error("plans.member_file_unavailable", product_id=str(product.id), key=key, error=repr(exc))
             raise MemberDownloadRefusedError(MemberRefusal.UNAVAILABLE, product) from exc
         filename = PurePosixPath(key).name
