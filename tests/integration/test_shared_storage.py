@@ -152,6 +152,8 @@ async def test_two_nodes_sharing_a_bucket_serve_each_others_uploads(
         assert download.headers["content-length"] == str(len(content))
         assert download.headers["content-disposition"] == 'attachment; filename="guide.pdf"'
         assert download.headers["cache-control"] == "private, no-store"
+        assert download.headers["referrer-policy"] == "no-referrer"  # A6: the same headers as a file on disk
+        assert download.headers["x-content-type-options"] == "nosniff"
         assert await count_of(runtime, bought.entitlement) == 1
 
         # A file replaced through node B: node A's upload leaves the bucket once the product points at the new one.
