@@ -9,6 +9,9 @@ One session-wide server for the whole run:
 - a real SMTP server (aiosmtpd) whose mailbox the tests read;
 - ``granian`` serving ``app.asgi:create_app`` and ``cartwright workers run`` delivering the emails.
 
+``serve_stack`` builds that stack; a journey that needs different settings (files in an S3 bucket,
+e2e/test_shared_storage.py) starts a second one of its own with extra environment variables.
+
 Everything here is synchronous: the journeys are plain sync tests on Playwright's sync API, so pytest-asyncio's
 session event loop is never involved. The mailbox is awaited on a thread of its own (see ``wait_for_mail``).
 """
