@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Literal, Protocol
 from urllib.parse import quote
 
 from litestar import Response
@@ -285,7 +285,7 @@ class S3Writer:
         self.content_type = content_type
         self._storage = storage
         self._hash = hashlib.sha256()
-        self._file: Any = tempfile.NamedTemporaryFile(prefix="cartwright-upload-", delete=False)  # noqa: SIM115
+        self._file: IO[bytes] = tempfile.NamedTemporaryFile(prefix="cartwright-upload-", delete=False)  # noqa: SIM115
         self._path = Path(self._file.name)
 
     def write(self, chunk: bytes) -> None:
