@@ -352,13 +352,19 @@ class S3Storage:
         import obstore
 
         check_key(key)
-        await obstore.put_async(self.store, key, data, attributes=self._attributes(content_type))
+        try:
+            await obstore.put_async(self.store, key, data, attributes=self._attributes(content_type))
+        except (obstore.exceptions.BaseError, OSError) as exc:
+            raise StorageUnavailableError(f"{self.url}: {exc}") from exc
 
     async def put_path(self, key: str, path: Path, *, content_type: str = "") -> None:
         import obstore
 
         check_key(key)
-        await obstore.put_async(self.store, key, path, attributes=self._attributes(content_type))
+        try:
+            await obstore.put_async(self.store, key, path, attributes=self._attributes(content_type))
+        except (obstore.exceptions.BaseError, OSError) as exc:
+            raise StorageUnavailableError(f"{self.url}: {exc}") from exc
 
     async def exists(self, key: str) -> bool:
         import obstore

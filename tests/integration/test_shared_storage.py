@@ -201,11 +201,29 @@ async def test_seeding_puts_the_demo_files_in_the_bucket(
     assert all(re.fullmatch(r"products/[a-z0-9-]+\.zip", key) for key in keys)
 
 
-async def test_an_unreachable_bucket_is_the_same_clear_page_and_costs_no_download(
-    runtime: Runtime, bucket_settings: Settings
+async def test_an_unreachable_bucket_is_a_clear_page_costs_no_download_and_changes_no_product(
+    runtime: Runtime, factory: Factory, bucket_settings: Settings
 ) -> None:
     down = replace(bucket_settings, storage_s3_endpoint_url=f"http://127.0.0.1:{free_port()}")  # nothing listens
+    await factory.user(email="admin@example.com", role="admin")
+    product = await factory.product(name="Offline Guide", slug="offline-guide", digital_file="products/old.pdf")
     async with node(down, "203.0.113.24") as shop:
+        await sign_in(shop, "admin@example.com")
+        token = shop.cookies.get(CSRF_COOKIE) or await csrf_token(shop, "/admin")
+        headers = {"x-csrftoken": token, "HX-Request": "true"}
+        for field, name, content in (("file", "new.pdf", b"%PDF new"), ("cover", "cover.png", _png(400, 300))):
+            response = await shop.post(
+                f"/admin/products/{product.id}/{field}",
+                files={field: (name, content, "application/pdf")},
+                headers=headers,
+            )
+            assert response.status_code == 503, field
+            assert "The file store isn&#39;t answering, so nothing was changed." in response.text
+        async with runtime.db() as db:
+            unchanged = await db.get(m.Product, product.id)
+            assert unchanged is not None
+            assert (unchanged.digital_file, unchanged.cover_upload) == ("products/old.pdf", None)
+
         bought = await purchase(runtime, digital_file=f"products/{uuid4()}/guide.pdf")
         url = (await link(runtime, bought.entitlement)).removeprefix("http://testserver.local")
         refused = await shop.get(url)

@@ -41,13 +41,15 @@ from app.lib.exceptions import FormError
 from app.lib.htmx import flash, redirect, render, wants_fragment
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
-from app.lib.storage import FileTooLargeError, UploadWriter
+from app.lib.storage import FileTooLargeError, StorageUnavailableError, UploadWriter
 from app.lib.tables import TableState, export_for, fetch_page, parse_ids, table_for
 from app.lib.uploads import UploadError, read_upload
 from app.lib.urls import same_site_path
 from app.server.auth import requires
 
 log = structlog.get_logger()
+# The bucket did not answer: the product still has its previous file or cover, so nothing is lost by retrying.
+STORAGE_DOWN = "The file store isn't answering, so nothing was changed. Try again in a minute."
 Form = URLEncodedBody[dict[str, str]]
 FULL = [requires(Resource.PRODUCTS, Access.FULL)]
 UNSYNCED = "Saved; Stripe sync will retry."
@@ -289,6 +291,9 @@ class AdminProductController(Controller):
             )
         except (UploadError, CoverError) as exc:
             return await self._upload_error(request, db_session, product, "cover", str(exc))
+        except StorageUnavailableError as exc:
+            log.error("admin.storage_unavailable", product=str(product_id), error=str(exc))
+            return await self._upload_error(request, db_session, product, "cover", STORAGE_DOWN, status_code=503)
         old = await set_cover(db_session, product, key, actor=actor)
         await invalidate_catalog(runtime.redis)
         if old:
@@ -344,7 +349,11 @@ class AdminProductController(Controller):
         if writer.size == 0:
             writer.abort()
             return await self._upload_error(request, db_session, product, "file", "That file is empty.")
-        stored = await writer.finish()
+        try:
+            stored = await writer.finish()
+        except StorageUnavailableError as exc:
+            log.error("admin.storage_unavailable", product=str(product_id), error=str(exc))
+            return await self._upload_error(request, db_session, product, "file", STORAGE_DOWN, status_code=503)
         upload = UploadedFile(stored=stored, filename=meta["filename"], content_type=meta["content_type"])
         old = await set_digital_file(db_session, product, upload, actor=actor)
         if old and old != stored.key:
