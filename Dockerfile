@@ -25,7 +25,8 @@ WORKDIR /src
 # README.md is the package's readme in pyproject.toml, so the build needs it.
 COPY pyproject.toml README.md ./
 COPY app ./app
-RUN pip install .
+# The s3 extra: the image serves multi-node shops, whose files live in a bucket (STORAGE_URL=s3://…).
+RUN pip install ".[s3]"
 
 
 FROM python:3.11-slim

@@ -9,6 +9,9 @@ One session-wide server for the whole run:
 - a real SMTP server (aiosmtpd) whose mailbox the tests read;
 - ``granian`` serving ``app.asgi:create_app`` and ``cartwright workers run`` delivering the emails.
 
+``serve_stack`` builds that stack; a journey that needs different settings (files in an S3 bucket,
+e2e/test_shared_storage.py) starts a second one of its own with extra environment variables.
+
 Everything here is synchronous: the journeys are plain sync tests on Playwright's sync API, so pytest-asyncio's
 session event loop is never involved. The mailbox is awaited on a thread of its own (see ``wait_for_mail``).
 """
@@ -175,9 +178,18 @@ def _stop_embedded_redis(var_dir: Path) -> None:
 
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    # Sessions, login throttling and the job queue start empty.
+    with serve_stack(tmp_path_factory, redis_url=_flushed_redis(redis_test_url(14))) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serve_stack(
+    tmp_path_factory: pytest.TempPathFactory, *, redis_url: str | None, extra_env: dict[str, str] | None = None
+) -> Iterator[LiveServer]:
+    """Migrate, seed and start the emulator, web and worker on a fresh var dir; ``extra_env`` on top (STORAGE_URL)."""
     var_dir = tmp_path_factory.mktemp("cartwright-var")
     logs = tmp_path_factory.mktemp("cartwright-logs")
-    redis_url = _flushed_redis(redis_test_url(14))  # sessions, login throttling and the job queue start empty
     port, stripe_port = free_port(), free_port()
     base_url = f"http://127.0.0.1:{port}"
     stripe_url = f"http://127.0.0.1:{stripe_port}"
@@ -198,6 +210,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
                 var_dir=var_dir,
                 base_url=base_url,
             ),
+            **(extra_env or {}),
         }
         env.pop("LITESTAR_APP", None)  # `cartwright` sets it to our app
         cartwright = str(BIN / "cartwright")

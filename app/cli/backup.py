@@ -10,7 +10,7 @@ import click
 
 from app.domain.system.backups import BackupError, create_backup, restore_backup, verify_backup
 from app.lib.runtime import Runtime
-from app.lib.settings import get_settings
+from app.lib.settings import Settings, get_settings
 
 
 @click.group(name="backup", help="Back up and restore the database and the uploaded files.")
@@ -35,7 +35,7 @@ def create_command(destination: Path | None) -> None:
     settings = get_settings()
     target = destination or settings.var_dir / "backups"
     try:
-        path, manifest = asyncio.run(create_backup(settings.database_url, settings.storage_dir, target))
+        path, manifest = asyncio.run(create_backup(settings.database_url, _local_files(settings), target))
     except BackupError as exc:
         _fail(exc)
         return
@@ -48,6 +48,16 @@ def create_command(destination: Path | None) -> None:
     )
 
 
+def _local_files(settings: Settings) -> Path | None:
+    """The storage directory to back up and restore, or None (with a note) when the files live in a bucket."""
+    if settings.storage_is_local:
+        return settings.storage_dir
+    click.echo(
+        f"Files are in {settings.storage_url}: not copied. Keep them with the bucket's versioning or replication."
+    )
+    return None
+
+
 @backup_group.command(name="restore", help="Restore a backup into an EMPTY database and copy its files back.")
 @click.argument("backup", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--force", is_flag=True, help="Delete everything in the database first (stop the web and workers).")
@@ -57,7 +67,8 @@ def restore_command(backup: Path, force: bool) -> None:
     async def run() -> Any:
         runtime = Runtime(settings)
         try:
-            return await restore_backup(backup, settings.database_url, settings.storage_dir, runtime.redis, force=force)
+            files = _local_files(settings)
+            return await restore_backup(backup, settings.database_url, files, runtime.redis, force=force)
         finally:
             await runtime.close()
 

@@ -77,7 +77,7 @@ def seed_command() -> None:
         runtime = Runtime(get_settings())
         try:
             async with runtime.db() as db:
-                result = await seed_demo(db, runtime.settings)
+                result = await seed_demo(db, runtime.settings, runtime.storage)
             if result.products or result.categories:  # a running shop shows them at once
                 await invalidate_catalog(runtime.redis)
             click.echo(f"Seeded {result.categories} categories, {result.products} products, {result.users} users.")
@@ -202,7 +202,7 @@ def dev_command(host: str, port: int) -> None:
         async with runtime.db() as db:
             empty = not await db.scalar(select(func.count()).select_from(m.User))
             if empty:
-                await seed_demo(db, settings)
+                await seed_demo(db, settings, runtime.storage)
         await runtime.close()
         return empty
 

@@ -31,6 +31,7 @@ from app.lib.localtime import local_today, shop_zone
 from app.lib.permissions import Role
 from app.lib.settings import Settings
 from app.lib.shop_settings import SHOP_SETTINGS
+from app.lib.storage import Storage
 
 
 @dataclass
@@ -60,7 +61,7 @@ def _demo_file(name: str, summary: str) -> bytes:
     return buffer.getvalue()
 
 
-async def seed_demo(db: AsyncSession, settings: Settings) -> SeedResult:
+async def seed_demo(db: AsyncSession, settings: Settings, storage: Storage) -> SeedResult:
     """Insert what is missing; never overwrite what an admin may have edited since."""
     result = SeedResult()
     categories = {c.slug: c for c in await db.scalars(select(m.Category))}
@@ -78,14 +79,11 @@ async def seed_demo(db: AsyncSession, settings: Settings) -> SeedResult:
     await db.flush()
 
     existing = set(await db.scalars(select(m.Product.slug)))
-    files_dir = settings.storage_dir / "products"
-    files_dir.mkdir(parents=True, exist_ok=True)
     for data in _interleaved(PRODUCTS):
         slug = data["slug"]
         file_key = f"products/{slug}.zip"
-        path = settings.storage_dir / file_key
-        if not path.exists():
-            path.write_bytes(_demo_file(data["name"], data["summary"]))
+        if not await storage.exists(file_key):
+            await storage.put(file_key, _demo_file(data["name"], data["summary"]), content_type="application/zip")
         if slug in existing:
             continue
         db.add(

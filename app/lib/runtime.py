@@ -1,4 +1,4 @@
-"""Per-process resources built from settings: the database, Redis and the Stripe client.
+"""Per-process resources built from settings: the database, Redis, file storage and the Stripe client.
 
 The web app, the worker and the CLI each build one ``Runtime``; jobs find it in their SAQ context.
 """
@@ -23,6 +23,7 @@ from app.domain.payments.gateway import build_stripe_client
 from app.lib.embedded_redis import resolve_redis_url
 from app.lib.ratelimit import RateLimiter
 from app.lib.settings import BASE_DIR, Settings
+from app.lib.storage import Storage, build_storage
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -88,6 +89,7 @@ class Runtime:
         )
         self.stripe = build_stripe_client(settings.stripe)
         self.rate_limiter = RateLimiter(self.redis, settings)
+        self.storage: Storage = build_storage(settings)
 
     @asynccontextmanager
     async def db(self) -> AsyncIterator[AsyncSession]:

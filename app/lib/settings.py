@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -127,7 +128,11 @@ class Settings:
     login_lockout_seconds: int = 15 * 60
     # Failed sign-ins on one account from all addresses within an hour that make us email its owner (once).
     login_alert_failures: int = 50
-    storage_dir: Path = field(default=BASE_DIR / "var" / "uploads")
+    storage_dir: Path = field(default=BASE_DIR / "var" / "uploads")  # the file backend's directory
+    # Where product files and covers live: "file:///a/dir" (storage_dir) or "s3://bucket/prefix" (app/lib/storage.py).
+    storage_url: str = ""
+    storage_s3_endpoint_url: str = ""  # MinIO, R2, moto…; empty: AWS (or AWS_ENDPOINT_URL)
+    storage_s3_region: str = ""  # empty: AWS_REGION / AWS_DEFAULT_REGION
     cover_max_bytes: int = 5 * 1024 * 1024  # an uploaded cover image
     product_file_max_bytes: int = 200 * 1024 * 1024  # an uploaded digital file (streamed to storage)
     trusted_proxies: tuple[Network, ...] = ()
@@ -192,6 +197,11 @@ class Settings:
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
+    @property
+    def storage_is_local(self) -> bool:
+        """Files in ``storage_dir`` on this machine (not a bucket): backups copy them, alerts watch the disk."""
+        return not self.storage_url.startswith("s3://")
+
 
 def load_settings() -> Settings:
     settings = _load_settings()
@@ -251,7 +261,7 @@ def _load_settings() -> Settings:
         log_level=_env("LOG_LEVEL") or "INFO",
         log_format=parse_log_format(_env("LOG_FORMAT")),
         worker_shutdown_grace_seconds=max(0, _env_int("WORKER_SHUTDOWN_GRACE_SECONDS", 30)),
-        storage_dir=Path(_env("STORAGE_DIR") or var_dir / "uploads"),
+        **_storage(var_dir),
         cover_max_bytes=_env_int("COVER_MAX_BYTES", 5 * 1024 * 1024),
         product_file_max_bytes=_env_int("PRODUCT_FILE_MAX_BYTES", 200 * 1024 * 1024),
         trusted_proxies=parse_networks(_env("TRUSTED_PROXIES")),
@@ -277,6 +287,35 @@ def _load_settings() -> Settings:
         shop_time_zone=_time_zone(_env("SHOP_TIME_ZONE")),
         password_hash_threads=max(1, _env_int("PASSWORD_HASH_THREADS", 2)),
     )
+
+
+def parse_storage_url(url: str, var_dir: Path) -> tuple[str, Path]:
+    """``STORAGE_URL`` -> ``(normalised url, local dir)``: ``file://<path>`` (a relative path is taken from the
+    working directory) or ``s3://bucket[/prefix]``; empty means ``file://`` + ``CARTWRIGHT_VAR_DIR/uploads``."""
+    scheme, sep, rest = url.strip().partition("://")
+    if not url.strip():
+        directory = var_dir / "uploads"
+    elif sep and scheme == "file" and rest:
+        directory = Path(rest)
+    elif sep and scheme == "s3" and rest.partition("/")[0]:
+        bucket, _, prefix = rest.partition("/")
+        return (f"s3://{bucket}/{prefix.strip('/')}".rstrip("/"), var_dir / "uploads")
+    else:
+        raise SettingsError(f"STORAGE_URL {url!r} is neither file:///a/directory nor s3://bucket/prefix")
+    directory = directory.absolute()
+    return (f"file://{directory}", directory)
+
+
+def _storage(var_dir: Path) -> dict[str, Any]:
+    # STORAGE_DIR is the older spelling of a file:// STORAGE_URL; STORAGE_URL wins when both are set.
+    legacy = _env("STORAGE_DIR")
+    url, directory = parse_storage_url(_env("STORAGE_URL") or (f"file://{legacy}" if legacy else ""), var_dir)
+    return {
+        "storage_url": url,
+        "storage_dir": directory,
+        "storage_s3_endpoint_url": _env("STORAGE_S3_ENDPOINT_URL"),
+        "storage_s3_region": _env("STORAGE_S3_REGION"),
+    }
 
 
 def parse_rate_limits(text: str) -> tuple[tuple[str, int, int], ...]:

@@ -18,8 +18,8 @@ from sqlalchemy import func, select, text
 
 from app.db import models as m
 from app.domain.downloads.services import DownloadService, media_type_for
-from app.domain.downloads.storage import StorageKeyError, resolve_storage_key
 from app.lib.runtime import Runtime
+from app.lib.storage import StorageKeyError, resolve_storage_key
 from tests.conftest import Factory
 from tests.helpers import job_finished, post_form, sign_in, text_of
 from tests.support import Mailbox, body_text

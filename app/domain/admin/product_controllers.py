@@ -3,7 +3,6 @@ products:full. After each committed change the public catalog cache is invalidat
 
 from __future__ import annotations
 
-import asyncio
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -36,19 +35,21 @@ from app.domain.admin.products import (
 )
 from app.domain.audit.services import Actor
 from app.domain.catalog.cache import invalidate_catalog
-from app.domain.catalog.covers import CoverError, make_thumbnails
+from app.domain.catalog.covers import CoverError, store_cover
 from app.domain.catalog.jobs import sync_now_or_later
-from app.domain.downloads.storage import FileTooLargeError, StorageWriter, remove_stored
 from app.lib.exceptions import FormError
 from app.lib.htmx import flash, redirect, render, wants_fragment
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
+from app.lib.storage import FileTooLargeError, StorageUnavailableError, UploadWriter
 from app.lib.tables import TableState, export_for, fetch_page, parse_ids, table_for
 from app.lib.uploads import UploadError, read_upload
 from app.lib.urls import same_site_path
 from app.server.auth import requires
 
 log = structlog.get_logger()
+# The bucket did not answer: the product still has its previous file or cover, so nothing is lost by retrying.
+STORAGE_DOWN = "The file store isn't answering, so nothing was changed. Try again in a minute."
 Form = URLEncodedBody[dict[str, str]]
 FULL = [requires(Resource.PRODUCTS, Access.FULL)]
 UNSYNCED = "Saved; Stripe sync will retry."
@@ -283,17 +284,20 @@ class AdminProductController(Controller):
 
         try:
             await read_upload(request, "cover", lambda _name, _type: None, write)
-            key = await asyncio.to_thread(make_thumbnails, settings.storage_dir, product.id, bytes(data))
+            key = await store_cover(runtime.storage, product.id, bytes(data))
         except FileTooLargeError:
             return await self._upload_error(
                 request, db_session, product, "cover", f"Covers are limited to {_mib(limit)}."
             )
         except (UploadError, CoverError) as exc:
             return await self._upload_error(request, db_session, product, "cover", str(exc))
+        except StorageUnavailableError as exc:
+            log.error("admin.storage_unavailable", product=str(product_id), error=str(exc))
+            return await self._upload_error(request, db_session, product, "cover", STORAGE_DOWN, status_code=503)
         old = await set_cover(db_session, product, key, actor=actor)
         await invalidate_catalog(runtime.redis)
         if old:
-            remove_stored(settings.storage_dir, f"{old}/400.webp", folder=True)
+            await runtime.storage.remove(f"{old}/400.webp", folder=True)
         flash(request, "Cover uploaded.", "success")
         return redirect(request, request.app.route_reverse("admin:product", product_id=product_id))
 
@@ -315,14 +319,14 @@ class AdminProductController(Controller):
         announced = request.headers.get("content-length", "")
         if announced.isdigit() and int(announced) > limit + 1024 * 1024:  # refuse before reading anything
             return await self._upload_error(request, db_session, product, "file", too_big, status_code=413)
-        writer: StorageWriter | None = None
+        writer: UploadWriter | None = None
         meta: dict[str, str] = {}
 
         def start(filename: str, content_type: str) -> None:
             nonlocal writer
             token = datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
             key = f"products/{product.id}/{token}/{_safe_name(filename)}"
-            writer = StorageWriter(settings.storage_dir, key, max_bytes=limit)
+            writer = runtime.storage.writer(key, max_bytes=limit, content_type=content_type[:120])
             meta.update(filename=_safe_name(filename), content_type=content_type[:120])
 
         def write(chunk: bytes) -> None:
@@ -345,11 +349,15 @@ class AdminProductController(Controller):
         if writer.size == 0:
             writer.abort()
             return await self._upload_error(request, db_session, product, "file", "That file is empty.")
-        stored = await asyncio.to_thread(writer.finish)
+        try:
+            stored = await writer.finish()
+        except StorageUnavailableError as exc:
+            log.error("admin.storage_unavailable", product=str(product_id), error=str(exc))
+            return await self._upload_error(request, db_session, product, "file", STORAGE_DOWN, status_code=503)
         upload = UploadedFile(stored=stored, filename=meta["filename"], content_type=meta["content_type"])
         old = await set_digital_file(db_session, product, upload, actor=actor)
         if old and old != stored.key:
-            remove_stored(settings.storage_dir, old, folder=old.startswith("products/"))
+            await runtime.storage.remove(old, folder=old.startswith("products/"))
         log.info("admin.product_file", product=str(product_id), size=stored.size, sha256=stored.sha256)
         flash(request, f"File uploaded: {upload.filename}.", "success")
         return redirect(request, request.app.route_reverse("admin:product", product_id=product_id))

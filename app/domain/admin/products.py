@@ -16,10 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
 from app.domain.audit.services import Actor, changes, record_audit
-from app.domain.downloads.storage import StoredFile
 from app.lib.exceptions import FormError, NotFoundError
 from app.lib.money import format_money, parse_money, plain_amount
 from app.lib.shop_settings import current_shop_settings
+from app.lib.storage import StoredFile
 from app.lib.tables import BulkAction, Column, Filter, TableSpec, TableState
 
 CURRENCY = "CAD"

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, get
+from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery
-from litestar.response import File, Template
+from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.catalog.covers import COVER_ROUTE, cover_file
+from app.domain.catalog.covers import COVER_ROUTE, cover_key
 from app.domain.catalog.services import CatalogService, ProductQuery, SortOrder
 from app.lib.exceptions import NotFoundError
 from app.lib.htmx import render
 from app.lib.runtime import Runtime
+from app.lib.storage import ObjectMissingError, StorageKeyError, stored_response
 
 
 def provide_catalog_service(
@@ -64,15 +65,20 @@ class CatalogController(Controller):
         return render(request, "catalog/detail.html.j2", {"product": product, "related": related})
 
     @get(f"{COVER_ROUTE}/{{key:path}}", name="catalog:cover", cache_control=None)
-    async def cover(self, key: FromPath[str], runtime: NamedDependency[Runtime]) -> File:
+    async def cover(self, key: FromPath[str], runtime: NamedDependency[Runtime]) -> Response[Any]:
         """An uploaded cover's thumbnail. Public: covers only (never a purchased file); immutable, since a new
         upload gets a new URL."""
-        path = cover_file(runtime.settings.storage_dir, key.lstrip("/"))  # path parameters keep their leading /
-        if path is None:
+        stored_key = cover_key(key.lstrip("/"))  # path parameters keep their leading /
+        if stored_key is None:
             raise NotFoundError("No such image.")
-        return File(
-            path=path,
+        try:
+            stored = await runtime.storage.open(stored_key)
+        except (ObjectMissingError, StorageKeyError) as exc:
+            raise NotFoundError("No such image.") from exc
+        return stored_response(
+            stored,
+            filename=stored_key.rpartition("/")[2],
             media_type="image/webp",
-            content_disposition_type="inline",
+            disposition="inline",
             headers={"Cache-Control": "public, max-age=31536000, immutable"},
         )

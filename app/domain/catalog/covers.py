@@ -2,24 +2,24 @@
 
 An upload is decoded by Pillow and refused unless it is a JPEG, PNG or WebP within the size limit and a sane
 pixel count (a decompression bomb is refused too). Thumbnails 400 and 800 px wide are written into a fresh folder
-``covers/<product id>/<token>/`` in the storage dir, which is only then recorded on the product: the public URL
-changes with every upload, so it is cached as immutable. Only files named like a thumbnail inside ``covers/`` are
-ever served by the public route; purchased files live elsewhere in storage and stay private.
+``covers/<product id>/<token>/`` in storage (a directory or a bucket), which is only then recorded on the product:
+the public URL changes with every upload, so it is cached as immutable. Only files named like a thumbnail inside
+``covers/`` are ever served by the public route; purchased files live elsewhere in storage and stay private.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import secrets
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from app.domain.downloads.storage import StorageKeyError, resolve_storage_key
 from app.lib.static_assets import static_url
+from app.lib.storage import Storage
 
 COVER_ROUTE = "/media/covers"
 THUMB_WIDTHS = (400, 800)
@@ -32,9 +32,8 @@ class CoverError(ValueError):
     """The upload is not an image we accept; the message is safe to show."""
 
 
-def make_thumbnails(storage_dir: Path, product_id: UUID, data: bytes) -> str:
-    """Check ``data`` and write its thumbnails; returns the new cover's storage key (a folder). CPU-bound: run it
-    in a thread."""
+def make_thumbnails(data: bytes) -> dict[int, bytes]:
+    """Check ``data`` and encode its WebP thumbnails, by width. CPU-bound: run it in a thread."""
     try:
         with Image.open(io.BytesIO(data)) as probe:
             kind = probe.format or ""
@@ -46,9 +45,7 @@ def make_thumbnails(storage_dir: Path, product_id: UUID, data: bytes) -> str:
         raise CoverError(f"{kind or 'That'} images aren't accepted: upload a JPEG, PNG or WebP.")
     if width * height > MAX_PIXELS:
         raise CoverError("That image has too many pixels: upload one under 40 megapixels.")
-    key = f"covers/{product_id}/{secrets.token_urlsafe(12)}"
-    folder = resolve_storage_key(storage_dir, key + "/400.webp").parent
-    folder.mkdir(parents=True)
+    thumbs: dict[int, bytes] = {}
     try:
         with Image.open(io.BytesIO(data)) as image:
             source: Any = ImageOps.exif_transpose(image)
@@ -56,24 +53,26 @@ def make_thumbnails(storage_dir: Path, product_id: UUID, data: bytes) -> str:
             for target in THUMB_WIDTHS:
                 thumb = source.copy()
                 thumb.thumbnail((target, 10 * target))  # the width decides; never upscaled
-                thumb.save(folder / f"{target}.webp", "WEBP", quality=82, method=4)
+                out = io.BytesIO()
+                thumb.save(out, "WEBP", quality=82, method=4)
+                thumbs[target] = out.getvalue()
     except (OSError, ValueError) as exc:
-        for file in folder.iterdir():
-            file.unlink()
-        folder.rmdir()
         raise CoverError("That image could not be read: upload another JPEG, PNG or WebP.") from exc
+    return thumbs
+
+
+async def store_cover(storage: Storage, product_id: UUID, data: bytes) -> str:
+    """Check and thumbnail ``data``, store the thumbnails in a fresh folder; returns the cover's key (the folder)."""
+    thumbs = await asyncio.to_thread(make_thumbnails, data)
+    key = f"covers/{product_id}/{secrets.token_urlsafe(12)}"
+    for width, webp in thumbs.items():
+        await storage.put(f"{key}/{width}.webp", webp, content_type="image/webp")
     return key
 
 
-def cover_file(storage_dir: Path, key: str) -> Path | None:
-    """The thumbnail for a public cover URL's ``<product id>/<token>/<width>.webp``; None for anything else."""
-    if not _SERVED.match(key):
-        return None
-    try:
-        path = resolve_storage_key(storage_dir, f"covers/{key}")
-    except StorageKeyError:
-        return None
-    return path if path.is_file() else None
+def cover_key(key: str) -> str | None:
+    """The storage key for a public cover URL's ``<product id>/<token>/<width>.webp``; None for anything else."""
+    return f"covers/{key}" if _SERVED.match(key) else None
 
 
 def cover_src(product: Any, width: int = 400) -> str:

@@ -8,7 +8,7 @@ from uuid import UUID
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, URLEncodedBody
-from litestar.response import File, Template
+from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.accounts.deps import provide_email_service
@@ -26,6 +26,7 @@ from app.lib.exceptions import NotFoundError
 from app.lib.htmx import flash, redirect, render, wants_fragment
 from app.lib.ratelimit import enforce
 from app.lib.runtime import Runtime
+from app.lib.storage import stored_response
 from app.server.auth import current_user, requires_login
 
 Form = URLEncodedBody[dict[str, str]]
@@ -35,7 +36,7 @@ LINK_HOURS = int(DEFAULT_LINK_TTL.total_seconds() // 3600)
 def provide_download_service(
     db_session: NamedDependency[AsyncSession], runtime: NamedDependency[Runtime]
 ) -> DownloadService:
-    return DownloadService(db_session, runtime.settings)
+    return DownloadService(db_session, runtime.settings, runtime.storage)
 
 
 def provide_resend_throttle(runtime: NamedDependency[Runtime]) -> ResendThrottle:
@@ -80,12 +81,11 @@ class DownloadController(Controller):
                 **_resend_form(),
             }
             return render(request, "downloads/refused.html.j2", context, status_code=exc.status_code)
-        return File(
-            path=found.path,
+        return stored_response(
+            found.stored,
             filename=found.filename,
             media_type=found.media_type,
-            stat_result=found.stat,
-            content_disposition_type="attachment",
+            disposition="attachment",
             headers={"Cache-Control": "private, no-store"},
         )
 

@@ -13,12 +13,11 @@ import binascii
 import hashlib
 import hmac
 import mimetypes
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 from enum import StrEnum
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any, cast
 from uuid import UUID
 
@@ -30,12 +29,18 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
-from app.domain.downloads.storage import StorageKeyError, resolve_storage_key
 from app.domain.notifications.services import EmailService
 from app.lib.email_address import normalise_email
 from app.lib.exceptions import ApplicationError, NotFoundError, NotYoursError
 from app.lib.settings import Settings
 from app.lib.shop_settings import current_shop_settings
+from app.lib.storage import (
+    ObjectMissingError,
+    Storage,
+    StorageKeyError,
+    StorageUnavailableError,
+    StoredObject,
+)
 
 log = structlog.get_logger()
 
@@ -110,12 +115,11 @@ class DownloadRefusedError(ApplicationError):
 
 @dataclass(frozen=True)
 class DownloadFile:
-    """What to stream: a path strictly inside the storage dir, checked to exist, and how to present it."""
+    """What to send: the stored object, opened (so it exists), and how to present it."""
 
-    path: Path
+    stored: StoredObject
     filename: str
     media_type: str
-    stat: os.stat_result
 
 
 @dataclass(frozen=True)
@@ -168,9 +172,10 @@ class DownloadService:
     and flush but never commit. ``consume`` and ``email_fresh_links`` serve a request of their own and commit.
     """
 
-    def __init__(self, db: AsyncSession, settings: Settings) -> None:
+    def __init__(self, db: AsyncSession, settings: Settings, storage: Storage | None = None) -> None:
         self.db = db
         self.settings = settings
+        self.storage = storage  # only sending a file needs it (the runtime's): granting and linking do not
 
     # --- granting and revoking (called by fulfilment and refunds) -----------------------------------------------------
 
@@ -321,7 +326,8 @@ class DownloadService:
             raise DownloadRefusedError(RefusalReason.REFUNDED, entitlement)
         if entitlement.downloads_left <= 0:
             raise DownloadRefusedError(RefusalReason.USED_UP, entitlement)
-        file = self._file_for(entitlement)  # before counting: our missing file must not cost the customer a download
+        # Opened before counting: our missing file must not cost the customer a download.
+        file = await self._file_for(entitlement)
 
         now = datetime.now(UTC)
         result = await self.db.execute(
@@ -344,30 +350,30 @@ class DownloadService:
         log.info("downloads.counted", entitlement_id=str(entitlement.id), count=entitlement.download_count + 1)
         return file
 
-    def _file_for(self, entitlement: m.Entitlement) -> DownloadFile:
+    async def _file_for(self, entitlement: m.Entitlement) -> DownloadFile:
         product = entitlement.product
         key = product.digital_file if product is not None else None
         if not key:
             log.error("downloads.no_file", entitlement_id=str(entitlement.id), product_id=str(entitlement.product_id))
             raise DownloadRefusedError(RefusalReason.UNAVAILABLE, entitlement)
+        assert self.storage is not None, "DownloadService needs the runtime's storage to send a file"
         try:
-            path = resolve_storage_key(self.settings.storage_dir, key)
-            stat = path.stat()
+            stored = await self.storage.open(key)
         except StorageKeyError as exc:
             log.error("downloads.bad_storage_key", entitlement_id=str(entitlement.id), key=key, error=str(exc))
             raise DownloadRefusedError(RefusalReason.UNAVAILABLE, entitlement) from exc
-        except OSError as exc:
-            log.error("downloads.file_missing", entitlement_id=str(entitlement.id), key=key, error=type(exc).__name__)
+        except ObjectMissingError as exc:
+            log.error("downloads.file_missing", entitlement_id=str(entitlement.id), key=key, storage=self.storage.url)
             raise DownloadRefusedError(RefusalReason.UNAVAILABLE, entitlement) from exc
-        if not path.is_file():
-            log.error("downloads.not_a_file", entitlement_id=str(entitlement.id), key=key)
-            raise DownloadRefusedError(RefusalReason.UNAVAILABLE, entitlement)
+        except StorageUnavailableError as exc:
+            log.error("downloads.storage_unavailable", entitlement_id=str(entitlement.id), error=str(exc))
+            raise DownloadRefusedError(RefusalReason.UNAVAILABLE, entitlement) from exc
         # An uploaded file keeps the name and type it was uploaded with; a seeded one is named by its key.
         filename = (product.digital_file_name if product is not None else "") or PurePosixPath(key).name
         media_type = (product.digital_file_content_type if product is not None else "") or media_type_for(filename)
         if media_type == "application/octet-stream" or "/" not in media_type:
             media_type = media_type_for(filename)
-        return DownloadFile(path=path, filename=filename, media_type=media_type, stat=stat)
+        return DownloadFile(stored=stored, filename=filename, media_type=media_type)
 
     # --- fresh links by email (guests) --------------------------------------------------------------------------------
 

@@ -8,12 +8,13 @@ from uuid import UUID
 from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery
-from litestar.response import File, Template
+from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.plans.services import MemberDownloadRefusedError, MemberDownloads, PlanService, parse_interval
 from app.lib.htmx import render
 from app.lib.runtime import Runtime
+from app.lib.storage import stored_response
 from app.server.auth import current_user, requires_login
 
 
@@ -24,7 +25,7 @@ def provide_plan_service(db_session: NamedDependency[AsyncSession]) -> PlanServi
 def provide_member_downloads(
     db_session: NamedDependency[AsyncSession], runtime: NamedDependency[Runtime]
 ) -> MemberDownloads:
-    return MemberDownloads(db_session, runtime.settings)
+    return MemberDownloads(db_session, runtime.settings, runtime.storage)
 
 
 class PlanController(Controller):
@@ -68,11 +69,10 @@ class PlanController(Controller):
         except MemberDownloadRefusedError as exc:
             context = {"reason": exc.reason.value, "title": exc.message, "product": exc.product}
             return render(request, "plans/refused.html.j2", context, status_code=exc.status_code)
-        return File(
-            path=found.path,
+        return stored_response(
+            found.stored,
             filename=found.filename,
             media_type=found.media_type,
-            stat_result=found.stat,
-            content_disposition_type="attachment",
+            disposition="attachment",
             headers={"Cache-Control": "private, no-store"},
         )

@@ -15,10 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
 from app.domain.downloads.services import DownloadFile, media_type_for
-from app.domain.downloads.storage import StorageKeyError, resolve_storage_key
 from app.domain.subscriptions.services import live_subscription
 from app.lib.exceptions import ApplicationError, FormError, NotFoundError
 from app.lib.settings import Settings
+from app.lib.storage import ObjectMissingError, Storage, StorageKeyError, StorageUnavailableError
 
 log = structlog.get_logger()
 
@@ -206,9 +206,10 @@ class MemberDownloads:
     """Products any live subscriber of a plan may download, for as long as the subscription is live. Not counted
     or time-limited like purchases: access is the subscription itself, checked on every request."""
 
-    def __init__(self, db: AsyncSession, settings: Settings) -> None:
+    def __init__(self, db: AsyncSession, settings: Settings, storage: Storage) -> None:
         self.db = db
         self.settings = settings
+        self.storage = storage
         self.plans = PlanService(db)
 
     async def products_for(self, subscription: m.Subscription | None) -> list[m.Product]:
@@ -226,7 +227,7 @@ class MemberDownloads:
         if subscription is not None and subscription.plan is not None:
             product = next((p for p in subscription.plan.downloads if p.id == product_id), None)
             if product is not None:
-                return product, self._file(product)
+                return product, await self._file(product)
         offered = exists().where(m.plan_products.c.product_id == product_id)
         product = await self.db.scalar(select(m.Product).where(m.Product.id == product_id, offered))
         if product is None:
@@ -243,18 +244,14 @@ class MemberDownloads:
             MemberRefusal.ENDED if previous is not None else MemberRefusal.MEMBERS_ONLY, product
         )
 
-    def _file(self, product: m.Product) -> DownloadFile:
+    async def _file(self, product: m.Product) -> DownloadFile:
         key = product.digital_file
         try:
             if not key:
                 raise StorageKeyError("no file")
-            path = resolve_storage_key(self.settings.storage_dir, key)
-            stat = path.stat()
-        except (StorageKeyError, OSError) as exc:
-            log.error("plans.member_file_unavailable", product_id=str(product.id), key=key, error=str(exc))
+            stored = await self.storage.open(key)
+        except (StorageKeyError, ObjectMissingError, StorageUnavailableError) as exc:
+            log.error("plans.member_file_unavailable", product_id=str(product.id), key=key, error=repr(exc))
             raise MemberDownloadRefusedError(MemberRefusal.UNAVAILABLE, product) from exc
-        if not path.is_file():
-            log.error("plans.member_file_not_a_file", product_id=str(product.id), key=key)
-            raise MemberDownloadRefusedError(MemberRefusal.UNAVAILABLE, product)
         filename = PurePosixPath(key).name
-        return DownloadFile(path=path, filename=filename, media_type=media_type_for(filename), stat=stat)
+        return DownloadFile(stored=stored, filename=filename, media_type=media_type_for(filename))

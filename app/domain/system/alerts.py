@@ -77,7 +77,7 @@ async def evaluate(
     )
     if (stuck or 0) > OUTBOX_BACKLOG:
         alerts.append(Alert("outbox_backlog", f"{stuck} emails have waited over 10 minutes to be sent."))
-    free = storage_free_ratio(settings.storage_dir)
+    free = storage_free_ratio(settings.storage_dir) if settings.storage_is_local else None
     if free is not None and free < DISK_FREE_RATIO:
         alerts.append(Alert("upload_disk", f"The upload disk has {free:.0%} free."))
     return alerts

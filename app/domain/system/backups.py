@@ -240,8 +240,9 @@ def _sqlite_copy(source: Path, target: Path) -> None:
 # --- create ----------------------------------------------------------------------------------------------------
 
 
-async def create_backup(database_url: str, storage_dir: Path, destination: Path) -> tuple[Path, Manifest]:
-    """Back up the database and STORAGE_DIR into a new directory under ``destination``; return it and its manifest."""
+async def create_backup(database_url: str, storage_dir: Path | None, destination: Path) -> tuple[Path, Manifest]:
+    """Back up the database and the file storage's directory into a new directory under ``destination``; return it
+    and its manifest. ``storage_dir`` None: files live in a bucket (its versioning or replication backs them up)."""
     now = datetime.now(UTC)
     final, work = await asyncio.to_thread(_prepare, destination, f"cartwright-backup-{now:%Y%m%dT%H%M%SZ}")
     try:
@@ -307,9 +308,9 @@ async def _pg_backup(database_url: str, target: Path) -> tuple[str | None, dict[
     return revision, counts
 
 
-def _copy_files(storage_dir: Path, target: Path) -> list[FileEntry]:
+def _copy_files(storage_dir: Path | None, target: Path) -> list[FileEntry]:
     target.mkdir()
-    if not storage_dir.is_dir():
+    if storage_dir is None or not storage_dir.is_dir():
         return []
     entries = []
     for path in sorted(p for p in storage_dir.rglob("*") if p.is_file() and not p.is_symlink()):
@@ -454,9 +455,10 @@ async def database_tables(database_url: str) -> list[str]:
 
 
 async def restore_backup(
-    backup: Path, database_url: str, storage_dir: Path, redis: Redis | None, *, force: bool = False
+    backup: Path, database_url: str, storage_dir: Path | None, redis: Redis | None, *, force: bool = False
 ) -> Manifest:
-    """Restore into an empty database (``force``: empty it first) and copy the files back into ``storage_dir``."""
+    """Restore into an empty database (``force``: empty it first) and copy the files back into ``storage_dir``
+    (None: the files are in a bucket, which keeps them itself)."""
     manifest = Manifest.read(backup)
     kind = _kind(database_url)
     if manifest.database != kind:
@@ -480,7 +482,8 @@ async def restore_backup(
         if tables:
             await _pg_empty(database_url)
         await _pg_restore(dump, make_url(database_url))
-    await asyncio.to_thread(_restore_files, backup, manifest, storage_dir)
+    if storage_dir is not None:
+        await asyncio.to_thread(_restore_files, backup, manifest, storage_dir)
     if redis is not None:
         # Redis remembers how far the catch-up got *after* the backup: forget it, so the next run scans from the
         # newest event the restored database holds and stores every event since. Cached pages are stale too.

@@ -81,7 +81,7 @@ async def snapshot(runtime: Runtime, queue: Queue) -> dict[str, tuple[str, float
             select(func.count()).select_from(m.StripeEvent).where(m.StripeEvent.status == m.StripeEventStatus.FAILED)
         )
     values["cartwright_outbox_backlog"] = ("Emails written and not yet sent", float(backlog or 0))
-    if (free := storage_free_ratio(runtime.settings.storage_dir)) is not None:
+    if runtime.settings.storage_is_local and (free := storage_free_ratio(runtime.settings.storage_dir)) is not None:
         values["cartwright_upload_disk_free_ratio"] = ("Free share of the upload disk (local storage)", free)
     values["cartwright_stripe_events_failed"] = ("Stripe events whose last attempt failed", float(failed or 0))
     return values
