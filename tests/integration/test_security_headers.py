@@ -72,7 +72,9 @@ def assert_secure(response: httpx.Response, settings: Settings) -> str:
     assert f"connect-src 'self' {emulator}" in csp, where  # the tests run against the emulator...
     assert "stripe.com" not in csp, where  # ...so Stripe's own origins are not allowed
     assert headers.get("x-content-type-options") == "nosniff", where
-    secret_url = response.request.url.path.startswith(("/downloads/", "/reset-password/", "/verify-email/", "/invoices/"))
+    secret_url = response.request.url.path.startswith(
+        ("/downloads/", "/reset-password/", "/verify-email/", "/invoices/")
+    )
     expected_referrer = "no-referrer" if secret_url else "strict-origin-when-cross-origin"
     assert headers.get("referrer-policy") == expected_referrer, where
     permissions = headers.get("permissions-policy", "")
