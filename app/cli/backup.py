@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
-from app.domain.system.backups import BackupError, create_backup, restore_backup, verify_backup
+from app.domain.system.backups import (
+    BackupError,
+    backup_store,
+    create_backup,
+    download_backup,
+    restore_backup,
+    upload_backup,
+    verify_backup,
+)
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings, get_settings
 
@@ -23,25 +34,47 @@ def _fail(exc: BackupError) -> None:
     raise SystemExit(1) from exc
 
 
+@contextmanager
+def _local_copy(backup: str, settings: Settings) -> Iterator[Path]:
+    """The backup as a local directory: itself, or downloaded from ``s3://bucket/prefix/<name>`` for the block."""
+    if not backup.startswith("s3://"):
+        path = Path(backup)
+        if not path.is_dir():
+            raise BackupError(f"{backup} is not a directory (nor an s3:// address).")
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="cartwright-restore-") as scratch:
+        store = backup_store(backup, settings)
+        yield asyncio.run(download_backup(store, Path(scratch) / backup.rstrip("/").rsplit("/", 1)[-1]))
+
+
 @backup_group.command(name="create", help="Back up the database and STORAGE_DIR into a new timestamped directory.")
 @click.option(
     "--to",
     "destination",
-    type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Directory to create the backup in (default: CARTWRIGHT_VAR_DIR/backups).",
+    help="Directory to create the backup in (default: CARTWRIGHT_VAR_DIR/backups), or s3://bucket/prefix.",
 )
-def create_command(destination: Path | None) -> None:
+def create_command(destination: str | None) -> None:
     settings = get_settings()
-    target = destination or settings.var_dir / "backups"
     try:
-        path, manifest = asyncio.run(create_backup(settings.database_url, _local_files(settings), target))
+        if destination and destination.startswith("s3://"):
+            store = backup_store(destination, settings)
+            with tempfile.TemporaryDirectory(prefix="cartwright-backup-") as scratch:
+                made, manifest = asyncio.run(
+                    create_backup(settings.database_url, _local_files(settings), Path(scratch))
+                )
+                where = asyncio.run(upload_backup(made, store))
+        else:
+            target = Path(destination) if destination else settings.var_dir / "backups"
+            made, manifest = asyncio.run(create_backup(settings.database_url, _local_files(settings), target))
+            where = str(made)
     except BackupError as exc:
         _fail(exc)
         return
     rows = sum(manifest.row_counts.values())
     size = sum(f.size for f in manifest.files)
-    click.echo(f"Backup written to {path}")
+    click.echo(f"Backup written to {where}")
     click.echo(
         f"  {manifest.database} at revision {manifest.alembic_revision or '(none)'}: "
         f"{len(manifest.row_counts)} tables, {rows} rows; {len(manifest.files)} files, {size} bytes."
@@ -59,21 +92,23 @@ def _local_files(settings: Settings) -> Path | None:
 
 
 @backup_group.command(name="restore", help="Restore a backup into an EMPTY database and copy its files back.")
-@click.argument("backup", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("backup")
 @click.option("--force", is_flag=True, help="Delete everything in the database first (stop the web and workers).")
-def restore_command(backup: Path, force: bool) -> None:
+def restore_command(backup: str, force: bool) -> None:
+    """BACKUP: a backup's directory, or its s3://bucket/prefix/<name> address."""
     settings = get_settings()
 
-    async def run() -> Any:
+    async def run(local: Path) -> Any:
         runtime = Runtime(settings)
         try:
             files = _local_files(settings)
-            return await restore_backup(backup, settings.database_url, files, runtime.redis, force=force)
+            return await restore_backup(local, settings.database_url, files, runtime.redis, force=force)
         finally:
             await runtime.close()
 
     try:
-        manifest = asyncio.run(run())
+        with _local_copy(backup, settings) as local:
+            manifest = asyncio.run(run(local))
     except BackupError as exc:
         _fail(exc)
         return
@@ -86,13 +121,20 @@ def restore_command(backup: Path, force: bool) -> None:
 
 
 @backup_group.command(name="verify", help="Restore a backup into a scratch database and check it; exit 1 if bad.")
-@click.argument("backup", type=click.Path(file_okay=False, exists=True, path_type=Path))
-def verify_command(backup: Path) -> None:
+@click.argument("backup")
+def verify_command(backup: str) -> None:
+    """BACKUP: a backup's directory, or its s3://bucket/prefix/<name> address."""
     settings = get_settings()
-    report = asyncio.run(verify_backup(backup, settings.database_url))
+    try:
+        with _local_copy(backup, settings) as local:
+            report = asyncio.run(verify_backup(local, settings.database_url))
+    except BackupError as exc:
+        _fail(exc)
+        return
     if report.manifest:
+        name = backup.rstrip("/").rsplit("/", 1)[-1]
         click.echo(
-            f"Backup {backup.name}: {report.manifest.database}, created {report.manifest.created_at}, "
+            f"Backup {name}: {report.manifest.database}, created {report.manifest.created_at}, "
             f"revision {report.manifest.alembic_revision or '(none)'}"
         )
     for line in report.checked:

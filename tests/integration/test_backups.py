@@ -38,7 +38,7 @@ from tests.conftest import Factory
 from tests.integration.purchase_support import confirm, digital_product, settle
 from tests.integration.test_catch_up import run_catch_up_job
 from tests.integration.test_webhook_chaos import STOCK, Purchase, Shop, assert_each_paid_order_fulfilled_once, buy
-from tests.support import create_postgres_database
+from tests.support import create_postgres_database, s3_server
 
 pytestmark = pytest.mark.usefixtures("app_server")
 
@@ -202,6 +202,43 @@ async def test_verify_passes_a_good_backup_and_names_a_damaged_dump_or_file(
     unreadable = await backup_cli(["verify", str(backup)])
     assert unreadable.exit_code == 1 and "manifest.json is damaged" in unreadable.output
     assert "Traceback" not in unreadable.output
+
+
+async def test_a_backup_kept_in_a_bucket_verifies_and_restores_and_a_cut_short_upload_is_refused(
+    runtime: Runtime, factory: Factory, settings: Settings, empty_database_url: str, tmp_path: Path
+) -> None:
+    # #14 item 7: "to a directory or an S3 bucket" (moto's S3 server, offline, as for STORAGE_URL).
+    guide = await digital_product(factory, settings.storage_dir, name="Field Guide", price=1500)
+    await factory.user(email="kept@example.com")
+    with s3_server() as s3:
+        env = {k: v for k, v in s3.env("unused").items() if k != "STORAGE_URL"}
+        created = await backup_cli(["create", "--to", f"s3://{s3.bucket}/nightly"], **env)
+        assert created.exit_code == 0, created.output
+        address = created.output.split("Backup written to ", 1)[1].split()[0]
+        assert address.startswith(f"s3://{s3.bucket}/nightly/cartwright-backup-")
+        name = address.rsplit("/", 1)[1]
+        keys = s3.keys(f"nightly/{name}/")
+        assert f"nightly/{name}/manifest.json" in keys
+        assert f"nightly/{name}/files/{guide.digital_file}" in keys
+
+        good = await backup_cli(["verify", address], **env)
+        assert good.exit_code == 0, good.output
+        assert "OK: the backup restores and matches its manifest." in good.output
+
+        restored_files = tmp_path / "restored-uploads"
+        restored = await backup_cli(
+            ["restore", address], DATABASE_URL=empty_database_url, STORAGE_DIR=str(restored_files), **env
+        )
+        assert restored.exit_code == 0, restored.output
+        users = await table_counts(empty_database_url, ["users"])
+        assert users["users"] >= 1
+        key = str(guide.digital_file)
+        assert (restored_files / key).read_bytes() == (settings.storage_dir / key).read_bytes()
+
+        # An upload cut short before its manifest (the last object written) is not a backup.
+        s3.client().delete_object(Bucket=s3.bucket, Key=f"nightly/{name}/manifest.json")
+        cut = await backup_cli(["verify", address], **env)
+        assert cut.exit_code == 1 and "has no manifest.json" in cut.output and "Traceback" not in cut.output
 
 
 async def test_a_backup_taken_while_the_shop_writes_is_consistent(runtime: Runtime, tmp_path: Path) -> None:

@@ -9,6 +9,12 @@ looks complete.
 The row counts come from the very snapshot that is dumped (PostgreSQL: ``pg_dump --snapshot`` of a repeatable-read
 transaction that also counts; SQLite: counted in the copy), so ``verify`` can compare them while the shop writes.
 
+A backup may also live in an S3-compatible bucket (``--to s3://bucket/prefix``, the same endpoint and credentials as
+``STORAGE_URL``'s): it is made in a temporary directory, then uploaded under ``<prefix>/<backup name>/`` with
+``manifest.json`` last, so an upload cut short has no manifest and is refused like a directory without one.
+``restore`` and ``verify`` take ``s3://bucket/prefix/<backup name>`` and download it first (sizes and SHA-256
+checked against the manifest, as for a directory).
+
 Restore goes into an *empty* database only (``force`` empties it first): restoring over a live shop's data is
 how a wrong backup loses the newest orders. Afterwards the Stripe catch-up state is reset, so the next catch-up
 scans from the newest event the restored database holds and brings back what Stripe knows since the backup.
@@ -40,6 +46,8 @@ from sqlalchemy.pool import NullPool
 from app.domain.catalog.cache import invalidate_catalog
 from app.domain.payments.catch_up import STATE_KEY as CATCH_UP_STATE_KEY
 from app.lib.exceptions import ApplicationError
+from app.lib.settings import Settings
+from app.lib.storage import ObjectMissingError, S3Storage, StorageUnavailableError
 
 MANIFEST = "manifest.json"
 FILES_DIR = "files"
@@ -319,6 +327,71 @@ def _copy_files(storage_dir: Path | None, target: Path) -> list[FileEntry]:
         shutil.copy2(path, copy)
         entries.append(_entry(target, copy))
     return entries
+
+
+# --- a bucket as the place backups are kept ---------------------------------------------------------------------
+
+
+def backup_store(url: str, settings: Settings) -> S3Storage:
+    """``s3://bucket/prefix``: the bucket (at ``STORAGE_S3_ENDPOINT_URL``, in ``STORAGE_S3_REGION``, with the AWS_*
+    credentials) and the prefix backups go under, or a backup is read from."""
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise BackupError(f"{url} names no bucket: write s3://bucket/prefix.")
+    try:
+        return S3Storage(
+            bucket,
+            prefix.strip("/"),
+            endpoint_url=settings.storage_s3_endpoint_url,
+            region=settings.storage_s3_region,
+        )
+    except RuntimeError as exc:  # obstore missing
+        raise BackupError(str(exc)) from exc
+
+
+def _files_of(backup: Path) -> list[Path]:
+    return sorted(p for p in backup.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+async def upload_backup(backup: Path, store: S3Storage) -> str:
+    """Copy a finished backup directory into the bucket, the manifest last; return its ``s3://`` address."""
+    name = backup.name
+    try:
+        for path in await asyncio.to_thread(_files_of, backup):
+            await store.put_path(f"{name}/{path.relative_to(backup).as_posix()}", path)
+        await store.put_path(f"{name}/{MANIFEST}", backup / MANIFEST)
+    except StorageUnavailableError as exc:
+        raise BackupError(f"The upload to {store.url} failed ({exc}); the backup is incomplete there.") from exc
+    return f"{store.url}/{name}"
+
+
+async def download_backup(store: S3Storage, into: Path) -> Path:
+    """Copy the backup at the store's prefix into the directory ``into`` (made here) and return it: the manifest,
+    then the database file and every file it lists. Checking them is verify's and restore's job."""
+    await asyncio.to_thread(into.mkdir, parents=True)
+    try:
+        try:
+            (into / MANIFEST).write_bytes(await store.read(MANIFEST))
+        except ObjectMissingError as exc:
+            raise BackupError(
+                f"{store.url} is not a backup: it has no {MANIFEST} (not a backup's address, or an upload cut short)."
+            ) from exc
+        manifest = Manifest.read(into)
+        wanted = [manifest.database_file.path, *(f"{FILES_DIR}/{f.path}" for f in manifest.files)]
+        for key in wanted:
+            target = into / key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                stored = await store.open(key)
+            except ObjectMissingError:
+                continue  # verify names it; restore refuses the backup
+            assert stored.chunks is not None  # a bucket's object streams
+            with target.open("wb") as out:
+                async for chunk in stored.chunks:
+                    out.write(chunk)
+    except StorageUnavailableError as exc:
+        raise BackupError(f"{store.url} could not be read ({exc}).") from exc
+    return into
 
 
 # --- verify ----------------------------------------------------------------------------------------------------
