@@ -41,6 +41,13 @@ def refund_charge(
 ) -> dict[str, Any]:
     if charge["status"] != "succeeded":
         raise invalid(f"Charge {charge['id']} has not succeeded and cannot be refunded.", "charge")
+    if charge.get("disputed") and any(
+        d["charge"] == charge["id"] and not d["is_charge_refundable"] for d in ctx.state.all("dispute")
+    ):
+        # A chargeback already took the money back: Stripe refuses to refund it a second time.
+        raise invalid(
+            f"Charge {charge['id']} has been charged back; cannot issue a refund.", "charge", "charge_disputed"
+        )
     remaining = charge["amount"] - charge["amount_refunded"]
     if remaining <= 0:
         raise invalid(f"Charge {charge['id']} has already been refunded.", "charge", "charge_already_refunded")
