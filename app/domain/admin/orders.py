@@ -15,6 +15,7 @@ from sqlalchemy.orm import raiseload
 
 from app.db import models as m
 from app.domain.audit.services import Actor, record_audit
+from app.domain.disputes.services import REASON_LABELS, disputes_for_order, stripe_dashboard_url
 from app.domain.downloads.services import DownloadService
 from app.domain.notifications.services import EmailService
 from app.domain.orders.fulfilment import receipt_context
@@ -131,14 +132,23 @@ class OrderDetail:
     timeline: list[m.OrderEvent]
     stripe_events: list[m.StripeEvent]
     emails: list[m.EmailMessage]
+    disputes: list[m.Dispute]
+    # Where staff answer a dispute: the payment's page in Stripe's Dashboard ("" without a PaymentIntent).
+    stripe_payment_url: str
 
     @property
     def can_refund(self) -> bool:
-        return self.order.status in REFUNDABLE_STATUSES and self.order.refundable > 0
+        # A charged-back payment cannot be refunded on top (Stripe refuses: the bank took the money back already).
+        return self.order.status in REFUNDABLE_STATUSES and self.order.refundable > 0 and not self.order.is_disputed
+
+    @property
+    def dispute_reasons(self) -> dict[str, str]:
+        return REASON_LABELS
 
 
-async def order_detail(db: AsyncSession, order_id: UUID) -> OrderDetail:
-    """The order with its payment, refunds, timeline, the Stripe events about its PaymentIntent and its emails."""
+async def order_detail(db: AsyncSession, order_id: UUID, *, livemode: bool = False) -> OrderDetail:
+    """The order with its payment, refunds, disputes, timeline, the Stripe events about its PaymentIntent and its
+    emails. ``livemode`` chooses the Stripe Dashboard (test or live) the dispute link opens."""
     order: m.Order | None = await db.get(m.Order, order_id, populate_existing=True)
     if order is None:
         raise NotFoundError("That order doesn't exist.")
@@ -169,7 +179,9 @@ async def order_detail(db: AsyncSession, order_id: UUID) -> OrderDetail:
         .order_by(m.EmailMessage.created_at.desc())
         .limit(50)
     )
-    return OrderDetail(order, payment, list(refunds), list(timeline), events, list(emails))
+    url = stripe_dashboard_url(order.payment_intent_id, livemode=livemode) if order.payment_intent_id else ""
+    disputes = await disputes_for_order(db, order.id)
+    return OrderDetail(order, payment, list(refunds), list(timeline), events, list(emails), disputes, url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +197,8 @@ def parse_refund_form(order: m.Order, form: dict[str, str]) -> RefundRequest:
     errors: dict[str, str] = {}
     if order.status not in REFUNDABLE_STATUSES or order.refundable <= 0:
         raise FormError({}, "Only a paid order with money left to refund can be refunded.")
+    if order.is_disputed:
+        raise FormError({}, "This payment is disputed: the bank has taken the money back, so it cannot be refunded.")
     remaining = format_money(order.refundable, order.currency)
     amount = order.refundable
     raw = form.get("amount", "").strip()
