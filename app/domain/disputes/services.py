@@ -164,9 +164,12 @@ class DisputeSync:
         elif before != "":
             message = f"Dispute {row.status.replace('_', ' ')}."
             self.db.add(m.OrderEvent(order_id=order.id, kind="dispute_updated", message=message))
-        if before == "" or row.status in m.CLOSED_DISPUTE_STATUSES:
-            return await self._admin_emails(order, row, opened=before == "")
-        return []
+        emails: list[m.EmailMessage] = []
+        if before == "":
+            emails += await self._admin_emails(order, row, opened=True)
+        if row.status in m.CLOSED_DISPUTE_STATUSES:
+            emails += await self._admin_emails(order, row, opened=False)
+        return emails
 
     async def _admin_emails(self, order: m.Order, row: m.Dispute, *, opened: bool) -> list[m.EmailMessage]:
         """Every admin hears of a dispute when it opens and when it closes, once each (``sent_notices``)."""
