@@ -24,6 +24,7 @@ from app.domain.analytics.services import AnalyticsService
 from app.domain.downloads.services import DownloadService
 from app.domain.payments.jobs import process_stripe_event
 from app.domain.sync.reconcile import SyncContext, reconcile_disputes
+from app.domain.sync.services import SyncEngine, SyncOptions, start_sync
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings
 from app.stripe_emulator.server import EmulatorServer
@@ -220,6 +221,17 @@ async def test_a_lost_dispute_keeps_the_downloads_suspended_and_counts_the_loss(
     assert (figures["disputes"], figures["disputed_amount"], figures["dispute_losses"]) == (1, order.total, order.total)
     assert figures["net"] == figures["gross"] - order.total
 
+    # The back office finds it: the orders table filters on the dispute, the dashboard counts it.
+    await factory.user(email="admin@example.com", role="admin")
+    client.cookies.clear()
+    await sign_in(client, "admin@example.com")
+    lost = text_of((await client.get("/admin/orders?dispute=lost", headers={"HX-Request": "true"})).text)
+    assert f"#{order.number}" in lost and "Dispute lost" in lost
+    still_open = text_of((await client.get("/admin/orders?dispute=open", headers={"HX-Request": "true"})).text)
+    assert f"#{order.number}" not in still_open
+    dashboard = text_of((await client.get("/admin")).text)
+    assert "Disputes" in dashboard and "Lost to disputes" in dashboard
+
 
 async def test_dispute_events_out_of_order_and_before_the_payment_end_in_stripes_state(
     client: httpx.AsyncClient,
@@ -283,3 +295,57 @@ async def test_the_webhook_job_and_the_resync_mirror_one_dispute_at_once(
     assert await timeline(runtime, order_id) == ["dispute_opened"]
     assert await admin_emails(runtime) == [("dispute_admin", "admin@example.com")]
     assert (await load_order(runtime, order_id)).dispute_status == "needs_response"
+
+
+async def test_a_resync_mirrors_a_dispute_whose_webhooks_were_all_lost(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    runtime: Runtime,
+    settings: Settings,
+    stripe_emulator: EmulatorServer,
+    queue: Queue,
+) -> None:
+    """Every webhook is lost: the re-sync pays the order, then mirrors its dispute with its consequences, once."""
+    await asyncio.to_thread(stripe_emulator.chaos, drop_rate=1.0)
+    await factory.user(email="admin@example.com", role="admin")
+    order_id, intent_id = await disputed_purchase(client, factory, runtime, settings)
+    assert (await asyncio.to_thread(stripe_emulator.flush, 30))["idle"]
+    assert (await load_order(runtime, order_id)).status == "pending"
+    dispute_id = await dispute_id_of(runtime, intent_id)
+
+    first = await resync(runtime)
+    assert first.status == "succeeded", first.errors
+    order = await load_order(runtime, order_id)
+    assert (order.status, order.dispute_status) == ("paid", "needs_response")
+    assert f"dispute {dispute_id} on order #{order.number} (needs_response) was missing here — added" in (
+        first.divergences
+    )
+    assert await admin_emails(runtime) == [("dispute_admin", "admin@example.com")]
+    async with runtime.db() as db:
+        entitlement = await db.scalar(select(m.Entitlement).where(m.Entitlement.order_id == order_id))
+        assert entitlement is not None and entitlement.suspended_at is not None
+
+    await asyncio.to_thread(stripe_emulator.control, f"disputes/{dispute_id}/settle", {"outcome": "won"})
+    second = await resync(runtime)
+    assert f"dispute {dispute_id} on order #{order.number} won in Stripe, needs_response here — fixed" in (
+        second.divergences
+    )
+    assert (await load_order(runtime, order_id)).dispute_status == "won"
+    third = await resync(runtime)
+    assert third.divergences == []
+    assert await admin_emails(runtime) == [("dispute_admin", "admin@example.com")] * 2
+    assert await timeline(runtime, order_id) == ["dispute_opened", "dispute_won"]
+
+
+async def resync(runtime: Runtime) -> m.SyncRun:
+    async with runtime.db() as db:
+        run = await start_sync(db, runtime.redis, trigger=m.SyncTrigger.CLI, options=SyncOptions())
+    return await SyncEngine(
+        db_factory=runtime.db,
+        stripe=runtime.stripe,
+        redis=runtime.redis,
+        settings=runtime.settings,
+        queue=None,  # the emails are stored; the test reads them from the database
+        run_id=run.id,
+        backoff_base=0.05,
+    ).run()

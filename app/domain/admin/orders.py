@@ -37,6 +37,9 @@ STATUS_LABELS = {
     "canceled": "Cancelled",
 }
 
+# The orders a dispute concerns: still open (evidence to send), lost, won; "" = any order.
+DISPUTE_FILTERS = (("open", "Open dispute"), ("lost", "Dispute lost"), ("won", "Dispute won"))
+
 ORDERS_TABLE = TableSpec(
     dom_id="admin-orders",
     noun="orders",
@@ -49,18 +52,26 @@ ORDERS_TABLE = TableSpec(
         Column("refunded", "Refunded", m.Order.amount_refunded, numeric=True),
     ),
     default_sort="-placed",
-    filters=(Filter("status", "Status", tuple((s, STATUS_LABELS.get(s, s)) for s in STATUSES), "Any status"),),
+    filters=(
+        Filter("status", "Status", tuple((s, STATUS_LABELS.get(s, s)) for s in STATUSES), "Any status"),
+        Filter("dispute", "Dispute", DISPUTE_FILTERS, "Disputed or not"),
+    ),
     search_label="Order number or email",
     tiebreak=(m.Order.number.desc(),),
 )
 
 
 def orders_query(state: TableState) -> Query:
-    """Orders matching the table's filter: one status, and an order number or part of an email."""
+    """Orders matching the table's filters (one status, a dispute state) and an order number or part of an email."""
     # Rows only: the lines (selectin by default) would be a second query per page, and most of a 100k-row export.
     stmt = select(m.Order).options(raiseload(m.Order.lines))
     if status := state.filters.get("status"):
         stmt = stmt.where(m.Order.status == status)
+    dispute = state.filters.get("dispute")
+    if dispute == "open":
+        stmt = stmt.where(m.Order.dispute_status.in_(m.OPEN_DISPUTE_STATUSES))
+    elif dispute in {"lost", "won"}:
+        stmt = stmt.where(m.Order.dispute_status == dispute)
     if term := state.q:
         matches: list[Any] = [m.Order.email.ilike(f"%{term}%")]
         number = term.lstrip("#")
