@@ -19,6 +19,8 @@ class TestCard:
     # what a refund of its charge does: "succeeded" at once, "pending" then succeeded (Stripe's 7726), or
     # "fails": succeeded, then failed later (Stripe's 5126). The later step is driven by the control API.
     refund: str = "succeeded"
+    # Stripe's dispute cards: the charge succeeds, then is disputed at once with this reason (0259: fraudulent).
+    dispute: str | None = None
 
 
 CARDS: dict[str, TestCard] = {
@@ -32,6 +34,8 @@ CARDS: dict[str, TestCard] = {
         TestCard("6011111111111117", "discover"),
         TestCard("4000000000005126", "visa", refund="fails"),
         TestCard("4000000000007726", "visa", refund="pending"),
+        TestCard("4000000000000259", "visa", dispute="fraudulent"),
+        TestCard("4000000000002685", "visa", dispute="product_not_received"),
         TestCard("4000000000000002", "visa", outcome="decline", decline_code="generic_decline", attach_fails=True),
         TestCard("4000000000009995", "visa", outcome="decline", decline_code="insufficient_funds"),
         TestCard("4000000000009987", "visa", outcome="decline", decline_code="lost_card", attach_fails=True),
@@ -79,6 +83,8 @@ MAGIC_PMS: dict[str, str] = {
     "pm_card_threeDSecure2Required": "4000000000003220",
     "pm_card_refundFail": "4000000000005126",
     "pm_card_pendingRefund": "4000000000007726",
+    "pm_card_createDispute": "4000000000000259",
+    "pm_card_createDisputeProductNotReceived": "4000000000002685",
 }
 MAGIC_TOKENS = {"tok_" + k.removeprefix("pm_card_"): v for k, v in MAGIC_PMS.items()}
 

@@ -14,6 +14,7 @@ from app.stripe_emulator.chaos import ChaosConfig
 from app.stripe_emulator.errors import StripeError
 from app.stripe_emulator.history import HistorySpec, seed_history
 from app.stripe_emulator.ids import random_token
+from app.stripe_emulator.resources.disputes import settle_dispute
 from app.stripe_emulator.resources.events import create_endpoint
 from app.stripe_emulator.resources.refunds import refund_charge, settle_refund
 from app.stripe_emulator.runtime import Runtime
@@ -200,6 +201,22 @@ async def settle(request: Request[Any, Any, Any], refund_id: FromPath[str]) -> R
     return Response(refund)
 
 
+@post("/_emulator/disputes/{dispute_id:str}/settle", status_code=200)
+async def settle_dispute_now(request: Request[Any, Any, Any], dispute_id: FromPath[str]) -> Response[dict[str, Any]]:
+    """The bank decides a dispute now: ``{"outcome": "won"|"lost"}`` (default: what test evidence asked, else won)."""
+    rt = _rt(request)
+    data = (await request.json() if await request.body() else {}) or {}
+    ctx = _ctx(rt, request)
+    try:
+        with rt.state.lock:
+            dispute = settle_dispute(ctx, dispute_id, data.get("outcome"))
+            rt.persist()
+    except StripeError as exc:
+        return _error(exc)
+    rt.dispatcher.submit(ctx.events)
+    return Response(dispute)
+
+
 @post("/_emulator/seed_history", status_code=200)
 async def history(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     """Bulk history straight into the state (no events, no webhooks): see ``app/stripe_emulator/history.py``."""
@@ -241,6 +258,7 @@ HANDLERS = [
     add_endpoint,
     dashboard_refund,
     settle,
+    settle_dispute_now,
     history,
     stats,
     now,

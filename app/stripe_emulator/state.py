@@ -27,6 +27,7 @@ KIND_NAMES = {
     "payment_intent": "payment_intent",
     "charge": "charge",
     "refund": "refund",
+    "dispute": "dispute",
     "balance_transaction": "balance transaction",
     "event": "event",
     "webhook_endpoint": "webhook endpoint",

@@ -24,8 +24,12 @@ from app.db.models.billing import (
 )
 from app.db.models.catalog import Category, Product, StockHold
 from app.db.models.commerce import (
+    CLOSED_DISPUTE_STATUSES,
+    OPEN_DISPUTE_STATUSES,
     PAID_ORDER_STATUSES,
+    SUSPENDING_DISPUTE_STATUSES,
     CartItem,
+    Dispute,
     Entitlement,
     Order,
     OrderEvent,
@@ -52,11 +56,14 @@ from app.db.models.sync import StripeObject, SyncRun, SyncStatus, SyncTrigger
 from app.db.models.user import EmailVerificationToken, PasswordResetToken, User
 
 __all__ = [
+    "CLOSED_DISPUTE_STATUSES",
     "CREDIT_NOTE_SEQUENCE",
     "INVOICE_SEQUENCE",
     "LIVE_SUBSCRIPTION_STATUSES",
+    "OPEN_DISPUTE_STATUSES",
     "PAID_ORDER_STATUSES",
     "SHOP_SETTINGS_KEY",
+    "SUSPENDING_DISPUTE_STATUSES",
     "AuditEntry",
     "BookableResource",
     "Booking",
@@ -68,6 +75,7 @@ __all__ = [
     "CreditEntryKind",
     "CreditNote",
     "CreditType",
+    "Dispute",
     "DocumentCounter",
     "EmailMessage",
     "EmailStatus",

@@ -46,6 +46,13 @@ class PaymentStatus(StrEnum):
     CANCELED = "canceled"
 
 
+# Stripe dispute statuses. Open ones await the bank; ``lost`` means the money went back to the cardholder.
+OPEN_DISPUTE_STATUSES = frozenset({"needs_response", "under_review", "warning_needs_response", "warning_under_review"})
+CLOSED_DISPUTE_STATUSES = frozenset({"won", "lost", "warning_closed", "prevented"})
+# While a dispute is open or lost, the order's downloads are suspended.
+SUSPENDING_DISPUTE_STATUSES = OPEN_DISPUTE_STATUSES | {"lost"}
+
+
 class CartItem(UUIDv7AuditBase):
     """A logged-in customer's cart line. Anonymous carts live in the session and merge in on login."""
 
@@ -112,6 +119,9 @@ class Order(UUIDv7AuditBase):
     refunded_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     # Set when the shop refunded a payment it could not deliver (wrong amount, archived product, stock gone).
     refund_reason: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    # The status of the order's latest Stripe dispute (``needs_response`` … ``won``/``lost``); "" if never disputed.
+    # A flag beside ``status``, not a status of its own: refunds and disputes each move their own field.
+    dispute_status: Mapped[str] = mapped_column(String(32), default="", server_default="")
 
     lines: Mapped[list[OrderLine]] = relationship(
         back_populates="order", lazy="selectin", cascade="all, delete-orphan", order_by="OrderLine.position"
@@ -131,6 +141,11 @@ class Order(UUIDv7AuditBase):
     @property
     def is_paid(self) -> bool:
         return self.status in PAID_ORDER_STATUSES
+
+    @property
+    def is_disputed(self) -> bool:
+        """An open dispute, or one the shop lost: the money is (or may be) gone back to the bank."""
+        return self.dispute_status in SUSPENDING_DISPUTE_STATUSES
 
 
 class OrderLine(UUIDv7AuditBase):
@@ -204,6 +219,29 @@ class Refund(UUIDv7AuditBase):
     notified_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
 
 
+class Dispute(UUIDv7AuditBase):
+    """A chargeback on an order's payment, mirrored from Stripe's dispute object (one row per ``dp_`` id)."""
+
+    __tablename__ = "disputes"
+
+    order_id: Mapped[UUID] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    stripe_dispute_id: Mapped[str] = mapped_column(String(255), unique=True)
+    charge_id: Mapped[str] = mapped_column(String(255), default="")
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    amount: Mapped[int]
+    currency: Mapped[str] = mapped_column(String(3))
+    reason: Mapped[str] = mapped_column(String(64), default="")
+    # "" until the first writer has applied Stripe's copy: the change from "" is what opens the dispute here.
+    status: Mapped[str] = mapped_column(String(32), default="")
+    evidence_due_by: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    opened_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))  # Stripe's ``created``
+    closed_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_DISPUTE_STATUSES
+
+
 class Entitlement(UUIDv7AuditBase):
     """The right to download one purchased file, a limited number of times, until revoked."""
 
@@ -223,6 +261,8 @@ class Entitlement(UUIDv7AuditBase):
     download_count: Mapped[int] = mapped_column(default=0)
     last_downloaded_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    # Set while the order's payment is disputed (and kept if the dispute is lost); cleared when it is won.
+    suspended_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
 
     product: Mapped[Product | None] = relationship(lazy="joined")
 
@@ -232,7 +272,7 @@ class Entitlement(UUIDv7AuditBase):
 
     @property
     def is_usable(self) -> bool:
-        return self.revoked_at is None and self.downloads_left > 0
+        return self.revoked_at is None and self.suspended_at is None and self.downloads_left > 0
 
 
 class StripeEventStatus(StrEnum):

@@ -87,9 +87,15 @@ class AdminOrderController(Controller):
 
     @get("/{order_id:uuid}", name="admin:order")
     async def order(
-        self, request: Request[Any, Any, Any], order_id: FromPath[UUID], db_session: NamedDependency[AsyncSession]
+        self,
+        request: Request[Any, Any, Any],
+        order_id: FromPath[UUID],
+        db_session: NamedDependency[AsyncSession],
+        runtime: NamedDependency[Runtime],
     ) -> Template:
-        return _detail_page(request, await order_detail(db_session, order_id))
+        return _detail_page(
+            request, await order_detail(db_session, order_id, livemode=runtime.settings.stripe.livemode)
+        )
 
     @post(
         "/{order_id:uuid}/resend-receipt", name="admin:resend_receipt", guards=[requires(Resource.ORDERS, Access.FULL)]
@@ -147,7 +153,7 @@ class AdminOrderController(Controller):
         actor: NamedDependency[Actor],
     ) -> Template | Response[Any]:
         form = dict(data)
-        detail = await order_detail(db_session, order_id)
+        detail = await order_detail(db_session, order_id, livemode=runtime.settings.stripe.livemode)
         try:
             refund = parse_refund_form(detail.order, form)
             refund_id = await request_refund(db_session, runtime.stripe, detail.order, refund, actor=actor)

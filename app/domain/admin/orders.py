@@ -15,6 +15,7 @@ from sqlalchemy.orm import raiseload
 
 from app.db import models as m
 from app.domain.audit.services import Actor, record_audit
+from app.domain.disputes.services import REASON_LABELS, disputes_for_order, stripe_dashboard_url
 from app.domain.downloads.services import DownloadService
 from app.domain.notifications.services import EmailService
 from app.domain.orders.fulfilment import receipt_context
@@ -36,6 +37,9 @@ STATUS_LABELS = {
     "canceled": "Cancelled",
 }
 
+# The orders a dispute concerns: still open (evidence to send), lost, won; "" = any order.
+DISPUTE_FILTERS = (("open", "Open dispute"), ("lost", "Dispute lost"), ("won", "Dispute won"))
+
 ORDERS_TABLE = TableSpec(
     dom_id="admin-orders",
     noun="orders",
@@ -48,18 +52,26 @@ ORDERS_TABLE = TableSpec(
         Column("refunded", "Refunded", m.Order.amount_refunded, numeric=True),
     ),
     default_sort="-placed",
-    filters=(Filter("status", "Status", tuple((s, STATUS_LABELS.get(s, s)) for s in STATUSES), "Any status"),),
+    filters=(
+        Filter("status", "Status", tuple((s, STATUS_LABELS.get(s, s)) for s in STATUSES), "Any status"),
+        Filter("dispute", "Dispute", DISPUTE_FILTERS, "Disputed or not"),
+    ),
     search_label="Order number or email",
     tiebreak=(m.Order.number.desc(),),
 )
 
 
 def orders_query(state: TableState) -> Query:
-    """Orders matching the table's filter: one status, and an order number or part of an email."""
+    """Orders matching the table's filters (one status, a dispute state) and an order number or part of an email."""
     # Rows only: the lines (selectin by default) would be a second query per page, and most of a 100k-row export.
     stmt = select(m.Order).options(raiseload(m.Order.lines))
     if status := state.filters.get("status"):
         stmt = stmt.where(m.Order.status == status)
+    dispute = state.filters.get("dispute")
+    if dispute == "open":
+        stmt = stmt.where(m.Order.dispute_status.in_(m.OPEN_DISPUTE_STATUSES))
+    elif dispute in {"lost", "won"}:
+        stmt = stmt.where(m.Order.dispute_status == dispute)
     if term := state.q:
         matches: list[Any] = [m.Order.email.ilike(f"%{term}%")]
         number = term.lstrip("#")
@@ -131,14 +143,23 @@ class OrderDetail:
     timeline: list[m.OrderEvent]
     stripe_events: list[m.StripeEvent]
     emails: list[m.EmailMessage]
+    disputes: list[m.Dispute]
+    # Where staff answer a dispute: the payment's page in Stripe's Dashboard ("" without a PaymentIntent).
+    stripe_payment_url: str
 
     @property
     def can_refund(self) -> bool:
-        return self.order.status in REFUNDABLE_STATUSES and self.order.refundable > 0
+        # A charged-back payment cannot be refunded on top (Stripe refuses: the bank took the money back already).
+        return self.order.status in REFUNDABLE_STATUSES and self.order.refundable > 0 and not self.order.is_disputed
+
+    @property
+    def dispute_reasons(self) -> dict[str, str]:
+        return REASON_LABELS
 
 
-async def order_detail(db: AsyncSession, order_id: UUID) -> OrderDetail:
-    """The order with its payment, refunds, timeline, the Stripe events about its PaymentIntent and its emails."""
+async def order_detail(db: AsyncSession, order_id: UUID, *, livemode: bool = False) -> OrderDetail:
+    """The order with its payment, refunds, disputes, timeline, the Stripe events about its PaymentIntent and its
+    emails. ``livemode`` chooses the Stripe Dashboard (test or live) the dispute link opens."""
     order: m.Order | None = await db.get(m.Order, order_id, populate_existing=True)
     if order is None:
         raise NotFoundError("That order doesn't exist.")
@@ -169,7 +190,9 @@ async def order_detail(db: AsyncSession, order_id: UUID) -> OrderDetail:
         .order_by(m.EmailMessage.created_at.desc())
         .limit(50)
     )
-    return OrderDetail(order, payment, list(refunds), list(timeline), events, list(emails))
+    url = stripe_dashboard_url(order.payment_intent_id, livemode=livemode) if order.payment_intent_id else ""
+    disputes = await disputes_for_order(db, order.id)
+    return OrderDetail(order, payment, list(refunds), list(timeline), events, list(emails), disputes, url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +208,8 @@ def parse_refund_form(order: m.Order, form: dict[str, str]) -> RefundRequest:
     errors: dict[str, str] = {}
     if order.status not in REFUNDABLE_STATUSES or order.refundable <= 0:
         raise FormError({}, "Only a paid order with money left to refund can be refunded.")
+    if order.is_disputed:
+        raise FormError({}, "This payment is disputed: the bank has taken the money back, so it cannot be refunded.")
     remaining = format_money(order.refundable, order.currency)
     amount = order.refundable
     raw = form.get("amount", "").strip()

@@ -5,7 +5,10 @@ Definitions (also in docs/analytics.md):
 
 * **Gross revenue**: totals (tax included, what customers paid) of CAD orders paid in the range (``paid_at``).
   **Refunds**: CAD refunds created in the range (succeeded or pending, as Stripe counts them).
-  **Net revenue** = gross - refunds. **Orders**: orders paid in the range. **Average order value** = gross / orders.
+  **Disputes**: CAD disputes (chargebacks) opened in the range and their amount (**Disputed**); **Lost to
+  disputes**: the amounts of disputes lost in the range (closed then), money gone back to the cardholder.
+  **Net revenue** = gross - refunds - lost to disputes. **Orders**: orders paid in the range.
+  **Average order value** = gross / orders.
   **Stripe fees**: the processing fees on those orders' charges (from their balance transactions; Stripe keeps
   them on refunds). **Net after fees** = net revenue - Stripe fees.
 * **New customers**: customer accounts created in the range.
@@ -55,6 +58,9 @@ KPIS: dict[str, list[tuple[str, str, str, bool, bool]]] = {
         ("new_customers", "New customers", "count", True, False),
         ("success_rate", "Payment success rate", "percent", True, False),
         ("refund_rate", "Refund rate", "percent", False, False),
+        ("disputes", "Disputes", "count", False, False),
+        ("disputed_amount", "Disputed", "money", False, True),
+        ("dispute_losses", "Lost to disputes", "money", False, True),
     ],
     "Subscriptions": [
         ("mrr", "MRR", "money", True, True),
@@ -110,6 +116,19 @@ class AnalyticsService:
                 m.Refund.status.in_(COUNTED_REFUND_STATUSES),
             )
         )
+        d = m.Dispute
+        disputes, disputed = (
+            await self.db.execute(
+                select(func.count(), func.coalesce(func.sum(d.amount), 0)).where(
+                    d.opened_at >= a, d.opened_at < b, d.currency == SHOP_CURRENCY, d.status != ""
+                )
+            )
+        ).one()
+        lost = await self.db.scalar(
+            select(func.coalesce(func.sum(d.amount), 0)).where(
+                d.status == "lost", d.closed_at >= a, d.closed_at < b, d.currency == SHOP_CURRENCY
+            )
+        )
         new_customers = await self.db.scalar(
             select(func.count()).where(m.User.created_at >= a, m.User.created_at < b, m.User.role == "customer")
         )
@@ -130,14 +149,14 @@ class AnalyticsService:
                 m.CreditEntry.created_at < b,
             )
         )
-        gross, refunds, orders = int(gross), int(refunds or 0), int(orders)
+        gross, refunds, orders, lost = int(gross), int(refunds or 0), int(orders), int(lost or 0)
         attempted = sum(int(v) for v in outcomes.values())
         figures: dict[str, Any] = {
             "gross": gross,
             "refunds": refunds,
-            "net": gross - refunds,
+            "net": gross - refunds - lost,
             "fees": int(fees or 0),
-            "net_after_fees": gross - refunds - int(fees or 0),
+            "net_after_fees": gross - refunds - lost - int(fees or 0),
             "orders": orders,
             "aov": gross // orders if orders else None,
             "new_customers": int(new_customers or 0),
@@ -145,6 +164,9 @@ class AnalyticsService:
             "payments_succeeded": int(outcomes.get("succeeded", 0)),
             "success_rate": _ratio(int(outcomes.get("succeeded", 0)), attempted),
             "refund_rate": _ratio(refunds, gross),
+            "disputes": int(disputes),
+            "disputed_amount": int(disputed),
+            "dispute_losses": lost,
             "credits_used": -int(credits or 0),
             "other_currency_orders": int(other_currency or 0),
         }

@@ -64,6 +64,7 @@ class DownloadStatus(StrEnum):
     AVAILABLE = "available"
     USED_UP = "used-up"
     REFUNDED = "refunded"
+    SUSPENDED = "suspended"
 
     @property
     def label(self) -> str:
@@ -71,12 +72,15 @@ class DownloadStatus(StrEnum):
             DownloadStatus.AVAILABLE: "Available",
             DownloadStatus.USED_UP: "Used up",
             DownloadStatus.REFUNDED: "Refunded",
+            DownloadStatus.SUSPENDED: "Suspended",
         }[self]
 
 
 def status_of(entitlement: m.Entitlement) -> DownloadStatus:
     if entitlement.revoked_at is not None:
         return DownloadStatus.REFUNDED
+    if entitlement.suspended_at is not None:
+        return DownloadStatus.SUSPENDED
     if entitlement.downloads_left <= 0:
         return DownloadStatus.USED_UP
     return DownloadStatus.AVAILABLE
@@ -86,6 +90,7 @@ class RefusalReason(StrEnum):
     EXPIRED = "expired"
     USED_UP = "used-up"
     REFUNDED = "refunded"
+    SUSPENDED = "suspended"  # the payment is disputed with the bank (open, or lost)
     UNAVAILABLE = "unavailable"  # our fault: the file is missing or its storage key is unusable
 
 
@@ -93,6 +98,7 @@ _REFUSAL_STATUS = {
     RefusalReason.EXPIRED: 410,
     RefusalReason.USED_UP: 403,
     RefusalReason.REFUNDED: 410,
+    RefusalReason.SUSPENDED: 403,
     RefusalReason.UNAVAILABLE: 500,
 }
 
@@ -105,6 +111,7 @@ class DownloadRefusedError(ApplicationError):
             RefusalReason.EXPIRED: "This link has expired",
             RefusalReason.USED_UP: f"You've used all {entitlement.download_limit} downloads",
             RefusalReason.REFUNDED: "This purchase was refunded",
+            RefusalReason.SUSPENDED: "Downloads for this purchase are suspended",
             RefusalReason.UNAVAILABLE: "This file isn't available right now",
         }
         super().__init__(messages[reason])
@@ -324,6 +331,8 @@ class DownloadService:
             raise DownloadRefusedError(RefusalReason.EXPIRED, entitlement)
         if entitlement.revoked_at is not None:
             raise DownloadRefusedError(RefusalReason.REFUNDED, entitlement)
+        if entitlement.suspended_at is not None:
+            raise DownloadRefusedError(RefusalReason.SUSPENDED, entitlement)
         if entitlement.downloads_left <= 0:
             raise DownloadRefusedError(RefusalReason.USED_UP, entitlement)
         # Opened before counting: our missing file must not cost the customer a download.
@@ -335,16 +344,28 @@ class DownloadService:
             .where(
                 m.Entitlement.id == entitlement.id,
                 m.Entitlement.revoked_at.is_(None),
+                m.Entitlement.suspended_at.is_(None),
                 m.Entitlement.download_count < m.Entitlement.download_limit,
             )
             .values(download_count=m.Entitlement.download_count + 1, last_downloaded_at=now)
             .execution_options(synchronize_session=False)
         )
         if cast("CursorResult[Any]", result).rowcount != 1:
-            await self.db.rollback()  # lost the race for the last download, or refunded meanwhile
+            await self.db.rollback()  # lost the race for the last download, or refunded or disputed meanwhile
             await self.db.refresh(entitlement)  # so the page shows the current count
-            revoked = await self.db.scalar(select(m.Entitlement.revoked_at).where(m.Entitlement.id == entitlement.id))
-            reason = RefusalReason.REFUNDED if revoked is not None else RefusalReason.USED_UP
+            state = (
+                await self.db.execute(
+                    select(m.Entitlement.revoked_at, m.Entitlement.suspended_at).where(
+                        m.Entitlement.id == entitlement.id
+                    )
+                )
+            ).one()
+            if state.revoked_at is not None:
+                reason = RefusalReason.REFUNDED
+            elif state.suspended_at is not None:
+                reason = RefusalReason.SUSPENDED
+            else:
+                reason = RefusalReason.USED_UP
             raise DownloadRefusedError(reason, entitlement)
         await self.db.commit()
         log.info("downloads.counted", entitlement_id=str(entitlement.id), count=entitlement.download_count + 1)
@@ -393,6 +414,7 @@ class DownloadService:
             .where(
                 func.lower(m.Entitlement.email) == address,
                 m.Entitlement.revoked_at.is_(None),
+                m.Entitlement.suspended_at.is_(None),
                 m.Entitlement.download_count < m.Entitlement.download_limit,
             )
             .order_by(m.Entitlement.created_at.desc(), m.Entitlement.id.desc())
@@ -410,7 +432,11 @@ class DownloadService:
         entitlements = list(
             await self.db.scalars(
                 select(m.Entitlement)
-                .where(m.Entitlement.order_id == order.id, m.Entitlement.revoked_at.is_(None))
+                .where(
+                    m.Entitlement.order_id == order.id,
+                    m.Entitlement.revoked_at.is_(None),
+                    m.Entitlement.suspended_at.is_(None),
+                )
                 .order_by(m.Entitlement.created_at)
             )
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from app.domain.disputes.services import on_dispute_event
 from app.domain.orders import fulfilment
 from app.domain.payments import fees
 from app.domain.payments.context import HandlerContext
@@ -29,6 +30,12 @@ HANDLERS: dict[str, Handler] = {
     "refund.created": fulfilment.on_refund_event,
     "refund.updated": fulfilment.on_refund_event,
     "refund.failed": fulfilment.on_refund_event,
+    # Every dispute event re-reads the dispute: the funds events are handled so they are not stored as ignored.
+    "charge.dispute.created": on_dispute_event,
+    "charge.dispute.updated": on_dispute_event,
+    "charge.dispute.closed": on_dispute_event,
+    "charge.dispute.funds_withdrawn": on_dispute_event,
+    "charge.dispute.funds_reinstated": on_dispute_event,
     "customer.subscription.created": subscription_events.on_subscription_event,
     "customer.subscription.updated": subscription_events.on_subscription_event,
     "customer.subscription.deleted": subscription_events.on_subscription_event,

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.domain.disputes.services import DisputeSync
 from app.domain.orders.fulfilment import PaymentSync
 from app.domain.payments.context import HandlerContext
 from app.domain.payments.fees import record_charge_fee
@@ -346,6 +347,43 @@ async def reconcile_refunds(ctx: SyncContext, objects: list[dict[str, Any]]) -> 
     return await _refund_orders(ctx, objects, lambda refund, _: known.get(refund["id"]) != refund.get("status"))
 
 
+async def reconcile_disputes(ctx: SyncContext, objects: list[dict[str, Any]]) -> dict[str, Outcome]:
+    """A dispute on a shop order's payment: mirrored through the webhooks' own ``DisputeSync`` (flag, downloads,
+    timeline and the admins' email, each once)."""
+    db = ctx.db
+    intents = {o["id"]: stripe_id(o.get("payment_intent")) for o in objects}
+    orders = await _orders_by_intent(db, {pi for pi in intents.values() if pi})
+    known = await _pairs(
+        db, select(m.Dispute.stripe_dispute_id, m.Dispute.status).where(m.Dispute.stripe_dispute_id.in_(list(intents)))
+    )
+    await db.rollback()
+    sync = DisputeSync(ctx.handler)
+    out: dict[str, Outcome] = {}
+    for obj in objects:
+        order = orders.get(intents[obj["id"]] or "")
+        if order is None:
+            out[obj["id"]] = Outcome(SKIPPED)  # a subscription invoice's payment, or not the shop's
+            continue
+        was, status = known.get(obj["id"]), str(obj.get("status") or "")
+        if was == status:
+            out[obj["id"]] = Outcome()
+            continue
+        await sync.apply(obj)
+        now = await db.scalar(select(m.Dispute.status).where(m.Dispute.stripe_dispute_id == obj["id"]))
+        await db.rollback()
+        if now == was:
+            out[obj["id"]] = Outcome()
+        elif not was:
+            out[obj["id"]] = Outcome(
+                divergence=f"dispute {obj['id']} on order #{order[0]} ({now}) was missing here — added"
+            )
+        else:
+            out[obj["id"]] = Outcome(
+                divergence=f"dispute {obj['id']} on order #{order[0]} {now} in Stripe, {was} here — fixed"
+            )
+    return out
+
+
 RECONCILERS: dict[str, Reconciler] = {
     "customers": reconcile_customers,
     "products": reconcile_products,
@@ -355,4 +393,5 @@ RECONCILERS: dict[str, Reconciler] = {
     "payment_intents": reconcile_payment_intents,
     "charges": reconcile_charges,
     "refunds": reconcile_refunds,
+    "disputes": reconcile_disputes,
 }

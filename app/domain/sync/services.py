@@ -48,6 +48,7 @@ RESOURCES: tuple[str, ...] = (
     "payment_intents",
     "charges",
     "refunds",
+    "disputes",
 )
 LABELS = {
     "customers": "Customers",
@@ -58,6 +59,7 @@ LABELS = {
     "payment_intents": "Payment intents",
     "charges": "Charges",
     "refunds": "Refunds",
+    "disputes": "Disputes",
 }
 # Extra list parameters: Stripe hides canceled subscriptions unless asked for all.
 LIST_PARAMS: dict[str, dict[str, Any]] = {

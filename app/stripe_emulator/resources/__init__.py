@@ -7,6 +7,7 @@ from app.stripe_emulator.resources import (  # noqa: F401 - imported for route r
     checkout,
     coupons,
     customers,
+    disputes,
     events,
     invoices,
     payment_intents,

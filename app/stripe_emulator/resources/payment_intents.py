@@ -26,6 +26,7 @@ from app.stripe_emulator.dialect import (
 from app.stripe_emulator.errors import DOC_BASE, StripeError, invalid, unauthorized
 from app.stripe_emulator.ids import client_secret, new_id
 from app.stripe_emulator.resources.charges import build_charge
+from app.stripe_emulator.resources.disputes import open_dispute
 from app.stripe_emulator.resources.payment_methods import (
     attach_to,
     card_number,
@@ -361,6 +362,8 @@ def charge_intent(ctx: Ctx, pi: dict[str, Any], *, created: int | None = None, a
         ctx.emit("charge.succeeded", charge, created=created, automatic=automatic)
         ctx.emit("payment_intent.succeeded", pi, created=created, automatic=automatic)
         hooks.run(hooks.PAYMENT_SUCCEEDED, ctx, pi)
+        if card.dispute:  # Stripe's dispute test cards: the bank disputes the payment moments later
+            open_dispute(ctx, charge, card.dispute, created=created)
         return
     ctx.emit("charge.failed", charge, created=created, automatic=automatic)
     _decline(

@@ -23,6 +23,8 @@ from app.stripe_emulator.resources import balance_transactions
 from app.stripe_emulator.resources.payment_methods import card_number
 
 REASONS = ("duplicate", "fraudulent", "requested_by_customer")
+# A chargeback's money is with the bank until the dispute is won.
+_MONEY_WITH_BANK = ("needs_response", "under_review", "lost")
 
 
 def _money(amount: int, currency: str) -> str:
@@ -41,6 +43,14 @@ def refund_charge(
 ) -> dict[str, Any]:
     if charge["status"] != "succeeded":
         raise invalid(f"Charge {charge['id']} has not succeeded and cannot be refunded.", "charge")
+    if charge.get("disputed") and any(
+        d["charge"] == charge["id"] and not d["is_charge_refundable"] and d["status"] in _MONEY_WITH_BANK
+        for d in ctx.state.all("dispute")
+    ):
+        # A chargeback already took the money back: Stripe refuses to refund it a second time.
+        raise invalid(
+            f"Charge {charge['id']} has been charged back; cannot issue a refund.", "charge", "charge_disputed"
+        )
     remaining = charge["amount"] - charge["amount_refunded"]
     if remaining <= 0:
         raise invalid(f"Charge {charge['id']} has already been refunded.", "charge", "charge_already_refunded")
