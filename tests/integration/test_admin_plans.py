@@ -4,6 +4,7 @@ their next renewal (a job, idempotent)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Any
@@ -15,6 +16,7 @@ from saq import Queue, Worker
 from sqlalchemy import func, select
 
 from app.db import models as m
+from app.domain.plans.jobs import move_plan_subscribers
 from app.lib.runtime import Runtime
 from app.stripe_emulator.server import EmulatorServer
 from tests.conftest import Factory
@@ -311,3 +313,43 @@ async def test_a_price_change_keeps_subscribers_on_the_old_price_until_moved_at_
     assert await renewal_amounts(runtime, sub_id) == [4900, 5900]
     actions = await audit_actions(runtime)
     assert actions.count("plan.move_subscribers") == 2 and actions.count("plan.move_subscribers_done") == 2
+
+
+async def test_two_moves_at_once_switch_each_subscriber_once_at_stripe(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    runtime: Runtime,
+    stripe_emulator: EmulatorServer,
+    queue: Queue,
+    worker: Worker,
+) -> None:
+    """A double click on "Move subscribers" (or a job re-run after a crash, catalogue Q2): both runs read the old
+    price, both ask Stripe, one switch happens (the same idempotency key), nothing is invoiced."""
+    await admin_client(client, factory)
+    assert (await post_form(client, "/admin/plans/", plan_form())).status_code == 303
+    plan = await load_plan(runtime, "studio")
+    _, _, sub_id = await _subscriber_on_a_clock(client, factory, runtime, "twice@example.com")
+    await settle(stripe_emulator, queue, runtime)
+    assert (await post_form(client, f"/admin/plans/{plan.id}", plan_form(price_month_standard="55"))).status_code == 303
+
+    ctx: Any = {"runtime": runtime}
+    first, second = await asyncio.gather(
+        move_plan_subscribers(ctx, plan_id=str(plan.id)), move_plan_subscribers(ctx, plan_id=str(plan.id))
+    )
+    assert first["failed"] == second["failed"] == 0
+    await settle(stripe_emulator, queue, runtime)
+    async with runtime.db() as db:
+        sub = await db.get(m.Subscription, sub_id)
+        assert sub is not None
+        new_price = (await load_plan(runtime, "studio")).price_for("month")
+        assert new_price is not None and sub.stripe_price_id == new_price.stripe_price_id
+        reasons = list(await db.scalars(select(m.Invoice.billing_reason).where(m.Invoice.subscription_id == sub_id)))
+    assert reasons == ["subscription_create"]
+    events = await runtime.stripe.v1.events.list_async({"type": "customer.subscription.updated", "limit": 100})
+    switches = [
+        data
+        for e in events.data
+        if (data := e.to_dict()["data"])["object"]["id"] == sub.stripe_subscription_id
+        and "items" in (data.get("previous_attributes") or {})
+    ]
+    assert len(switches) == 1

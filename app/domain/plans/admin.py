@@ -20,6 +20,7 @@ import stripe
 import structlog
 from saq import Queue
 from sqlalchemy import Select, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
@@ -288,6 +289,15 @@ async def _slug_taken(db: AsyncSession, slug: str, except_id: UUID | None = None
     return await db.scalar(stmt) is not None
 
 
+async def _commit(db: AsyncSession, slug: str) -> None:
+    """Commit; two admins saving the same new slug at once: the unique index decides, the loser gets the field error."""
+    try:
+        await db.commit()
+    except IntegrityError:
+        await db.rollback()
+        raise FormError({"slug": f"Another plan uses {slug}: choose another."}) from None
+
+
 async def _apply(db: AsyncSession, plan: m.Plan, form: PlanForm) -> None:
     """Copy the form onto ``plan``: plain fields, prices (new rows for changed amounts), credits, downloads."""
     plan.name = form.name
@@ -350,7 +360,7 @@ async def create_plan(db: AsyncSession, form: PlanForm, *, actor: Actor) -> m.Pl
         summary=f"Created the plan {plan.name}",
         after=_snapshot(plan),
     )
-    await db.commit()
+    await _commit(db, form.slug)
     log.info("plan.created", plan=plan.slug)
     return plan
 
@@ -375,7 +385,7 @@ async def update_plan(db: AsyncSession, plan: m.Plan, form: PlanForm, *, actor: 
         before=old,
         after=new,
     )
-    await db.commit()
+    await _commit(db, form.slug)
     log.info("plan.updated", plan=plan.slug, fields=sorted(new))
     return True
 
