@@ -60,6 +60,12 @@ def test_admin_creates_a_plan_and_a_customer_subscribes_to_it(
         created = True
         expect(staff.get_by_role("status").filter(has_text="it is on the pricing page now")).to_be_visible()
         expect(staff.get_by_label("Monthly price", exact=True)).to_have_value("25.00")
+        expect(staff.get_by_text("Every subscriber pays a current price.")).to_be_visible()
+        # The plan's page fits a phone: nothing scrolls sideways at 390 px.
+        staff.set_viewport_size({"width": 390, "height": 844})
+        staff.reload()
+        expect(staff.get_by_role("heading", level=1, name=name)).to_be_visible()
+        assert staff.evaluate("document.documentElement.scrollWidth") <= 390
 
         # A customer finds it on the pricing page and subscribes.
         register(page, email=unique_email("atelier"), password="a long atelier password", name="Ada Atelier")

@@ -287,6 +287,10 @@ async def test_a_price_change_keeps_subscribers_on_the_old_price_until_moved_at_
     moved = await post_form(client, f"/admin/plans/{plan.id}/move-subscribers", {})
     assert moved.status_code == 303
     key = moved.headers["location"].split("?move=", 1)[1]
+    plan_page = await client.get(moved.headers["location"])
+    assert f'hx-get="/admin/plans/{plan.id}/move-subscribers/{key}"' in plan_page.text  # polls the job
+    stranger = await client.get(f"/admin/plans/{plan.id}/move-subscribers/plan-move:{UUID(int=0)}:x")
+    assert stranger.status_code == 404  # another plan's key
     job = await job_finished(queue, key, timeout=30)
     assert job.result["moved"] == 1, job.result
     await settle(stripe_emulator, queue, runtime)
