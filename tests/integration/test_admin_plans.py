@@ -116,6 +116,8 @@ async def test_an_admin_creates_a_plan_it_is_on_pricing_and_at_stripe(
     # The list shows it, as on sale; archiving takes it off /pricing (audited), restoring puts it back.
     listing = text_of((await client.get("/admin/plans")).text)
     assert "Studio $49.00" in listing and "On sale" in listing
+    csv_text = (await client.get("/admin/plans/export.csv")).text
+    assert csv_text.splitlines()[1].startswith("Studio,studio,49.00,490.00,39.50,,CAD,0,10 room-hours,yes,")
     archived = await post_form(client, f"/admin/plans/{plan.id}/archive", {})
     assert archived.status_code == 303
     assert "No memberships are on offer right now" in text_of((await client.get("/pricing")).text)

@@ -75,6 +75,40 @@ def plans_query(state: TableState) -> Select[Any]:
     return stmt
 
 
+PLANS_CSV_HEADER = (
+    "name",
+    "slug",
+    *(f"{interval}_{tier}" for _, interval, tier, _ in PRICE_FIELDS),
+    "currency",
+    "trial_days",
+    "credits_per_cycle",
+    "credits_roll_over",
+    "downloads",
+    "allow_end_now",
+    "position",
+    "status",
+    "stripe_product",
+)
+
+
+def plan_csv_row(plan: m.Plan) -> tuple[Any, ...]:
+    prices = [current_price(plan, interval, tier) for _, interval, tier, _ in PRICE_FIELDS]
+    return (
+        plan.name,
+        plan.slug,
+        *(plain_amount(p.amount, p.currency) if p is not None else "" for p in prices),
+        next((p.currency for p in prices if p is not None), "CAD"),
+        plan.trial_days,
+        "; ".join(f"{c.amount} {c.credit_type.code}" for c in sorted(plan.credits, key=lambda c: c.credit_type.code)),
+        "yes" if plan.credits_roll_over else "no",
+        "; ".join(sorted(p.name for p in plan.downloads)),
+        "yes" if plan.allow_cancel_now else "no",
+        plan.position,
+        "active" if plan.is_active else "archived",
+        plan.stripe_product_id or "",
+    )
+
+
 # --- the form -------------------------------------------------------------------------------------------------------
 
 

@@ -8,13 +8,14 @@ from uuid import UUID
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
-from litestar.response import Template
+from litestar.response import Stream, Template
 from saq import Queue
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
 from app.domain.audit.services import Actor
 from app.domain.plans.admin import (
+    PLANS_CSV_HEADER,
     PLANS_TABLE,
     PRICE_FIELDS,
     STATUS_LABELS,
@@ -26,6 +27,7 @@ from app.domain.plans.admin import (
     move_key_prefix,
     old_price_groups,
     parse_plan_form,
+    plan_csv_row,
     plans_query,
     request_move,
     set_archived,
@@ -36,7 +38,7 @@ from app.lib.exceptions import FormError, NotFoundError
 from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
-from app.lib.tables import table_for
+from app.lib.tables import export_for, table_for
 from app.server.auth import requires
 
 CHANGE = [requires(Resource.PLANS, Access.FULL)]
@@ -89,13 +91,17 @@ class AdminPlanController(Controller):
 
     @get("/", name="admin:plans")
     async def index(self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> Template:
-        table = await table_for(request, db_session, PLANS_TABLE, plans_query)
+        table = await table_for(request, db_session, PLANS_TABLE, plans_query, export_route="admin:plans_export")
         return render(
             request,
             "admin/plans.html.j2",
             {"table": table, "labels": STATUS_LABELS, "current_price": current_price},
             fragment="admin/_plans_table.html.j2",
         )
+
+    @get("/export.csv", name="admin:plans_export")
+    async def export(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Stream:
+        return export_for(request, runtime, PLANS_TABLE, plans_query, PLANS_CSV_HEADER, plan_csv_row, name="plans")
 
     @get("/new", name="admin:plan_new", guards=CHANGE)
     async def new(self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> Template:
