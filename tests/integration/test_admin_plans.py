@@ -359,3 +359,45 @@ async def test_two_moves_at_once_switch_each_subscriber_once_at_stripe(
         and "items" in (data.get("previous_attributes") or {})
     ]
     assert len(switches) == 1
+
+
+async def test_stripe_unreachable_saves_the_plan_and_a_failed_move_is_retried_by_running_it_again(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    runtime: Runtime,
+    stripe_emulator: EmulatorServer,
+    queue: Queue,
+    worker: Worker,
+) -> None:
+    await admin_client(client, factory)
+    stripe_emulator.chaos(rate_limit_rate=1.0, rate_limit_should_retry="false")  # every Stripe call refused
+    try:
+        created = await post_form(client, "/admin/plans/", plan_form())
+    finally:
+        stripe_emulator.chaos()
+    assert created.status_code == 303
+    page = text_of((await client.get(created.headers["location"])).text)
+    assert "Studio created" in page and "Stripe could not be reached" in page
+    plan = await load_plan(runtime, "studio")
+    assert plan.stripe_product_id is None and all(p.stripe_price_id is None for p in plan.prices)
+
+    # The next subscription creates the Product and Prices on its way (the sync is lazy and idempotent).
+    _, _, sub_id = await _subscriber_on_a_clock(client, factory, runtime, "later@example.com")
+    await settle(stripe_emulator, queue, runtime)
+    plan = await load_plan(runtime, "studio")
+    assert plan.stripe_product_id and all(p.stripe_price_id for p in plan.prices)
+
+    assert (await post_form(client, f"/admin/plans/{plan.id}", plan_form(price_month_standard="52"))).status_code == 303
+    ctx: Any = {"runtime": runtime}
+    stripe_emulator.chaos(rate_limit_rate=1.0, rate_limit_should_retry="false")
+    try:
+        failed = await move_plan_subscribers(ctx, plan_id=str(plan.id))
+    finally:
+        stripe_emulator.chaos()
+    assert (failed["moved"], failed["failed"]) == (0, 1)
+    assert "1 failed (run the move again to retry them)" in str(failed["summary"])
+    again = await move_plan_subscribers(ctx, plan_id=str(plan.id))
+    assert (again["moved"], again["failed"]) == (1, 0)
+    async with runtime.db() as db:
+        sub = await db.get(m.Subscription, sub_id)
+        assert sub is not None and sub.price is not None and sub.price.amount == 5200

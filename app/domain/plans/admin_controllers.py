@@ -127,13 +127,14 @@ class AdminPlanController(Controller):
             return await _form_page(
                 request, db_session, None, form=form, downloads=downloads, errors=exc.errors, status_code=422
             )
+        name, plan_id = plan.name, plan.id  # read now: a refused sync rolls back and expires the row
         synced = await sync_to_stripe(db_session, runtime.stripe, plan)
         flash(
             request,
-            f"{plan.name} created: it is on the pricing page now." + ("" if synced else STRIPE_LATER),
+            f"{name} created: it is on the pricing page now." + ("" if synced else STRIPE_LATER),
             "success" if synced else "info",
         )
-        return redirect(request, request.app.route_reverse("admin:plan", plan_id=plan.id))
+        return redirect(request, request.app.route_reverse("admin:plan", plan_id=plan_id))
 
     @get("/{plan_id:uuid}", name="admin:plan")
     async def show(
@@ -175,8 +176,9 @@ class AdminPlanController(Controller):
             flash(request, "Nothing changed.", "info")
         else:
             plan = await get_plan(db_session, plan_id)
+            name = plan.name  # read now: a refused sync rolls back and expires the row
             synced = await sync_to_stripe(db_session, runtime.stripe, plan)
-            flash(request, f"{plan.name} saved." + ("" if synced else STRIPE_LATER), "success" if synced else "info")
+            flash(request, f"{name} saved." + ("" if synced else STRIPE_LATER), "success" if synced else "info")
         return redirect(request, request.app.route_reverse("admin:plan", plan_id=plan_id))
 
     @post("/{plan_id:uuid}/archive", name="admin:plan_archive", guards=CHANGE)

@@ -43,18 +43,24 @@ async def move_plan_subscribers(ctx: Context, *, plan_id: str, actor_id: str = "
     state is read first and anyone already on the current price is skipped; one subscriber per transaction."""
     runtime: Runtime = ctx["runtime"]  # type: ignore[typeddict-item]
     result = MoveResult()
+    pid = UUID(plan_id)
     async with runtime.db() as db:
-        plan = await db.get(m.Plan, UUID(plan_id))
+        plan = await db.get(m.Plan, pid)
         if plan is None:
             return {"summary": "The plan no longer exists.", **asdict(result)}
-        # The current prices must exist at Stripe before anyone can be moved onto them.
-        await PlanStripeSync(db, runtime.stripe).ensure(plan)
+        # The current prices must exist at Stripe before anyone can be moved onto them. If Stripe refuses, each
+        # subscriber below fails on its own and the summary says to run the move again.
+        try:
+            await PlanStripeSync(db, runtime.stripe).ensure(plan)
+        except stripe.StripeError as exc:
+            await db.rollback()
+            log.warning("plans.move_sync_failed", plan_id=plan_id, error=type(exc).__name__)
         ids = list(
             await db.scalars(
                 select(m.Subscription.id)
                 .join(m.PlanPrice, m.PlanPrice.id == m.Subscription.plan_price_id)
                 .where(
-                    m.PlanPrice.plan_id == plan.id,
+                    m.PlanPrice.plan_id == pid,
                     m.PlanPrice.is_active.is_(False),
                     m.Subscription.status.in_(m.LIVE_SUBSCRIPTION_STATUSES),
                 )
@@ -71,12 +77,13 @@ async def move_plan_subscribers(ctx: Context, *, plan_id: str, actor_id: str = "
             if target is None or target.id == sub.price.id:
                 result.no_price += 1
                 continue
+            stripe_subscription = sub.stripe_subscription_id  # read now: the rollback below expires the row
             try:
                 moved = await SubscriptionService(db, runtime.stripe).move_at_renewal(sub, target)
             except (stripe.StripeError, SubscriptionError) as exc:
                 await db.rollback()
                 result.failed += 1
-                log.warning("plans.move_failed", subscription=sub.stripe_subscription_id, error=type(exc).__name__)
+                log.warning("plans.move_failed", subscription=stripe_subscription, error=type(exc).__name__)
                 continue
             if moved:
                 result.moved += 1
