@@ -126,6 +126,12 @@ async def test_an_admin_creates_a_plan_it_is_on_pricing_and_at_stripe(
     assert (await post_form(client, f"/admin/plans/{plan.id}/restore", {})).status_code == 303
     assert "Fixed desk" in text_of((await client.get("/pricing")).text)
     assert {"plan.archive", "plan.restore"} <= set(await audit_actions(runtime))
+    # A new name and description reach the Stripe Product; the prices, unchanged, are not touched.
+    renamed = await post_form(client, f"/admin/plans/{plan.id}", {**form, "name": "Studio Plus", "slug": "studio"})
+    assert renamed.status_code == 303
+    product = await runtime.stripe.v1.products.retrieve_async(plan.stripe_product_id)
+    assert product.name == "Studio Plus"
+    assert set(await stripe_prices(runtime, plan.stripe_product_id)) == set(prices)
     async with runtime.db() as db:
         assert await db.scalar(select(func.count()).select_from(m.Plan)) == 1  # never deleted
 
