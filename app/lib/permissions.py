@@ -23,6 +23,7 @@ class Resource(StrEnum):
     SUBSCRIPTIONS = "subscriptions"
     REFUNDS = "refunds"
     PROMO_CODES = "promo_codes"
+    PLANS = "plans"  # membership plans: prices, credits, downloads; moving subscribers to new prices (#16 item 1)
     ROOMS = "rooms"  # bookable rooms and desks: opening hours, prices, closures (#16 item 2)
     SETTINGS = "settings"  # the shop settings: legal name, tax numbers, time zone, defaults (#16 item 6)
     SYSTEM = "system"
@@ -47,6 +48,8 @@ PERMISSIONS: dict[Resource, dict[Role, Access]] = {
     Resource.SUBSCRIPTIONS: {_A: Access.FULL, _C: Access.OWN, _S: Access.FULL},
     Resource.REFUNDS: {_A: Access.FULL, _C: Access.NONE, _S: Access.FULL},
     Resource.PROMO_CODES: {_A: Access.FULL, _C: Access.NONE, _S: Access.READ},
+    # Support sees the plans (to answer customers); only admins change prices or move subscribers.
+    Resource.PLANS: {_A: Access.FULL, _C: Access.NONE, _S: Access.READ},
     # Support sees the rooms and their hours (to answer customers); only admins change them.
     Resource.ROOMS: {_A: Access.FULL, _C: Access.NONE, _S: Access.READ},
     # Legal identity, tax numbers and alert recipients: admins only.

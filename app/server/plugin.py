@@ -51,6 +51,7 @@ from app.domain.downloads.controllers import DownloadController
 from app.domain.orders.controllers import OrderController
 from app.domain.orders.invoice_controllers import AdminInvoiceController, GuestInvoiceController, InvoiceController
 from app.domain.payments.controllers import StripeWebhookController
+from app.domain.plans.admin_controllers import AdminPlanController
 from app.domain.plans.controllers import PlanController
 from app.domain.promotions.controllers import AdminPromoCodeController
 from app.domain.settings.controllers import AdminSettingsController
@@ -250,6 +251,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 AdminProductController,
                 AdminCategoryController,
                 AdminPromoCodeController,
+                AdminPlanController,
                 AdminResourceController,
                 AdminSettingsController,
                 AnalyticsLiveController,

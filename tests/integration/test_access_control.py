@@ -44,6 +44,7 @@ def test_permission_table_matches_the_seed_matrix() -> None:
         Resource.SUBSCRIPTIONS: ("full", "own", "full"),
         Resource.REFUNDS: ("full", "none", "full"),
         Resource.PROMO_CODES: ("full", "none", "read"),
+        Resource.PLANS: ("full", "none", "read"),
         Resource.SYSTEM: ("full", "none", "none"),
     }
     for resource, (admin, customer, support) in expected.items():

@@ -353,6 +353,30 @@ class SubscriptionService:
         )
         return await self.mirror_subscription(as_dict(remote)) or sub
 
+    async def move_at_renewal(self, sub: m.Subscription, price: m.PlanPrice) -> bool:
+        """Put ``sub`` on ``price`` (same interval) from its next renewal: no proration, the billing cycle stays, so
+        the period already paid is untouched and the next invoice is at the new amount. Stripe's current state
+        decides: a subscription already on ``price``, or no longer live there, is only re-mirrored. Returns whether
+        it was moved now."""
+        if not price.stripe_price_id:
+            raise SubscriptionError("That price is not at Stripe yet.")
+        remote = as_dict(await self.stripe.v1.subscriptions.retrieve_async(sub.stripe_subscription_id))
+        item = ((remote.get("items") or {}).get("data") or [{}])[0]
+        current = stripe_id(item.get("price")) or ""
+        if current == price.stripe_price_id or remote.get("status") not in LIVE_STATUSES or not item.get("id"):
+            await self.mirror_subscription(remote)
+            return False
+        updated = await self.stripe.v1.subscriptions.update_async(
+            sub.stripe_subscription_id,
+            params={"items": [{"id": str(item["id"]), "price": price.stripe_price_id}], "proration_behavior": "none"},
+            # From this price to that one, once: a second run (or a retry) replays the same answer.
+            options={
+                "idempotency_key": idempotency_key("move-at-renewal", sub.stripe_subscription_id, current, price.id)
+            },
+        )
+        await self.mirror_subscription(as_dict(updated))
+        return True
+
     async def portal_url(self, user: m.User, return_url: str) -> str:
         session = await self.stripe.v1.billing_portal.sessions.create_async(
             params={"customer": await self.customer_id(user), "return_url": return_url}
