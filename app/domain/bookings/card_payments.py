@@ -132,7 +132,7 @@ async def release_hold(db: AsyncSession, booking_id: UUID, *, reason: str, now: 
         # Serialises with fulfilment, which locks the same row (PostgreSQL; SQLite serialises writers anyway).
         stmt = select(m.Order).where(m.Order.id == order_id)
         if db.get_bind().dialect.name == "postgresql":
-            stmt = stmt.with_for_update()
+            stmt = stmt.with_for_update(key_share=True)
         order = await db.scalar(stmt.execution_options(populate_existing=True))
         if order is not None and order.fulfilled_at is not None:
             return False  # paid: fulfilment confirms it

@@ -82,7 +82,7 @@ class DisputeSync:
             charge_id = stripe_id(dispute.get("charge"))
             stmt = stmt.join(m.Payment, m.Payment.order_id == m.Order.id).where(m.Payment.charge_id == charge_id)
         if self.db.get_bind().dialect.name == "postgresql":
-            stmt = stmt.with_for_update(of=m.Order)
+            stmt = stmt.with_for_update(of=m.Order, key_share=True)
         order: m.Order | None = await self.db.scalar(stmt.execution_options(populate_existing=True))
         return order
 

@@ -67,7 +67,9 @@ class PaymentSync:
         # Row lock on PostgreSQL serialises everything that touches one order's money; SQLite serialises writers.
         stmt = select(m.Order).where(m.Order.payment_intent_id == intent_id)
         if self.db.get_bind().dialect.name == "postgresql":
-            stmt = stmt.with_for_update()
+            # NO KEY: writers of rows that reference the order (a payment, an entitlement) are not blocked by it,
+            # so one holding such a row while we wait on it cannot deadlock with us.
+            stmt = stmt.with_for_update(key_share=True)
         order: m.Order | None = await self.db.scalar(stmt)
         return order
 

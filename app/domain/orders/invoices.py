@@ -47,7 +47,7 @@ async def _serialise(db: AsyncSession, order_id: Any) -> None:
     write transaction reads the latest data; the counter rows' insert-if-absent is that write (and is needed anyway:
     the counters are created on first use)."""
     if db.get_bind().dialect.name == "postgresql":
-        await db.execute(select(m.Order.id).where(m.Order.id == order_id).with_for_update())
+        await db.execute(select(m.Order.id).where(m.Order.id == order_id).with_for_update(key_share=True))
     for sequence in (m.INVOICE_SEQUENCE, m.CREDIT_NOTE_SEQUENCE):
         await insert_if_absent(db, m.DocumentCounter, "name", {"name": sequence, "last_value": 0})
 

@@ -443,7 +443,9 @@ class SubscriptionService:
         customer_id = stripe_id(remote.get("customer")) or ""
         stmt = select(m.Subscription).where(m.Subscription.stripe_subscription_id == remote["id"])
         if self.db.get_bind().dialect.name == "postgresql":
-            stmt = stmt.with_for_update(of=m.Subscription)  # the page and a webhook at once: one sees the other
+            # The page and a webhook at once: one sees the other. NO KEY: rows referencing this one (mrr_movements)
+            # may still be inserted meanwhile, else a metrics rebuild holding its lock deadlocked with us.
+            stmt = stmt.with_for_update(of=m.Subscription, key_share=True)
         sub: m.Subscription | None = await self.db.scalar(stmt)
         if sub is None:
             user = await self._user_for(remote, customer_id)
@@ -569,7 +571,9 @@ class SubscriptionService:
             .execution_options(populate_existing=True)
         )
         if self.db.get_bind().dialect.name == "postgresql":
-            stmt = stmt.with_for_update()  # the other writer's update lands before or after ours, never inside
+            stmt = stmt.with_for_update(
+                key_share=True
+            )  # the other writer's update lands before or after ours, never inside
         invoice = await self.db.scalar(stmt)
         assert invoice is not None  # inserted above, by us or by the other writer
         if event_created and event_created < invoice.last_event_created:
