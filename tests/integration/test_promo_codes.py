@@ -526,7 +526,13 @@ async def test_a_three_month_twenty_percent_code_discounts_the_first_invoice(
     response = await post_form(
         client,
         "/subscribe/resident",
-        {"interval": "month", "attempt": attempt.group(1), "promo_code": "RESIDENT20", "via": "elements"},
+        {
+            "interval": "month",
+            "attempt": attempt.group(1),
+            "promo_code": "RESIDENT20",
+            "via": "elements",
+            "province": "AB",
+        },
     )
     assert response.status_code == 303, response.text
     match = re.search(r"/subscriptions/([0-9a-f-]{36})/pay", response.headers["location"])
