@@ -278,6 +278,7 @@ class SubscriptionController(Controller):
                 "amount_due": int(invoice.get("amount_due") or 0),
                 "invoice_currency": str(invoice.get("currency") or "cad").upper(),
                 "invoice_discount": sum(int(d.get("amount") or 0) for d in invoice.get("total_discount_amounts") or []),
+                "invoice_tax": sum(int(t.get("amount") or 0) for t in invoice.get("total_taxes") or []),
                 "client_secret": secret,
                 "publishable_key": runtime.settings.stripe.publishable_key,
                 "stripe_js_url": runtime.settings.stripe.js_url,
