@@ -196,7 +196,7 @@ class Invoice(UUIDv7AuditBase):
     @property
     def amount_paid_excluding_tax(self) -> int:
         """What was paid for the plan itself: revenue figures (MRR) never count the tax collected for the state."""
-        return max(0, self.amount_paid - self.tax) if self.amount_paid else 0
+        return max(0, self.amount_paid - (self.tax or 0)) if self.amount_paid else 0  # tax unset before a flush
 
 
 class StripeTaxRate(UUIDv7AuditBase):
