@@ -20,10 +20,11 @@ from app.db import models as m
 from app.domain.plans.tax_rates import METADATA_KEY, TaxRateSync
 from app.lib.runtime import Runtime
 from app.stripe_emulator.server import EmulatorServer
-from tests.conftest import Factory
+from tests.conftest import Factory, SetLimits
 from tests.helpers import post_form, sign_in, text_of
 from tests.integration.purchase_support import settle
 from tests.integration.race_support import rendezvous_before_insert
+from tests.integration.test_promo_codes import stripe_backed_code
 from tests.integration.test_subscriptions import DAY, load_sub, make_plan, pay_first_invoice, subscribe
 
 pytestmark = pytest.mark.usefixtures("app_server")
@@ -265,3 +266,30 @@ async def test_a_rate_change_in_the_table_archives_the_old_tax_rate_and_creates_
     async with runtime.db() as db:
         rows = list(await db.scalars(select(m.StripeTaxRate).where(m.StripeTaxRate.province == "NS")))
     assert sorted((row.rate, row.active) for row in rows) == [("0.14", True), ("0.15", False)]
+
+
+async def test_the_subscribe_step_taxes_the_discounted_first_invoice_and_a_new_province_is_no_promo_guess(
+    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, rate_limits: SetLimits
+) -> None:
+    """Choosing another province re-quotes the applied code for the totals: that is not a guess the promo limiter
+    should count (one try per session here), while a new code still is."""
+    rate_limits(promo_apply_session=(1, 600))
+    plan = await make_plan(runtime)
+    admin = await factory.user(email="boss@example.com", role="admin")
+    await stripe_backed_code(runtime, admin, code="RESIDENT20", percent_off="20", plan_ids=[str(plan.id)])
+    await factory.user(email="discounted@example.com")
+    await sign_in(client, "discounted@example.com")
+
+    applied = await client.get("/subscribe/resident?interval=month&code=RESIDENT20&province=QC")
+    assert applied.status_code == 200
+    # $39.20 after 20 % off: GST 1.96, QST 3.9102 -> 3.91.
+    text = text_of(applied.text)
+    assert "First invoice before tax $39.20 CAD GST 5% $1.96 CAD QST 9.975% $3.91 CAD First invoice $45.07 CAD" in text
+    for province, total in (("ON", "$44.30 CAD"), ("QC", "$45.07 CAD")):
+        totals = await client.get(
+            f"/subscribe/resident?interval=month&code=RESIDENT20&province={province}", headers={"HX-Request": "true"}
+        )
+        assert totals.status_code == 200, totals.text
+        assert f"First invoice {total}" in text_of(totals.text)
+    guess = await client.get("/subscribe/resident?interval=month&code=OTHER", headers={"HX-Request": "true"})
+    assert guess.status_code == 429

@@ -114,8 +114,12 @@ class SubscriptionController(Controller):
         code = normalize_code(code)[:40]
         if code:
             try:
-                await enforce(request, "promo_apply_ip", "promo_apply_session")
+                # A code this session already applied is not a guess: choosing another province (which re-quotes
+                # it for the totals) must not spend the promo limiter's budget.
+                if request.session.get("subscribe_code_applied") != code:
+                    await enforce(request, "promo_apply_ip", "promo_apply_session")
                 quote = await quote_plan(db_session, code, plan, price, user=user)
+                request.session["subscribe_code_applied"] = code
             except PromoError as exc:
                 promo_error = exc.message
             except RateLimitedError as exc:

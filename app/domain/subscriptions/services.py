@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import stripe
 import structlog
@@ -269,15 +269,15 @@ class SubscriptionService:
         """The billing province on our user row and on the Stripe customer's address (country CA, state)."""
         row = await self.db.get(m.User, user.id)
         assert row is not None
-        previous = row.billing_province
-        if previous != province:
+        if row.billing_province != province:
             row.billing_province = province
             user.billing_province = province
             await self.db.commit()
         await self.stripe.v1.customers.update_async(
             customer_id,
             params={"address": {"country": COUNTRY, "state": province}},
-            options={"idempotency_key": idempotency_key("customer-province", customer_id, previous, province)},
+            # A key per change: back and forth between two provinces must not replay an earlier answer.
+            options={"idempotency_key": idempotency_key("customer-province", customer_id, province, uuid4())},
         )
 
     async def change_province(self, user: m.User, province: str) -> m.Subscription | None:
