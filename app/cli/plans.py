@@ -24,6 +24,7 @@ def sync_command(slug: str | None) -> None:
     from app.db import models as m
     from app.domain.plans.stripe_sync import PlanStripeSync
     from app.domain.plans.tax_rates import TaxRateSync
+    from app.domain.subscriptions.services import SubscriptionService
     from app.lib.runtime import Runtime
     from app.lib.settings import get_settings
 
@@ -40,6 +41,9 @@ def sync_command(slug: str | None) -> None:
                     raise SystemExit(1)
                 taxes = await TaxRateSync(db, runtime.stripe).ensure()
                 click.echo(f"Tax rates: {taxes.created} created, {taxes.archived} archived, {taxes.linked} re-linked")
+                if taxes.archived:  # a rate changed: the members' subscriptions take the new one from next invoice
+                    retaxed = await SubscriptionService(db, runtime.stripe).apply_current_tax_rates()
+                    click.echo(f"Subscriptions moved to the new tax rates: {retaxed}")
                 sync = PlanStripeSync(db, runtime.stripe)
                 for plan in plans:
                     result = await sync.ensure(plan)

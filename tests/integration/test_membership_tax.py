@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from app.db import models as m
 from app.domain.plans.tax_rates import METADATA_KEY, TaxRateSync
+from app.domain.subscriptions.services import SubscriptionService
 from app.lib.runtime import Runtime
 from app.stripe_emulator.server import EmulatorServer
 from tests.conftest import Factory, SetLimits
@@ -293,3 +294,35 @@ async def test_the_subscribe_step_taxes_the_discounted_first_invoice_and_a_new_p
         assert f"First invoice {total}" in text_of(totals.text)
     guess = await client.get("/subscribe/resident?interval=month&code=OTHER", headers={"HX-Request": "true"})
     assert guess.status_code == 429
+
+
+async def test_after_a_rate_change_the_members_subscriptions_take_the_new_rate_from_their_next_invoice(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    runtime: Runtime,
+    stripe_emulator: EmulatorServer,
+    queue: Queue,
+    worker: Worker,
+) -> None:
+    await make_plan(runtime)
+    await factory.user(email="halifax@example.com")
+    await sign_in(client, "halifax@example.com")
+    sub_id = await subscribe(client, province="NS")  # today's Nova Scotia HST: 14 %
+    await pay_first_invoice(client, runtime, sub_id)
+    await settle(stripe_emulator, queue, runtime)
+    sub = await load_sub(runtime, sub_id)
+
+    # The table as of a date with another rate (15 %, before April 2025): a rate change as `plans sync` sees one.
+    async with runtime.db() as db:
+        changed = await TaxRateSync(db, runtime.stripe).ensure(on=date(2025, 3, 1))
+    assert changed.archived == 1
+    async with runtime.db() as db:
+        service = SubscriptionService(db, runtime.stripe)
+        assert await service.apply_current_tax_rates(on=date(2025, 3, 1)) == 1
+        assert await service.apply_current_tax_rates(on=date(2025, 3, 1)) == 0  # already on it
+    remote = await runtime.stripe.v1.subscriptions.retrieve_async(sub.stripe_subscription_id)
+    assert [(r.display_name, r.percentage, r.active) for r in remote.default_tax_rates or []] == [("HST", 15, True)]
+    # Not re-billed now: the paid invoice is the only one.
+    assert sub.user_id is not None
+    [paid] = await invoices_of(runtime, sub.user_id)
+    assert paid.tax_breakdown == [{"code": "HST", "label": "HST 14%", "rate": "0.14", "amount": 686}]

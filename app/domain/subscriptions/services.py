@@ -8,7 +8,7 @@ object as Stripe returns it now, unless an older event would overwrite a newer o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -307,6 +307,37 @@ class SubscriptionService:
             },
         )
         return await self.mirror_subscription(as_dict(remote)) or sub
+
+    async def apply_current_tax_rates(self, on: date | None = None) -> int:
+        """After the tax table changed (``TaxRateSync.ensure`` archived a rate): every live or paused subscription
+        of a member with a billing province gets the Tax Rates of ``on`` (today), without proration, so from its
+        next invoice. Stripe keeps archived rates on the subscriptions that carry them until told. Returns how many
+        subscriptions changed."""
+        rows = await self.db.execute(
+            select(m.Subscription, m.User.billing_province)
+            .join(m.User, m.User.id == m.Subscription.user_id)
+            .where(
+                m.Subscription.status.in_([*LIVE_STATUSES, m.SubscriptionStatus.PAUSED.value]),
+                m.User.billing_province.is_not(None),
+            )
+        )
+        changed = 0
+        for sub, province in rows.all():
+            tax_rates = await tax_rate_ids(self.db, str(province), on)
+            remote = as_dict(await self.stripe.v1.subscriptions.retrieve_async(sub.stripe_subscription_id))
+            if [stripe_id(rate) for rate in remote.get("default_tax_rates") or []] == tax_rates:
+                continue
+            updated = await self.stripe.v1.subscriptions.update_async(
+                sub.stripe_subscription_id,
+                params={"default_tax_rates": tax_rates, "proration_behavior": "none"},
+                options={
+                    "idempotency_key": idempotency_key("subscription-retax", sub.stripe_subscription_id, *tax_rates)
+                },
+            )
+            await self.mirror_subscription(as_dict(updated))
+            changed += 1
+            log.info("subscriptions.tax_rates_replaced", subscription=sub.stripe_subscription_id)
+        return changed
 
     async def _had_subscription(self, user: m.User) -> bool:
         # One free trial per customer.
