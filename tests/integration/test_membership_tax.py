@@ -221,7 +221,8 @@ async def test_ensure_tax_rates_is_idempotent_and_two_runs_at_once_create_each_r
         async with runtime.db() as db:
             return await TaxRateSync(db, runtime.stripe).ensure()
 
-    # Both runs find nothing and reach the same INSERT together.
+    # Catalogue 9: both runs find nothing, create with the same idempotency key (one Tax Rate each at Stripe) and
+    # reach the same INSERT together (one row each).
     with rendezvous_before_insert(runtime, "stripe_tax_rates"):
         first, second = await asyncio.gather(run(), run())
     assert first.archived == second.archived == 0
