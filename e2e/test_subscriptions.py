@@ -45,10 +45,11 @@ def reload_until(page: Page, locator: Locator, *, count: int, attempts: int = 20
     expect(locator).to_have_count(count)
 
 
-def start_subscription(page: Page, plan: str) -> None:
+def start_subscription(page: Page, plan: str, province: str = "Alberta") -> None:
     page.goto("/pricing")
     page.get_by_role("link", name=f"Subscribe: {plan}, monthly").click()
     expect(page.get_by_role("heading", name=plan)).to_be_visible()
+    page.get_by_label("Billing province or territory").select_option(label=province)
     page.get_by_role("button", name="Continue to payment").click()
     expect(page).to_have_url(re.compile(r"/subscriptions/[0-9a-f-]{36}/pay$"))
 
@@ -157,6 +158,7 @@ def test_subscribe_through_stripe_hosted_checkout(page: Page) -> None:
     register(page, email=unique_email("hosted-member"), password="a long member password", name="Hal Hosted")
     page.goto("/pricing")
     page.get_by_role("link", name="Subscribe: Community, monthly").click()
+    page.get_by_label("Billing province or territory").select_option(label="Alberta")
     page.get_by_role("button", name="Pay on Stripe's checkout page instead").click()
     expect(page.get_by_role("heading", name="Checkout")).to_be_visible()
     expect(page.get_by_text("Test mode")).to_be_visible()
@@ -186,6 +188,7 @@ def test_a_trial_without_a_card_pauses_and_adding_a_card_resumes_it(page: Page, 
 
     page.goto("/pricing")
     page.get_by_role("link", name="Start free trial: Resident, monthly").click()
+    page.get_by_label("Billing province or territory").select_option(label="Alberta")
     page.get_by_role("button", name="Start your 14-day free trial").click()
     expect(page).to_have_url(re.compile(r"/account/subscription$"))
     expect(page.get_by_role("heading", name=re.compile(r"Resident\s+Free trial"))).to_be_visible()

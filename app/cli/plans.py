@@ -12,13 +12,19 @@ def plans_group() -> None:
     """Membership plans."""
 
 
-@plans_group.command(name="sync", help="Create missing Stripe Products/Prices for the plans and archive old Prices.")
+@plans_group.command(
+    name="sync",
+    help="Create missing Stripe Products/Prices for the plans and archive old Prices; keep the membership Tax Rates "
+    "in line with the sales-tax table.",
+)
 @click.option("--slug", default=None, help="Only this plan.")
 def sync_command(slug: str | None) -> None:
     from sqlalchemy import select
 
     from app.db import models as m
     from app.domain.plans.stripe_sync import PlanStripeSync
+    from app.domain.plans.tax_rates import TaxRateSync
+    from app.domain.subscriptions.services import SubscriptionService
     from app.lib.runtime import Runtime
     from app.lib.settings import get_settings
 
@@ -33,6 +39,11 @@ def sync_command(slug: str | None) -> None:
                 if slug is not None and not plans:
                     click.echo(f"No plan with slug {slug!r}.", err=True)
                     raise SystemExit(1)
+                taxes = await TaxRateSync(db, runtime.stripe).ensure()
+                click.echo(f"Tax rates: {taxes.created} created, {taxes.archived} archived, {taxes.linked} re-linked")
+                if taxes.archived:  # a rate changed: the members' subscriptions take the new one from next invoice
+                    retaxed = await SubscriptionService(db, runtime.stripe).apply_current_tax_rates()
+                    click.echo(f"Subscriptions moved to the new tax rates: {retaxed}")
                 sync = PlanStripeSync(db, runtime.stripe)
                 for plan in plans:
                     result = await sync.ensure(plan)

@@ -230,6 +230,8 @@ def _pay_checkout(ctx: Ctx, session: dict[str, Any], hidden: dict[str, Any], for
             sub_params["trial_period_days"] = sub_data["trial_period_days"]
         if sub_data.get("trial_settings"):
             sub_params["trial_settings"] = sub_data["trial_settings"]
+        if sub_data.get("default_tax_rates"):
+            sub_params["default_tax_rates"] = sub_data["default_tax_rates"]
         sub = create_subscription(ctx.sub(sub_params))
         session["subscription"] = sub["id"]
         session["invoice"] = sub["latest_invoice"]

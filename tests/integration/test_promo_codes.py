@@ -529,14 +529,22 @@ async def test_a_three_month_twenty_percent_code_discounts_the_first_invoice(
     response = await post_form(
         client,
         "/subscribe/resident",
-        {"interval": "month", "attempt": attempt.group(1), "promo_code": "RESIDENT20", "via": "elements"},
+        {
+            "interval": "month",
+            "attempt": attempt.group(1),
+            "promo_code": "RESIDENT20",
+            "via": "elements",
+            "province": "AB",
+        },
     )
     assert response.status_code == 303, response.text
     match = re.search(r"/subscriptions/([0-9a-f-]{36})/pay", response.headers["location"])
     assert match, response.headers["location"]
     sub_id = UUID(match.group(1))
     pay_page = visible((await client.get(f"/subscriptions/{sub_id}/pay")).text)
-    assert f"Due today, with your promo code: $39.20 CAD ({MINUS}$9.80 CAD)" in pay_page
+    # $49.00 less 20 % is $39.20, plus Alberta's GST (5 %, on the discounted amount as Stripe taxes it): $41.16.
+    assert f"Due today, with your promo code: $41.16 CAD ({MINUS}$9.80 CAD)" in pay_page
+    assert "Including $1.96 CAD sales tax." in pay_page
 
     async with runtime.db() as db:
         sub = await db.get(m.Subscription, sub_id)
@@ -548,7 +556,7 @@ async def test_a_three_month_twenty_percent_code_discounts_the_first_invoice(
     assert discount is not None and discount["promotion_code"] == promo.stripe_promotion_code_id
     assert discount["end"] is not None  # repeating: ends after 3 months
     invoice = remote.latest_invoice
-    assert (invoice.subtotal, invoice.total, invoice.amount_due) == (4900, 3920, 3920)
+    assert (invoice.subtotal, invoice.total, invoice.amount_due) == (4900, 4116, 4116)
     assert [d.amount for d in invoice.total_discount_amounts] == [980]
     assert invoice.discounts == [discount_id]
 
@@ -556,7 +564,7 @@ async def test_a_three_month_twenty_percent_code_discounts_the_first_invoice(
     await settle(stripe_emulator, queue, runtime)
     async with runtime.db() as db:
         paid = await db.scalar(select(m.Invoice).where(m.Invoice.user_id == user.id))
-        assert paid is not None and (paid.status, paid.amount_paid) == ("paid", 3920)
+        assert paid is not None and (paid.status, paid.amount_paid, paid.tax) == ("paid", 4116, 196)
         redemption = await db.scalar(select(m.PromoRedemption))
         assert redemption is not None and redemption.stripe_subscription_id == stripe_sub_id
     assert (await load_promo(runtime, "RESIDENT20")).times_redeemed == 1

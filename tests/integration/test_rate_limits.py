@@ -439,7 +439,7 @@ async def test_membership_codes_and_new_memberships(
     page = await client.get("/subscribe/resident?interval=month")
     attempt = re.search(r'name="attempt" value="([^"]+)"', page.text)
     assert attempt
-    form = {"interval": "month", "attempt": attempt.group(1), "via": "elements"}
+    form = {"interval": "month", "attempt": attempt.group(1), "via": "elements", "province": "AB"}
     assert (await post_form(client, "/subscribe/resident", form)).status_code == 303
     await post_form(client, "/account/subscription/cancel-now", {})
     assert_refused_page(await post_form(client, "/subscribe/resident", {**form, "attempt": "another"}))

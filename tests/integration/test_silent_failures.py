@@ -85,7 +85,10 @@ async def test_a_trial_without_a_card_pauses_tells_the_member_once_and_a_card_re
     attempt = re.search(r'name="attempt" value="([^"]+)"', page.text)
     assert attempt
     started = await post_form(
-        client, "/subscribe/resident", {"interval": "month", "attempt": attempt.group(1)}, token=None
+        client,
+        "/subscribe/resident",
+        {"interval": "month", "attempt": attempt.group(1), "province": "AB"},
+        token=None,
     )
     # Nothing to pay today: straight to the plan page, no card asked for.
     assert (started.status_code, started.headers["location"]) == (303, "/account/subscription")

@@ -41,13 +41,17 @@ async def make_plan(runtime: Runtime, *, trial_days: int = 0) -> m.Plan:
         return plan
 
 
-async def subscribe(client: httpx.AsyncClient, interval: str = "month") -> UUID:
+async def subscribe(client: httpx.AsyncClient, interval: str = "month", province: str = "AB") -> UUID:
+    """Subscribes the signed-in member (billed in ``province``: Alberta, GST only, unless a test says otherwise)."""
     page = await client.get(f"/subscribe/resident?interval={interval}")
     assert page.status_code == 200, page.text
     attempt = re.search(r'name="attempt" value="([^"]+)"', page.text)
     assert attempt
     response = await post_form(
-        client, "/subscribe/resident", {"interval": interval, "attempt": attempt.group(1)}, token=None
+        client,
+        "/subscribe/resident",
+        {"interval": interval, "attempt": attempt.group(1), "province": province},
+        token=None,
     )
     assert response.status_code == 303, response.text
     match = re.search(r"/subscriptions/([0-9a-f-]{36})/pay", response.headers["location"])
@@ -109,8 +113,9 @@ async def test_subscribe_pay_and_get_credits_once(
     assert await credit_balance(runtime, user.id) == 10
     async with runtime.db() as db:
         invoices = list(await db.scalars(select(m.Invoice).where(m.Invoice.user_id == user.id)))
-        assert [(i.status, i.billing_reason, i.amount_paid) for i in invoices] == [
-            ("paid", "subscription_create", 4900)
+        # $49 plus Alberta's GST (5 %): the tax is Stripe's, on the invoice, and mirrored.
+        assert [(i.status, i.billing_reason, i.amount_paid, i.tax) for i in invoices] == [
+            ("paid", "subscription_create", 5145, 245)
         ]
 
     back = await client.get(f"/subscriptions/{sub_id}/complete")
@@ -359,7 +364,9 @@ async def test_hosted_checkout_return_trusts_only_this_customers_completed_sessi
     attempt = re.search(r'name="attempt" value="([^"]+)"', page.text)
     assert attempt
     response = await post_form(
-        client, "/subscribe/resident", {"interval": "month", "attempt": attempt.group(1), "via": "hosted"}
+        client,
+        "/subscribe/resident",
+        {"interval": "month", "attempt": attempt.group(1), "via": "hosted", "province": "AB"},
     )
     assert response.status_code == 303
     location = response.headers["location"]

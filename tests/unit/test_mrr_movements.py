@@ -136,6 +136,16 @@ def test_yearly_invoices_count_a_twelfth_per_month() -> None:
     assert subscription_points(sub, [invoice(0, 19900, "subscription_create")])[0].currency == "CAD"
 
 
+def test_the_sales_tax_on_an_invoice_is_not_mrr() -> None:
+    """A Quebec member pays $56.34 a month ($49 + GST + QST): MRR is the $49, monthly or yearly."""
+    taxed = invoice(0, 5634, "subscription_create")
+    taxed.tax = 734
+    assert levels_of(subscription(4900), [taxed]) == [(at(0), 4900)]
+    yearly = invoice(0, 56338, "subscription_create")
+    yearly.tax = 7338
+    assert levels_of(subscription(49000, "year"), [yearly]) == [(at(0), 4083)]
+
+
 def test_a_trial_counts_zero_until_its_first_paid_cycle() -> None:
     sub = subscription(2000)
     invoices = [invoice(0, 0, "subscription_create"), invoice(14, 2000)]

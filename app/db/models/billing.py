@@ -189,6 +189,32 @@ class Invoice(UUIDv7AuditBase):
     next_payment_attempt: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     stripe_created: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     last_event_created: Mapped[int] = mapped_column(default=0)
+    # Sales tax Stripe charged (exclusive Tax Rates): the total, and per component [{code, label, rate, amount}].
+    tax: Mapped[int] = mapped_column(default=0, server_default="0")
+    tax_breakdown: Mapped[list[dict[str, Any]]] = mapped_column(JsonB, default=list, server_default="[]")
+
+    @property
+    def amount_paid_excluding_tax(self) -> int:
+        """What was paid for the plan itself: revenue figures (MRR) never count the tax collected for the state."""
+        return max(0, self.amount_paid - (self.tax or 0)) if self.amount_paid else 0  # tax unset before a flush
+
+
+class StripeTaxRate(UUIDv7AuditBase):
+    """One component of the sales-tax table (app/domain/checkout/tax.py) as a Stripe Tax Rate, per province.
+
+    ``key`` names the table row (component, province, rate, effective date), so a changed rate is a new key and a
+    new Tax Rate while the old one is archived; the same key is in the Tax Rate's metadata so it is found again.
+    """
+
+    __tablename__ = "stripe_tax_rates"
+
+    key: Mapped[str] = mapped_column(String(80), unique=True)
+    code: Mapped[str] = mapped_column(String(8))  # GST, HST, PST, QST, RST
+    country: Mapped[str] = mapped_column(String(2))
+    province: Mapped[str] = mapped_column(String(2), index=True)
+    rate: Mapped[str] = mapped_column(String(16))  # the table's Decimal, as text ("0.09975")
+    stripe_tax_rate_id: Mapped[str] = mapped_column(String(255), index=True)
+    active: Mapped[bool] = mapped_column(default=True)
 
 
 class CreditEntryKind(StrEnum):

@@ -29,6 +29,8 @@ class User(UUIDv7AuditBase):
     stripe_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True, default=None)
     # Set by an admin for verified holders/partners: plans offer them their member price tier.
     holder_pricing: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The member's billing province (Canada), chosen when subscribing: it selects the membership's sales tax.
+    billing_province: Mapped[str | None] = mapped_column(String(2), default=None)
 
     @property
     def role_enum(self) -> Role:

@@ -3,8 +3,9 @@
 The mirror keeps each subscription's *current* state; its paid invoices are its history. The rules:
 
 * A paid ``subscription_create`` or ``subscription_cycle`` invoice sets the subscription's MRR, from the invoice's
-  time (Stripe's ``created``) on, to ``amount_paid`` per month: yearly prices count as amount / 12 (rounded half
-  up to a minor unit). A trial's $0 first invoice therefore counts 0 MRR until the first paid cycle.
+  time (Stripe's ``created``) on, to ``amount_paid`` less its sales tax per month (tax is collected for the state,
+  never revenue): yearly prices count as amount / 12 (rounded half up to a minor unit). A trial's $0 first
+  invoice therefore counts 0 MRR until the first paid cycle.
 * A paid ``subscription_update`` invoice (a switch, invoiced at once with ``always_invoice``) moves the MRR at
   its time to the level of the next paid cycle invoice, or, when there is none yet, to the subscription's current
   price x quantity.
@@ -96,11 +97,11 @@ def subscription_points(sub: m.Subscription, invoices: list[m.Invoice]) -> list[
     for index, invoice in enumerate(paid):
         currency = invoice.currency.upper()
         if invoice.billing_reason in CYCLE_REASONS:
-            level = monthly(invoice.amount_paid, interval)
+            level = monthly(invoice.amount_paid_excluding_tax, interval)
         elif invoice.billing_reason == "subscription_update":
             following = next((i for i in paid[index + 1 :] if i.billing_reason in CYCLE_REASONS), None)
             if following is not None:
-                level = monthly(following.amount_paid, interval)
+                level = monthly(following.amount_paid_excluding_tax, interval)
             elif current is not None and sub.status not in ENDED_STATUSES:
                 level = current
             else:

@@ -11,6 +11,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.domain.checkout.tax import PROVINCES
 from app.domain.plans.services import MemberDownloadRefusedError, MemberDownloads, PlanService, parse_interval
 from app.lib.htmx import render
 from app.lib.runtime import Runtime
@@ -40,9 +41,15 @@ class PlanController(Controller):
         request: Request[Any, Any, Any],
         plans: NamedDependency[PlanService],
         interval: FromQuery[str | None] = None,
+        province: FromQuery[str | None] = None,
     ) -> Template:
-        pricing = await plans.pricing(parse_interval(interval), current_user(request))
-        return render(request, "plans/pricing.html.j2", {"pricing": pricing}, fragment="plans/_plans.html.j2")
+        pricing = await plans.pricing(parse_interval(interval), current_user(request), province)
+        return render(
+            request,
+            "plans/pricing.html.j2",
+            {"pricing": pricing, "provinces": PROVINCES},
+            fragment="plans/_plans.html.j2",
+        )
 
     @get("/account/member-downloads", name="plans:downloads", guards=[requires_login])
     async def downloads(

@@ -14,7 +14,9 @@ from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.domain.checkout.tax import TaxResult
 from app.domain.downloads.services import DownloadFile, media_type_for
+from app.domain.plans.tax_rates import membership_tax, valid_province
 from app.domain.subscriptions.services import live_subscription
 from app.lib.exceptions import ApplicationError, FormError, NotFoundError
 from app.lib.settings import Settings
@@ -60,6 +62,11 @@ class PlanOffer:
     months_free: int  # savings as whole months, when it is an exact multiple of the monthly price
     credits: list[str]
     is_current: bool  # the visitor's live subscription is on this plan
+    tax: TaxResult | None = None  # the sales tax on the price in the page's province (None: no province chosen)
+
+    @property
+    def total(self) -> int | None:
+        return self.price.amount + self.tax.total if self.price is not None and self.tax is not None else None
 
     @property
     def is_member_price(self) -> bool:
@@ -77,6 +84,7 @@ class PricingPage:
     offers: list[PlanOffer]
     subscription: m.Subscription | None
     member_pricing: bool
+    province: str = ""  # the billing province whose tax the prices show ("": none chosen)
 
     @property
     def current_interval(self) -> str | None:
@@ -141,19 +149,27 @@ class PlanService:
         log.info("plans.price_changed", plan=plan.slug, interval=interval, tier=tier, amount=amount)
         return new
 
-    async def pricing(self, interval: m.PriceInterval, user: m.User | None) -> PricingPage:
-        """The public pricing page for ``user`` (or a visitor) at ``interval``."""
+    async def pricing(self, interval: m.PriceInterval, user: m.User | None, province: str | None = None) -> PricingPage:
+        """The public pricing page for ``user`` (or a visitor) at ``interval``, with the sales tax of ``province``
+        (else the member's billing province; a visitor without one sees "plus tax")."""
         subscription = await self.live_subscription(user)
-        offers = [self._offer(plan, interval, user, subscription) for plan in await self.active_plans()]
+        chosen = valid_province(province) or (user.billing_province if user is not None else None) or ""
+        offers = [self._offer(plan, interval, user, subscription, chosen) for plan in await self.active_plans()]
         return PricingPage(
             interval=interval,
             offers=offers,
             subscription=subscription,
             member_pricing=tier_for(user) == m.PriceTier.MEMBER,
+            province=chosen,
         )
 
     def _offer(
-        self, plan: m.Plan, interval: m.PriceInterval, user: m.User | None, subscription: m.Subscription | None
+        self,
+        plan: m.Plan,
+        interval: m.PriceInterval,
+        user: m.User | None,
+        subscription: m.Subscription | None,
+        province: str,
     ) -> PlanOffer:
         price = self.price_for(plan, interval, user)
         standard = plan.price_for(interval, m.PriceTier.STANDARD.value)
@@ -177,6 +193,7 @@ class PlanService:
             months_free=months_free,
             credits=credits,
             is_current=subscription is not None and subscription.plan_id == plan.id,
+            tax=membership_tax(price.amount, province) if price is not None else None,
         )
 
 

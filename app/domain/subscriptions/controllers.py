@@ -17,12 +17,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.domain.checkout.tax import PROVINCES
 from app.domain.credits.services import CreditService, credit_label
 from app.domain.payments.gateway import stripe_message
 from app.domain.plans.services import parse_interval, tier_for
 from app.domain.plans.stripe_sync import PlanStripeSync
+from app.domain.plans.tax_rates import TaxRateSync, membership_tax, valid_province
 from app.domain.promotions.services import PlanQuote, PromoError, normalize_code, quote_plan
-from app.domain.subscriptions.services import SubscriptionError, SubscriptionService
+from app.domain.subscriptions.services import ProvinceError, SubscriptionError, SubscriptionService
 from app.lib.exceptions import NotFoundError, RateLimitedError
 from app.lib.htmx import flash, redirect, render
 from app.lib.ratelimit import enforce
@@ -67,8 +69,10 @@ class SubscriptionController(Controller):
         runtime: NamedDependency[Runtime],
         interval: FromQuery[str | None] = None,
         code: FromQuery[str] = "",
+        province: FromQuery[str] = "",
     ) -> Template | Response[Any]:
-        """The subscribe step; ``?code=`` checks a promo code for this plan and shows the discounted first invoice."""
+        """The subscribe step; ``?code=`` checks a promo code for this plan and shows the discounted first invoice,
+        ``?province=`` the tax for that billing province (else the member's stored one)."""
         user = _user(request)
         plan = await _plan(db_session, slug)
         if await subscriptions.live_for(user) is not None:
@@ -79,19 +83,49 @@ class SubscriptionController(Controller):
         if price is None:
             raise NotFoundError("That plan is not offered with this billing interval.")
         request.session["subscribe_attempt"] = secrets.token_urlsafe(12)
+        return await self._start_page(
+            request,
+            db_session,
+            runtime,
+            plan,
+            price,
+            chosen,
+            code=code,
+            province=valid_province(province) or user.billing_province or "",
+        )
+
+    async def _start_page(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        runtime: Runtime,
+        plan: m.Plan,
+        price: m.PlanPrice,
+        chosen: m.PriceInterval,
+        *,
+        code: str,
+        province: str,
+        province_error: str = "",
+    ) -> Template:
+        user = _user(request)
         quote: PlanQuote | None = None
         promo_error = ""
         refused: RateLimitedError | None = None
         code = normalize_code(code)[:40]
         if code:
             try:
-                await enforce(request, "promo_apply_ip", "promo_apply_session")
+                # A code this session already applied is not a guess: choosing another province (which re-quotes
+                # it for the totals) must not spend the promo limiter's budget.
+                if request.session.get("subscribe_code_applied") != code:
+                    await enforce(request, "promo_apply_ip", "promo_apply_session")
                 quote = await quote_plan(db_session, code, plan, price, user=user)
+                request.session["subscribe_code_applied"] = code
             except PromoError as exc:
                 promo_error = exc.message
             except RateLimitedError as exc:
                 # The page still renders (the plan can be bought without a code); the message sits by the field.
                 promo_error, refused = exc.message, exc
+        subtotal = quote.first_total if quote else price.amount
         response = render(
             request,
             "subscriptions/start.html.j2",
@@ -105,9 +139,14 @@ class SubscriptionController(Controller):
                 "quote": quote,
                 "promo_input": code,
                 "promo_error": promo_error,
+                "provinces": PROVINCES,
+                "province": province,
+                "province_error": province_error,
+                "subtotal": subtotal,
+                "tax": membership_tax(subtotal, province),
             },
             fragment="subscriptions/_offer.html.j2",
-            status_code=refused.status_code if refused else 200,
+            status_code=422 if province_error else refused.status_code if refused else 200,
         )
         if refused is not None:
             response.headers.update(refused.headers)
@@ -139,6 +178,10 @@ class SubscriptionController(Controller):
                 # Checked again here (never trusted from the form), before Stripe is asked.
                 quote = await quote_plan(db_session, code, plan, price, user=user)
             promo = quote.promo if quote else None
+            province = data.get("province", "")
+            if valid_province(province) is None:
+                raise ProvinceError
+            await TaxRateSync(db_session, runtime.stripe).ensure()
             settings = runtime.settings
             hosted = settings.offers_hosted_checkout and (data.get("via") == "hosted" or not settings.offers_elements)
             if hosted:
@@ -151,10 +194,26 @@ class SubscriptionController(Controller):
                     + request.app.route_reverse("subscriptions:checkout_return")
                     + "?session_id={CHECKOUT_SESSION_ID}",
                     cancel_url=f"{settings.base_url}{request.app.route_reverse('plans:pricing')}?interval={interval}",
+                    province=province,
                     promo=promo,
                 )
                 return redirect(request, url)
-            sub = await subscriptions.subscribe(user, plan, price, attempt=attempt, promo=promo)
+            sub = await subscriptions.subscribe(user, plan, price, attempt=attempt, province=province, promo=promo)
+        except ProvinceError as exc:
+            # The form again, with the error by the province field (and the code the member had applied).
+            assert price is not None
+            request.session["subscribe_attempt"] = data.get("attempt") or secrets.token_urlsafe(12)
+            return await self._start_page(
+                request,
+                db_session,
+                runtime,
+                plan,
+                price,
+                interval,
+                code=normalize_code(data.get("promo_code"))[:40],
+                province="",
+                province_error=exc.message,
+            )
         except PromoError as exc:
             flash(request, exc.message, "error")
             return redirect(
@@ -223,6 +282,7 @@ class SubscriptionController(Controller):
                 "amount_due": int(invoice.get("amount_due") or 0),
                 "invoice_currency": str(invoice.get("currency") or "cad").upper(),
                 "invoice_discount": sum(int(d.get("amount") or 0) for d in invoice.get("total_discount_amounts") or []),
+                "invoice_tax": sum(int(t.get("amount") or 0) for t in invoice.get("total_taxes") or []),
                 "client_secret": secret,
                 "publishable_key": runtime.settings.stripe.publishable_key,
                 "stripe_js_url": runtime.settings.stripe.js_url,
@@ -265,6 +325,40 @@ class SubscriptionController(Controller):
         db_session: NamedDependency[AsyncSession],
         subscriptions: NamedDependency[SubscriptionService],
     ) -> Template:
+        return await self._manage_page(request, db_session, subscriptions)
+
+    @post("/account/subscription/province", name="subscriptions:province")
+    async def change_province(
+        self,
+        request: Request[Any, Any, Any],
+        data: Form,
+        db_session: NamedDependency[AsyncSession],
+        subscriptions: NamedDependency[SubscriptionService],
+        runtime: NamedDependency[Runtime],
+    ) -> Template | Response[Any]:
+        """A new billing province: the tax of the next invoice follows it (the current period is not re-billed)."""
+        province = valid_province(data.get("province"))
+        try:
+            if province is None:
+                raise ProvinceError
+            await TaxRateSync(db_session, runtime.stripe).ensure()
+            await subscriptions.change_province(_user(request), province)
+        except ProvinceError as exc:
+            return await self._manage_page(
+                request, db_session, subscriptions, province_error=exc.message, status_code=422
+            )
+        flash(request, f"Billing province saved: {PROVINCES[province]}. Your next invoice's tax follows it.", "success")
+        return redirect(request, request.app.route_reverse("subscriptions:manage"))
+
+    async def _manage_page(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        subscriptions: SubscriptionService,
+        *,
+        province_error: str = "",
+        status_code: int = 200,
+    ) -> Template:
         user = _user(request)
         sub = await subscriptions.live_for(user) or await subscriptions.latest_for(user)
         plans = list(
@@ -289,7 +383,11 @@ class SubscriptionController(Controller):
                     user.id, sub.plan if sub and sub.is_live else None
                 ),
                 "credit_label": credit_label,
+                "provinces": PROVINCES,
+                "province": user.billing_province or "",
+                "province_error": province_error,
             },
+            status_code=status_code,
         )
 
     async def _live(self, request: Request[Any, Any, Any], subscriptions: SubscriptionService) -> m.Subscription:

@@ -8,9 +8,9 @@ object as Stripe returns it now, unless an older event would overwrite a newer o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import stripe
 import structlog
@@ -26,6 +26,7 @@ from app.domain.analytics.feed import announce, movement_item, redis_of
 from app.domain.analytics.movements import refresh_customer_metrics
 from app.domain.notifications.services import EmailService
 from app.domain.payments.gateway import as_dict, idempotency_key, stripe_id
+from app.domain.plans.tax_rates import COUNTRY, invoice_taxes, tax_rate_ids, valid_province
 from app.domain.promotions.services import find_code, redeem_for_subscription
 from app.lib.exceptions import ApplicationError, NotFoundError, NotYoursError
 
@@ -62,6 +63,18 @@ class ProrationPreview:
     currency: str
     lines: list[dict[str, Any]]
     new_price: m.PlanPrice
+    subtotal: int = 0  # before tax (after discounts)
+    tax: int = 0
+    taxes: tuple[dict[str, Any], ...] = ()  # {code, label, rate, amount} per component, as Stripe computed them
+
+
+class ProvinceError(ApplicationError):
+    """The billing province is missing or not one we know: the form shows it by the field."""
+
+    status_code = 422
+
+    def __init__(self) -> None:
+        super().__init__("Choose the province or territory of your billing address.")
 
 
 class SubscriptionService:
@@ -142,20 +155,27 @@ class SubscriptionService:
         price: m.PlanPrice,
         *,
         attempt: str,
+        province: str,
         promo: m.PromoCode | None = None,
     ) -> m.Subscription:
         """Create the subscription at Stripe (``default_incomplete``: the first invoice waits for the card).
 
-        ``promo`` (already checked by ``quote_plan``) goes to Stripe as ``discounts=[{promotion_code}]``: Stripe
-        discounts the invoices for the code's duration and checks the code's own limits again.
+        ``province`` (the billing address's) is kept on the user and the Stripe customer, and selects the
+        subscription's ``default_tax_rates``: Stripe adds that tax to every invoice. ``promo`` (already checked by
+        ``quote_plan``) goes to Stripe as ``discounts=[{promotion_code}]``: Stripe discounts the invoices for the
+        code's duration and checks the code's own limits again.
         """
+        province = self._province(province)
         await self._check_no_plan(user)
         if not price.stripe_price_id:
             raise SubscriptionError("This plan is not available for sale right now.")
         customer = await self.customer_id(user)
+        await self._store_province(user, customer, province)
+        tax_rates = await tax_rate_ids(self.db, province)
         params: SubscriptionCreateParams = {
             "customer": customer,
             "items": [{"price": price.stripe_price_id}],
+            "default_tax_rates": tax_rates,
             "payment_behavior": "default_incomplete",
             "payment_settings": {"save_default_payment_method": "on_subscription"},
             "metadata": {"user_id": str(user.id), "plan": plan.slug},
@@ -166,8 +186,8 @@ class SubscriptionService:
             params["trial_settings"] = TRIAL_WITHOUT_CARD_PAUSES
         if promo is not None and promo.stripe_promotion_code_id:
             params["discounts"] = [{"promotion_code": promo.stripe_promotion_code_id}]
-        # The code is part of the request: applying one after a first try must not replay the undiscounted answer.
-        key = idempotency_key("subscribe", user.id, price.id, attempt, promo.code if promo else "")
+        # The code and the tax are part of the request: a retry after changing either must not replay the first answer.
+        key = idempotency_key("subscribe", user.id, price.id, attempt, promo.code if promo else "", *tax_rates)
         created = as_dict(
             await self.stripe.v1.subscriptions.create_async(params=params, options={"idempotency_key": key})
         )
@@ -186,21 +206,28 @@ class SubscriptionService:
         success_url: str,
         cancel_url: str,
         attempt: str,
+        province: str,
         promo: m.PromoCode | None = None,
     ) -> str:
-        """A Stripe Checkout session (subscription mode) for the plan; Stripe hosts the payment page."""
+        """A Stripe Checkout session (subscription mode) for the plan; Stripe hosts the payment page. The
+        subscription it creates carries the province's Tax Rates (``subscription_data.default_tax_rates``)."""
+        province = self._province(province)
         await self._check_no_plan(user)
         if not price.stripe_price_id:
             raise SubscriptionError("This plan is not available for sale right now.")
+        customer = await self.customer_id(user)
+        await self._store_province(user, customer, province)
+        tax_rates = await tax_rate_ids(self.db, province)
         subscription_data: SessionCreateParamsSubscriptionData = {
-            "metadata": {"user_id": str(user.id), "plan": plan.slug}
+            "metadata": {"user_id": str(user.id), "plan": plan.slug},
+            "default_tax_rates": tax_rates,
         }
         if plan.trial_days and not await self._had_subscription(user):
             subscription_data["trial_period_days"] = plan.trial_days
             subscription_data["trial_settings"] = TRIAL_WITHOUT_CARD_PAUSES
         params: SessionCreateParams = {
             "mode": "subscription",
-            "customer": await self.customer_id(user),
+            "customer": customer,
             "client_reference_id": str(user.id),
             "line_items": [{"price": price.stripe_price_id, "quantity": 1}],
             "success_url": success_url,
@@ -212,7 +239,7 @@ class SubscriptionService:
             # Counted by Stripe when the subscription is created; our counter follows in finish_hosted_checkout.
             params["discounts"] = [{"promotion_code": promo.stripe_promotion_code_id}]
             params["metadata"] = {"user_id": str(user.id), "plan": plan.slug, "promo_code": promo.code}
-        key = idempotency_key("subscribe-checkout", user.id, price.id, attempt, promo.code if promo else "")
+        key = idempotency_key("subscribe-checkout", user.id, price.id, attempt, promo.code if promo else "", *tax_rates)
         session = await self.stripe.v1.checkout.sessions.create_async(params=params, options={"idempotency_key": key})
         return str(session.url)
 
@@ -230,6 +257,87 @@ class SubscriptionService:
         if sub is not None and code and (promo := await find_code(self.db, str(code))) is not None:
             await redeem_for_subscription(self.db, promo, user=user, stripe_subscription_id=subscription_id)
         return sub
+
+    @staticmethod
+    def _province(value: str | None) -> str:
+        province = valid_province(value)
+        if province is None:
+            raise ProvinceError
+        return province
+
+    async def _store_province(self, user: m.User, customer_id: str, province: str) -> None:
+        """The billing province on our user row and on the Stripe customer's address (country CA, state)."""
+        row = await self.db.get(m.User, user.id)
+        assert row is not None
+        if row.billing_province != province:
+            row.billing_province = province
+            user.billing_province = province
+            await self.db.commit()
+        await self.stripe.v1.customers.update_async(
+            customer_id,
+            params={"address": {"country": COUNTRY, "state": province}},
+            # A key per change: back and forth between two provinces must not replay an earlier answer.
+            options={"idempotency_key": idempotency_key("customer-province", customer_id, province, uuid4())},
+        )
+
+    async def change_province(self, user: m.User, province: str) -> m.Subscription | None:
+        """A new billing province: kept on the user and the Stripe customer, and the live (or paused)
+        subscription's Tax Rates replaced without proration, so the change applies from the next invoice only
+        (the period already invoiced keeps the tax it was charged)."""
+        province = self._province(province)
+        if not user.stripe_customer_id:
+            row = await self.db.get(m.User, user.id)
+            assert row is not None
+            row.billing_province = user.billing_province = province
+            await self.db.commit()
+            return None
+        previous = user.billing_province
+        await self._store_province(user, user.stripe_customer_id, province)
+        sub = await self.recoverable_for(user)
+        if sub is None:
+            return None
+        tax_rates = await tax_rate_ids(self.db, province)
+        remote = await self.stripe.v1.subscriptions.update_async(
+            sub.stripe_subscription_id,
+            params={"default_tax_rates": tax_rates, "proration_behavior": "none"},
+            options={
+                "idempotency_key": idempotency_key(
+                    "subscription-tax", sub.stripe_subscription_id, previous, province, sub.updated_at
+                )
+            },
+        )
+        return await self.mirror_subscription(as_dict(remote)) or sub
+
+    async def apply_current_tax_rates(self, on: date | None = None) -> int:
+        """After the tax table changed (``TaxRateSync.ensure`` archived a rate): every live or paused subscription
+        of a member with a billing province gets the Tax Rates of ``on`` (today), without proration, so from its
+        next invoice. Stripe keeps archived rates on the subscriptions that carry them until told. Returns how many
+        subscriptions changed."""
+        rows = await self.db.execute(
+            select(m.Subscription, m.User.billing_province)
+            .join(m.User, m.User.id == m.Subscription.user_id)
+            .where(
+                m.Subscription.status.in_([*LIVE_STATUSES, m.SubscriptionStatus.PAUSED.value]),
+                m.User.billing_province.is_not(None),
+            )
+        )
+        changed = 0
+        for sub, province in rows.all():
+            tax_rates = await tax_rate_ids(self.db, str(province), on)
+            remote = as_dict(await self.stripe.v1.subscriptions.retrieve_async(sub.stripe_subscription_id))
+            if [stripe_id(rate) for rate in remote.get("default_tax_rates") or []] == tax_rates:
+                continue
+            updated = await self.stripe.v1.subscriptions.update_async(
+                sub.stripe_subscription_id,
+                params={"default_tax_rates": tax_rates, "proration_behavior": "none"},
+                options={
+                    "idempotency_key": idempotency_key("subscription-retax", sub.stripe_subscription_id, *tax_rates)
+                },
+            )
+            await self.mirror_subscription(as_dict(updated))
+            changed += 1
+            log.info("subscriptions.tax_rates_replaced", subscription=sub.stripe_subscription_id)
+        return changed
 
     async def _had_subscription(self, user: m.User) -> bool:
         # One free trial per customer.
@@ -324,11 +432,16 @@ class SubscriptionService:
             {"description": line.get("description") or "", "amount": int(line.get("amount") or 0)}
             for line in (preview.get("lines") or {}).get("data", [])
         ]
+        tax, taxes = await invoice_taxes(self.db, self.stripe, preview)
+        total = int(preview.get("total") or 0)
         return ProrationPreview(
             amount_due=int(preview.get("amount_due") or 0),
             currency=str(preview.get("currency") or price.currency).upper(),
             lines=lines,
             new_price=price,
+            subtotal=int(preview.get("total_excluding_tax") or total - tax),
+            tax=tax,
+            taxes=tuple(taxes),
         )
 
     async def change_price(self, sub: m.Subscription, price: m.PlanPrice) -> m.Subscription:
@@ -593,6 +706,7 @@ class SubscriptionService:
         invoice.attempt_count = int(remote.get("attempt_count") or 0)
         invoice.next_payment_attempt = ts(remote.get("next_payment_attempt"))
         invoice.stripe_created = ts(remote.get("created"))
+        invoice.tax, invoice.tax_breakdown = await invoice_taxes(self.db, self.stripe, remote)
         if event_created:
             invoice.last_event_created = max(invoice.last_event_created, event_created)
         await self.db.flush()
