@@ -75,6 +75,7 @@ def test_admin_creates_a_plan_and_a_customer_subscribes_to_it(
         expect(card.get_by_text("2 meeting-room hours")).to_be_visible()
         card.get_by_role("link", name=f"Subscribe: {name}, monthly").click()
         expect(page.get_by_role("heading", name=name)).to_be_visible()
+        page.get_by_label("Billing province or territory").select_option(label="Alberta")
         page.get_by_role("button", name="Continue to payment").click()
         expect(page).to_have_url(re.compile(r"/subscriptions/[0-9a-f-]{36}/pay$"))
         pay_with(page, "4242 4242 4242 4242")
