@@ -294,7 +294,12 @@ class SubscriptionService:
 
     async def cancel_now(self, sub: m.Subscription) -> m.Subscription:
         try:
-            remote = as_dict(await self.stripe.v1.subscriptions.cancel_async(sub.stripe_subscription_id))
+            remote = as_dict(
+                await self.stripe.v1.subscriptions.cancel_async(
+                    sub.stripe_subscription_id,
+                    options={"idempotency_key": idempotency_key("cancel-now", sub.stripe_subscription_id)},
+                )
+            )
         except stripe.InvalidRequestError:
             # Already cancelled (a double click, or Stripe got there first): Stripe's current state is the answer.
             remote = as_dict(await self.stripe.v1.subscriptions.retrieve_async(sub.stripe_subscription_id))
