@@ -223,3 +223,41 @@ async def test_the_subscription_page_is_staff_only_and_links_the_credits(
     assert f'href="/admin/customers/{member.id}#credits-heading"' in page.text
     listing = await support.get("/admin/subscriptions")
     assert f'href="/admin/subscriptions/{sub_id}"' in listing.text
+
+
+async def test_support_pauses_payment_collection_and_resumes_it(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    runtime: Runtime,
+    stripe_emulator: EmulatorServer,
+    queue: Queue,
+    worker: Worker,
+) -> None:
+    sub_id = await active_member(client, factory, runtime, stripe_emulator, queue)
+    support = await staff(client, factory, "support")
+    path = f"/admin/subscriptions/{sub_id}"
+    bad = await post_form(support, f"{path}/pause-collection", {"behavior": "forever", "resumes_on": "2001-01-01"})
+    assert bad.status_code == 422
+    page = text_of(bad.text)
+    assert "Choose what happens to the invoices" in page and "Choose a day after today" in page
+
+    form = {"behavior": "mark_uncollectible", "resumes_on": "2099-01-31"}
+    assert (await post_form(support, f"{path}/pause-collection", form)).status_code == 303
+    sub = await load_sub(runtime, sub_id)
+    assert sub.pause_collection == "mark_uncollectible"
+    assert sub.pause_resumes_at is not None and sub.pause_resumes_at.date().isoformat() == "2099-01-31"
+    remote = await runtime.stripe.v1.subscriptions.retrieve_async(sub.stripe_subscription_id)
+    assert remote.pause_collection is not None and remote.pause_collection.behavior == "mark_uncollectible"
+    await settle(stripe_emulator, queue, runtime)  # the webhook agrees
+    assert (await load_sub(runtime, sub_id)).pause_collection == "mark_uncollectible"
+    assert "Paused (mark uncollectible) until 2099-01-31" in text_of((await support.get(path)).text)
+
+    assert (await post_form(support, f"{path}/resume-collection", {})).status_code == 303
+    sub = await load_sub(runtime, sub_id)
+    assert sub.pause_collection == "" and sub.pause_resumes_at is None
+    remote = await runtime.stripe.v1.subscriptions.retrieve_async(sub.stripe_subscription_id)
+    assert remote.pause_collection is None
+    assert [a for a, _, _ in await audit_rows(runtime, sub_id)] == [
+        "subscription.pause_collection",
+        "subscription.resume_collection",
+    ]

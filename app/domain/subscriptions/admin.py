@@ -10,14 +10,16 @@ resume, refunds:full to refund, promo_codes:full to apply a code (admins only to
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
 from decimal import InvalidOperation
-from typing import Any
+from typing import Any, Literal, cast
 from uuid import UUID
 
 import stripe
 from saq import Queue
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from stripe.params import SubscriptionUpdateParamsPauseCollection
 
 from app.db import models as m
 from app.domain.audit.services import Actor, record_audit
@@ -28,9 +30,21 @@ from app.domain.subscriptions.services import LIVE_STATUSES, SubscriptionService
 from app.lib.exceptions import FormError, NotFoundError
 from app.lib.money import format_money, parse_money
 
+PauseBehavior = Literal["keep_as_draft", "mark_uncollectible", "void"]
+# What Stripe does with each period's invoice while collection is paused.
+PAUSE_BEHAVIORS = {
+    "keep_as_draft": "Keep the invoices as drafts (collect nothing; they can be finalised later)",
+    "mark_uncollectible": "Mark the invoices uncollectible (the service continues, unpaid)",
+    "void": "Void the invoices (the periods are free)",
+}
+
 
 def _state(sub: m.Subscription) -> dict[str, Any]:
-    return {"status": sub.status, "cancel_at_period_end": sub.cancel_at_period_end}
+    return {
+        "status": sub.status,
+        "cancel_at_period_end": sub.cancel_at_period_end,
+        "pause_collection": sub.pause_collection or None,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +171,55 @@ class StaffSubscriptionActions:
         sub = await self.subscriptions.resume(detail.subscription)
         await self._audit(detail, actor, "subscription.resume", "Resumed: renews as usual")
         return sub
+
+    async def pause_collection(
+        self, detail: SubscriptionDetail, behavior: str, resumes_on: str, actor: Actor
+    ) -> m.Subscription:
+        """Stop collecting payment: Stripe keeps invoicing each period but drafts, voids or writes off the invoices
+        (``behavior``) until collection resumes, by staff or on ``resumes_on`` (a date, UTC midnight)."""
+        self._require_live(detail)
+        sub = detail.subscription
+        errors: dict[str, str] = {}
+        if behavior not in PAUSE_BEHAVIORS:
+            errors["behavior"] = "Choose what happens to the invoices while collection is paused."
+        resumes_at: int | None = None
+        if resumes_on.strip():
+            try:
+                day = date.fromisoformat(resumes_on.strip())
+            except ValueError:
+                errors["resumes_on"] = "Enter a date such as 2027-01-31, or leave it empty."
+            else:
+                if day <= datetime.now(UTC).date():
+                    errors["resumes_on"] = "Choose a day after today, or leave it empty."
+                resumes_at = int(datetime.combine(day, time(), UTC).timestamp())
+        if errors:
+            raise FormError(errors)
+        pause: SubscriptionUpdateParamsPauseCollection = {"behavior": cast("PauseBehavior", behavior)}
+        if resumes_at is not None:
+            pause["resumes_at"] = resumes_at
+        remote = await self.stripe.v1.subscriptions.update_async(
+            sub.stripe_subscription_id,
+            params={"pause_collection": pause},
+            options={"idempotency_key": idempotency_key("admin-pause", sub.stripe_subscription_id, sub.updated_at)},
+        )
+        mirrored = await self.subscriptions.mirror_subscription(as_dict(remote)) or sub
+        until = f" until {resumes_on.strip()}" if resumes_at else ""
+        await self._audit(detail, actor, "subscription.pause_collection", f"Collection paused ({behavior}){until}")
+        return mirrored
+
+    async def resume_collection(self, detail: SubscriptionDetail, actor: Actor) -> m.Subscription:
+        self._require_live(detail)
+        sub = detail.subscription
+        if not sub.pause_collection:
+            raise FormError({}, "Payment collection is not paused: nothing to resume.")
+        remote = await self.stripe.v1.subscriptions.update_async(
+            sub.stripe_subscription_id,
+            params={"pause_collection": ""},
+            options={"idempotency_key": idempotency_key("admin-unpause", sub.stripe_subscription_id, sub.updated_at)},
+        )
+        mirrored = await self.subscriptions.mirror_subscription(as_dict(remote)) or sub
+        await self._audit(detail, actor, "subscription.resume_collection", "Collection resumed")
+        return mirrored
 
     async def refund_last_invoice(self, detail: SubscriptionDetail, refund: InvoiceRefund, actor: Actor) -> str:
         """Refund ``refund.amount`` of the last paid invoice's payment; returns the Stripe refund id."""

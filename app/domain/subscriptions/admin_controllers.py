@@ -19,6 +19,7 @@ from app.domain.audit.services import Actor
 from app.domain.payments.gateway import outcome_unknown, stripe_message
 from app.domain.payments.refunds import STRIPE_REASONS
 from app.domain.subscriptions.admin import (
+    PAUSE_BEHAVIORS,
     StaffSubscriptionActions,
     SubscriptionDetail,
     parse_invoice_refund,
@@ -58,6 +59,7 @@ def _page(
             # Every rendering of the refund form gets a fresh token; a resubmission of one rendering replays it.
             "form_token": form_token or new_form_token(),
             "stripe_reasons": STRIPE_REASONS,
+            "pause_behaviors": PAUSE_BEHAVIORS,
         },
         status_code=status_code,
     )
@@ -101,6 +103,12 @@ class AdminSubscriptionActionController(Controller):
             elif action == "resume":
                 await staff.resume(detail, actor)
                 done = "Resumed: the subscription renews as usual."
+            elif action == "pause_collection":
+                await staff.pause_collection(detail, form.get("behavior", ""), form.get("resumes_on", ""), actor)
+                done = "Payment collection paused."
+            elif action == "resume_collection":
+                await staff.resume_collection(detail, actor)
+                done = "Payment collection resumed: the next invoices are charged as usual."
             elif action == "refund":
                 refund = parse_invoice_refund(detail.last_paid_invoice, form)
                 refund_id = await staff.refund_last_invoice(detail, refund, actor)
@@ -158,6 +166,31 @@ class AdminSubscriptionActionController(Controller):
         actor: NamedDependency[Actor],
     ) -> Response[Any] | Template:
         return await self._act(request, subscription_id, db_session, runtime, queue, actor, "resume")
+
+    @post("/{subscription_id:uuid}/pause-collection", name="admin:subscription_pause", guards=MANAGE)
+    async def pause_collection(
+        self,
+        request: Request[Any, Any, Any],
+        subscription_id: FromPath[UUID],
+        data: URLEncodedBody[dict[str, str]],
+        db_session: NamedDependency[AsyncSession],
+        runtime: NamedDependency[Runtime],
+        queue: NamedDependency[Queue],
+        actor: NamedDependency[Actor],
+    ) -> Response[Any] | Template:
+        return await self._act(request, subscription_id, db_session, runtime, queue, actor, "pause_collection", data)
+
+    @post("/{subscription_id:uuid}/resume-collection", name="admin:subscription_unpause", guards=MANAGE)
+    async def resume_collection(
+        self,
+        request: Request[Any, Any, Any],
+        subscription_id: FromPath[UUID],
+        db_session: NamedDependency[AsyncSession],
+        runtime: NamedDependency[Runtime],
+        queue: NamedDependency[Queue],
+        actor: NamedDependency[Actor],
+    ) -> Response[Any] | Template:
+        return await self._act(request, subscription_id, db_session, runtime, queue, actor, "resume_collection")
 
     @post(
         "/{subscription_id:uuid}/refund",

@@ -464,6 +464,9 @@ class SubscriptionService:
         sub.ended_at = ts(remote.get("ended_at"))
         sub.trial_end = ts(remote.get("trial_end"))
         sub.latest_invoice_id = stripe_id(remote.get("latest_invoice"))
+        paused = remote.get("pause_collection") or {}
+        sub.pause_collection = str(paused.get("behavior") or "")
+        sub.pause_resumes_at = ts(paused.get("resumes_at"))
         if event_created:
             sub.last_event_created = max(sub.last_event_created, event_created)
         emails: list[m.EmailMessage] = []
