@@ -1,10 +1,11 @@
-"""Staff actions on a member's subscription (#16 item 5): cancel now or at period end, resume, refund the last
-paid invoice in full or in part, apply a promo code. Credits are granted or removed on the customer's page.
+"""Staff actions on a member's subscription (#16 item 5): cancel now or at period end, resume, pause or resume
+payment collection, refund the last paid invoice in full or in part, apply a promo code. Credits are granted or
+removed on the customer's page.
 
 Every action is one Stripe write through the SDK with an idempotency key (a double click or a retried request
 replays Stripe's first answer), then the mirror applies Stripe's answer at once (the webhook that follows converges
-on the same row), then one audit row. Who may do what is the permission table's: subscriptions:full to cancel and
-resume, refunds:full to refund, promo_codes:full to apply a code (admins only today).
+on the same row), then one audit row. Who may do what is the permission table's: subscriptions:full to cancel,
+resume and pause, refunds:full to refund, promo_codes:full to apply a code (admins only today).
 """
 
 from __future__ import annotations
