@@ -16,6 +16,8 @@ from saq import Queue
 from sqlalchemy import select
 
 from app.db import models as m
+from app.domain.catalog.low_stock import stage_low_stock_alerts
+from app.domain.notifications.services import EmailService
 from app.domain.orders.fulfilment import PaymentSync
 from app.domain.payments.context import HandlerContext
 from app.lib.runtime import Runtime
@@ -180,6 +182,26 @@ async def test_two_fulfilments_crossing_the_threshold_at_once_send_one_email(
     assert keys == [f"low-stock:{product.id}"]
     await run_stored_events(runtime, queue)  # the webhooks arriving afterwards change nothing
     assert len(await low_stock_emails(runtime)) == 1
+
+
+async def test_two_writers_claiming_the_same_crossing_at_the_same_moment_stage_one_email(
+    factory: Factory, runtime: Runtime, queue: Queue
+) -> None:
+    """The claim itself under a real race: both writers reach the INSERT into sent_notices before either runs it."""
+    await factory.user(email="admin@example.com", role="admin")
+    product = await factory.product(name="Test Prints", slug="test-prints", stock=THRESHOLD - 1)
+
+    async def alert() -> int:
+        async with runtime.db() as db:
+            emails = await stage_low_stock_alerts(db, EmailService(db, queue), [product.id], base_url="http://shop")
+            await db.commit()
+            return len(emails)
+
+    with rendezvous_before_insert(runtime, "sent_notices") as arrivals:
+        staged = await asyncio.gather(alert(), alert())
+    assert len(arrivals) == 2  # both really were claiming at once
+    assert sorted(staged) == [0, 1]
+    assert await low_stock_emails(runtime) == [("admin@example.com", "Low stock: Test Prints has 4 left")]
 
 
 async def test_the_products_table_filters_low_stock(client: httpx.AsyncClient, factory: Factory) -> None:
