@@ -9,8 +9,10 @@ import re
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from e2e.conftest import ADMIN, sign_in
+from e2e.conftest import ADMIN, register, sign_in, unique_email
 from e2e.test_purchase import GUIDE, add_to_cart, continue_to_payment, expect_paid, fill_billing, pay_with
+from e2e.test_subscriptions import pay_with as pay_with_card
+from e2e.test_subscriptions import start_subscription
 
 pytestmark = pytest.mark.e2e
 
@@ -50,6 +52,7 @@ DETAILS = (
     ("/admin/users", r"^/admin/users/[0-9a-f-]{36}$"),
     ("/admin/webhooks", r"^/admin/webhooks/[0-9a-f-]{36}$"),
     ("/admin/resources", r"^/admin/resources/[0-9a-f-]{36}$"),
+    ("/admin/subscriptions", r"^/admin/subscriptions/[0-9a-f-]{36}$"),
 )
 
 
@@ -67,6 +70,14 @@ def admin_signs_in(page: Page, base_url: str) -> None:
     page.goto("/admin")
     sign_in(page, *ADMIN)
     expect(page).to_have_url(f"{base_url}/admin")
+
+
+def a_member(page: Page) -> None:
+    """Something in the subscriptions table: a member on a paid monthly plan."""
+    register(page, email=unique_email("phone-member"), password="a long member password", name="Pia Phone")
+    start_subscription(page, "Studio")
+    pay_with_card(page, "4242 4242 4242 4242")
+    expect(page).to_have_url(re.compile(r"/account/subscription$"), timeout=20_000)
 
 
 def first_link(page: Page, pattern: str) -> str:
@@ -103,6 +114,8 @@ def test_every_admin_page_fits_a_phone(browser: Browser, base_url: str) -> None:
     shopper = browser.new_context(base_url=base_url)
     try:
         a_paid_order(shopper.new_page())
+        shopper.clear_cookies()
+        a_member(shopper.new_page())
     finally:
         shopper.close()
     context = browser.new_context(base_url=base_url, viewport=PHONE, is_mobile=True, has_touch=True)
