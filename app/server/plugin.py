@@ -55,6 +55,7 @@ from app.domain.plans.admin_controllers import AdminPlanController
 from app.domain.plans.controllers import PlanController
 from app.domain.promotions.controllers import AdminPromoCodeController
 from app.domain.settings.controllers import AdminSettingsController
+from app.domain.subscriptions.admin_controllers import AdminSubscriptionActionController
 from app.domain.subscriptions.controllers import SubscriptionController
 from app.domain.sync.controllers import AdminSyncController
 from app.domain.system.controllers import csp_report, healthz, readyz
@@ -245,6 +246,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 AdminCustomerController,
                 AdminSyncController,
                 AdminSubscriptionController,
+                AdminSubscriptionActionController,
                 AdminRefundController,
                 AdminUserController,
                 AuditController,

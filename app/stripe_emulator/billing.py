@@ -641,7 +641,22 @@ def renew(ctx: Ctx, sub: dict[str, Any], now: int, billing_reason: str = "subscr
     invoice = build_invoice(ctx, sub, billing_reason, lines, start, end, now, invoice_id=invoice["id"])
     sub["latest_invoice"] = invoice["id"]
     ctx.emit("customer.subscription.updated", sub, {k: v for k, v in before.items() if sub.get(k) != v})
+    paused = sub.get("pause_collection")
+    if paused and paused["behavior"] == "keep_as_draft":
+        return  # Stripe still invoices the period but leaves the invoice a draft: nothing is collected
     finalize(ctx, invoice, now)
+    if paused and invoice["status"] == "open":
+        # mark_uncollectible / void: the invoice is finalised, then closed at once without a payment attempt.
+        invoice["next_payment_attempt"] = None
+        if paused["behavior"] == "void":
+            invoice["status"] = "void"
+            invoice["status_transitions"]["voided_at"] = now
+            ctx.emit("invoice.voided", invoice)
+        else:
+            invoice["status"] = "uncollectible"
+            invoice["status_transitions"]["marked_uncollectible_at"] = now
+            ctx.emit("invoice.marked_uncollectible", invoice)
+        return
     if invoice["status"] == "open":
         attempt_payment(ctx, invoice, default_pm(ctx, sub), now)
 
@@ -661,6 +676,9 @@ def next_action(ctx: Ctx, sub: dict[str, Any]) -> tuple[int, str] | None:
         candidates.append((sub["trial_end"], "trial_end"))
     else:
         _, end = period_of(sub)
+        resumes_at = (sub.get("pause_collection") or {}).get("resumes_at")
+        if resumes_at:
+            candidates.append((resumes_at, "unpause"))
         if sub["cancel_at"] and sub["cancel_at"] <= end:
             candidates.append((sub["cancel_at"], "cancel"))
         candidates.append((end, "cancel" if sub["cancel_at_period_end"] else "renew"))
@@ -704,6 +722,9 @@ def perform(ctx: Ctx, sub: dict[str, Any], when: int, kind: str) -> None:
         cancel_subscription(ctx, sub, when)
     elif kind == "renew":
         renew(ctx, sub, when)
+    elif kind == "unpause":
+        sub["pause_collection"], before = None, {"pause_collection": sub["pause_collection"]}
+        ctx.emit("customer.subscription.updated", sub, before)
     elif kind.startswith("retry:"):
         invoice = ctx.state.get("invoice", kind.split(":", 1)[1])
         invoice["next_payment_attempt"] = None

@@ -196,6 +196,47 @@ def test_trial_ends_into_paid_subscription(sc: stripe.StripeClient, clock: strip
     assert latest.status == "paid" and latest.amount_paid == 1000
 
 
+@pytest.mark.parametrize(
+    ("behavior", "renewal_status"),
+    [("keep_as_draft", "draft"), ("mark_uncollectible", "uncollectible"), ("void", "void")],
+)
+def test_paused_collection_invoices_each_period_without_charging_until_it_resumes(
+    sc: stripe.StripeClient, clock: stripe.test_helpers.TestClock, behavior: str, renewal_status: str
+) -> None:
+    cus = customer_with_card(sc, clock.id)
+    sub = sc.v1.subscriptions.create(params={"customer": cus.id, "items": [{"price": monthly_price(sc).id}]})
+    start = clock.frozen_time
+    resumes = start + 45 * DAY
+    sub = sc.v1.subscriptions.update(
+        sub.id,
+        params={"pause_collection": {"behavior": behavior, "resumes_at": resumes}},  # type: ignore[typeddict-item]
+    )
+    assert sub.pause_collection is not None
+    assert (sub.pause_collection.behavior, sub.pause_collection.resumes_at) == (behavior, resumes)
+    assert sub.status == "active"  # unlike a paused subscription, the service goes on
+    sc.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": start + 32 * DAY})
+    invoices = sc.v1.invoices.list(params={"subscription": sub.id}).data
+    assert [(i.billing_reason, i.status) for i in invoices] == [
+        ("subscription_cycle", renewal_status),
+        ("subscription_create", "paid"),
+    ]
+    sc.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": resumes + DAY})  # resumes_at passed
+    assert sc.v1.subscriptions.retrieve(sub.id).pause_collection is None
+    sc.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": start + 63 * DAY})
+    invoices = sc.v1.invoices.list(params={"subscription": sub.id}).data
+    assert invoices[0].status == "paid"  # collected again
+
+
+def test_pause_collection_refuses_an_unknown_behavior_and_resumes_with_an_empty_value(sc: stripe.StripeClient) -> None:
+    cus = customer_with_card(sc, None)
+    sub = sc.v1.subscriptions.create(params={"customer": cus.id, "items": [{"price": monthly_price(sc).id}]})
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        sc.v1.subscriptions.update(sub.id, params={"pause_collection": {"behavior": "nap"}})  # type: ignore[typeddict-item]
+    assert refused.value.param == "pause_collection[behavior]"
+    sc.v1.subscriptions.update(sub.id, params={"pause_collection": {"behavior": "void"}})
+    assert sc.v1.subscriptions.update(sub.id, params={"pause_collection": ""}).pause_collection is None
+
+
 def test_cancel_at_period_end_resume_and_cancel_now(
     sc: stripe.StripeClient, clock: stripe.test_helpers.TestClock
 ) -> None:

@@ -151,6 +151,10 @@ class Subscription(UUIDv7AuditBase):
     ended_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     trial_end: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     latest_invoice_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    # Stripe's pause_collection: "" when invoices are collected; otherwise its behavior (keep_as_draft,
+    # mark_uncollectible, void) and when collection resumes by itself (None: until staff resume it).
+    pause_collection: Mapped[str] = mapped_column(String(24), default="", server_default="")
+    pause_resumes_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     # Set by a conditional UPDATE when the "membership ended" email is queued: once, whoever notices first.
     ended_notified_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     # Newest Stripe event applied (its `created`): an older event never overwrites newer state.

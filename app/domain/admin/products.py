@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
 from app.domain.audit.services import Actor, changes, record_audit
+from app.domain.catalog.low_stock import rearm_low_stock
 from app.lib.exceptions import FormError, NotFoundError
 from app.lib.money import format_money, parse_money, plain_amount
 from app.lib.shop_settings import current_shop_settings
@@ -62,6 +63,17 @@ def products_table(categories: list[m.Category]) -> TableSpec:
         filters=(
             Filter("category", "Category", tuple((c.slug, c.name) for c in categories), "Any category"),
             Filter("status", "Status", (("active", "Active"), ("archived", "Archived")), "Active or archived"),
+            Filter(
+                "stock",
+                "Stock",
+                (
+                    ("low", f"Low stock (≤ {current_shop_settings().low_stock_threshold})"),
+                    ("out", "Sold out"),
+                    ("limited", "Limited"),
+                    ("unlimited", "Unlimited"),
+                ),
+                "Any stock",
+            ),
         ),
         search_label="Name or slug",
         bulk_actions=(
@@ -79,6 +91,13 @@ def products_query(state: TableState, categories: list[m.Category]) -> Select[An
         stmt = stmt.where(m.Product.category_id.in_(ids))
     if status := state.filters.get("status"):
         stmt = stmt.where(m.Product.is_active.is_(status == "active"))
+    if stock := state.filters.get("stock"):
+        # "Low" is the shop settings' threshold, the one the low-stock email uses (sold out counts as low).
+        stmt = stmt.where(m.Product.stock.is_(None) if stock == "unlimited" else m.Product.stock.is_not(None))
+        if stock == "low":
+            stmt = stmt.where(m.Product.stock <= current_shop_settings().low_stock_threshold)
+        elif stock == "out":
+            stmt = stmt.where(m.Product.stock == 0)
     if term := state.q:
         like = f"%{term.lower()}%"
         stmt = stmt.where(or_(m.Product.name.ilike(like), m.Product.slug.ilike(like)))
@@ -307,6 +326,9 @@ async def update_product(db: AsyncSession, product: m.Product, values: dict[str,
         before=before,
         after=after,
     )
+    if "stock" in after:
+        await db.flush()
+        await rearm_low_stock(db, [product.id])  # restocked above the threshold: the next crossing alerts again
     await _commit(db, values["slug"])
     return True
 

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.domain.catalog.low_stock import rearm_low_stock
 
 log = structlog.get_logger()
 
@@ -57,6 +58,7 @@ async def put_back(db: AsyncSession, product_id: UUID, quantity: int) -> None:
         .where(m.Product.id == product_id, m.Product.stock.is_not(None))
         .values(stock=m.Product.stock + quantity)
     )
+    await rearm_low_stock(db, [product_id])  # back above the threshold: its next crossing alerts again
 
 
 async def hold_for_order(

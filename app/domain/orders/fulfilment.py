@@ -28,6 +28,7 @@ from app.db.upsert import insert_if_absent
 from app.domain.analytics.feed import announce, order_item, refund_item
 from app.domain.bookings.card_payments import cancel_refunded_bookings, confirm_paid_bookings
 from app.domain.catalog.cache import invalidate_catalog
+from app.domain.catalog.low_stock import stage_low_stock_alerts
 from app.domain.catalog.stock_holds import convert_for_order, put_back, release_for_order, take
 from app.domain.downloads.services import DownloadService
 from app.domain.notifications.services import EmailService
@@ -190,12 +191,16 @@ class PaymentSync:
             )
         self.db.add(m.OrderEvent(order_id=order.id, kind="paid", message="Payment received."))
         await confirm_paid_bookings(self.db, self.ctx.stripe, order)  # a booking's order: confirm its seat
-        receipt = EmailService(self.db, self.ctx.queue).stage(
+        mailer = EmailService(self.db, self.ctx.queue)
+        receipt = mailer.stage(
             "receipt", order.email, receipt_context(order, entitlements, downloads, self.ctx.settings.base_url)
         )
         self.db.add(m.OrderEvent(order_id=order.id, kind="receipt_queued", message=f"Receipt sent to {order.email}."))
+        # The sale may have taken a limited product to the low-stock threshold: the admins hear once per crossing.
+        sold = {line.product_id for line in order.lines if line.product_id is not None}
+        alerts = await stage_low_stock_alerts(self.db, mailer, sold, base_url=self.ctx.settings.base_url)
         log.info("order.fulfilled", order=str(order.id), number=order.number)
-        return [receipt], True
+        return [receipt, *alerts], True
 
     async def _undeliverable(self, order: m.Order) -> tuple[str, str] | None:
         """A line whose product was archived since the order was placed: the shop no longer sells it."""

@@ -402,7 +402,12 @@ class SubscriptionService:
 
     async def cancel_now(self, sub: m.Subscription) -> m.Subscription:
         try:
-            remote = as_dict(await self.stripe.v1.subscriptions.cancel_async(sub.stripe_subscription_id))
+            remote = as_dict(
+                await self.stripe.v1.subscriptions.cancel_async(
+                    sub.stripe_subscription_id,
+                    options={"idempotency_key": idempotency_key("cancel-now", sub.stripe_subscription_id)},
+                )
+            )
         except stripe.InvalidRequestError:
             # Already cancelled (a double click, or Stripe got there first): Stripe's current state is the answer.
             remote = as_dict(await self.stripe.v1.subscriptions.retrieve_async(sub.stripe_subscription_id))
@@ -598,6 +603,9 @@ class SubscriptionService:
         sub.ended_at = ts(remote.get("ended_at"))
         sub.trial_end = ts(remote.get("trial_end"))
         sub.latest_invoice_id = stripe_id(remote.get("latest_invoice"))
+        paused = remote.get("pause_collection") or {}
+        sub.pause_collection = str(paused.get("behavior") or "")
+        sub.pause_resumes_at = ts(paused.get("resumes_at"))
         if event_created:
             sub.last_event_created = max(sub.last_event_created, event_created)
         emails: list[m.EmailMessage] = []

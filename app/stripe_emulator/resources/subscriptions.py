@@ -404,6 +404,29 @@ def _item_changes(ctx: Ctx, sub: dict[str, Any], raw_items: list[Any]) -> list[t
     return changes
 
 
+PAUSE_BEHAVIORS = ("keep_as_draft", "mark_uncollectible", "void")
+
+
+def _pause_collection(raw: Any) -> dict[str, Any] | None:
+    """``pause_collection=""`` resumes collection; a hash pauses it with a behavior and an optional resumes_at."""
+    if raw in ("", None):
+        return None
+    if not isinstance(raw, dict):
+        raise invalid("Invalid pause_collection: must be a hash or an empty string.", "pause_collection")
+    behavior = raw.get("behavior")
+    if behavior not in PAUSE_BEHAVIORS:
+        raise invalid(
+            f"Invalid pause_collection[behavior]: must be one of {', '.join(PAUSE_BEHAVIORS)}",
+            "pause_collection[behavior]",
+        )
+    resumes_at = raw.get("resumes_at")
+    try:
+        resumes = int(resumes_at) if resumes_at not in (None, "") else None
+    except (TypeError, ValueError):
+        raise invalid("Invalid integer: " + str(resumes_at), "pause_collection[resumes_at]") from None
+    return {"behavior": behavior, "resumes_at": resumes}
+
+
 @route("POST", "/v1/subscriptions/{id}")
 def update(ctx: Ctx) -> dict[str, Any]:
     check_params(ctx.params, UPDATE)
@@ -466,6 +489,8 @@ def update(ctx: Ctx) -> dict[str, Any]:
             ctx.state.hidden(sub["id"]).setdefault("pending_lines", []).extend(lines)
     if get_list(p, "discounts") is not None:
         sub["discounts"] = _discounts(ctx, sub, get_list(p, "discounts"), 0, now)
+    if "pause_collection" in p:
+        sub["pause_collection"] = _pause_collection(p["pause_collection"])
     changed = diff(before, sub)
     if changed:
         ctx.emit("customer.subscription.updated", sub, changed)
