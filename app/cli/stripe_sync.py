@@ -23,12 +23,12 @@ def stripe_group() -> None:
 @click.option("--no-resume", is_flag=True, help="Start from the first page even if the last run was interrupted.")
 def sync_command(since: str | None, only: str | None, no_resume: bool) -> None:
     from app.db import models as m
-    from app.domain.payments.gateway import build_stripe_client
     from app.domain.sync.services import LABELS, SyncEngine, parse_options, start_sync
     from app.lib import queues
     from app.lib.exceptions import ConflictError, FormError
     from app.lib.runtime import Runtime
     from app.lib.settings import get_settings
+    from app.lib.stripe_gateway import build_stripe_client
 
     try:
         options = parse_options(since, only)

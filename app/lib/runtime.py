@@ -19,11 +19,11 @@ from redis.asyncio import Redis
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.payments.gateway import build_stripe_client
 from app.lib.embedded_redis import resolve_redis_url
 from app.lib.ratelimit import RateLimiter
 from app.lib.settings import BASE_DIR, Settings
 from app.lib.storage import Storage, build_storage
+from app.lib.stripe_gateway import build_stripe_client
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

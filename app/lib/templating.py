@@ -12,7 +12,6 @@ from jinja2.runtime import Context
 from litestar.utils.scope.state import ScopeState
 from markupsafe import escape
 
-from app.domain.catalog.covers import cover_src
 from app.lib.csp import mark_csrf_used, request_nonce
 from app.lib.localtime import format_local
 from app.lib.money import format_money
@@ -106,6 +105,5 @@ def get_environment() -> Environment:
     env.globals["shop_settings"] = current_shop_settings  # the seller, the receipt footer, link lifetime
     env.globals["can"] = can
     env.globals["is_staff"] = is_staff
-    env.globals["cover_src"] = cover_src
     env.globals["static_url"] = static_url
     return env

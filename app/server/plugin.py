@@ -45,7 +45,7 @@ from app.domain.bookings.admin_controllers import AdminResourceController
 from app.domain.bookings.controllers import BookingController
 from app.domain.cart.controllers import CartController
 from app.domain.catalog.controllers import CatalogController
-from app.domain.catalog.covers import COVER_ROUTE
+from app.domain.catalog.covers import COVER_ROUTE, cover_src
 from app.domain.checkout.controllers import CheckoutController
 from app.domain.downloads.controllers import DownloadController
 from app.domain.orders.controllers import OrderController
@@ -229,7 +229,10 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
             app_config.before_send.append(count_unrouted)
         app_config.before_send.append(request_id_header)
 
-        engine = JinjaTemplateEngine.from_environment(get_environment())
+        environment = get_environment()
+        # The domains' template globals are registered here, in the composition root: app/lib knows no domain.
+        environment.globals["cover_src"] = cover_src
+        engine = JinjaTemplateEngine.from_environment(environment)
         engine.register_template_callable("current_user", _template_user)
         engine.register_template_callable("flashes", _template_flashes)
         engine.register_template_callable("csrf_token", csrf_token)  # notes the use, see app.lib.templating

@@ -20,9 +20,9 @@ from saq import Queue, Worker
 from sqlalchemy import select
 
 from app.db import models as m
-from app.domain.payments.gateway import build_stripe_client
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings
+from app.lib.stripe_gateway import build_stripe_client
 from app.stripe_emulator.server import EmulatorServer, free_port
 from tests.conftest import Factory
 from tests.helpers import CSRF_COOKIE, csrf_token, job_finished, post_form, sign_in, text_of

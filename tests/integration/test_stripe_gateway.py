@@ -9,8 +9,8 @@ from unittest import mock
 import pytest
 import stripe
 
-from app.domain.payments.gateway import build_stripe_client, idempotency_key
 from app.lib.settings import StripeSettings, load_settings
+from app.lib.stripe_gateway import build_stripe_client, idempotency_key
 from app.stripe_emulator.server import EmulatorServer, run_emulator
 
 

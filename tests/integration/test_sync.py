@@ -16,11 +16,11 @@ from sqlalchemy import func, select
 
 from app.cli.stripe_sync import sync_command
 from app.db import models as m
-from app.domain.payments.gateway import build_stripe_client
 from app.domain.plans.stripe_sync import PlanStripeSync
 from app.domain.sync.services import SyncEngine, SyncOptions, request_cancel, start_sync
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings
+from app.lib.stripe_gateway import build_stripe_client
 from app.stripe_emulator.resources.balance_transactions import card_fee
 from app.stripe_emulator.server import EmulatorServer
 from tests.conftest import Factory

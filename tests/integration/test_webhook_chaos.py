@@ -29,11 +29,11 @@ from sqlalchemy import func, select
 from app.db import models as m
 from app.domain.cart.services import price_lines
 from app.domain.checkout.services import BillingDetails, CheckoutService
-from app.domain.payments.gateway import build_stripe_client
 from app.domain.payments.handlers import HANDLERS, is_handled
 from app.domain.sync.services import SyncEngine, SyncOptions, start_sync
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings
+from app.lib.stripe_gateway import build_stripe_client
 from app.stripe_emulator.resources.balance_transactions import card_fee
 from app.stripe_emulator.server import EmulatorServer
 from tests.conftest import Factory

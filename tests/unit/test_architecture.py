@@ -1,5 +1,7 @@
 """The codebase's shape rules, checked from the source so they hold without anyone remembering them.
 
+- Layers (docs/architecture.md): ``app/lib`` imports nothing else of the app; ``app/db`` only ``lib`` and itself;
+  no domain imports another domain's controllers (shared providers live in ``dependencies.py``).
 - The shop never imports the offline Stripe emulator: it talks to Stripe (or the emulator) over HTTP only.
 - The emulator never ships: not in the wheel, not in the Docker image.
 """
@@ -28,6 +30,37 @@ def _imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module:
             found.add(node.module)
     return found
+
+
+def _app_imports(package: str) -> list[tuple[str, str]]:
+    """(file, imported app module) for every import of an ``app.`` module in ``app/<package>``."""
+    return [
+        (str(path.relative_to(ROOT)), name)
+        for path in (APP / package).rglob("*.py")
+        for name in _imports(path)
+        if name == "app" or name.startswith("app.")
+    ]
+
+
+def test_lib_imports_only_lib() -> None:
+    offenders = [f"{f} imports {name}" for f, name in _app_imports("lib") if not name.startswith("app.lib")]
+    assert offenders == []
+
+
+def test_db_imports_only_lib_and_db() -> None:
+    offenders = [f"{f} imports {name}" for f, name in _app_imports("db") if not name.startswith(("app.lib", "app.db"))]
+    assert offenders == []
+
+
+def test_no_domain_imports_another_domains_controllers() -> None:
+    offenders = []
+    for f, name in _app_imports("domain"):
+        parts = name.split(".")
+        importer = Path(f).parts[2]  # app/domain/<noun>/...
+        is_controllers = parts[-1] == "controllers" or parts[-1].endswith("_controllers")
+        if len(parts) >= 4 and parts[1] == "domain" and parts[2] != importer and is_controllers:
+            offenders.append(f"{f} imports {name}")
+    assert offenders == []
 
 
 def test_the_shop_never_imports_the_stripe_emulator() -> None:

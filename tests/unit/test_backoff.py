@@ -11,8 +11,8 @@ import stripe
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.domain.payments.gateway import with_backoff
 from app.domain.payments.jobs import MAX_RETRY_BACKOFF, retry_backoff
+from app.lib.stripe_gateway import with_backoff
 
 SIX_HOURS = timedelta(hours=6)
 

@@ -28,12 +28,12 @@ from app.domain.admin.orders import (
     resend_receipt,
 )
 from app.domain.audit.services import Actor
-from app.domain.payments.gateway import outcome_unknown, stripe_message
 from app.domain.payments.refunds import STRIPE_REASONS
 from app.lib.exceptions import FormError
 from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
+from app.lib.stripe_gateway import outcome_unknown, stripe_message
 from app.lib.tables import export_for, table_for
 from app.lib.tokens import new_form_token
 from app.server.auth import requires

@@ -21,10 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
 from app.domain.audit.services import Actor, record_audit
-from app.domain.payments.gateway import stripe_id
 from app.domain.payments.handlers import is_handled
 from app.domain.payments.webhooks import enqueue_event_job, event_job_key
 from app.lib.exceptions import NotFoundError
+from app.lib.stripe_gateway import stripe_id
 from app.lib.tables import BulkAction, Column, Filter, TableSpec, TableState
 
 log = structlog.get_logger()

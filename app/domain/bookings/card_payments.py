@@ -26,8 +26,8 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
-from app.domain.payments.gateway import idempotency_key
 from app.lib.money import format_money
+from app.lib.stripe_gateway import idempotency_key
 
 log = structlog.get_logger()
 

@@ -25,9 +25,9 @@ from app.domain.bookings.calendar import closure_notice, closure_on, ensure_slot
 from app.domain.bookings.card_payments import PAID_WITH_CARD, free_seat, release_hold
 from app.domain.checkout.services import BillingDetails, CheckoutService
 from app.domain.credits.services import CreditService, credit_label
-from app.domain.payments.gateway import idempotency_key
 from app.lib.exceptions import ApplicationError, ConflictError, NotFoundError, NotYoursError
 from app.lib.localtime import day_bounds, format_local, local_day
+from app.lib.stripe_gateway import idempotency_key
 
 log = structlog.get_logger()
 

@@ -18,11 +18,11 @@ from app.db.upsert import insert_if_absent
 from app.domain.cart.services import PricedCart
 from app.domain.catalog.stock_holds import StockUnavailableError, Wanted, hold_for_order
 from app.domain.checkout.tax import PROVINCES, TaxResult, compute_tax
-from app.domain.payments.gateway import as_dict, idempotency_key
 from app.domain.promotions.services import PromoError, PromoQuote, quote_cart
 from app.lib.email_address import InvalidEmailError, clean_email
 from app.lib.exceptions import ApplicationError, FormError
 from app.lib.localtime import to_local
+from app.lib.stripe_gateway import as_dict, idempotency_key
 from app.lib.tokens import new_token
 
 ORDER_NUMBER_OFFSET = 1000  # the first order is #1001

@@ -26,9 +26,9 @@ from app.domain.analytics.feed import announce
 from app.domain.notifications.services import EmailService, claim_notice
 from app.domain.orders.fulfilment import PaymentSync
 from app.domain.payments.context import HandlerContext
-from app.domain.payments.gateway import as_dict, stripe_id
 from app.domain.settings.services import alert_recipients
 from app.lib.money import format_money
+from app.lib.stripe_gateway import as_dict, stripe_id
 
 log = structlog.get_logger()
 

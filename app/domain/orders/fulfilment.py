@@ -35,12 +35,12 @@ from app.domain.notifications.services import EmailService
 from app.domain.orders.invoice_links import invoice_url
 from app.domain.orders.invoices import issue_invoice
 from app.domain.payments.context import HandlerContext
-from app.domain.payments.gateway import as_dict, stripe_id
 from app.domain.payments.refunds import refund_undelivered
 from app.domain.promotions.services import redeem_for_order
 from app.domain.settings.services import alert_recipients
 from app.lib import metrics
 from app.lib.money import format_money
+from app.lib.stripe_gateway import as_dict, stripe_id
 
 log = structlog.get_logger()
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import models as m
 from app.db.upsert import insert_if_absent
 from app.domain.payments.context import HandlerContext
-from app.domain.payments.gateway import as_dict, stripe_id
+from app.lib.stripe_gateway import as_dict, stripe_id
 
 
 async def on_charge_event(ctx: HandlerContext, event: dict[str, Any]) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import stripe
 
-from app.domain.payments.gateway import idempotency_key
+from app.lib.stripe_gateway import idempotency_key
 
 STRIPE_REASONS = ("requested_by_customer", "duplicate", "fraudulent")
 

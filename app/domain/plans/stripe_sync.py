@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from stripe.params import PriceCreateParams, ProductCreateParams, ProductUpdateParams
 
 from app.db import models as m
-from app.domain.payments.gateway import idempotency_key, is_missing, prices_of_product
+from app.lib.stripe_gateway import idempotency_key, is_missing, prices_of_product
 
 log = structlog.get_logger()
 

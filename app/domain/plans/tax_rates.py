@@ -27,7 +27,7 @@ from stripe.params import TaxRateCreateParams, TaxRateListParams
 from app.db import models as m
 from app.db.upsert import upsert
 from app.domain.checkout.tax import PROVINCES, TaxRate, TaxResult, compute_tax, rates_for
-from app.domain.payments.gateway import as_dict, idempotency_key
+from app.lib.stripe_gateway import as_dict, idempotency_key
 
 log = structlog.get_logger()
 

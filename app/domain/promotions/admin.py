@@ -23,11 +23,11 @@ from stripe.params import CouponCreateParams, PromotionCodeCreateParams, Promoti
 
 from app.db import models as m
 from app.domain.audit.services import Actor, record_audit
-from app.domain.payments.gateway import idempotency_key
 from app.domain.plans.stripe_sync import PlanStripeSync
 from app.domain.promotions.services import describe, describe_duration, normalize_code, status_of
 from app.lib.exceptions import FormError, NotFoundError
 from app.lib.money import parse_money, plain_amount
+from app.lib.stripe_gateway import idempotency_key
 from app.lib.tables import Column, Filter, TableSpec, TableState, parse_ids
 
 log = structlog.get_logger()

@@ -15,7 +15,6 @@ from litestar.response import Stream, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.audit.services import Actor
-from app.domain.payments.gateway import outcome_unknown, stripe_message
 from app.domain.promotions.admin import (
     CURRENCIES,
     PROMO_CSV_HEADER,
@@ -34,6 +33,7 @@ from app.lib.exceptions import FormError
 from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
+from app.lib.stripe_gateway import outcome_unknown, stripe_message
 from app.lib.tables import export_for, table_for
 from app.lib.tokens import new_form_token
 from app.server.auth import requires

@@ -24,12 +24,12 @@ from stripe.params import SubscriptionUpdateParamsPauseCollection
 
 from app.db import models as m
 from app.domain.audit.services import Actor, record_audit
-from app.domain.payments.gateway import as_dict, idempotency_key, stripe_id
 from app.domain.payments.refunds import STRIPE_REASONS, create_refund
 from app.domain.promotions.services import PromoError, normalize_code, quote_plan, redeem_for_subscription
 from app.domain.subscriptions.services import LIVE_STATUSES, SubscriptionService
 from app.lib.exceptions import FormError, NotFoundError
 from app.lib.money import format_money, parse_money
+from app.lib.stripe_gateway import as_dict, idempotency_key, stripe_id
 
 PauseBehavior = Literal["keep_as_draft", "mark_uncollectible", "void"]
 # What Stripe does with each period's invoice while collection is paused.

@@ -16,7 +16,6 @@ from saq import Queue
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.audit.services import Actor
-from app.domain.payments.gateway import outcome_unknown, stripe_message
 from app.domain.payments.refunds import STRIPE_REASONS
 from app.domain.subscriptions.admin import (
     PAUSE_BEHAVIORS,
@@ -29,6 +28,7 @@ from app.lib.exceptions import FormError
 from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
+from app.lib.stripe_gateway import outcome_unknown, stripe_message
 from app.lib.tokens import new_form_token
 from app.server.auth import requires
 

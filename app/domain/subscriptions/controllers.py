@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import models as m
 from app.domain.checkout.tax import PROVINCES
 from app.domain.credits.services import CreditService, credit_label
-from app.domain.payments.gateway import stripe_message
 from app.domain.plans.services import parse_interval, tier_for
 from app.domain.plans.stripe_sync import PlanStripeSync
 from app.domain.plans.tax_rates import TaxRateSync, membership_tax, valid_province
@@ -29,6 +28,7 @@ from app.lib.exceptions import NotFoundError, RateLimitedError
 from app.lib.htmx import flash, redirect, render
 from app.lib.ratelimit import enforce
 from app.lib.runtime import Runtime
+from app.lib.stripe_gateway import stripe_message
 from app.server.auth import current_user, requires_login
 
 log = structlog.get_logger()

@@ -14,8 +14,8 @@ from app.db import models as m
 from app.domain.credits.services import CreditService
 from app.domain.notifications.services import EmailService, claim_notice
 from app.domain.payments.context import HandlerContext
-from app.domain.payments.gateway import as_dict, stripe_id
 from app.domain.subscriptions.services import SubscriptionService, ts
+from app.lib.stripe_gateway import as_dict, stripe_id
 
 CREDIT_REASONS = frozenset({"subscription_create", "subscription_cycle"})
 

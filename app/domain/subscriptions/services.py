@@ -25,10 +25,10 @@ from app.db.upsert import insert_if_absent
 from app.domain.analytics.feed import announce, movement_item, redis_of
 from app.domain.analytics.movements import refresh_customer_metrics
 from app.domain.notifications.services import EmailService
-from app.domain.payments.gateway import as_dict, idempotency_key, stripe_id
 from app.domain.plans.tax_rates import COUNTRY, invoice_taxes, tax_rate_ids, valid_province
 from app.domain.promotions.services import find_code, redeem_for_subscription
 from app.lib.exceptions import ApplicationError, NotFoundError, NotYoursError
+from app.lib.stripe_gateway import as_dict, idempotency_key, stripe_id
 
 log = structlog.get_logger()
 

@@ -10,11 +10,11 @@ from saq import Queue
 from saq.types import Context
 
 from app.db import models as m
-from app.domain.payments.gateway import build_stripe_client
 from app.domain.sync.services import SyncEngine, SyncOptions, start_sync
 from app.lib import metrics
 from app.lib.exceptions import ConflictError
 from app.lib.runtime import Runtime
+from app.lib.stripe_gateway import build_stripe_client
 
 log = structlog.get_logger()
 

@@ -31,10 +31,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import models as m
 from app.db.upsert import upsert
 from app.domain.audit.services import Actor, record_audit
-from app.domain.payments.gateway import with_backoff
 from app.domain.sync.reconcile import OK, RECONCILERS, SKIPPED, Outcome, SyncContext
 from app.lib.exceptions import ConflictError, FormError, NotFoundError
 from app.lib.settings import Settings
+from app.lib.stripe_gateway import with_backoff
 
 log = structlog.get_logger()
 
