@@ -1,7 +1,8 @@
 """The codebase's shape rules, checked from the source so they hold without anyone remembering them.
 
 - Layers (docs/architecture.md): ``app/lib`` imports nothing else of the app; ``app/db`` only ``lib`` and itself;
-  no domain imports another domain's controllers (shared providers live in ``dependencies.py``).
+  no domain imports another domain's controllers (shared providers live in ``dependencies.py``); controllers
+  build no SQL.
 - The shop never imports the offline Stripe emulator: it talks to Stripe (or the emulator) over HTTP only.
 - The emulator never ships: not in the wheel, not in the Docker image.
 """
@@ -60,6 +61,17 @@ def test_no_domain_imports_another_domains_controllers() -> None:
         is_controllers = parts[-1] == "controllers" or parts[-1].endswith("_controllers")
         if len(parts) >= 4 and parts[1] == "domain" and parts[2] != importer and is_controllers:
             offenders.append(f"{f} imports {name}")
+    assert offenders == []
+
+
+def test_controllers_build_no_sql() -> None:
+    # Queries belong to services and repositories: a controller parses, checks access, calls, renders (#17 item 6).
+    builders = {"select", "insert", "update", "delete", "func", "exists", "and_", "or_"}
+    offenders = []
+    for path in APP.rglob("*controllers.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sqlalchemy"):
+                offenders += [f"{path.relative_to(ROOT)} imports {a.name}" for a in node.names if a.name in builders]
     assert offenders == []
 
 

@@ -9,12 +9,11 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, URLEncodedBody
 from litestar.response import Template
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
 from app.domain.admin.users import ROLE_LABELS, USERS_TABLE, change_role, get_user, set_active, users_query
-from app.domain.audit.services import Actor
+from app.domain.audit.services import Actor, recent_for
 from app.lib.exceptions import FormError
 from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import Access, Resource
@@ -30,16 +29,11 @@ async def _user_page(
     errors: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> Template:
-    history = await db.scalars(
-        select(m.AuditEntry)
-        .where(m.AuditEntry.target_type == "user", m.AuditEntry.target_id == str(user.id))
-        .order_by(m.AuditEntry.created_at.desc())
-        .limit(20)
-    )
+    history = await recent_for(db, "user", str(user.id))
     return render(
         request,
         "admin/user.html.j2",
-        {"account": user, "roles": ROLE_LABELS, "errors": errors or {}, "history": list(history)},
+        {"account": user, "roles": ROLE_LABELS, "errors": errors or {}, "history": history},
         status_code=status_code,
     )
 

@@ -105,6 +105,17 @@ AUDIT_TABLE = TableSpec(
 )
 
 
+async def recent_for(db: AsyncSession, target_type: str, target_id: str, limit: int = 20) -> list[m.AuditEntry]:
+    """The newest audit entries about one object (an account, a plan), for its page."""
+    rows = await db.scalars(
+        select(m.AuditEntry)
+        .where(m.AuditEntry.target_type == target_type, m.AuditEntry.target_id == target_id)
+        .order_by(m.AuditEntry.created_at.desc())
+        .limit(limit)
+    )
+    return list(rows)
+
+
 async def audit_table(db: AsyncSession) -> TableSpec:
     """The audit table with an "action" filter listing the actions recorded so far."""
     actions = await db.scalars(select(m.AuditEntry.action).distinct().order_by(m.AuditEntry.action))

@@ -104,6 +104,9 @@ class PlanService:
         )
         return list(rows.unique())
 
+    async def by_id(self, plan_id: UUID) -> m.Plan | None:
+        return await self.db.get(m.Plan, plan_id)
+
     async def by_slug(self, slug: str, *, include_inactive: bool = False) -> m.Plan | None:
         stmt = select(m.Plan).where(m.Plan.slug == slug)
         if not include_inactive:

@@ -13,13 +13,12 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, URLEncodedBody
 from litestar.response import Template
 from saq import Queue
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
 from app.domain.checkout.tax import PROVINCES
 from app.domain.credits.services import CreditService, credit_label
-from app.domain.plans.services import parse_interval, tier_for
+from app.domain.plans.services import PlanService, parse_interval, tier_for
 from app.domain.plans.stripe_sync import PlanStripeSync
 from app.domain.plans.tax_rates import TaxRateSync, membership_tax, valid_province
 from app.domain.promotions.services import PlanQuote, PromoError, normalize_code, quote_plan
@@ -49,7 +48,7 @@ def _user(request: Request[Any, Any, Any]) -> m.User:
 
 
 async def _plan(db: AsyncSession, slug: str) -> m.Plan:
-    plan: m.Plan | None = await db.scalar(select(m.Plan).where(m.Plan.slug == slug, m.Plan.is_active.is_(True)))
+    plan = await PlanService(db).by_slug(slug)
     if plan is None:
         raise NotFoundError("That plan doesn't exist or is no longer offered.")
     return plan
@@ -361,9 +360,7 @@ class SubscriptionController(Controller):
     ) -> Template:
         user = _user(request)
         sub = await subscriptions.live_for(user) or await subscriptions.latest_for(user)
-        plans = list(
-            await db_session.scalars(select(m.Plan).where(m.Plan.is_active.is_(True)).order_by(m.Plan.position))
-        )
+        plans = await PlanService(db_session).active_plans()
         tier = tier_for(user)
         choices = [
             (plan, price)
@@ -438,7 +435,7 @@ class SubscriptionController(Controller):
             price = await db.get(m.PlanPrice, UUID(str(price_id)))
         except ValueError:
             price = None
-        plan = await db.scalar(select(m.Plan).where(m.Plan.id == price.plan_id)) if price is not None else None
+        plan = await PlanService(db).by_id(price.plan_id) if price is not None else None
         if price is None or plan is None or not plan.is_active:
             raise NotFoundError("That plan is not offered any more.")
         offered = plan.price_for(price.interval, tier_for(user))
@@ -555,7 +552,7 @@ class SubscriptionController(Controller):
 
 
 async def _plan_by_id(db: AsyncSession, plan_id: UUID) -> m.Plan:
-    plan: m.Plan | None = await db.scalar(select(m.Plan).where(m.Plan.id == plan_id))
+    plan = await PlanService(db).by_id(plan_id)
     if plan is None:
         raise NotFoundError("That plan doesn't exist.")
     return plan
