@@ -26,7 +26,8 @@ from app.db import models as m
 from app.domain.audit.services import Actor, record_audit
 from app.domain.payments.refunds import STRIPE_REASONS, create_refund
 from app.domain.promotions.services import PromoError, normalize_code, quote_plan, redeem_for_subscription
-from app.domain.subscriptions.services import LIVE_STATUSES, SubscriptionService
+from app.domain.subscriptions.mirror import LIVE_STATUSES
+from app.domain.subscriptions.services import SubscriptionService
 from app.lib.exceptions import FormError, NotFoundError
 from app.lib.money import format_money, parse_money
 from app.lib.stripe_gateway import as_dict, idempotency_key, stripe_id
@@ -203,7 +204,7 @@ class StaffSubscriptionActions:
             params={"pause_collection": pause},
             options={"idempotency_key": idempotency_key("admin-pause", sub.stripe_subscription_id, sub.updated_at)},
         )
-        mirrored = await self.subscriptions.mirror_subscription(as_dict(remote)) or sub
+        mirrored = await self.subscriptions.mirror.subscription(as_dict(remote)) or sub
         until = f" until {resumes_on.strip()}" if resumes_at else ""
         await self._audit(detail, actor, "subscription.pause_collection", f"Collection paused ({behavior}){until}")
         return mirrored
@@ -218,7 +219,7 @@ class StaffSubscriptionActions:
             params={"pause_collection": ""},
             options={"idempotency_key": idempotency_key("admin-unpause", sub.stripe_subscription_id, sub.updated_at)},
         )
-        mirrored = await self.subscriptions.mirror_subscription(as_dict(remote)) or sub
+        mirrored = await self.subscriptions.mirror.subscription(as_dict(remote)) or sub
         await self._audit(detail, actor, "subscription.resume_collection", "Collection resumed")
         return mirrored
 
@@ -298,7 +299,7 @@ class StaffSubscriptionActions:
             params={"discounts": [{"promotion_code": promo.stripe_promotion_code_id}]},
             options={"idempotency_key": idempotency_key("admin-promo", sub.stripe_subscription_id, promo.id)},
         )
-        mirrored = await self.subscriptions.mirror_subscription(as_dict(remote)) or sub
+        mirrored = await self.subscriptions.mirror.subscription(as_dict(remote)) or sub
         await redeem_for_subscription(
             self.db, promo, user=detail.member, stripe_subscription_id=sub.stripe_subscription_id
         )

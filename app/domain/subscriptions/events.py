@@ -14,7 +14,8 @@ from app.db import models as m
 from app.domain.credits.services import CreditService
 from app.domain.notifications.services import EmailService, claim_notice
 from app.domain.payments.context import HandlerContext
-from app.domain.subscriptions.services import SubscriptionService, ts
+from app.domain.subscriptions.mirror import ts
+from app.domain.subscriptions.services import SubscriptionService
 from app.lib.stripe_gateway import as_dict, stripe_id
 
 CREDIT_REASONS = frozenset({"subscription_create", "subscription_cycle"})
@@ -26,7 +27,7 @@ async def on_subscription_event(ctx: HandlerContext, event: dict[str, Any]) -> N
         remote = as_dict(await ctx.stripe.v1.subscriptions.retrieve_async(obj["id"]))
     except stripe.InvalidRequestError:
         remote = obj  # deleted long ago at Stripe: the event's copy is all there is
-    sub = await SubscriptionService(ctx.db, ctx.stripe, ctx.queue).mirror_subscription(
+    sub = await SubscriptionService(ctx.db, ctx.stripe, ctx.queue).mirror.subscription(
         remote, event_created=int(event.get("created") or 0)
     )
     if event.get("type") == "customer.subscription.paused" and sub is not None and sub.status == "paused":
@@ -57,10 +58,10 @@ async def mirror_invoice_and_credit(
     service: SubscriptionService, remote: dict[str, Any], *, event_created: int = 0
 ) -> tuple[m.Invoice | None, m.Subscription | None]:
     """Mirror one invoice as Stripe reports it and, for a paid cycle, allocate the plan's credits (once per
-    invoice). Does not commit; after the commit the caller calls ``service.announce_metrics()``. The webhook and
+    invoice). Does not commit; after the commit the caller calls ``service.mirror.announce_metrics()``. The webhook and
     the full re-sync (app/domain/sync) both go through here: one copy of the rule."""
     db = service.db
-    invoice = await service.mirror_invoice(remote, event_created=event_created)
+    invoice = await service.mirror.invoice(remote, event_created=event_created)
     if invoice is None or invoice.subscription_id is None:
         return invoice, None
     sub = await db.get(m.Subscription, invoice.subscription_id)
@@ -88,7 +89,7 @@ async def on_invoice_event(ctx: HandlerContext, event: dict[str, Any]) -> None:
     invoice, sub = await mirror_invoice_and_credit(service, remote, event_created=int(event.get("created") or 0))
     if invoice is None or sub is None:
         await ctx.db.commit()
-        await service.announce_metrics()
+        await service.mirror.announce_metrics()
         return
     user = await ctx.db.get(m.User, sub.user_id)
     mailer = EmailService(ctx.db, ctx.queue)
@@ -133,7 +134,7 @@ async def on_invoice_event(ctx: HandlerContext, event: dict[str, Any]) -> None:
         )
     await ctx.db.commit()
     await mailer.dispatch(emails)
-    await service.announce_metrics()
+    await service.mirror.announce_metrics()
     # The invoice's outcome moves the subscription (active, past_due, unpaid): mirror that too.
     await on_subscription_event(ctx, {"data": {"object": {"id": sub.stripe_subscription_id}}, "created": 0})
 

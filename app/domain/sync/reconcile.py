@@ -193,7 +193,7 @@ async def reconcile_subscriptions(ctx: SyncContext, objects: list[dict[str, Any]
         if not ours:
             out[obj["id"]] = Outcome(SKIPPED)
             continue
-        sub = await service.mirror_subscription(obj)
+        sub = await service.mirror.subscription(obj)
         if sub is None:
             out[obj["id"]] = Outcome(SKIPPED)
             continue
@@ -245,7 +245,7 @@ async def reconcile_invoices(ctx: SyncContext, objects: list[dict[str, Any]]) ->
         else:
             out[obj["id"]] = Outcome()
     await db.commit()  # the page's invoices and credits together (a failing page is redone one by one)
-    await service.announce_metrics()
+    await service.mirror.announce_metrics()
     return out
 
 
