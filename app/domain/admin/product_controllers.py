@@ -38,7 +38,7 @@ from app.domain.catalog.cache import invalidate_catalog
 from app.domain.catalog.covers import CoverError, store_cover
 from app.domain.catalog.jobs import sync_now_or_later
 from app.lib.exceptions import FormError
-from app.lib.htmx import flash, redirect, render, wants_fragment
+from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
 from app.lib.storage import FileTooLargeError, StorageUnavailableError, UploadWriter
@@ -198,8 +198,10 @@ class AdminProductController(Controller):
         runtime: NamedDependency[Runtime],
         queue: NamedDependency[Queue],
         actor: NamedDependency[Actor],
-    ) -> Template | Response[Any]:
-        return await self._set_active(request, db_session, runtime, queue, actor, active=False)
+    ) -> Response[Any]:
+        """The product page's button (a plain form): back to the page it came from."""
+        message = await self._set_active(request, db_session, runtime, queue, actor, active=False)
+        return await self._back(request, message)
 
     @post("/activate", name="admin:products_activate", guards=FULL)
     async def activate(
@@ -209,8 +211,34 @@ class AdminProductController(Controller):
         runtime: NamedDependency[Runtime],
         queue: NamedDependency[Queue],
         actor: NamedDependency[Actor],
-    ) -> Template | Response[Any]:
-        return await self._set_active(request, db_session, runtime, queue, actor, active=True)
+    ) -> Response[Any]:
+        message = await self._set_active(request, db_session, runtime, queue, actor, active=True)
+        return await self._back(request, message)
+
+    @post("/table/archive", name="admin:products_table_archive", guards=FULL)
+    async def table_archive(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        runtime: NamedDependency[Runtime],
+        queue: NamedDependency[Queue],
+        actor: NamedDependency[Actor],
+    ) -> Template:
+        """The table's bulk button (HTMX): the table again, where it was (the URL of the page it sits on)."""
+        message = await self._set_active(request, db_session, runtime, queue, actor, active=False)
+        return await self._table_after_bulk(request, db_session, message)
+
+    @post("/table/activate", name="admin:products_table_activate", guards=FULL)
+    async def table_activate(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        runtime: NamedDependency[Runtime],
+        queue: NamedDependency[Queue],
+        actor: NamedDependency[Actor],
+    ) -> Template:
+        message = await self._set_active(request, db_session, runtime, queue, actor, active=True)
+        return await self._table_after_bulk(request, db_session, message)
 
     async def _set_active(
         self,
@@ -221,7 +249,8 @@ class AdminProductController(Controller):
         actor: Actor,
         *,
         active: bool,
-    ) -> Template | Response[Any]:
+    ) -> str:
+        """Archive or activate the posted ids; the message that says how many."""
         form = await request.form()
         ids = parse_ids(form.getall("ids") if "ids" in form else [])
         changed = await set_active(db, ids, active=active, actor=actor)
@@ -230,12 +259,13 @@ class AdminProductController(Controller):
             synced = [await sync_now_or_later(runtime, queue, product_id) for product_id in changed]
             if not all(synced):
                 flash(request, UNSYNCED, "warning")
-        verb = "activated" if active else "archived"
         log.info("admin.products_set_active", active=active, count=len(changed))
-        if wants_fragment(request) and request.headers.get("hx-target") == "admin-products":
-            # The table's bulk buttons: re-render the table where it was (the URL of the page it sits on).
-            return await self._table_after_bulk(request, db, f"{len(changed)} product(s) {verb}.")
-        flash(request, f"{len(changed)} product(s) {verb}.", "success")
+        return f"{len(changed)} product(s) {'activated' if active else 'archived'}."
+
+    @staticmethod
+    async def _back(request: Request[Any, Any, Any], message: str) -> Response[Any]:
+        flash(request, message, "success")
+        form = await request.form()
         listing = request.app.route_reverse("admin:products")
         back = same_site_path(str(form.get("next") or ""), listing)
         if not back.startswith("/admin/products"):

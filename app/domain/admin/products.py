@@ -77,8 +77,10 @@ def products_table(categories: list[m.Category]) -> TableSpec:
         ),
         search_label="Name or slug",
         bulk_actions=(
-            BulkAction("admin:products_archive", "Archive", "Archive the selected products? They leave the shop."),
-            BulkAction("admin:products_activate", "Activate"),
+            BulkAction(
+                "admin:products_table_archive", "Archive", "Archive the selected products? They leave the shop."
+            ),
+            BulkAction("admin:products_table_activate", "Activate"),
         ),
         tiebreak=(m.Product.id.desc(),),
     )
