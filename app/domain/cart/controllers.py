@@ -26,9 +26,10 @@ from app.server.auth import current_user
 Form = URLEncodedBody[dict[str, str]]
 
 PAGE = "cart/show.html.j2"
-# The fragment an HTMX change answers with, by the id of the element it swaps (htmx's HX-Target header). Any other
-# target (the add buttons swap nothing) gets only the out-of-band badge and status message.
-VIEWS = {"cart": "cart/_cart.html.j2", "cart-drawer-body": "cart/_drawer.html.j2"}
+# The fragment an HTMX change answers with is its route's: the cart page's forms post to /cart/..., the drawer's to
+# /cart/drawer/...; the add buttons (which swap nothing) get only the out-of-band badge and status message.
+CART_VIEW = "cart/_cart.html.j2"
+DRAWER_VIEW = "cart/_drawer.html.j2"
 # Fired after a change made outside the cart page (an add button, the drawer), so the page's cart can refresh.
 CHANGED_EVENT = "cart-changed"
 
@@ -115,6 +116,7 @@ class CartController(Controller):
             lambda: cart.add(
                 user, parse_product_id(data.get("product_id")), parse_quantity(data.get("quantity"), default=1)
             ),
+            view=None,
         )
         if (response.status_code or 200) < 400:
             metrics.CHECKOUT_STEPS.labels("cart_add").inc()
@@ -129,6 +131,7 @@ class CartController(Controller):
             request,
             cart,
             lambda: cart.set_quantity(user, parse_product_id(product_id), parse_quantity(data.get("quantity"))),
+            view=CART_VIEW,
         )
 
     @post("/cart/items/{product_id:str}/remove", name="cart:remove")
@@ -136,13 +139,28 @@ class CartController(Controller):
         self, request: Request[Any, Any, Any], product_id: FromPath[str], cart: NamedDependency[CartService]
     ) -> Response[Any]:
         user = current_user(request)
-        return await self._change(request, cart, lambda: cart.remove(user, parse_product_id(product_id)))
+        return await self._change(
+            request, cart, lambda: cart.remove(user, parse_product_id(product_id)), view=CART_VIEW
+        )
+
+    @post("/cart/drawer/items/{product_id:str}/remove", name="cart:drawer_remove")
+    async def drawer_remove(
+        self, request: Request[Any, Any, Any], product_id: FromPath[str], cart: NamedDependency[CartService]
+    ) -> Response[Any]:
+        user = current_user(request)
+        return await self._change(
+            request, cart, lambda: cart.remove(user, parse_product_id(product_id)), view=DRAWER_VIEW
+        )
 
     async def _change(
-        self, request: Request[Any, Any, Any], cart: CartService, change: Callable[[], Awaitable[CartChange]]
+        self,
+        request: Request[Any, Any, Any],
+        cart: CartService,
+        change: Callable[[], Awaitable[CartChange]],
+        *,
+        view: str | None,
     ) -> Response[Any]:
-        """HTMX: the swapped fragment plus the badge and status out of band. Plain posts: flash and 303 back."""
-        view = VIEWS.get(request.headers.get("hx-target", ""))
+        """HTMX: the route's fragment plus the badge and status out of band. Plain posts: flash and 303 back."""
         try:
             result = await change()
         except ApplicationError as exc:
@@ -160,16 +178,26 @@ class CartController(Controller):
             PAGE,
             _context(result.cart, result.message, view=view, promo=promo),
             fragment="cart/_changed.html.j2",
-            trigger=None if view == VIEWS["cart"] else CHANGED_EVENT,
+            trigger=None if view == CART_VIEW else CHANGED_EVENT,
         )
 
     @post("/cart/promo", name="cart:promo_apply")
     async def apply_promo(
         self, request: Request[Any, Any, Any], data: Form, cart: NamedDependency[CartService]
     ) -> Response[Any]:
+        return await self._apply_promo(request, data, cart, view=CART_VIEW)
+
+    @post("/cart/drawer/promo", name="cart:drawer_promo_apply")
+    async def drawer_apply_promo(
+        self, request: Request[Any, Any, Any], data: Form, cart: NamedDependency[CartService]
+    ) -> Response[Any]:
+        return await self._apply_promo(request, data, cart, view=DRAWER_VIEW)
+
+    async def _apply_promo(
+        self, request: Request[Any, Any, Any], data: dict[str, str], cart: CartService, *, view: str
+    ) -> Response[Any]:
         """Check the code against the cart now; keep it only if it applies, else say why, next to the field."""
         user = current_user(request)
-        view = VIEWS.get(request.headers.get("hx-target", ""), VIEWS["cart"])
         priced = await cart.priced(user)
         code = "".join(data.get("code", "").split()).upper()[:40]
         try:
@@ -200,7 +228,7 @@ class CartController(Controller):
             PAGE,
             _context(priced, message, view=view, promo=promo),
             fragment="cart/_changed.html.j2",
-            trigger=None if view == VIEWS["cart"] else CHANGED_EVENT,
+            trigger=None if view == CART_VIEW else CHANGED_EVENT,
         )
 
     async def _promo_refused(
@@ -219,7 +247,15 @@ class CartController(Controller):
 
     @post("/cart/promo/remove", name="cart:promo_remove")
     async def remove_promo(self, request: Request[Any, Any, Any], cart: NamedDependency[CartService]) -> Response[Any]:
-        view = VIEWS.get(request.headers.get("hx-target", ""), VIEWS["cart"])
+        return await self._remove_promo(request, cart, view=CART_VIEW)
+
+    @post("/cart/drawer/promo/remove", name="cart:drawer_promo_remove")
+    async def drawer_remove_promo(
+        self, request: Request[Any, Any, Any], cart: NamedDependency[CartService]
+    ) -> Response[Any]:
+        return await self._remove_promo(request, cart, view=DRAWER_VIEW)
+
+    async def _remove_promo(self, request: Request[Any, Any, Any], cart: CartService, *, view: str) -> Response[Any]:
         request.session.pop(SESSION_PROMO_KEY, None)
         message = "Promo code removed."
         if not wants_fragment(request):
@@ -231,5 +267,5 @@ class CartController(Controller):
             PAGE,
             _context(priced, message, view=view),
             fragment="cart/_changed.html.j2",
-            trigger=None if view == VIEWS["cart"] else CHANGED_EVENT,
+            trigger=None if view == CART_VIEW else CHANGED_EVENT,
         )
