@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck unit e2e screenshots clean help bench bench-catalog bench-dashboard bench-sync test-cluster
+.PHONY: run test lint typecheck unit e2e screenshots clean help bench bench-catalog bench-dashboard bench-sync lighthouse test-cluster
 
 help:
 	@echo "make run   - set up and start the shop (web + worker + Stripe emulator) on http://$(HOST):$(PORT)"
@@ -13,6 +13,7 @@ help:
 	@echo "make test-cluster - 2 web nodes + 2 workers, one of each killed mid-load: nothing lost or doubled"
 	@echo "make bench - load test: Stripe webhook ingestion, the checkout page, the catalog (bench-catalog), then the metrics' cost, on PostgreSQL + Redis (docs/benchmarks.md)"
 	@echo "make bench-catalog - the public catalog pages as a share of a raw ASGI app, anonymous and signed in (docs/benchmarks.md)"
+	@echo "make lighthouse - Lighthouse's four scores for home, products, a product, pricing and checkout, against a running make run (needs Node.js)"
 	@echo "make bench-dashboard - the admin dashboard over 100k orders, cold and warm (docs/benchmarks.md)"
 	@echo "make bench-sync - the full Stripe re-sync at scale (50k customers / 100k invoices in the emulator; docs/sync.md)"
 
@@ -62,6 +63,10 @@ bench: $(BIN)/.installed
 # Same needs; the public catalog against a raw ASGI app started in the same run (#15): make bench-catalog BENCH_ARGS=--strict
 bench-catalog: $(BIN)/.installed
 	$(BIN)/python -m bench --scenario catalog $(BENCH_ARGS)
+
+# Against a running shop (make run in another terminal; BASE_URL to point elsewhere); Node.js's npx fetches Lighthouse.
+lighthouse: $(BIN)/.installed
+	$(BIN)/python -m bench.lighthouse $(BENCH_ARGS)
 
 # Same needs; builds (once) a 100k-order data set in its own database, cartwright_bench_dashboard.
 bench-dashboard: $(BIN)/.installed
