@@ -22,7 +22,7 @@ from app.domain.admin.orders import (
     order_detail,
     orders_export_query,
     orders_query,
-    parse_refund_form,
+    parse_order_refund_form,
     reissue_downloads,
     request_refund,
     resend_receipt,
@@ -155,7 +155,7 @@ class AdminOrderController(Controller):
         form = dict(data)
         detail = await order_detail(db_session, order_id, livemode=runtime.settings.stripe.livemode)
         try:
-            refund = parse_refund_form(detail.order, form)
+            refund = parse_order_refund_form(detail.order, form)
             refund_id = await request_refund(db_session, runtime.stripe, detail.order, refund, actor=actor)
         except FormError as exc:
             return _detail_page(request, detail, form=form, errors=exc.errors, message=str(exc), status_code=422)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import InvalidOperation
 from typing import Any
 from uuid import UUID
 
@@ -19,9 +18,9 @@ from app.domain.disputes.services import REASON_LABELS, disputes_for_order, stri
 from app.domain.downloads.services import DownloadService
 from app.domain.notifications.services import EmailService
 from app.domain.orders.fulfilment import receipt_context
-from app.domain.payments.refunds import STRIPE_REASONS, create_refund
+from app.domain.payments.refunds import RefundForm, create_refund, parse_refund_form
 from app.lib.exceptions import FormError, NotFoundError
-from app.lib.money import format_money, parse_money, plain_amount
+from app.lib.money import format_money, plain_amount
 from app.lib.settings import Settings
 from app.lib.tables import Column, Filter, Query, TableSpec, TableState
 
@@ -195,52 +194,25 @@ async def order_detail(db: AsyncSession, order_id: UUID, *, livemode: bool = Fal
     return OrderDetail(order, payment, list(refunds), list(timeline), events, list(emails), disputes, url)
 
 
-@dataclass(frozen=True, slots=True)
-class RefundRequest:
-    amount: int
-    reason: str
-    stripe_reason: str
-    form_token: str
-
-
-def parse_refund_form(order: m.Order, form: dict[str, str]) -> RefundRequest:
+def parse_order_refund_form(order: m.Order, form: dict[str, str]) -> RefundForm:
     """Validate a refund form against what the order still has to give back; raises ``FormError``."""
-    errors: dict[str, str] = {}
     if order.status not in REFUNDABLE_STATUSES or order.refundable <= 0:
         raise FormError({}, "Only a paid order with money left to refund can be refunded.")
     if order.is_disputed:
         raise FormError({}, "This payment is disputed: the bank has taken the money back, so it cannot be refunded.")
-    remaining = format_money(order.refundable, order.currency)
-    amount = order.refundable
-    raw = form.get("amount", "").strip()
-    if raw:
-        try:
-            amount = parse_money(raw, order.currency)
-        except (ValueError, InvalidOperation):
-            errors["amount"] = "Enter an amount such as 12.50."
-        else:
-            if amount <= 0:
-                errors["amount"] = "Enter an amount greater than zero."
-            elif amount > order.refundable:
-                errors["amount"] = f"At most {remaining} can still be refunded."
-    reason = form.get("reason", "").strip()
-    if not reason:
-        errors["reason"] = "Say why the order is refunded (kept on the order's timeline)."
-    elif len(reason) > 500:
-        errors["reason"] = "Keep the reason under 500 characters."
-    stripe_reason = form.get("stripe_reason", "") or STRIPE_REASONS[0]
-    if stripe_reason not in STRIPE_REASONS:
-        errors["stripe_reason"] = "Choose one of the listed reasons."
-    token = form.get("form_token", "")
-    if not token or len(token) > 64:
-        raise FormError(errors, "This form has expired: check the order and try again.")
-    if errors:
-        raise FormError(errors)
-    return RefundRequest(amount=amount, reason=reason, stripe_reason=stripe_reason, form_token=token)
+    return parse_refund_form(
+        form,
+        refundable=order.refundable,
+        currency=order.currency,
+        too_much="At most {limit} can still be refunded.",
+        kept_in="on the order's timeline",
+        what="order",
+        page="order",
+    )
 
 
 async def request_refund(
-    db: AsyncSession, client: stripe.StripeClient, order: m.Order, request: RefundRequest, *, actor: Actor
+    db: AsyncSession, client: stripe.StripeClient, order: m.Order, request: RefundForm, *, actor: Actor
 ) -> str:
     """Create the refund in Stripe (the form token makes a resubmission replay it) and note it on the timeline.
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from decimal import InvalidOperation
 from typing import Any, Literal, cast
 from uuid import UUID
 
@@ -24,12 +23,12 @@ from stripe.params import SubscriptionUpdateParamsPauseCollection
 
 from app.db import models as m
 from app.domain.audit.services import Actor, record_audit
-from app.domain.payments.refunds import STRIPE_REASONS, create_refund
+from app.domain.payments.refunds import RefundForm, create_refund, parse_refund_form
 from app.domain.promotions.services import PromoError, normalize_code, quote_plan, redeem_for_subscription
 from app.domain.subscriptions.mirror import LIVE_STATUSES
 from app.domain.subscriptions.services import SubscriptionService
 from app.lib.exceptions import FormError, NotFoundError
-from app.lib.money import format_money, parse_money
+from app.lib.money import format_money
 from app.lib.stripe_gateway import as_dict, idempotency_key, stripe_id
 
 PauseBehavior = Literal["keep_as_draft", "mark_uncollectible", "void"]
@@ -87,45 +86,19 @@ async def subscription_detail(db: AsyncSession, subscription_id: UUID) -> Subscr
     return SubscriptionDetail(subscription=sub, member=member, invoices=invoices, before=_state(sub))
 
 
-@dataclass(frozen=True, slots=True)
-class InvoiceRefund:
-    amount: int
-    reason: str
-    stripe_reason: str
-    form_token: str
-
-
-def parse_invoice_refund(invoice: m.Invoice | None, form: dict[str, str]) -> InvoiceRefund:
+def parse_invoice_refund(invoice: m.Invoice | None, form: dict[str, str]) -> RefundForm:
     """The refund form: an amount up to what the invoice took (blank: all of it), a reason, the form's token."""
     if invoice is None:
         raise FormError({}, "This subscription has no paid invoice to refund.")
-    errors: dict[str, str] = {}
-    amount = invoice.amount_paid
-    raw = form.get("amount", "").strip()
-    if raw:
-        try:
-            amount = parse_money(raw, invoice.currency)
-        except (ValueError, InvalidOperation):
-            errors["amount"] = "Enter an amount such as 12.50."
-        else:
-            if amount <= 0:
-                errors["amount"] = "Enter an amount greater than zero."
-            elif amount > invoice.amount_paid:
-                errors["amount"] = f"At most {format_money(invoice.amount_paid, invoice.currency)} was paid."
-    reason = form.get("reason", "").strip()
-    if not reason:
-        errors["reason"] = "Say why the invoice is refunded (kept in the audit log)."
-    elif len(reason) > 500:
-        errors["reason"] = "Keep the reason under 500 characters."
-    stripe_reason = form.get("stripe_reason", "") or STRIPE_REASONS[0]
-    if stripe_reason not in STRIPE_REASONS:
-        errors["stripe_reason"] = "Choose one of the listed reasons."
-    token = form.get("form_token", "")
-    if not token or len(token) > 64:
-        raise FormError(errors, "This form has expired: check the subscription and try again.")
-    if errors:
-        raise FormError(errors)
-    return InvoiceRefund(amount=amount, reason=reason, stripe_reason=stripe_reason, form_token=token)
+    return parse_refund_form(
+        form,
+        refundable=invoice.amount_paid,
+        currency=invoice.currency,
+        too_much="At most {limit} was paid.",
+        kept_in="in the audit log",
+        what="invoice",
+        page="subscription",
+    )
 
 
 class StaffSubscriptionActions:
@@ -223,7 +196,7 @@ class StaffSubscriptionActions:
         await self._audit(detail, actor, "subscription.resume_collection", "Collection resumed")
         return mirrored
 
-    async def refund_last_invoice(self, detail: SubscriptionDetail, refund: InvoiceRefund, actor: Actor) -> str:
+    async def refund_last_invoice(self, detail: SubscriptionDetail, refund: RefundForm, actor: Actor) -> str:
         """Refund ``refund.amount`` of the last paid invoice's payment; returns the Stripe refund id."""
         invoice = detail.last_paid_invoice
         assert invoice is not None  # parse_invoice_refund checked
