@@ -12,6 +12,7 @@ import stripe
 from playwright.sync_api import Page, expect
 from redis import Redis
 
+from app.lib import queues
 from app.lib.embedded_redis import resolve_redis_url
 from e2e.conftest import ADMIN, LiveServer, sign_in, unique_email, wait_until
 from e2e.test_purchase import GUIDE, add_to_cart, continue_to_payment, fill_billing
@@ -37,11 +38,12 @@ def event_status(db_path: str, intent_id: str) -> str | None:
 
 
 def saq_job_status(live_server: LiveServer, key: str) -> str:
-    """The status SAQ stores for the job under ``key`` ("" when there is none)."""
+    """The status SAQ stores for the Stripe event job under ``key`` ("" when there is none): on the payments queue
+    (app/lib/queues.py routes ``process_stripe_event`` there)."""
     url = resolve_redis_url(live_server.env.get("REDIS_URL", ""), live_server.var_dir)
     client = Redis.from_url(url)
     try:
-        raw = client.get(f"saq:job:cartwright:{key}")
+        raw = client.get(f"saq:job:{queues.PAYMENTS}:{key}")
     finally:
         client.close()
     return str(json.loads(raw)["status"]) if raw else ""

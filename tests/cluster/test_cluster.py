@@ -28,6 +28,7 @@ import stripe
 from app.lib.ratelimit import POLICIES
 from app.lib.ratelimit import Scope as RateScope
 from e2e.conftest import BIN, _flushed_redis, _log_tail, _run, _start, _stop, _wait_until_up
+from tests.helpers import text_of
 from tests.support import (
     app_environment,
     create_postgres_database,
@@ -181,6 +182,7 @@ class Customer:
 
     def __init__(self, base_url: str, n: int) -> None:
         self.email = f"cluster{n}@example.com"
+        self.history: list[str] = []  # what this browser sent and got, for the failure message
         self.client = httpx.Client(
             base_url=base_url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0), follow_redirects=False
         )
@@ -190,8 +192,11 @@ class Customer:
         checkout form's one-use token makes a second submission find the first order."""
         for attempt in range(4):
             try:
-                return self.client.request(method, path, **kwargs)  # type: ignore[arg-type]
-            except httpx.TransportError:
+                response = self.client.request(method, path, **kwargs)  # type: ignore[arg-type]
+                self.history.append(f"{method} {path} -> {response.status_code} {response.headers.get('location', '')}")
+                return response
+            except httpx.TransportError as exc:
+                self.history.append(f"{method} {path} -> {type(exc).__name__} (retried)")
                 if attempt == 3:
                     raise
         raise AssertionError("unreachable")
@@ -216,16 +221,19 @@ class Customer:
         assert product_id
         added = self.post("/cart/items", product, {"product_id": product_id.group(1), "quantity": "1"})
         assert added.status_code in (200, 303), added.text[:300]
-        checkout = self.request("GET", "/checkout").text
+        page = self.request("GET", "/checkout")
+        checkout = page.text
         token = re.search(r'name="checkout_token" value="([^"]+)"', checkout)
-        assert token, checkout[:500]
+        if not token:
+            pytest.fail(f"no checkout form: {self.history} / cart: {text_of(self.request('GET', '/cart').text)[:600]}")
         placed = self.post(
             "/checkout",
             checkout,
             {"checkout_token": token.group(1), "name": "C", "email": self.email, "country": "CA", "region": "ON",
              "postal_code": "M5V 2T6"},
         )  # fmt: skip
-        assert placed.status_code == 303, placed.text[:500]
+        if placed.status_code != 303:
+            pytest.fail(f"checkout {placed.status_code}: {self.history} / {text_of(placed.text)[:1500]}")
         pay = self.request("GET", placed.headers["location"]).text
         secret = re.search(r'data-client-secret="(pi_[A-Za-z0-9]+)_secret_', pay)
         assert secret, pay[:500]

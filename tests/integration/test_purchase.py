@@ -410,3 +410,35 @@ async def test_order_history_lists_own_orders_newest_first_with_htmx_pages(
     assert second.status_code == 200
     assert "<html" not in second.text  # a fragment for HTMX
     assert f"#{numbers[0]}" in text_of(second.text)
+
+
+async def test_a_payment_takes_only_what_it_bought_out_of_the_cart(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    runtime: Runtime,
+    settings: Settings,
+    stripe_emulator: EmulatorServer,
+    queue: Queue,
+    worker: Worker,
+) -> None:
+    # The cart is not emptied at order placement (the customer may come back from the pay page). A customer who
+    # puts the same product in again, for a second order, before the first payment lands keeps it (the cluster
+    # test's second purchase once found an empty cart and a 409 at checkout).
+    user = await factory.user(email="again@example.com")
+    await sign_in(client, "again@example.com")
+    guide = await digital_product(factory, settings.storage_dir, name="Field Guide", price=1500)
+    deck = await digital_product(factory, settings.storage_dir, name="Pitch Deck", price=2500)
+    await add_to_cart(client, guide)
+    order_id = await place_order(client, email="again@example.com")
+    intent_id = await open_pay_page(client, order_id)
+    await add_to_cart(client, guide)  # one more, for a friend
+    await add_to_cart(client, deck)
+    await confirm(runtime, intent_id)
+    await settle(stripe_emulator, queue, runtime)
+    assert (await load_order(runtime, order_id)).status == "paid"
+    async with runtime.db() as db:
+        rows = await db.scalars(select(m.CartItem).where(m.CartItem.user_id == user.id))
+        cart = {row.product_id: row.quantity for row in rows}
+    assert cart == {guide.id: 1, deck.id: 1}
+    page = text_of((await client.get("/cart")).text)
+    assert "Field Guide" in page and "Pitch Deck" in page

@@ -185,10 +185,7 @@ class PaymentSync:
         downloads = DownloadService(self.db, self.ctx.settings)
         entitlements = await downloads.grant_for_order(order)
         if order.user_id is not None:
-            ordered = [line.product_id for line in order.lines if line.product_id is not None]
-            await self.db.execute(
-                delete(m.CartItem).where(m.CartItem.user_id == order.user_id, m.CartItem.product_id.in_(ordered))
-            )
+            await take_bought_out_of_cart(self.db, order)
         self.db.add(m.OrderEvent(order_id=order.id, kind="paid", message="Payment received."))
         await confirm_paid_bookings(self.db, self.ctx.stripe, order)  # a booking's order: confirm its seat
         mailer = EmailService(self.db, self.ctx.queue)
@@ -506,6 +503,21 @@ async def on_payment_mismatch(
     Runs inside the caller's transaction, before its commit, so the order's state and the emails commit with the
     timeline entry. Returns the emails to dispatch after the commit."""
     return await sync.refund_undelivered(order, intent, kind)
+
+
+async def take_bought_out_of_cart(db: AsyncSession, order: m.Order) -> None:
+    """What the order bought leaves the customer's cart, and only that: each line's quantity is taken off. The cart
+    is not emptied when the order is placed (the customer may come back from the pay page), so by the time the
+    payment lands they may have put the same product in again for another order; deleting the whole line lost it
+    (the cluster test's second purchase found an empty cart)."""
+    assert order.user_id is not None
+    for line in order.lines:
+        if line.product_id is None:
+            continue
+        mine = (m.CartItem.user_id == order.user_id, m.CartItem.product_id == line.product_id)
+        # Delete first: a quantity may never reach 0 (cart_quantity_positive).
+        await db.execute(delete(m.CartItem).where(*mine, m.CartItem.quantity <= line.quantity))
+        await db.execute(update(m.CartItem).where(*mine).values(quantity=m.CartItem.quantity - line.quantity))
 
 
 class UnknownOrderError(Exception):
