@@ -334,8 +334,12 @@ async def reconcile_charges(ctx: SyncContext, objects: list[dict[str, Any]]) -> 
     out = await _refund_orders(
         ctx, objects, lambda charge, refunded_here: int(charge.get("amount_refunded") or 0) != refunded_here
     )
+    # One lookup for the page (not one per charge): only the shop's orders' charges have a fee to record here.
+    ours = await _orders_by_intent(ctx.db, {pi for o in objects if (pi := stripe_id(o.get("payment_intent")))})
+    await ctx.db.rollback()
     for charge in objects:
-        await record_charge_fee(ctx.db, charge)
+        if stripe_id(charge.get("payment_intent")) in ours:
+            await record_charge_fee(ctx.db, charge)
     return out
 
 
