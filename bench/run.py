@@ -212,6 +212,15 @@ async def create_database(url: str, *, fresh: bool) -> None:
         await conn.close()
 
 
+def prepare_database(opts: argparse.Namespace, env: dict[str, str], work: Path) -> None:
+    """The bench database created if missing, migrated and seeded with the demo catalog, as `make run` does."""
+    print(f"setup: database {make_url(opts.database_url).render_as_string()}, redis {opts.redis_url}")
+    asyncio.run(create_database(opts.database_url, fresh=opts.fresh))
+    cartwright = str(BIN / "cartwright")
+    _run([cartwright, "database", "upgrade", "--no-prompt"], env, work / "migrate.log")
+    _run([cartwright, "seed"], env, work / "seed.log")
+
+
 async def sql(url: str, query: str, *args: Any) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(_dsn(url))
     try:
@@ -526,11 +535,7 @@ def dashboard_bench(opts: argparse.Namespace) -> int:
     env = environment(opts, base_url, work)
     info = machine()
     try:
-        print(f"setup: database {make_url(opts.database_url).render_as_string()}, redis {opts.redis_url}")
-        asyncio.run(create_database(opts.database_url, fresh=opts.fresh))
-        cartwright = str(BIN / "cartwright")
-        _run([cartwright, "database", "upgrade", "--no-prompt"], env, work / "migrate.log")
-        _run([cartwright, "seed"], env, work / "seed.log")
+        prepare_database(opts, env, work)
         data = asyncio.run(dashboard.prepare(opts, _dsn(opts.database_url)))
         with Redis.from_url(opts.redis_url, socket_timeout=5) as redis:
             redis.flushdb()
@@ -556,11 +561,7 @@ def catalog_bench(opts: argparse.Namespace) -> int:
     env = environment(opts, base_url, work)
     info = machine()
     try:
-        print(f"setup: database {make_url(opts.database_url).render_as_string()}, redis {opts.redis_url}")
-        asyncio.run(create_database(opts.database_url, fresh=opts.fresh))
-        cartwright = str(BIN / "cartwright")
-        _run([cartwright, "database", "upgrade", "--no-prompt"], env, work / "migrate.log")
-        _run([cartwright, "seed"], env, work / "seed.log")
+        prepare_database(opts, env, work)
         slug = asyncio.run(sql(opts.database_url, "SELECT slug FROM products WHERE is_active ORDER BY slug LIMIT 1"))[
             0
         ]["slug"]
@@ -616,11 +617,7 @@ def metrics_bench(opts: argparse.Namespace) -> int:
     info = machine()
     try:
         base = environment(opts, f"http://{host}:{ports['on']}", work)
-        print(f"setup: database {make_url(opts.database_url).render_as_string()}, redis {opts.redis_url}")
-        asyncio.run(create_database(opts.database_url, fresh=opts.fresh))
-        cartwright = str(BIN / "cartwright")
-        _run([cartwright, "database", "upgrade", "--no-prompt"], base, work / "migrate.log")
-        _run([cartwright, "seed"], base, work / "seed.log")
+        prepare_database(opts, base, work)
         with Redis.from_url(opts.redis_url, socket_timeout=5) as redis:
             redis.flushdb()
         (work / "metrics").mkdir()
@@ -731,11 +728,7 @@ def bench(opts: argparse.Namespace) -> int:
     env = environment(opts, base_url, work)
     info = machine()
     try:
-        print(f"setup: database {make_url(opts.database_url).render_as_string()}, redis {opts.redis_url}")
-        asyncio.run(create_database(opts.database_url, fresh=opts.fresh))
-        cartwright = str(BIN / "cartwright")
-        _run([cartwright, "database", "upgrade", "--no-prompt"], env, work / "migrate.log")
-        _run([cartwright, "seed"], env, work / "seed.log")
+        prepare_database(opts, env, work)
         asyncio.run(sql(opts.database_url, "TRUNCATE stripe_events"))
         redis = Redis.from_url(opts.redis_url, socket_timeout=5)
         try:
