@@ -29,33 +29,34 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import exc as sa_exc
 
+from app.domain.accounts.admin_customer_controllers import AdminCustomerController
+from app.domain.accounts.admin_user_controllers import AdminUserController
 from app.domain.accounts.controllers import AccountController
 from app.domain.accounts.self_service_controllers import SelfServiceController
-from app.domain.admin.category_controllers import AdminCategoryController
 from app.domain.admin.controllers import AdminController
-from app.domain.admin.customer_controllers import AdminCustomerController
-from app.domain.admin.order_controllers import AdminOrderController
-from app.domain.admin.product_controllers import AdminProductController
-from app.domain.admin.subscription_controllers import AdminRefundController, AdminSubscriptionController
-from app.domain.admin.user_controllers import AdminUserController
-from app.domain.admin.webhook_controllers import AdminWebhookController
 from app.domain.analytics.controllers import AnalyticsLiveController
 from app.domain.audit.controllers import AuditController
-from app.domain.bookings.admin_controllers import AdminResourceController
+from app.domain.bookings.admin_booking_controllers import AdminBookingController
+from app.domain.bookings.admin_resource_controllers import AdminResourceController
 from app.domain.bookings.controllers import BookingController
 from app.domain.cart.controllers import CartController
+from app.domain.catalog.admin_category_controllers import AdminCategoryController
+from app.domain.catalog.admin_product_controllers import AdminProductController
 from app.domain.catalog.controllers import CatalogController
 from app.domain.catalog.covers import COVER_ROUTE, cover_src
 from app.domain.checkout.controllers import CheckoutController
 from app.domain.downloads.controllers import DownloadController
+from app.domain.notifications.admin_controllers import AdminEmailController
+from app.domain.orders.admin_controllers import AdminOrderController, AdminRefundController
 from app.domain.orders.controllers import OrderController
 from app.domain.orders.invoice_controllers import AdminInvoiceController, GuestInvoiceController, InvoiceController
+from app.domain.payments.admin_controllers import AdminWebhookController
 from app.domain.payments.controllers import StripeWebhookController
 from app.domain.plans.admin_controllers import AdminPlanController
 from app.domain.plans.controllers import PlanController
 from app.domain.promotions.controllers import AdminPromoCodeController
 from app.domain.settings.controllers import AdminSettingsController
-from app.domain.subscriptions.admin_controllers import AdminSubscriptionActionController
+from app.domain.subscriptions.admin_controllers import AdminSubscriptionActionController, AdminSubscriptionController
 from app.domain.subscriptions.controllers import SubscriptionController
 from app.domain.sync.controllers import AdminSyncController
 from app.domain.system.controllers import csp_report, healthz, readyz
@@ -245,6 +246,8 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 AccountController,
                 SelfServiceController,
                 AdminController,
+                AdminBookingController,
+                AdminEmailController,
                 AdminOrderController,
                 AdminCustomerController,
                 AdminSyncController,

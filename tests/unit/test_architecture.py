@@ -75,6 +75,15 @@ def test_controllers_build_no_sql() -> None:
     assert offenders == []
 
 
+def test_back_office_screens_live_with_their_noun() -> None:
+    # The placement rule (#17 item 2): a noun's admin screens are in its own package; app/domain/admin is the shell.
+    assert sorted(p.name for p in (APP / "domain" / "admin").glob("*.py")) == ["__init__.py", "controllers.py"]
+    # ...and its dashboard is the only route there.
+    shell = (APP / "domain" / "admin" / "controllers.py").read_text()
+    routes = [line for line in shell.splitlines() if "@get(" in line or "@post(" in line]
+    assert routes == ['    @get("/", name="admin:dashboard")']
+
+
 def test_the_shop_never_imports_the_stripe_emulator() -> None:
     offenders = [
         f"{path.relative_to(ROOT)} imports {name}"

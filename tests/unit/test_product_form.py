@@ -8,8 +8,8 @@ from uuid import uuid4
 import pytest
 
 from app.db import models as m
-from app.domain.admin.categories import parse_category_form
-from app.domain.admin.products import form_values, parse_product_form, slugify
+from app.domain.catalog.admin_categories import parse_category_form
+from app.domain.catalog.admin_products import form_values, parse_product_form, slugify
 from app.lib.exceptions import FormError
 
 FONTS = m.Category(id=uuid4(), name="Fonts", slug="fonts")

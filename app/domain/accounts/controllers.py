@@ -12,11 +12,12 @@ from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
-from app.domain.accounts.deps import provide_account_service, provide_email_service, provide_login_throttle
+from app.domain.accounts.deps import provide_account_service, provide_login_throttle
 from app.domain.accounts.lockout import LoginThrottle
 from app.domain.accounts.self_service import SESSION_MARKER_KEY, remember_device
 from app.domain.accounts.services import AccountService
 from app.domain.cart.services import CART_SESSION_KEYS, CartService
+from app.domain.notifications.dependencies import provide_email_service
 from app.lib.client_ip import client_ip
 from app.lib.email_address import email_problem
 from app.lib.exceptions import FormError, RateLimitedError

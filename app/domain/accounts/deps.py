@@ -1,17 +1,12 @@
 from __future__ import annotations
 
 from litestar.di import NamedDependency
-from saq import Queue
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.accounts.lockout import LoginThrottle
 from app.domain.accounts.services import AccountService
 from app.domain.notifications.services import EmailService
 from app.lib.runtime import Runtime
-
-
-def provide_email_service(db_session: NamedDependency[AsyncSession], queue: NamedDependency[Queue]) -> EmailService:
-    return EmailService(db_session, queue)
 
 
 def provide_account_service(

@@ -11,7 +11,6 @@ from litestar.params import URLEncodedBody
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.accounts.deps import provide_email_service
 from app.domain.accounts.self_service import (
     CHANGE_SENT,
     SESSION_MARKER_KEY,
@@ -19,6 +18,7 @@ from app.domain.accounts.self_service import (
     devices,
     sign_out_everywhere,
 )
+from app.domain.notifications.dependencies import provide_email_service
 from app.domain.notifications.services import EmailService
 from app.lib.exceptions import FormError
 from app.lib.htmx import flash, redirect, render

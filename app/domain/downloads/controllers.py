@@ -11,7 +11,6 @@ from litestar.params import FromPath, URLEncodedBody
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.accounts.deps import provide_email_service
 from app.domain.downloads.services import (
     DEFAULT_LINK_TTL,
     DownloadItem,
@@ -20,6 +19,7 @@ from app.domain.downloads.services import (
     ResendThrottle,
     support_address,
 )
+from app.domain.notifications.dependencies import provide_email_service
 from app.domain.notifications.services import EmailService
 from app.lib.email_address import email_problem
 from app.lib.exceptions import NotFoundError

@@ -1,5 +1,5 @@
-"""A member's subscription in the back office: the page (subscriptions:read) and the staff actions on it, each
-guarded by its own row of the permission table (see app/domain/subscriptions/admin.py)."""
+"""Subscriptions in the back office: the list and a member's subscription (subscriptions:read), and the staff
+actions on it, each guarded by its own row of the permission table (see app/domain/subscriptions/admin.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import structlog
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, URLEncodedBody
-from litestar.response import Template
+from litestar.response import Stream, Template
 from saq import Queue
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,16 +19,21 @@ from app.domain.audit.services import Actor
 from app.domain.payments.refunds import STRIPE_REASONS
 from app.domain.subscriptions.admin import (
     PAUSE_BEHAVIORS,
+    SUBSCRIPTIONS_CSV_HEADER,
+    SUBSCRIPTIONS_TABLE,
     StaffSubscriptionActions,
     SubscriptionDetail,
     parse_invoice_refund,
+    subscription_csv_row,
     subscription_detail,
+    subscriptions_query,
 )
 from app.lib.exceptions import FormError
 from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
 from app.lib.stripe_gateway import outcome_unknown, stripe_message
+from app.lib.tables import export_for, table_for
 from app.lib.tokens import new_form_token
 from app.server.auth import requires
 
@@ -225,3 +230,31 @@ class AdminSubscriptionActionController(Controller):
         actor: NamedDependency[Actor],
     ) -> Response[Any] | Template:
         return await self._act(request, subscription_id, db_session, runtime, queue, actor, "promo", data)
+
+
+class AdminSubscriptionController(Controller):
+    path = "/admin/subscriptions"
+    guards = [requires(Resource.SUBSCRIPTIONS, Access.READ)]
+
+    @get("/", name="admin:subscriptions")
+    async def subscriptions(
+        self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]
+    ) -> Template:
+        table = await table_for(
+            request, db_session, SUBSCRIPTIONS_TABLE, subscriptions_query, export_route="admin:subscriptions_export"
+        )
+        return render(
+            request, "admin/subscriptions.html.j2", {"table": table}, fragment="admin/_subscriptions_table.html.j2"
+        )
+
+    @get("/export.csv", name="admin:subscriptions_export")
+    async def export(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Stream:
+        return export_for(
+            request,
+            runtime,
+            SUBSCRIPTIONS_TABLE,
+            subscriptions_query,
+            SUBSCRIPTIONS_CSV_HEADER,
+            subscription_csv_row,
+            name="subscriptions",
+        )

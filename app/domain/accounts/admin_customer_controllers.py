@@ -12,7 +12,7 @@ from litestar.params import FromPath, URLEncodedBody
 from litestar.response import Stream, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.admin.customers import (
+from app.domain.accounts.admin_customers import (
     CUSTOMERS_CSV_HEADER,
     CUSTOMERS_TABLE,
     CustomerDetail,

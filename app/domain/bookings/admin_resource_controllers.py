@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
 from app.domain.audit.services import Actor
-from app.domain.bookings.admin import (
+from app.domain.bookings.admin_resources import (
     KINDS,
     RESOURCES_CSV_HEADER,
     RESOURCES_TABLE,

@@ -17,7 +17,8 @@ from litestar.response import Stream, Template
 from saq import Queue
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.admin.products import (
+from app.domain.audit.services import Actor
+from app.domain.catalog.admin_products import (
     PRODUCTS_CSV_HEADER,
     UploadedFile,
     all_categories,
@@ -33,7 +34,6 @@ from app.domain.admin.products import (
     set_digital_file,
     update_product,
 )
-from app.domain.audit.services import Actor
 from app.domain.catalog.cache import invalidate_catalog
 from app.domain.catalog.covers import CoverError, store_cover
 from app.domain.catalog.jobs import sync_now_or_later

@@ -1,4 +1,5 @@
-"""Orders in the back office: list, detail and staff refunds. Reading needs orders:read, refunding refunds:full."""
+"""Orders in the back office: list, detail and staff refunds (reading needs orders:read, refunding refunds:full),
+and the list of every refund (refunds:read)."""
 
 from __future__ import annotations
 
@@ -14,20 +15,24 @@ from litestar.response import Stream, Template
 from saq import Queue
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.admin.orders import (
+from app.domain.audit.services import Actor
+from app.domain.orders.admin import (
     ORDERS_CSV_HEADER,
     ORDERS_TABLE,
+    REFUNDS_CSV_HEADER,
+    REFUNDS_TABLE,
     OrderDetail,
     order_csv_row,
     order_detail,
     orders_export_query,
     orders_query,
     parse_order_refund_form,
+    refund_csv_row,
+    refunds_query,
     reissue_downloads,
     request_refund,
     resend_receipt,
 )
-from app.domain.audit.services import Actor
 from app.domain.payments.refunds import STRIPE_REASONS
 from app.lib.exceptions import FormError
 from app.lib.htmx import flash, redirect, render
@@ -168,3 +173,19 @@ class AdminOrderController(Controller):
         log.info("admin.refund_requested", order=str(order_id), refund=refund_id)
         flash(request, "Refund requested; the order updates when Stripe confirms it.", "success")
         return redirect(request, request.app.route_reverse("admin:order", order_id=order_id))
+
+
+class AdminRefundController(Controller):
+    path = "/admin/refunds"
+    guards = [requires(Resource.REFUNDS, Access.READ)]
+
+    @get("/", name="admin:refunds")
+    async def refunds(self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> Template:
+        table = await table_for(request, db_session, REFUNDS_TABLE, refunds_query, export_route="admin:refunds_export")
+        return render(request, "admin/refunds.html.j2", {"table": table}, fragment="admin/_refunds_table.html.j2")
+
+    @get("/export.csv", name="admin:refunds_export")
+    async def export(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Stream:
+        return export_for(
+            request, runtime, REFUNDS_TABLE, refunds_query, REFUNDS_CSV_HEADER, refund_csv_row, name="refunds"
+        )

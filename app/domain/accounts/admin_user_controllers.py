@@ -12,7 +12,7 @@ from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
-from app.domain.admin.users import ROLE_LABELS, USERS_TABLE, change_role, get_user, set_active, users_query
+from app.domain.accounts.admin_users import ROLE_LABELS, USERS_TABLE, change_role, get_user, set_active, users_query
 from app.domain.audit.services import Actor, recent_for
 from app.lib.exceptions import FormError
 from app.lib.htmx import flash, redirect, render

@@ -14,7 +14,8 @@ from litestar.response import Stream, Template
 from saq import Queue
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.admin.webhooks import (
+from app.domain.audit.services import Actor
+from app.domain.payments.admin import (
     EVENTS_CSV_HEADER,
     STATUS_LABELS,
     event_csv_row,
@@ -28,7 +29,6 @@ from app.domain.admin.webhooks import (
     stored_types,
     webhooks_table,
 )
-from app.domain.audit.services import Actor
 from app.domain.payments.health import cached_alert, webhook_health
 from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import Access, Resource

@@ -1,4 +1,5 @@
-"""Orders in the back office: the searchable list, everything known about one order, and staff refunds."""
+"""Orders in the back office: the searchable list, everything known about one order, staff refunds, and the list
+of every refund."""
 
 from __future__ import annotations
 
@@ -302,3 +303,54 @@ async def reissue_downloads(db: AsyncSession, queue: Queue, settings: Settings, 
     )
     reissued = await DownloadService(db, settings).reissue_for_order(order, emails=EmailService(db, queue))
     return len(reissued)
+
+
+# Every refund (refunds:read), newest first, with its order: orders and refunds are one noun's screens.
+REFUND_STATUSES = ("pending", "requires_action", "succeeded", "failed", "canceled")
+
+REFUNDS_TABLE = TableSpec(
+    dom_id="admin-refunds",
+    noun="refunds",
+    columns=(
+        Column("created", "When (UTC)", m.Refund.created_at, newest_first=True),
+        Column("order", "Order", m.Order.number, numeric=True),
+        Column("customer", "Customer", m.Order.email),
+        Column("amount", "Amount", m.Refund.amount, numeric=True),
+        Column("reason", "Reason", m.Refund.reason),
+        Column("status", "Status", m.Refund.status),
+    ),
+    default_sort="-created",
+    filters=(Filter("status", "Status", tuple((s, s.replace("_", " ").capitalize()) for s in REFUND_STATUSES)),),
+    search_label="Order number, email or refund id",
+    tiebreak=(m.Refund.id.desc(),),
+)
+
+
+def refunds_query(state: TableState) -> Query:
+    stmt: Query = select(m.Refund, m.Order).join(m.Order, m.Order.id == m.Refund.order_id)
+    if status := state.filters.get("status"):
+        stmt = stmt.where(m.Refund.status == status)
+    if term := state.q:
+        matches: list[Any] = [m.Order.email.ilike(f"%{term}%"), m.Refund.stripe_refund_id == term]
+        number = term.lstrip("#")
+        if number.isdigit() and len(number) < 10:
+            matches.append(m.Order.number == int(number))
+        stmt = stmt.where(or_(*matches))
+    return stmt
+
+
+REFUNDS_CSV_HEADER = ("created_at", "order", "email", "amount", "currency", "reason", "status", "stripe_refund_id")
+
+
+def refund_csv_row(row: Any) -> tuple[Any, ...]:
+    refund, order = row
+    return (
+        refund.created_at.isoformat(),
+        order.number,
+        order.email,
+        plain_amount(refund.amount, refund.currency),
+        refund.currency,
+        refund.reason,
+        refund.status,
+        refund.stripe_refund_id,
+    )

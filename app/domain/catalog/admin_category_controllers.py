@@ -11,7 +11,8 @@ from litestar.params import FromPath, URLEncodedBody
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.admin.categories import (
+from app.domain.audit.services import Actor
+from app.domain.catalog.admin_categories import (
     categories_with_counts,
     category_form_values,
     create_category,
@@ -20,7 +21,6 @@ from app.domain.admin.categories import (
     parse_category_form,
     update_category,
 )
-from app.domain.audit.services import Actor
 from app.domain.catalog.cache import invalidate_catalog
 from app.lib.exceptions import ConflictError, FormError
 from app.lib.htmx import flash, redirect, render

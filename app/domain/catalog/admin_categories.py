@@ -11,8 +11,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
-from app.domain.admin.products import slugify
 from app.domain.audit.services import Actor, changes, record_audit
+from app.domain.catalog.admin_products import slugify
 from app.lib.exceptions import ConflictError, FormError, NotFoundError
 
 FIELDS = ("name", "slug", "description", "position")
