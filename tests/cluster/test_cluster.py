@@ -56,14 +56,15 @@ class Balancer:
         self.port = free_port()
         self._next = 0
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread = threading.Thread(target=self._loop.run_forever, name="balancer")
+        self._server: asyncio.Server | None = None
 
     def start(self) -> None:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(timeout=10)
 
     async def _serve(self) -> None:
-        await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -83,12 +84,33 @@ class Balancer:
                 up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
             except OSError:
                 continue  # that node is down: the next one
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            try:
+                await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            except asyncio.CancelledError:
+                # The balancer is stopping. Ending quietly: 3.11's start_server callback asks a cancelled
+                # handler for its exception, which raises and logs a traceback.
+                writer.close()
+                up_writer.close()
             return
         writer.close()
 
+    async def _close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        # Connections still piped (keep-alive clients) end here, not when the interpreter exits.
+        pipes = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in pipes:
+            task.cancel()
+        await asyncio.gather(*pipes, return_exceptions=True)
+
     def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        # The loop's thread ends before pytest's session summary: a thread still running there raced the
+        # summary's imports (a CPython 3.11 AST crash when hypothesis's plugin imported itself).
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(timeout=10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+        self._loop.close()
 
 
 @dataclass
