@@ -28,15 +28,20 @@ import re
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import structlog
+from litestar import MediaType, Request, Response
 from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
+from litestar.response import Template
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from litestar.utils.scope.state import ScopeState
+from markupsafe import Markup
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -44,8 +49,10 @@ from app.domain.catalog.cache import CATALOG_CACHE
 from app.lib import metrics
 from app.lib.breaker import breaker_for
 from app.lib.csp import csrf_used, mark_csrf_used, request_nonce
+from app.lib.htmx import render, wants_fragment
 from app.lib.settings import BASE_DIR
 from app.lib.static_assets import static_assets
+from app.server.auth import current_user
 from app.server.static import etag_matches
 
 log = structlog.get_logger()
@@ -113,15 +120,108 @@ class _Entry:
         return cls(content_type.encode("latin-1"), [(k.encode(), v.encode()) for k, v in extra], body)
 
 
+class PageStore:
+    """Rendered pages (or shared parts of them) in Redis under the catalog version, a small in-process LRU in
+    front, and one build per key at a time in each process (single-flight against stampedes)."""
+
+    def __init__(self) -> None:
+        self._lru: OrderedDict[str, tuple[float, _Entry]] = OrderedDict()  # key -> (deadline, entry)
+        self._building: dict[str, asyncio.Future[_Entry | None]] = {}
+
+    async def lookup(self, redis: Redis | None, key: str) -> _Entry | None:
+        """The stored entry, or the one another request of this process is building right now."""
+        entry = await self._lookup(redis, key)
+        if entry is None and (building := self._building.get(key)) is not None:
+            entry = await asyncio.shield(building)
+        return entry
+
+    @asynccontextmanager
+    async def building(self, key: str) -> AsyncIterator[Callable[[_Entry | None], None]]:
+        """Announce a build of ``key``: requests arriving meanwhile wait for it instead of building it again."""
+        future: asyncio.Future[_Entry | None] = asyncio.get_running_loop().create_future()
+        self._building[key] = future
+
+        def done(built: _Entry | None) -> None:
+            if not future.done():
+                future.set_result(built)
+
+        try:
+            yield done
+        finally:
+            self._building.pop(key, None)
+            if not future.done():
+                future.set_result(None)
+
+    async def _lookup(self, redis: Redis | None, key: str) -> _Entry | None:
+        if (held := self._lru.get(key)) is not None:
+            if held[0] > time.monotonic():
+                self._lru.move_to_end(key)
+                return held[1]
+            del self._lru[key]
+        if redis is None:
+            return None
+        try:
+            raw = await redis.get(key)
+        except RedisError as exc:
+            self._redis_failed(redis, exc)
+            return None
+        if raw is None:
+            return None
+        entry = _Entry.loads(raw if isinstance(raw, bytes) else raw.encode("latin-1"))
+        self._remember(key, entry, ttl=LRU_TTL)
+        return entry
+
+    async def store(self, redis: Redis | None, key: str, entry: _Entry, *, ttl: int) -> None:
+        self._remember(key, entry, ttl=min(ttl, LRU_TTL))
+        if redis is None:
+            return
+        try:
+            await redis.set(key, entry.dumps(), ex=ttl)
+        except RedisError as exc:
+            self._redis_failed(redis, exc)
+
+    def _remember(self, key: str, entry: _Entry, *, ttl: float) -> None:
+        self._lru[key] = (time.monotonic() + ttl, entry)
+        self._lru.move_to_end(key)
+        while len(self._lru) > LRU_SIZE:
+            self._lru.popitem(last=False)
+
+    @staticmethod
+    def _redis_failed(redis: Redis, exc: RedisError) -> None:
+        log.warning("page_cache.unavailable", error=type(exc).__name__)
+        metrics.REDIS_ERRORS.labels("page_cache").inc()
+        breaker_for(redis).trip()
+
+
+async def catalog_version(redis: Redis | None) -> int | None:
+    """The catalog version pages are cached under; None when Redis is unavailable (then nothing is cached)."""
+    if redis is None or not breaker_for(redis).closed:
+        return None
+    try:
+        version = await redis.get(CATALOG_CACHE.version_key)
+        if version is None:
+            # Never 0 after a flush or a new Redis: this process's LRU may hold pages of the old "0".
+            await redis.set(CATALOG_CACHE.version_key, secrets.randbelow(2**40), nx=True)
+            version = await redis.get(CATALOG_CACHE.version_key)
+        return int(version or 0)
+    except RedisError as exc:
+        PageStore._redis_failed(redis, exc)
+        return None
+
+
+def page_store(app: Any) -> PageStore:
+    """The app's store: one per application (a test process builds many apps, each with its own database)."""
+    store = app.state.get("page_store")
+    if store is None:
+        store = app.state["page_store"] = PageStore()
+    return cast("PageStore", store)
+
+
 _KEEP = frozenset({b"hx-trigger", b"hx-push-url", b"hx-retarget", b"hx-reswap", b"content-language"})
 
 
 class PageCacheMiddleware(ASGIMiddleware):
     scopes = (ScopeType.HTTP,)
-
-    def __init__(self) -> None:
-        self._lru: OrderedDict[str, tuple[float, _Entry]] = OrderedDict()  # key -> (deadline, entry)
-        self._building: dict[str, asyncio.Future[_Entry | None]] = {}
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         path: str = scope["path"]
@@ -131,7 +231,7 @@ class PageCacheMiddleware(ASGIMiddleware):
             await next_app(scope, receive, self._private_by_default(scope, send, personal=not anonymous))
             return
         redis: Redis | None = scope["app"].state.runtime.redis
-        version = await self._version(redis)
+        version = await catalog_version(redis)
         if version is None:
             await next_app(scope, receive, self._private_by_default(scope, send, personal=False))
             return
@@ -147,24 +247,18 @@ class PageCacheMiddleware(ASGIMiddleware):
         query = scope.get("query_string", b"").decode("latin-1")
         url_hash = hashlib.sha256(f"{host}{path}?{query}|{fragment}".encode()).hexdigest()[:32]
         key = f"cartwright:pages:v{version}:b{build_id()}:{url_hash}"
-        entry = await self._lookup(redis, key)
-        if entry is None and (building := self._building.get(key)) is not None:
-            entry = await asyncio.shield(building)  # single-flight: another request of this process builds it
+        store = page_store(scope["app"])
+        entry = await store.lookup(redis, key)
         if entry is not None:
             metrics.PAGE_CACHE.labels("hit").inc()
             await self._serve(scope, send, entry, etag, token)
             return
         metrics.PAGE_CACHE.labels("miss").inc()
-        future: asyncio.Future[_Entry | None] = asyncio.get_running_loop().create_future()
-        self._building[key] = future
-        built: _Entry | None = None
-        try:
+        async with store.building(key) as done:
             built = await self._render(scope, receive, send, next_app, etag, token)
-        finally:
-            self._building.pop(key, None)
-            future.set_result(built)
+            done(built)
         if built is not None:
-            await self._store(redis, key, built, ttl=PRICING_TTL if path == "/pricing" else PAGE_TTL)
+            await store.store(redis, key, built, ttl=PRICING_TTL if path == "/pricing" else PAGE_TTL)
 
     # -- HTTP caching ------------------------------------------------------------------------------------------
 
@@ -248,59 +342,96 @@ class PageCacheMiddleware(ASGIMiddleware):
         extra = [(k.lower(), v) for k, v in start["headers"] if k.lower() in _KEEP]
         return _Entry(content_type, extra, body)
 
-    async def _version(self, redis: Redis | None) -> int | None:
-        if redis is None or not breaker_for(redis).closed:
-            return None
-        try:
-            version = await redis.get(CATALOG_CACHE.version_key)
-            if version is None:
-                # Never 0 after a flush or a new Redis: this process's LRU may hold pages of the old "0".
-                await redis.set(CATALOG_CACHE.version_key, secrets.randbelow(2**40), nx=True)
-                version = await redis.get(CATALOG_CACHE.version_key)
-            return int(version or 0)
-        except RedisError as exc:
-            self._redis_failed(redis, exc)
-            return None
 
-    async def _lookup(self, redis: Redis | None, key: str) -> _Entry | None:
-        if (held := self._lru.get(key)) is not None:
-            if held[0] > time.monotonic():
-                self._lru.move_to_end(key)
-                return held[1]
-            del self._lru[key]
-        if redis is None:
-            return None
-        try:
-            raw = await redis.get(key)
-        except RedisError as exc:
-            self._redis_failed(redis, exc)
-            return None
-        if raw is None:
-            return None
-        entry = _Entry.loads(raw if isinstance(raw, bytes) else raw.encode("latin-1"))
-        self._remember(key, entry, ttl=LRU_TTL)
-        return entry
+# -- shared pages for signed-in visitors ----------------------------------------------------------------------------
 
-    async def _store(self, redis: Redis | None, key: str, entry: _Entry, *, ttl: int) -> None:
-        self._remember(key, entry, ttl=min(ttl, LRU_TTL))
-        if redis is None:
-            return
-        try:
-            await redis.set(key, entry.dumps(), ex=ttl)
-        except RedisError as exc:
-            self._redis_failed(redis, exc)
+PERSONAL_MARK = "\x00cw-personal\x00"
+FLASHES_MARK = "\x00cw-flashes\x00"
+# What base.html.j2 renders in place of the personal parts when a page is built to be shared.
+HOLES = {"account": Markup(PERSONAL_MARK), "flashes": Markup(FLASHES_MARK)}  # noqa: S704 (constants, no input)
+PERSONAL_MARK_B, FLASHES_MARK_B = PERSONAL_MARK.encode(), FLASHES_MARK.encode()
+ACCOUNT_NAV = "components/_account_nav.html.j2"
+FLASHES = "components/_flashes.html.j2"
 
-    def _remember(self, key: str, entry: _Entry, *, ttl: float) -> None:
-        self._lru[key] = (time.monotonic() + ttl, entry)
-        self._lru.move_to_end(key)
-        while len(self._lru) > LRU_SIZE:
-            self._lru.popitem(last=False)
 
-    @staticmethod
-    def _redis_failed(redis: Redis, exc: RedisError) -> None:
-        log.warning("page_cache.unavailable", error=type(exc).__name__)
-        metrics.REDIS_ERRORS.labels("page_cache").inc()
-        breaker_for(redis).trip()
+async def render_shared(
+    request: Request[Any, Any, Any],
+    page: str,
+    build: Callable[[], Awaitable[dict[str, Any]]],
+    *,
+    fragment: str | None = None,
+    variant: str = "",
+    ttl: int = PAGE_TTL,
+) -> Response[bytes] | Template:
+    """A catalog page for a visitor with a session (signed in, or a guest with a cart), made of parts every such
+    visitor shares (#15).
+
+    The page (or the HTMX fragment) is rendered once per URL, catalog version, build and ``variant`` (what else
+    the content depends on, e.g. a member's price tier) and kept in the page store with holes where the personal
+    parts go: the header's cart link and account menu, the flash messages, the CSP nonce and the CSRF token. Each
+    answer fills them in for its own visitor, so nothing of one visitor ever reaches another. ``build`` (the
+    queries) runs only when the page is not stored. Visitors without a session get the page cache middleware.
+    """
+    redis: Redis | None = request.app.state.runtime.redis
+    session = request.scope.get("session")
+    if not (isinstance(session, dict) and session):
+        return render(request, page, await build(), fragment=fragment)  # the middleware caches the whole page
+    version = await catalog_version(redis)
+    if version is None:  # Redis is down: no cache
+        return render(request, page, await build(), fragment=fragment)
+    is_fragment = bool(fragment) and wants_fragment(request)
+    name = fragment if is_fragment and fragment else page
+    url = f"{request.headers.get('host', '')}{request.url.path}?{request.url.query}|{is_fragment}|{variant}"
+    key = f"cartwright:pages:v{version}:b{build_id()}:shared:{hashlib.sha256(url.encode()).hexdigest()[:32]}"
+    token = str(ScopeState.from_scope(request.scope).csrf_token or "")
+    nonce = request_nonce(request.scope)
+    store = page_store(request.app)
+    entry = await store.lookup(redis, key)
+    if entry is None:
+        async with store.building(key) as done:
+            context = {**await build(), "is_fragment": is_fragment, "personal_holes": HOLES}
+            html = _render_template(request, name, context).replace(nonce, NONCE_MARK.decode())
+            if token:
+                html = html.replace(token, TOKEN_MARK.decode())
+            entry = _Entry(b"text/html; charset=utf-8", [], html.encode())
+            done(entry)
+        await store.store(redis, key, entry, ttl=ttl)
+    body = entry.body
+    if PERSONAL_MARK_B in body:
+        body = body.replace(PERSONAL_MARK_B, _account_nav(request, session, token))
+    if FLASHES_MARK_B in body:
+        flashes = _render_template(request, FLASHES, {}).encode() if "_flashes" in session else b""
+        body = body.replace(FLASHES_MARK_B, flashes)
+    body = body.replace(NONCE_MARK, nonce.encode())
+    if entry.uses_token:
+        body = body.replace(TOKEN_MARK, token.encode())
+        mark_csrf_used(request.scope)
+    return Response(body, media_type=MediaType.HTML, headers={"Vary": "HX-Request"})
+
+
+_NAVS: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+
+
+def _account_nav(request: Request[Any, Any, Any], session: dict[str, Any], token: str) -> bytes:
+    """The header's personal part, kept per process by everything it shows (most pages of a visit repeat it)."""
+    user = current_user(request)
+    who = (user.id, user.display_name, user.role) if user else None
+    key = (who, session.get("cart_count", 0), token)
+    if (html := _NAVS.get(key)) is None:
+        html = _NAVS[key] = _render_template(request, ACCOUNT_NAV, {}).encode()
+        if len(_NAVS) > 4 * LRU_SIZE:
+            _NAVS.popitem(last=False)
+    if token:
+        mark_csrf_used(request.scope)  # the sign-out form carries it
+    return html
+
+
+def _render_template(request: Request[Any, Any, Any], name: str, context: dict[str, Any]) -> str:
+    """``name`` rendered as a Template response would render it for ``request`` (its request, csrf_input, nonce)."""
+    engine = request.app.template_engine
+    assert engine is not None
+    full = Template(template_name=name, context=context).create_template_context(request)
+    return str(engine.get_template(name).render(**full))
 
 
 def _cookie(scope: Scope, name: str) -> str | None:

@@ -6,11 +6,14 @@
   30 minutes, customers a day, "remember me" 30 days with a persistent cookie.
 - A request with ``X-Background: 1`` (a poll the page makes on its own) is not activity: the session is not saved
   and its idle TTL is not renewed.
+- A response that changed nothing in the session does not rewrite it: the idle TTL (and a persistent cookie's
+  Max-Age) is renewed at most once a minute, not on every page (#15: a Redis write and a Set-Cookie per page).
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -23,7 +26,8 @@ from litestar.utils.dataclass import extract_dataclass_items
 _ROTATE = "_rotate"
 _TTL = "_ttl"
 _PERSISTENT = "_persistent"
-SESSION_INTERNAL_KEYS = frozenset({_ROTATE, _TTL, _PERSISTENT})  # bookkeeping: alone they store no session
+_RENEWED = "_renewed"  # when the stored session and its idle TTL were last written (epoch seconds)
+SESSION_INTERNAL_KEYS = frozenset({_ROTATE, _TTL, _PERSISTENT, _RENEWED})  # bookkeeping: alone they store no session
 
 
 def session_cookie_name(*, secure: bool) -> str:
@@ -56,7 +60,21 @@ def set_session_lifetime(
     connection.session[_PERSISTENT] = persistent
 
 
+RENEW_AFTER = 60  # seconds: an unchanged session's idle TTL is renewed no more often (shorter TTLs: a tenth of it)
+_LOADED = "cartwright_session_loaded"  # connection state: the session as it was read from the store
+
+
 class RotatingSessionBackend(ServerSideSessionBackend):
+    async def load_from_connection(self, connection: ASGIConnection[Any, Any, Any, Any]) -> dict[str, Any]:
+        if session_id := connection.cookies.get(self.config.key):
+            store = self.config.get_store_from_app(connection.scope["app"])
+            data = await self.get(session_id, store=store)
+            if data is not None:
+                # A second copy to compare with when the response goes out: was anything changed?
+                connection.state[_LOADED] = self.deserialize_data(data)
+                return self.deserialize_data(data)
+        return {}
+
     async def store_in_message(
         self, scope_session: ScopeSession, message: Message, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> None:
@@ -72,7 +90,7 @@ class RotatingSessionBackend(ServerSideSessionBackend):
         if rotated and had_cookie:
             await self.delete(session_id, store=store)
             session_id = secrets.token_hex(self.config.session_id_bytes)
-        if not data:
+        if not data.keys() - {_RENEWED}:
             if had_cookie:
                 await self.delete(session_id, store=store)
                 headers.add(
@@ -89,6 +107,11 @@ class RotatingSessionBackend(ServerSideSessionBackend):
             # would otherwise keep a staff session alive for ever (issue #12 hole 8).
             return
         ttl = int(data.get(_TTL) or self.config.max_age)
+        now = int(time.time())
+        unchanged = had_cookie and not rotated and data == connection.state.get(_LOADED)
+        if unchanged and now - int(data.get(_RENEWED) or 0) < min(RENEW_AFTER, ttl // 10):
+            return  # nothing to write, and the idle TTL was renewed moments ago
+        data[_RENEWED] = now
         await store.set(session_id, self.serialize_data(data, connection.scope), expires_in=ttl)
         # A non-persistent session gets a browser-session cookie; its server-side TTL still bounds it.
         cookie_params.pop("max_age", None)

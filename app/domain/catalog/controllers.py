@@ -2,67 +2,75 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Controller, Request, Response, get
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 from litestar.response import Template
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.catalog.covers import COVER_ROUTE, cover_key
 from app.domain.catalog.services import CatalogService, ProductQuery, SortOrder
 from app.lib.exceptions import NotFoundError
-from app.lib.htmx import render
 from app.lib.runtime import Runtime
 from app.lib.storage import ObjectMissingError, StorageKeyError, stored_response
+from app.server.page_cache import render_shared
 
 
-def provide_catalog_service(
-    db_session: NamedDependency[AsyncSession], runtime: NamedDependency[Runtime]
-) -> CatalogService:
-    return CatalogService(db_session, runtime.redis)
+@asynccontextmanager
+async def _catalog(runtime: Runtime) -> AsyncIterator[CatalogService]:
+    """The catalog with a database session of its own: opened only when a page is not already stored (render_shared),
+    so a stored page costs no session, no connection and no commit."""
+    async with runtime.db() as db:
+        yield CatalogService(db, runtime.redis)
 
 
 class CatalogController(Controller):
-    dependencies = {"catalog": Provide(provide_catalog_service, sync_to_thread=False)}
-
     @get("/", name="catalog:home")
-    async def home(self, request: Request[Any, Any, Any], catalog: NamedDependency[CatalogService]) -> Template:
-        return render(
-            request,
-            "catalog/home.html.j2",
-            {"featured": await catalog.featured(), "categories": await catalog.categories()},
-        )
+    async def home(
+        self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]
+    ) -> Response[bytes] | Template:
+        async def build() -> dict[str, Any]:
+            async with _catalog(runtime) as catalog:
+                return {"featured": await catalog.featured(), "categories": await catalog.categories()}
+
+        return await render_shared(request, "catalog/home.html.j2", build)
 
     @get("/products", name="catalog:list")
     async def products(
         self,
         request: Request[Any, Any, Any],
-        catalog: NamedDependency[CatalogService],
+        runtime: NamedDependency[Runtime],
         category: FromQuery[str | None] = None,
         q: FromQuery[str | None] = None,
         sort: FromQuery[str | None] = None,
         page: FromQuery[str | None] = None,
-    ) -> Template:
+    ) -> Response[bytes] | Template:
         query = ProductQuery.parse(category=category, q=q, sort=sort, page=page)
-        result = await catalog.list_products(query)
-        return render(
-            request,
-            "catalog/list.html.j2",
-            {"result": result, "query": query, "categories": await catalog.categories(), "sort_orders": SortOrder},
-            fragment="catalog/_product_grid.html.j2",
-        )
+
+        async def build() -> dict[str, Any]:
+            async with _catalog(runtime) as catalog:
+                result = await catalog.list_products(query)
+                categories = await catalog.categories()
+            return {"result": result, "query": query, "categories": categories, "sort_orders": SortOrder}
+
+        return await render_shared(request, "catalog/list.html.j2", build, fragment="catalog/_product_grid.html.j2")
 
     @get("/products/{slug:str}", name="catalog:detail")
     async def detail(
-        self, request: Request[Any, Any, Any], slug: FromPath[str], catalog: NamedDependency[CatalogService]
-    ) -> Template:
-        found = await catalog.product_page(slug)
-        if found is None:
-            raise NotFoundError("That product doesn't exist or is no longer for sale.")
-        product, related = found
-        return render(request, "catalog/detail.html.j2", {"product": product, "related": related})
+        self, request: Request[Any, Any, Any], slug: FromPath[str], runtime: NamedDependency[Runtime]
+    ) -> Response[bytes] | Template:
+        async def build() -> dict[str, Any]:
+            async with _catalog(runtime) as catalog:
+                found = await catalog.product_page(slug)
+            if found is None:
+                raise NotFoundError("That product doesn't exist or is no longer for sale.")
+            product, related = found
+            return {"product": product, "related": related}
+
+        return await render_shared(request, "catalog/detail.html.j2", build)
 
     @get(f"{COVER_ROUTE}/{{key:path}}", name="catalog:cover", cache_control=None)
     async def cover(self, key: FromPath[str], runtime: NamedDependency[Runtime]) -> Response[Any]:

@@ -12,11 +12,19 @@ from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.checkout.tax import PROVINCES
-from app.domain.plans.services import MemberDownloadRefusedError, MemberDownloads, PlanService, parse_interval
+from app.domain.plans.services import (
+    MemberDownloadRefusedError,
+    MemberDownloads,
+    PlanService,
+    parse_interval,
+    pricing_province,
+    tier_for,
+)
 from app.lib.htmx import render
 from app.lib.runtime import Runtime
 from app.lib.storage import stored_response
 from app.server.auth import current_user, requires_login
+from app.server.page_cache import PRICING_TTL, render_shared
 
 
 def provide_plan_service(db_session: NamedDependency[AsyncSession]) -> PlanService:
@@ -42,13 +50,19 @@ class PlanController(Controller):
         plans: NamedDependency[PlanService],
         interval: FromQuery[str | None] = None,
         province: FromQuery[str | None] = None,
-    ) -> Template:
-        pricing = await plans.pricing(parse_interval(interval), current_user(request), province)
-        return render(
-            request,
-            "plans/pricing.html.j2",
-            {"pricing": pricing, "provinces": PROVINCES},
-            fragment="plans/_plans.html.j2",
+    ) -> Response[bytes] | Template:
+        user = current_user(request)
+        subscription = await plans.live_subscription(user)
+        chosen = pricing_province(user, province)
+        # What the page shows besides the plans themselves: the member's tier, their plan, the tax province.
+        variant = f"{tier_for(user).value}|{subscription.plan_price_id if subscription else '-'}|{chosen}"
+
+        async def build() -> dict[str, Any]:
+            pricing = await plans.pricing(parse_interval(interval), user, province, subscription=subscription)
+            return {"pricing": pricing, "provinces": PROVINCES}
+
+        return await render_shared(
+            request, "plans/pricing.html.j2", build, fragment="plans/_plans.html.j2", variant=variant, ttl=PRICING_TTL
         )
 
     @get("/account/member-downloads", name="plans:downloads", guards=[requires_login])

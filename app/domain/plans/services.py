@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import PurePosixPath
+from typing import Literal
 from uuid import UUID
 
 import structlog
@@ -34,6 +35,11 @@ def parse_interval(value: str | None) -> m.PriceInterval:
         return m.PriceInterval(value or m.PriceInterval.MONTH.value)
     except ValueError:
         return m.PriceInterval.MONTH
+
+
+def pricing_province(user: m.User | None, province: str | None) -> str:
+    """The province whose sales tax the pricing page shows: the one asked for, else the member's billing one."""
+    return valid_province(province) or (user.billing_province if user is not None else None) or ""
 
 
 def tier_for(user: m.User | None) -> m.PriceTier:
@@ -152,11 +158,20 @@ class PlanService:
         log.info("plans.price_changed", plan=plan.slug, interval=interval, tier=tier, amount=amount)
         return new
 
-    async def pricing(self, interval: m.PriceInterval, user: m.User | None, province: str | None = None) -> PricingPage:
+    async def pricing(
+        self,
+        interval: m.PriceInterval,
+        user: m.User | None,
+        province: str | None = None,
+        *,
+        subscription: m.Subscription | Literal["load"] | None = "load",
+    ) -> PricingPage:
         """The public pricing page for ``user`` (or a visitor) at ``interval``, with the sales tax of ``province``
-        (else the member's billing province; a visitor without one sees "plus tax")."""
-        subscription = await self.live_subscription(user)
-        chosen = valid_province(province) or (user.billing_province if user is not None else None) or ""
+        (else the member's billing province; a visitor without one sees "plus tax"). ``subscription``: the user's
+        live subscription when the caller has it already."""
+        if subscription == "load":
+            subscription = await self.live_subscription(user)
+        chosen = pricing_province(user, province)
         offers = [self._offer(plan, interval, user, subscription, chosen) for plan in await self.active_plans()]
         return PricingPage(
             interval=interval,
