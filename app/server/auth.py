@@ -58,6 +58,9 @@ class CurrentUserMiddleware(ASGIMiddleware):
         except ValueError:
             return None
         async with self.runtime.db() as db:
+            # One read and nothing to roll back: without BEGIN and ROLLBACK it is one round trip instead of three
+            # (about 0.4 ms of CPU per signed-in request, #15).
+            await db.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             return await db.get(m.User, user_id)
 
     def _still_valid(self, user: m.User, session: dict[str, Any]) -> bool:

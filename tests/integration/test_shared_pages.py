@@ -16,7 +16,7 @@ from app.lib.settings import Settings
 from tests.conftest import Factory
 from tests.helpers import post_form, sign_in, text_of
 from tests.integration.test_catalog import seed_catalog
-from tests.integration.test_plans import card, seeded_plans
+from tests.integration.test_plans import card, seeded_plans, subscribe
 
 SESSION = "cartwright_session"
 
@@ -132,9 +132,11 @@ async def test_pricing_is_shared_only_between_members_who_see_the_same_prices(
     settings: Settings,
     new_browser: Callable[..., httpx.AsyncClient],
 ) -> None:
-    await seeded_plans(runtime, factory, settings)
+    plans = await seeded_plans(runtime, factory, settings)
     holder = await factory.user(email="holder@example.com", name="Holly Holder")
     await factory.user(email="regular@example.com", name="Reggie Regular")
+    member = await factory.user(email="member@example.com", name="Mia Member")
+    await subscribe(runtime, member, plans["resident"], interval="year")
     async with runtime.db() as db:
         (await db.merge(holder)).holder_pricing = True
         await db.commit()
@@ -150,6 +152,11 @@ async def test_pricing_is_shared_only_between_members_who_see_the_same_prices(
         assert "Reggie Regular" in regular_page.text
         community = text_of(card(regular_page.text, "community"))
         assert "$19.00 CAD / month" in community and "instead of" not in community
+        assert "Your plan" not in regular_page.text and "Your plan" not in holder_page.text
+    # A member sees their own plan marked; the others' pages, stored before, never say so.
+    await sign_in(client, "member@example.com")
+    assert "Your plan billed yearly" in text_of(card((await client.get("/pricing")).text, "resident"))
+    assert "Your plan" not in (await regular.get("/pricing")).text
     await regular.aclose()
 
 

@@ -47,23 +47,31 @@ class PlanController(Controller):
     async def pricing(
         self,
         request: Request[Any, Any, Any],
-        plans: NamedDependency[PlanService],
+        runtime: NamedDependency[Runtime],
         interval: FromQuery[str | None] = None,
         province: FromQuery[str | None] = None,
     ) -> Response[bytes] | Template:
         user = current_user(request)
-        subscription = await plans.live_subscription(user)
-        chosen = pricing_province(user, province)
-        # What the page shows besides the plans themselves: the member's tier, their plan, the tax province.
-        variant = f"{tier_for(user).value}|{subscription.plan_price_id if subscription else '-'}|{chosen}"
+        async with runtime.db() as db:
+            # Reads only: no transaction to begin and commit around them (#15).
+            await db.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            plans = PlanService(db)
+            # What the page shows besides the plans: the member's tier, their plan's price, the tax province.
+            price_id = await plans.live_price_id(user)
+            variant = f"{tier_for(user).value}|{price_id or '-'}|{pricing_province(user, province)}"
 
-        async def build() -> dict[str, Any]:
-            pricing = await plans.pricing(parse_interval(interval), user, province, subscription=subscription)
-            return {"pricing": pricing, "provinces": PROVINCES}
+            async def build() -> dict[str, Any]:
+                pricing = await plans.pricing(parse_interval(interval), user, province)
+                return {"pricing": pricing, "provinces": PROVINCES}
 
-        return await render_shared(
-            request, "plans/pricing.html.j2", build, fragment="plans/_plans.html.j2", variant=variant, ttl=PRICING_TTL
-        )
+            return await render_shared(
+                request,
+                "plans/pricing.html.j2",
+                build,
+                fragment="plans/_plans.html.j2",
+                variant=variant,
+                ttl=PRICING_TTL,
+            )
 
     @get("/account/member-downloads", name="plans:downloads", guards=[requires_login])
     async def downloads(

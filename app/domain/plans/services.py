@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import PurePosixPath
-from typing import Literal
 from uuid import UUID
 
 import structlog
@@ -18,7 +17,7 @@ from app.db import models as m
 from app.domain.checkout.tax import TaxResult
 from app.domain.downloads.services import DownloadFile, media_type_for
 from app.domain.plans.tax_rates import membership_tax, valid_province
-from app.domain.subscriptions.services import live_subscription
+from app.domain.subscriptions.services import live_subscription, live_subscription_query
 from app.lib.exceptions import ApplicationError, FormError, NotFoundError
 from app.lib.settings import Settings
 from app.lib.storage import ObjectMissingError, Storage, StorageKeyError, StorageUnavailableError
@@ -123,6 +122,14 @@ class PlanService:
         """The active price ``user`` pays: the member tier for verified holders, else (or lacking one) standard."""
         return plan.price_for(interval, tier_for(user).value)
 
+    async def live_price_id(self, user: m.User | None) -> UUID | None:
+        """The price of the user's live subscription (what marks "your plan" on the pricing page), in one small read."""
+        if user is None:
+            return None
+        query = live_subscription_query(user.id).with_only_columns(m.Subscription.plan_price_id)
+        price_id: UUID | None = await self.db.scalar(query)
+        return price_id
+
     async def live_subscription(self, user: m.User | None) -> m.Subscription | None:
         """The user's newest subscription that still gives access (active, trialing or past_due)."""
         if user is None:
@@ -158,19 +165,10 @@ class PlanService:
         log.info("plans.price_changed", plan=plan.slug, interval=interval, tier=tier, amount=amount)
         return new
 
-    async def pricing(
-        self,
-        interval: m.PriceInterval,
-        user: m.User | None,
-        province: str | None = None,
-        *,
-        subscription: m.Subscription | Literal["load"] | None = "load",
-    ) -> PricingPage:
+    async def pricing(self, interval: m.PriceInterval, user: m.User | None, province: str | None = None) -> PricingPage:
         """The public pricing page for ``user`` (or a visitor) at ``interval``, with the sales tax of ``province``
-        (else the member's billing province; a visitor without one sees "plus tax"). ``subscription``: the user's
-        live subscription when the caller has it already."""
-        if subscription == "load":
-            subscription = await self.live_subscription(user)
+        (else the member's billing province; a visitor without one sees "plus tax")."""
+        subscription = await self.live_subscription(user)
         chosen = pricing_province(user, province)
         offers = [self._offer(plan, interval, user, subscription, chosen) for plan in await self.active_plans()]
         return PricingPage(

@@ -15,7 +15,7 @@ from uuid import UUID, uuid4
 import stripe
 import structlog
 from saq import Queue
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from stripe.params import SubscriptionCreateParams
 from stripe.params.checkout import SessionCreateParams, SessionCreateParamsSubscriptionData
@@ -33,14 +33,19 @@ log = structlog.get_logger()
 TRIAL_WITHOUT_CARD_PAUSES: Any = {"end_behavior": {"missing_payment_method": "pause"}}
 
 
-async def live_subscription(db: AsyncSession, user_id: UUID) -> m.Subscription | None:
+def live_subscription_query(user_id: UUID) -> Select[m.Subscription]:
     """The user's newest subscription that still gives access (active, trialing or past_due in dunning)."""
-    sub: m.Subscription | None = await db.scalar(
+    return (
         select(m.Subscription)
         .where(m.Subscription.user_id == user_id, m.Subscription.status.in_(LIVE_STATUSES))
         .order_by(m.Subscription.created_at.desc(), m.Subscription.id.desc())
         .limit(1)
     )
+
+
+async def live_subscription(db: AsyncSession, user_id: UUID) -> m.Subscription | None:
+    """The user's newest subscription that still gives access (active, trialing or past_due in dunning)."""
+    sub: m.Subscription | None = await db.scalar(live_subscription_query(user_id))
     return sub
 
 
