@@ -118,9 +118,13 @@ async def test_an_admin_creates_a_plan_it_is_on_pricing_and_at_stripe(
     assert "Studio $49.00" in listing and "On sale" in listing
     csv_text = (await client.get("/admin/plans/export.csv")).text
     assert csv_text.splitlines()[1].startswith("Studio,studio,49.00,490.00,39.50,,CAD,0,10 room-hours,yes,")
+    visitor = await other_client(client)  # an anonymous visitor, whose /pricing the page cache now holds
+    assert "Fixed desk" in text_of((await visitor.get("/pricing")).text)
     archived = await post_form(client, f"/admin/plans/{plan.id}/archive", {})
     assert archived.status_code == 303
     assert "No memberships are on offer right now" in text_of((await client.get("/pricing")).text)
+    assert "No memberships are on offer right now" in text_of((await visitor.get("/pricing")).text)
+    await visitor.aclose()
     assert (await client.get("/subscribe/studio")).status_code == 404
     assert "Archived" in text_of((await client.get("/admin/plans?status=archived")).text)
     assert (await post_form(client, f"/admin/plans/{plan.id}/restore", {})).status_code == 303

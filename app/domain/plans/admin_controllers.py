@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
 from app.domain.audit.services import Actor
+from app.domain.catalog.cache import invalidate_catalog
 from app.domain.plans.admin import (
     PLANS_CSV_HEADER,
     PLANS_TABLE,
@@ -129,6 +130,7 @@ class AdminPlanController(Controller):
             )
         name, plan_id = plan.name, plan.id  # read now: a refused sync rolls back and expires the row
         synced = await sync_to_stripe(db_session, runtime.stripe, plan)
+        await invalidate_catalog(runtime.redis)  # committed: the pricing page shows it on the next request
         flash(
             request,
             f"{name} created: it is on the pricing page now." + ("" if synced else STRIPE_LATER),
@@ -178,6 +180,7 @@ class AdminPlanController(Controller):
             plan = await get_plan(db_session, plan_id)
             name = plan.name  # read now: a refused sync rolls back and expires the row
             synced = await sync_to_stripe(db_session, runtime.stripe, plan)
+            await invalidate_catalog(runtime.redis)
             flash(request, f"{name} saved." + ("" if synced else STRIPE_LATER), "success" if synced else "info")
         return redirect(request, request.app.route_reverse("admin:plan", plan_id=plan_id))
 
@@ -187,10 +190,13 @@ class AdminPlanController(Controller):
         request: Request[Any, Any, Any],
         plan_id: FromPath[UUID],
         db_session: NamedDependency[AsyncSession],
+        runtime: NamedDependency[Runtime],
         actor: NamedDependency[Actor],
     ) -> Response[Any]:
         plan = await get_plan(db_session, plan_id)
         changed = await set_archived(db_session, plan, True, actor=actor)
+        await db_session.commit()
+        await invalidate_catalog(runtime.redis)  # after the commit: off the (cached) pricing page at once
         note = "Its subscribers keep it and renew as before." if changed else "It was already archived."
         flash(request, f"{plan.name} archived: it is off the pricing page. {note}", "info")
         return redirect(request, request.app.route_reverse("admin:plans"))
@@ -201,10 +207,13 @@ class AdminPlanController(Controller):
         request: Request[Any, Any, Any],
         plan_id: FromPath[UUID],
         db_session: NamedDependency[AsyncSession],
+        runtime: NamedDependency[Runtime],
         actor: NamedDependency[Actor],
     ) -> Response[Any]:
         plan = await get_plan(db_session, plan_id)
         await set_archived(db_session, plan, False, actor=actor)
+        await db_session.commit()
+        await invalidate_catalog(runtime.redis)
         flash(request, f"{plan.name} is on sale again.", "success")
         return redirect(request, request.app.route_reverse("admin:plan", plan_id=plan.id))
 
