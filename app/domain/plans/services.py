@@ -10,7 +10,7 @@ from pathlib import PurePosixPath
 from uuid import UUID
 
 import structlog
-from sqlalchemy import exists, select
+from sqlalchemy import bindparam, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
@@ -97,6 +97,9 @@ class PricingPage:
         return sub.price.interval if sub is not None and sub.price is not None else None
 
 
+_LIVE_PRICE_ID = live_subscription_query(bindparam("user_id")).with_only_columns(m.Subscription.plan_price_id)
+
+
 class PlanService:
     """Plans as customers see them. Reads only, except ``change_price``."""
 
@@ -126,8 +129,9 @@ class PlanService:
         """The price of the user's live subscription (what marks "your plan" on the pricing page), in one small read."""
         if user is None:
             return None
-        query = live_subscription_query(user.id).with_only_columns(m.Subscription.plan_price_id)
-        price_id: UUID | None = await self.db.scalar(query)
+        # Core, on the session's connection, with a statement built once: the page asks on every request (#15).
+        connection = await self.db.connection()
+        price_id: UUID | None = await connection.scalar(_LIVE_PRICE_ID, {"user_id": user.id})
         return price_id
 
     async def live_subscription(self, user: m.User | None) -> m.Subscription | None:

@@ -17,6 +17,7 @@ import structlog
 from saq import Queue
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import BindParameter
 from stripe.params import SubscriptionCreateParams
 from stripe.params.checkout import SessionCreateParams, SessionCreateParamsSubscriptionData
 
@@ -33,7 +34,7 @@ log = structlog.get_logger()
 TRIAL_WITHOUT_CARD_PAUSES: Any = {"end_behavior": {"missing_payment_method": "pause"}}
 
 
-def live_subscription_query(user_id: UUID) -> Select[m.Subscription]:
+def live_subscription_query(user_id: UUID | BindParameter[Any]) -> Select[m.Subscription]:
     """The user's newest subscription that still gives access (active, trialing or past_due in dunning)."""
     return (
         select(m.Subscription)
