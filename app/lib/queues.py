@@ -11,6 +11,8 @@ Code that enqueues does not choose: each queue object here routes a job to its q
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import structlog
@@ -20,6 +22,8 @@ from saq.job import Job, Status
 from saq.queue.redis import RedisQueue
 from saq.utils import now
 
+log = structlog.get_logger()
+
 PAYMENTS = "cartwright-payments"
 EMAILS = "cartwright-emails"
 BACKGROUND = "cartwright"
@@ -28,6 +32,22 @@ NAMES = (PAYMENTS, EMAILS, BACKGROUND)
 # Seconds without a touch after which SAQ's sweep takes a running job for lost and re-queues it. The worker
 # touches its running jobs every second (app/server/saq_worker.py), so only a dead worker's jobs go stale.
 JOB_HEARTBEAT = 5
+
+# How long a job may lie in the active list still marked ``queued`` before the sweep takes it for lost (see
+# ``RoutingQueue.sweep``). A worker fills that gap in milliseconds; one that died inside it costs a heartbeat.
+DEQUEUE_GRACE = JOB_HEARTBEAT
+
+# SAQ's own read of the active list (saq/queue/redis.py), under the sweep lock that lets one worker sweep at a time.
+_ACTIVE_JOBS = """
+local id_jobs = {}
+if redis.call('EXISTS', KEYS[1]) == 0 then
+    redis.call('SETEX', KEYS[1], ARGV[1], 1)
+    for i, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+        id_jobs[i] = {v, redis.call('GET', v)}
+    end
+end
+return id_jobs
+"""
 
 ROUTES: dict[str, str] = {  # test_priority_queues.py fails if these go back to one queue
     "process_stripe_event": PAYMENTS,
@@ -45,6 +65,7 @@ class RoutingQueue(RedisQueue):
     def __init__(self, redis: Redis, name: str, **kwargs: Any) -> None:
         super().__init__(redis, name=name, **kwargs)
         self.family: dict[str, RoutingQueue] = {name: self}
+        self._dequeued_at: dict[tuple[bytes, int], int] = {}  # (job id, attempts) -> first seen queued in active
 
     async def enqueue(self, job_or_func: str | Job, **kwargs: Any) -> Job | None:
         function = job_or_func if isinstance(job_or_func, str) else job_or_func.function
@@ -65,6 +86,51 @@ class RoutingQueue(RedisQueue):
             if found is not None:
                 return found
         return None
+
+    async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
+        """SAQ's sweep without its race with dequeue (tobymao/saq#124, #277).
+
+        A worker moves a job to the active list (BLMOVE) and only then writes it ``active``. SAQ's sweep took a
+        job caught in between for a lost one and aborted it: on its last attempt, a Stripe event's job ended
+        ``aborted`` while its handler ran on (seen in CI). Here a job found ``queued`` in the active list is
+        swept only by a later sweep, once that same attempt has been seen so for ``DEQUEUE_GRACE`` seconds. The
+        rest is SAQ's.
+        """
+        if not self._cleanup_script:
+            self._cleanup_script = self.redis.register_script(_ACTIVE_JOBS)
+        id_jobs = await self._cleanup_script(keys=[self._sweep, self._active], args=[lock], client=self.redis)
+        current = now()
+        dequeued_at: dict[tuple[bytes, int], int] = {}
+        swept: list[bytes] = []
+        for job_id, job_bytes in id_jobs:
+            job = self.deserialize(job_bytes)
+            if job is None:
+                swept.append(job_id)
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.lrem(self._active, 0, job_id)
+                    pipe.zrem(self._incomplete, job_id)
+                    await pipe.execute()
+                log.info("job.swept_missing", job_id=job_id.decode())
+                continue
+            if job.status == Status.QUEUED:
+                seen = self._dequeued_at.get((job_id, job.attempts))
+                dequeued_at[(job_id, job.attempts)] = current if seen is None else seen
+                if seen is None or current - seen < DEQUEUE_GRACE * 1000:  # first seen now, or too recently
+                    continue
+            elif job.status == Status.ACTIVE and not job.stuck:
+                continue
+            swept.append(job_id)
+            log.info("job.swept", job=job.info(), status=str(job.status))
+            await self.abort(job, error=self.swept_error_message)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await job.refresh(abort)
+            if job.retryable:
+                await self.retry(job, error=self.swept_error_message)
+            else:
+                await self.finish(job, Status.ABORTED, error=self.swept_error_message)
+        if id_jobs:  # this sweep held the lock and read the list: what it did not see is no longer queued in it
+            self._dequeued_at = dequeued_at
+        return [job_id.decode() for job_id in swept]
 
 
 async def touch(queue: RedisQueue, job: Job) -> bool:

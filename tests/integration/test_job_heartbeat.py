@@ -12,10 +12,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
 from saq import Queue
 from saq.job import Status
 
+from app.lib import queues
 from app.lib.queues import touch
+
+# With the runtime, each test starts on an empty Redis (conftest's _clean_state): a sweep sees only its own jobs.
+pytestmark = pytest.mark.usefixtures("runtime")
 
 
 async def running_job(queue: Queue, key: str) -> object:
@@ -55,3 +60,42 @@ async def test_q2_a_finished_job_is_never_touched(queue: Queue) -> None:
     assert await touch(queue, job) is False  # type: ignore[arg-type]
     stored = await queue.job(key)
     assert stored is not None and stored.status == Status.FAILED and stored.error == "boom"
+
+
+# --- the sweep and a job caught between dequeue and start ----------------------------------------------------
+
+
+async def sweep_now(queue: Queue) -> list[str]:
+    """One sweep, as the worker's upkeep runs it every two seconds (the lock lets one worker sweep at a time)."""
+    await queue.redis.delete(queue._sweep)  # type: ignore[attr-defined]  # the lock an earlier sweep left
+    return await queue.sweep(lock=60, abort=0.05)
+
+
+async def test_q2_a_job_just_dequeued_is_not_swept_before_its_worker_starts_it(queue: Queue) -> None:
+    # A worker has moved the job to the active list (BLMOVE) and not yet written it active. SAQ's own sweep
+    # aborted it there; on a Stripe event's last attempt that ended the event `aborted` (CI, 3 Dec 2026).
+    key = f"dequeued-{uuid.uuid4().hex}"
+    assert await queue.enqueue("sweep_stripe_events", key=key, retries=1) is not None
+    job = await queue.dequeue(timeout=0.5)
+    assert job is not None and job.key == key
+    assert job.id not in await sweep_now(queue)
+    await job.update(status=Status.ACTIVE)  # the worker goes on and starts it
+    await queue.finish(job, Status.COMPLETE, result="done")
+    stored = await queue.job(key)
+    assert stored is not None and (stored.status, stored.result) == (Status.COMPLETE, "done")
+
+
+async def test_q2_a_worker_that_died_between_dequeue_and_start_loses_the_job_to_a_later_sweep(
+    queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(queues, "DEQUEUE_GRACE", 0)  # the grace is five seconds; the test does not wait them
+    key = f"dequeued-{uuid.uuid4().hex}"
+    assert await queue.enqueue("sweep_stripe_events", key=key, retries=2) is not None
+    job = await queue.dequeue(timeout=0.5)
+    assert job is not None and job.key == key
+    # The first sweep to find it there only notes it; a later one (the job still there) re-queues it.
+    assert job.id not in await sweep_now(queue)
+    assert job.id in await sweep_now(queue)
+    stored = await queue.job(key)
+    assert stored is not None and stored.status == Status.QUEUED
+    assert await queue.redis.lpos(queue._queued, job.id) is not None  # type: ignore[attr-defined,misc]
