@@ -139,3 +139,8 @@ async def prices_of_product(client: stripe.StripeClient, product_id: str) -> dic
         if not page.has_more or not page.data:
             return found
         params["starting_after"] = page.data[-1].id
+
+
+def stripe_dashboard_url(payment_intent_id: str, *, livemode: bool) -> str:
+    """Where an admin answers the dispute: the payment's page in Stripe's Dashboard (test or live)."""
+    return f"https://dashboard.stripe.com/{'' if livemode else 'test/'}payments/{payment_intent_id}"

@@ -14,8 +14,8 @@ from app.domain.catalog import jobs as catalog_jobs
 from app.domain.notifications import jobs as notification_jobs
 from app.domain.orders import jobs as order_jobs
 from app.domain.payments import jobs as payment_jobs
-from app.domain.plans import jobs as plan_jobs
 from app.domain.settings.services import refresh_shop_settings
+from app.domain.subscriptions import jobs as subscription_jobs
 from app.domain.sync import jobs as sync_jobs
 from app.domain.system import jobs as system_jobs
 from app.lib import metrics, queues
@@ -92,7 +92,7 @@ TASKS: list[Any] = [
     sync_jobs.nightly_sync,
     catalog_jobs.sync_product_to_stripe,
     catalog_jobs.sweep_unsynced_products,
-    plan_jobs.move_plan_subscribers,
+    subscription_jobs.move_plan_subscribers,
 ]
 CRON_JOBS = [
     CronJob(function=notification_jobs.sweep_queued_emails, cron="* * * * *", timeout=60, retries=1),

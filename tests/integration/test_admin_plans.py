@@ -16,7 +16,7 @@ from saq import Queue, Worker
 from sqlalchemy import func, select
 
 from app.db import models as m
-from app.domain.plans.jobs import move_plan_subscribers
+from app.domain.subscriptions.jobs import move_plan_subscribers
 from app.lib.runtime import Runtime
 from app.stripe_emulator.server import EmulatorServer
 from tests.conftest import Factory

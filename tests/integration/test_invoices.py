@@ -17,7 +17,7 @@ from sqlalchemy import delete, select
 from app.db import models as m
 from app.domain.orders.fulfilment import PaymentSync
 from app.domain.orders.invoices import issue_invoice
-from app.domain.payments.context import HandlerContext
+from app.lib.handler_context import HandlerContext
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings
 from app.lib.shop_settings import announce_change

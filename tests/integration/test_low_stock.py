@@ -19,7 +19,7 @@ from app.db import models as m
 from app.domain.catalog.low_stock import stage_low_stock_alerts
 from app.domain.notifications.services import EmailService
 from app.domain.orders.fulfilment import PaymentSync
-from app.domain.payments.context import HandlerContext
+from app.lib.handler_context import HandlerContext
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings
 from app.stripe_emulator.server import EmulatorServer

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from app.db import models as m
 from app.domain.orders.fulfilment import PaymentSync, as_dict
-from app.domain.payments.context import HandlerContext
+from app.lib.handler_context import HandlerContext
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings
 from app.stripe_emulator.server import EmulatorServer

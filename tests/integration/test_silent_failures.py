@@ -23,8 +23,8 @@ from sqlalchemy import func, select
 from app.db import models as m
 from app.domain.notifications.services import EmailService
 from app.domain.orders.notices import notify_unpaid_orders
-from app.domain.payments.context import HandlerContext
 from app.domain.payments.handlers import dispatch
+from app.lib.handler_context import HandlerContext
 from app.lib.runtime import Runtime
 from app.stripe_emulator.server import EmulatorServer
 from tests.conftest import Factory

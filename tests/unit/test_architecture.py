@@ -2,7 +2,7 @@
 
 - Layers (docs/architecture.md): ``app/lib`` imports nothing else of the app; ``app/db`` only ``lib`` and itself;
   no domain imports another domain's controllers (shared providers live in ``dependencies.py``); controllers
-  build no SQL.
+  build no SQL; the domain packages import each other without a cycle.
 - The shop never imports the offline Stripe emulator: it talks to Stripe (or the emulator) over HTTP only.
 - The emulator never ships: not in the wheel, not in the Docker image.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import itertools
 import shutil
 import subprocess
 import sys
@@ -62,6 +63,39 @@ def test_no_domain_imports_another_domains_controllers() -> None:
         if len(parts) >= 4 and parts[1] == "domain" and parts[2] != importer and is_controllers:
             offenders.append(f"{f} imports {name}")
     assert offenders == []
+
+
+def test_domain_packages_import_each_other_without_a_cycle() -> None:
+    # A cycle means neither package can be read, tested or changed alone (#17 item 3). What two domains both
+    # need goes below them: app/db/queries.py, a model's constant, app/lib (docs/architecture.md).
+    edges: dict[str, dict[str, set[str]]] = {}
+    for f, name in _app_imports("domain"):
+        parts = name.split(".")
+        importer = Path(f).parts[2]
+        if len(parts) >= 3 and parts[1] == "domain" and parts[2] != importer:
+            edges.setdefault(importer, {}).setdefault(parts[2], set()).add(f)
+
+    def cycle_from(start: str) -> list[str] | None:
+        path: list[str] = [start]
+        seen: set[str] = set()
+
+        def walk(node: str) -> list[str] | None:
+            for nxt in sorted(edges.get(node, {})):
+                if nxt == start:
+                    return [*path, start]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    path.append(nxt)
+                    if found := walk(nxt):
+                        return found
+                    path.pop()
+            return None
+
+        return walk(start)
+
+    cycles = [c for start in sorted(edges) if (c := cycle_from(start))]
+    where = {f"{a} -> {b}: {sorted(edges[a][b])}" for c in cycles for a, b in itertools.pairwise(c)}
+    assert cycles == [], sorted(where)
 
 
 def test_controllers_build_no_sql() -> None:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.domain.checkout.tax import PROVINCES, TaxRate, compute_tax, rates_for, tax_on
+from app.domain.tax.services import PROVINCES, TaxRate, compute_tax, rates_for, tax_on
 
 TODAY = date(2026, 11, 29)
 

@@ -204,7 +204,7 @@ class Invoice(UUIDv7AuditBase):
 
 
 class StripeTaxRate(UUIDv7AuditBase):
-    """One component of the sales-tax table (app/domain/checkout/tax.py) as a Stripe Tax Rate, per province.
+    """One component of the sales-tax table (app/domain/tax/services.py) as a Stripe Tax Rate, per province.
 
     ``key`` names the table row (component, province, rate, effective date), so a changed rate is a new key and a
     new Tax Rate while the old one is archived; the same key is in the Tax Rate's metadata so it is found again.

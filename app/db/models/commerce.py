@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 from uuid import UUID
 
 from advanced_alchemy.base import IdentityBase, UUIDv7AuditBase
@@ -209,6 +209,10 @@ class Payment(UUIDv7AuditBase):
 class Refund(UUIDv7AuditBase):
     __tablename__ = "refunds"
 
+    # Stripe counts pending refunds in `amount_refunded` too: money promised back is no longer ours. Revenue
+    # (analytics) and an order's refunded total (orders) both count these.
+    COUNTED_STATUSES: ClassVar[frozenset[str]] = frozenset({"succeeded", "pending", "requires_action"})
+
     order_id: Mapped[UUID] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
     stripe_refund_id: Mapped[str] = mapped_column(String(255), unique=True)
     charge_id: Mapped[str | None] = mapped_column(String(255), default=None)
@@ -223,6 +227,18 @@ class Dispute(UUIDv7AuditBase):
     """A chargeback on an order's payment, mirrored from Stripe's dispute object (one row per ``dp_`` id)."""
 
     __tablename__ = "disputes"
+
+    # Stripe's reason codes as the admin pages and the alert email put them.
+    REASON_LABELS: ClassVar[dict[str, str]] = {
+        "fraudulent": "Fraudulent (the cardholder says they did not make this payment)",
+        "product_not_received": "Product not received",
+        "product_unacceptable": "Product unacceptable",
+        "duplicate": "Duplicate charge",
+        "subscription_canceled": "Subscription canceled",
+        "credit_not_processed": "Refund not processed",
+        "unrecognized": "Unrecognised payment",
+        "general": "General",
+    }
 
     order_id: Mapped[UUID] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
     stripe_dispute_id: Mapped[str] = mapped_column(String(255), unique=True)

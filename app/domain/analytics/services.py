@@ -38,7 +38,6 @@ from app.domain.analytics import cache
 from app.domain.analytics.feed import movement_item, order_item, refund_item
 from app.domain.analytics.ranges import DateRange
 from app.domain.analytics.sql import as_date, day_bucket
-from app.domain.orders.fulfilment import COUNTED_REFUND_STATUSES
 from app.lib.permissions import Access
 from app.lib.templating import get_environment
 
@@ -113,7 +112,7 @@ class AnalyticsService:
                 m.Refund.created_at >= a,
                 m.Refund.created_at < b,
                 m.Refund.currency == SHOP_CURRENCY,
-                m.Refund.status.in_(COUNTED_REFUND_STATUSES),
+                m.Refund.status.in_(m.Refund.COUNTED_STATUSES),
             )
         )
         d = m.Dispute
@@ -292,7 +291,7 @@ class AnalyticsService:
         refunds = await self.db.execute(
             select(m.Refund, m.Order.number)
             .join(m.Order, m.Order.id == m.Refund.order_id)
-            .where(m.Refund.status.in_(COUNTED_REFUND_STATUSES))
+            .where(m.Refund.status.in_(m.Refund.COUNTED_STATUSES))
             .order_by(m.Refund.created_at.desc())
             .limit(limit)
         )

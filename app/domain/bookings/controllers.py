@@ -14,7 +14,7 @@ from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
-from app.domain.bookings.card_payments import HOLD_FOR, PAID_WITH_CARD
+from app.domain.bookings.card_payments import HOLD_FOR
 from app.domain.bookings.services import (
     BookingError,
     BookingService,
@@ -23,8 +23,9 @@ from app.domain.bookings.services import (
     slot_label,
 )
 from app.domain.checkout.services import COUNTRIES, parse_billing
-from app.domain.checkout.tax import PROVINCES
 from app.domain.credits.services import CreditService, NotEnoughCreditsError, credit_label
+from app.domain.orders.bookings import PAID_WITH_CARD
+from app.domain.tax.services import PROVINCES
 from app.lib.exceptions import FormError
 from app.lib.htmx import flash, redirect, render, wants_fragment
 from app.lib.localtime import local_day, local_today

@@ -22,9 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
 from app.domain.bookings.calendar import closure_notice, closure_on, ensure_slots, last_bookable_day, offered_times
-from app.domain.bookings.card_payments import PAID_WITH_CARD, free_seat, release_hold
+from app.domain.bookings.card_payments import release_hold
 from app.domain.checkout.services import BillingDetails, CheckoutService
 from app.domain.credits.services import CreditService, credit_label
+from app.domain.orders.bookings import PAID_WITH_CARD, free_seat
 from app.lib.exceptions import ApplicationError, ConflictError, NotFoundError, NotYoursError
 from app.lib.localtime import day_bounds, format_local, local_day
 from app.lib.stripe_gateway import idempotency_key

@@ -28,15 +28,15 @@ from app.domain.checkout.services import (
     parse_billing,
     tax_for,
 )
-from app.domain.checkout.tax import PROVINCES
 from app.domain.downloads.services import DownloadService
 from app.domain.orders.dependencies import provide_order_service
 from app.domain.orders.fulfilment import PaymentSync
 from app.domain.orders.services import OrderService, remember_visitor_order
-from app.domain.payments.context import HandlerContext
 from app.domain.promotions.services import SESSION_PROMO_KEY, CartPromo, cart_promo
+from app.domain.tax.services import PROVINCES
 from app.lib import metrics
 from app.lib.exceptions import FormError
+from app.lib.handler_context import HandlerContext
 from app.lib.htmx import flash, redirect, render
 from app.lib.ratelimit import enforce
 from app.lib.runtime import Runtime

@@ -17,8 +17,8 @@ from app.db import models as m
 from app.db.upsert import insert_if_absent
 from app.domain.cart.services import PricedCart
 from app.domain.catalog.stock_holds import StockUnavailableError, Wanted, hold_for_order
-from app.domain.checkout.tax import PROVINCES, TaxResult, compute_tax
 from app.domain.promotions.services import PromoError, PromoQuote, quote_cart
+from app.domain.tax.services import PROVINCES, TaxResult, compute_tax
 from app.lib.email_address import InvalidEmailError, clean_email
 from app.lib.exceptions import ApplicationError, FormError
 from app.lib.localtime import to_local

@@ -25,10 +25,10 @@ from app.db.upsert import insert_if_absent
 from app.domain.analytics.feed import announce
 from app.domain.notifications.services import EmailService, claim_notice
 from app.domain.orders.fulfilment import PaymentSync
-from app.domain.payments.context import HandlerContext
 from app.domain.settings.services import alert_recipients
+from app.lib.handler_context import HandlerContext
 from app.lib.money import format_money
-from app.lib.stripe_gateway import as_dict, stripe_id
+from app.lib.stripe_gateway import as_dict, stripe_dashboard_url, stripe_id
 
 log = structlog.get_logger()
 
@@ -45,22 +45,6 @@ _STAGE = {
     "warning_closed": 2,
     "prevented": 2,
 }
-
-REASON_LABELS = {
-    "fraudulent": "Fraudulent (the cardholder says they did not make this payment)",
-    "product_not_received": "Product not received",
-    "product_unacceptable": "Product unacceptable",
-    "duplicate": "Duplicate charge",
-    "subscription_canceled": "Subscription canceled",
-    "credit_not_processed": "Refund not processed",
-    "unrecognized": "Unrecognised payment",
-    "general": "General",
-}
-
-
-def stripe_dashboard_url(payment_intent_id: str, *, livemode: bool) -> str:
-    """Where an admin answers the dispute: the payment's page in Stripe's Dashboard (test or live)."""
-    return f"https://dashboard.stripe.com/{'' if livemode else 'test/'}payments/{payment_intent_id}"
 
 
 def _when(value: Any) -> datetime | None:
@@ -181,7 +165,7 @@ class DisputeSync:
             "order": order,
             "dispute": row,
             "opened": opened,
-            "reason": REASON_LABELS.get(row.reason, row.reason or "not given"),
+            "reason": m.Dispute.REASON_LABELS.get(row.reason, row.reason or "not given"),
             "admin_url": f"{base}/admin/orders/{order.id}",
             "stripe_url": stripe_dashboard_url(
                 row.payment_intent_id or order.payment_intent_id or "", livemode=self.ctx.settings.stripe.livemode
@@ -224,14 +208,3 @@ async def on_dispute_event(ctx: HandlerContext, event: dict[str, Any]) -> None:
     dispute_id = stripe_id(event["data"]["object"].get("id"))
     if dispute_id:
         await DisputeSync(ctx).refresh(dispute_id)
-
-
-async def disputes_for_order(db: AsyncSession, order_id: Any) -> list[m.Dispute]:
-    """The order's disputes, oldest first (the order pages show them)."""
-    return list(
-        await db.scalars(
-            select(m.Dispute)
-            .where(m.Dispute.order_id == order_id, m.Dispute.status != "")
-            .order_by(m.Dispute.opened_at, m.Dispute.id)
-        )
-    )

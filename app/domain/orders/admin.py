@@ -14,15 +14,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import raiseload
 
 from app.db import models as m
+from app.db.queries import disputes_for_order
 from app.domain.audit.services import Actor, record_audit
-from app.domain.disputes.services import REASON_LABELS, disputes_for_order, stripe_dashboard_url
 from app.domain.downloads.services import DownloadService
 from app.domain.notifications.services import EmailService
 from app.domain.orders.fulfilment import receipt_context
-from app.domain.payments.refunds import RefundForm, create_refund, parse_refund_form
+from app.domain.orders.refunds import RefundForm, create_refund, parse_refund_form
 from app.lib.exceptions import FormError, NotFoundError
 from app.lib.money import format_money, plain_amount
 from app.lib.settings import Settings
+from app.lib.stripe_gateway import stripe_dashboard_url
 from app.lib.tables import Column, Filter, Query, TableSpec, TableState
 
 STATUSES = tuple(s.value for s in m.OrderStatus)
@@ -154,7 +155,7 @@ class OrderDetail:
 
     @property
     def dispute_reasons(self) -> dict[str, str]:
-        return REASON_LABELS
+        return m.Dispute.REASON_LABELS
 
 
 async def order_detail(db: AsyncSession, order_id: UUID, *, livemode: bool = False) -> OrderDetail:

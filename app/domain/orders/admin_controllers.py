@@ -33,7 +33,7 @@ from app.domain.orders.admin import (
     request_refund,
     resend_receipt,
 )
-from app.domain.payments.refunds import STRIPE_REASONS
+from app.domain.orders.refunds import STRIPE_REASONS
 from app.lib.exceptions import FormError
 from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import Access, Resource

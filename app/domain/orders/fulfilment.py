@@ -26,26 +26,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import models as m
 from app.db.upsert import insert_if_absent
 from app.domain.analytics.feed import announce, order_item, refund_item
-from app.domain.bookings.card_payments import cancel_refunded_bookings, confirm_paid_bookings
 from app.domain.catalog.cache import invalidate_catalog
 from app.domain.catalog.low_stock import stage_low_stock_alerts
 from app.domain.catalog.stock_holds import convert_for_order, put_back, release_for_order, take
 from app.domain.downloads.services import DownloadService
 from app.domain.notifications.services import EmailService
+from app.domain.orders.bookings import cancel_refunded_bookings, confirm_paid_bookings
 from app.domain.orders.invoice_links import invoice_url
 from app.domain.orders.invoices import issue_invoice
-from app.domain.payments.context import HandlerContext
-from app.domain.payments.refunds import refund_undelivered
+from app.domain.orders.refunds import refund_undelivered
 from app.domain.promotions.services import redeem_for_order
 from app.domain.settings.services import alert_recipients
 from app.lib import metrics
+from app.lib.handler_context import HandlerContext
 from app.lib.money import format_money
 from app.lib.stripe_gateway import as_dict, stripe_id
 
 log = structlog.get_logger()
-
-# Stripe counts pending refunds in `amount_refunded` too: money promised back is no longer ours.
-COUNTED_REFUND_STATUSES = frozenset({"succeeded", "pending", "requires_action"})
 
 
 def payment_status(intent: dict[str, Any]) -> m.PaymentStatus:
@@ -377,7 +374,7 @@ class PaymentSync:
                         message=f"Refunded {format_money(row.amount, order.currency)}.",
                     )
                 )
-        refunded = min(sum(int(r["amount"]) for r in remote if r["status"] in COUNTED_REFUND_STATUSES), order.total)
+        refunded = min(sum(int(r["amount"]) for r in remote if r["status"] in m.Refund.COUNTED_STATUSES), order.total)
         order.amount_refunded = refunded
         restored = 0
         if refunded >= order.total and order.total > 0:
@@ -420,7 +417,7 @@ class PaymentSync:
             [
                 refund_item(row, order.number)
                 for row in rows.values()
-                if row.stripe_refund_id in created and row.status in COUNTED_REFUND_STATUSES
+                if row.stripe_refund_id in created and row.status in m.Refund.COUNTED_STATUSES
             ],
         )
         return order

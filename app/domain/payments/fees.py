@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
 from app.db.upsert import insert_if_absent
-from app.domain.payments.context import HandlerContext
+from app.lib.handler_context import HandlerContext
 from app.lib.stripe_gateway import as_dict, stripe_id
 
 

@@ -11,8 +11,8 @@ from typing import Any
 from app.domain.disputes.services import on_dispute_event
 from app.domain.orders import fulfilment
 from app.domain.payments import fees
-from app.domain.payments.context import HandlerContext
 from app.domain.subscriptions import events as subscription_events
+from app.lib.handler_context import HandlerContext
 
 Handler = Callable[[HandlerContext, dict[str, Any]], Awaitable[None]]
 

@@ -14,10 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
 from app.domain.payments.catch_up import catch_up
-from app.domain.payments.context import HandlerContext
 from app.domain.payments.handlers import dispatch
 from app.domain.payments.webhooks import enqueue_event_job
 from app.lib import metrics
+from app.lib.handler_context import HandlerContext
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings
 

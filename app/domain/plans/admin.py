@@ -4,7 +4,7 @@ off archived prices. Audited.
 Plans are archived, never deleted (subscriptions and invoices point at them). A price is a Stripe Price and Stripe
 Prices are immutable, so a changed amount is a new PlanPrice row (and Price) while the old row is deactivated and
 its Price archived: existing subscribers keep paying the old amount until an admin moves them, which Stripe applies
-from their next renewal (see ``app/domain/plans/jobs.py``). Every change writes an audit row in the same
+from their next renewal (see ``app/domain/subscriptions/jobs.py``). Every change writes an audit row in the same
 transaction; Stripe is brought in line after the commit by ``PlanStripeSync``.
 """
 

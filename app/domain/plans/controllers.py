@@ -11,7 +11,6 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain.checkout.tax import PROVINCES
 from app.domain.plans.services import (
     MemberDownloadRefusedError,
     MemberDownloads,
@@ -20,6 +19,7 @@ from app.domain.plans.services import (
     pricing_province,
     tier_for,
 )
+from app.domain.tax.services import PROVINCES
 from app.lib.htmx import render
 from app.lib.runtime import Runtime
 from app.lib.storage import stored_response

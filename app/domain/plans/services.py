@@ -14,10 +14,10 @@ from sqlalchemy import bindparam, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
-from app.domain.checkout.tax import TaxResult
+from app.db.queries import live_subscription, live_subscription_query
 from app.domain.downloads.services import DownloadFile, media_type_for
 from app.domain.plans.tax_rates import membership_tax, valid_province
-from app.domain.subscriptions.services import live_subscription, live_subscription_query
+from app.domain.tax.services import TaxResult
 from app.lib.exceptions import ApplicationError, FormError, NotFoundError
 from app.lib.settings import Settings
 from app.lib.storage import ObjectMissingError, Storage, StorageKeyError, StorageUnavailableError

@@ -1,4 +1,4 @@
-"""Membership sales tax: the orders' dated tax table (app/domain/checkout/tax.py) as Stripe Tax Rates.
+"""Membership sales tax: the orders' dated tax table (app/domain/tax/services.py) as Stripe Tax Rates.
 
 Stripe computes a subscription invoice's tax from the Tax Rates attached to the subscription, so each component
 of each province (GST, HST, PST, QST, RST) is one exclusive Tax Rate. ``TaxRateSync.ensure`` creates the ones
@@ -26,7 +26,7 @@ from stripe.params import TaxRateCreateParams, TaxRateListParams
 
 from app.db import models as m
 from app.db.upsert import upsert
-from app.domain.checkout.tax import PROVINCES, TaxRate, TaxResult, compute_tax, rates_for
+from app.domain.tax.services import PROVINCES, TaxRate, TaxResult, compute_tax, rates_for
 from app.lib.stripe_gateway import as_dict, idempotency_key
 
 log = structlog.get_logger()

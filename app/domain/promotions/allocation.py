@@ -5,7 +5,7 @@ percentage is rounded once, half-up, not once per line), then allocated to the a
 to their subtotals with the **largest-remainder method**: every line gets the floor of its exact share, and the
 minor units left over go one each to the lines with the largest fractional remainders (ties: the earlier line).
 The shares add up to the discount exactly, and no line is discounted below zero. Tax is then computed per line
-on ``subtotal - discount`` (``app/domain/checkout/tax.py``).
+on ``subtotal - discount`` (``app/domain/tax/services.py``).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from sqlalchemy import func, or_, select, update
@@ -18,12 +18,33 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
 from app.db.upsert import insert_if_absent
-from app.domain.cart.services import PricedCart
 from app.domain.promotions.allocation import allocate, discount_for, percent_of
 from app.lib.exceptions import ApplicationError
 from app.lib.money import format_money
 
 SESSION_PROMO_KEY = "promo_code"
+
+
+class QuotedLine(Protocol):
+    """A cart line as a code is priced against it (the cart's ``CartLine``; promotions do not import the cart)."""
+
+    @property
+    def product(self) -> m.Product: ...
+
+    @property
+    def subtotal(self) -> int: ...
+
+
+class QuotedCart(Protocol):
+    """A priced cart as a code sees it (the cart's ``PricedCart``)."""
+
+    @property
+    def currency(self) -> str: ...
+
+    @property
+    def purchasable(self) -> Sequence[QuotedLine]: ...
+
+
 # Stripe's smallest card charge (50 cents in CAD and USD): a discounted order must still reach it, or it could
 # never be paid. Free orders would need fulfilment without a PaymentIntent; the shop has none of those.
 MINIMUM_CHARGE = 50
@@ -199,7 +220,7 @@ def quote_lines(promo: m.PromoCode, lines: Sequence[tuple[UUID | None, int]], *,
 async def quote_cart(
     db: AsyncSession,
     code: str,
-    cart: PricedCart,
+    cart: QuotedCart,
     *,
     user: m.User | None,
     email: str | None = None,
@@ -213,7 +234,7 @@ async def quote_cart(
 
 
 async def cart_promo(
-    db: AsyncSession, session: dict[str, Any], cart: PricedCart, *, user: m.User | None, email: str | None = None
+    db: AsyncSession, session: dict[str, Any], cart: QuotedCart, *, user: m.User | None, email: str | None = None
 ) -> CartPromo | None:
     """The code kept in the session, re-checked against the cart: None when no code is stored."""
     code = session.get(SESSION_PROMO_KEY)

@@ -23,7 +23,7 @@ from stripe.params import SubscriptionUpdateParamsPauseCollection
 
 from app.db import models as m
 from app.domain.audit.services import Actor, record_audit
-from app.domain.payments.refunds import RefundForm, create_refund, parse_refund_form
+from app.domain.orders.refunds import RefundForm, create_refund, parse_refund_form
 from app.domain.promotions.services import PromoError, normalize_code, quote_plan, redeem_for_subscription
 from app.domain.subscriptions.mirror import LIVE_STATUSES
 from app.domain.subscriptions.services import SubscriptionService

@@ -16,7 +16,7 @@ from saq import Queue
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.audit.services import Actor
-from app.domain.payments.refunds import STRIPE_REASONS
+from app.domain.orders.refunds import STRIPE_REASONS
 from app.domain.subscriptions.admin import (
     PAUSE_BEHAVIORS,
     SUBSCRIPTIONS_CSV_HEADER,

@@ -16,13 +16,13 @@ from saq import Queue
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
-from app.domain.checkout.tax import PROVINCES
 from app.domain.credits.services import CreditService, credit_label
 from app.domain.plans.services import PlanService, parse_interval, tier_for
 from app.domain.plans.stripe_sync import PlanStripeSync
 from app.domain.plans.tax_rates import TaxRateSync, membership_tax, valid_province
 from app.domain.promotions.services import PlanQuote, PromoError, normalize_code, quote_plan
 from app.domain.subscriptions.services import ProvinceError, SubscriptionError, SubscriptionService
+from app.domain.tax.services import PROVINCES
 from app.lib.exceptions import NotFoundError, RateLimitedError
 from app.lib.htmx import flash, redirect, render
 from app.lib.ratelimit import enforce

@@ -13,9 +13,9 @@ from sqlalchemy import select
 from app.db import models as m
 from app.domain.credits.services import CreditService
 from app.domain.notifications.services import EmailService, claim_notice
-from app.domain.payments.context import HandlerContext
 from app.domain.subscriptions.mirror import ts
 from app.domain.subscriptions.services import SubscriptionService
+from app.lib.handler_context import HandlerContext
 from app.lib.stripe_gateway import as_dict, stripe_id
 
 CREDIT_REASONS = frozenset({"subscription_create", "subscription_cycle"})

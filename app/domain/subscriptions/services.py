@@ -10,18 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import stripe
 import structlog
 from saq import Queue
-from sqlalchemy import Select, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.elements import BindParameter
 from stripe.params import SubscriptionCreateParams
 from stripe.params.checkout import SessionCreateParams, SessionCreateParamsSubscriptionData
 
 from app.db import models as m
+from app.db.queries import live_subscription
 from app.domain.plans.tax_rates import COUNTRY, invoice_taxes, tax_rate_ids, valid_province
 from app.domain.promotions.services import find_code, redeem_for_subscription
 from app.domain.subscriptions.mirror import LIVE_STATUSES, SubscriptionMirror
@@ -32,22 +32,6 @@ log = structlog.get_logger()
 
 # A trial that ends with no card on file pauses (no failed invoice, no dunning): the member adds a card to resume.
 TRIAL_WITHOUT_CARD_PAUSES: Any = {"end_behavior": {"missing_payment_method": "pause"}}
-
-
-def live_subscription_query(user_id: UUID | BindParameter[Any]) -> Select[m.Subscription]:
-    """The user's newest subscription that still gives access (active, trialing or past_due in dunning)."""
-    return (
-        select(m.Subscription)
-        .where(m.Subscription.user_id == user_id, m.Subscription.status.in_(LIVE_STATUSES))
-        .order_by(m.Subscription.created_at.desc(), m.Subscription.id.desc())
-        .limit(1)
-    )
-
-
-async def live_subscription(db: AsyncSession, user_id: UUID) -> m.Subscription | None:
-    """The user's newest subscription that still gives access (active, trialing or past_due in dunning)."""
-    sub: m.Subscription | None = await db.scalar(live_subscription_query(user_id))
-    return sub
 
 
 class SubscriptionError(ApplicationError):

@@ -22,10 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import models as m
 from app.domain.disputes.services import DisputeSync
 from app.domain.orders.fulfilment import PaymentSync
-from app.domain.payments.context import HandlerContext
 from app.domain.payments.fees import record_charge_fee
 from app.domain.subscriptions.events import mirror_invoice_and_credit
 from app.domain.subscriptions.services import SubscriptionService
+from app.lib.handler_context import HandlerContext
 from app.lib.money import format_money
 from app.lib.settings import Settings
 from app.lib.stripe_gateway import stripe_id

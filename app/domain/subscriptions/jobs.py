@@ -1,4 +1,7 @@
-"""Moving a plan's subscribers off its archived prices, at their next renewal (background queue)."""
+"""Moving a plan's subscribers off its archived prices, at their next renewal (background queue).
+
+Started from the plans back office (``app/domain/plans/admin.py``); it lives here because what it changes is
+each member's subscription (subscriptions import plans, never the reverse)."""
 
 from __future__ import annotations
 
