@@ -11,8 +11,11 @@ from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
+from sqlalchemy import bindparam, select
+from sqlalchemy.sql.elements import BindParameter
 
 from app.db import models as m
+from app.db.queries import live_subscription_query
 from app.lib.exceptions import PermissionDeniedError
 from app.lib.permissions import Access, Resource, can, is_staff
 from app.lib.runtime import Runtime
@@ -21,6 +24,16 @@ from app.server.logging import is_static_path
 SESSION_USER_KEY = "uid"
 SESSION_EPOCH_KEY = "epoch"
 SESSION_AUTH_AT_KEY = "auth_at"
+
+# A route with ``opt={MEMBER_PLAN_OPT: True}`` (the pricing page, which every visitor opens) gets the member's
+# live plan price read with the user, in one round trip instead of two (#15): ``member_plan_price_id``.
+MEMBER_PLAN_OPT = "member_plan"
+_SCOPE_PLAN_PRICE = "member_plan_price_id"
+_USER_ID: BindParameter[UUID] = bindparam("user_id")
+_USER_AND_PLAN_PRICE = select(
+    m.User,
+    live_subscription_query(_USER_ID).with_only_columns(m.Subscription.plan_price_id).scalar_subquery(),
+).where(m.User.id == _USER_ID)
 
 
 class NotSignedInError(Exception):
@@ -45,23 +58,30 @@ class CurrentUserMiddleware(ASGIMiddleware):
         session = scope.get("session")
         raw_id = session.get(SESSION_USER_KEY) if isinstance(session, dict) else None
         if raw_id and isinstance(session, dict):
-            user = await self._load(raw_id)
+            handler: Any = scope.get("route_handler")  # set by the router before any middleware runs
+            with_plan = bool(handler is not None and handler.opt.get(MEMBER_PLAN_OPT))
+            user, price_id = await self._load(raw_id, with_plan=with_plan)
             if user is not None and self._still_valid(user, session):
                 scope["user"] = user
+                if with_plan:
+                    scope[_SCOPE_PLAN_PRICE] = price_id  # type: ignore[literal-required]
             else:
                 session.clear()  # ends the session: the backend deletes it and the cookie
         await next_app(scope, receive, send)
 
-    async def _load(self, raw_id: str) -> m.User | None:
+    async def _load(self, raw_id: str, *, with_plan: bool) -> tuple[m.User | None, UUID | None]:
         try:
             user_id = UUID(raw_id)
         except ValueError:
-            return None
+            return None, None
         async with self.runtime.db() as db:
             # One read and nothing to roll back: without BEGIN and ROLLBACK it is one round trip instead of three
             # (about 0.4 ms of CPU per signed-in request, #15).
             await db.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-            return await db.get(m.User, user_id)
+            if not with_plan:
+                return await db.get(m.User, user_id), None
+            row = (await db.execute(_USER_AND_PLAN_PRICE, {"user_id": user_id})).first()
+            return (row[0], row[1]) if row is not None else (None, None)
 
     def _still_valid(self, user: m.User, session: dict[str, Any]) -> bool:
         if not user.is_active or session.get(SESSION_EPOCH_KEY) != user.session_epoch:
@@ -75,6 +95,16 @@ class CurrentUserMiddleware(ASGIMiddleware):
 def current_user(connection: ASGIConnection[Any, Any, Any, Any]) -> m.User | None:
     user = connection.scope.get("user")
     return user if isinstance(user, m.User) else None
+
+
+def member_plan_price_id(connection: ASGIConnection[Any, Any, Any, Any]) -> tuple[bool, UUID | None]:
+    """(loaded, price id) of the signed-in member's live plan, read with the user on a ``MEMBER_PLAN_OPT`` route.
+    ``loaded`` is False for anyone not signed in, or on a route without the option: the caller reads it itself."""
+    scope: dict[str, Any] = connection.scope  # type: ignore[assignment]  # our own key, beside Litestar's
+    if _SCOPE_PLAN_PRICE not in scope:
+        return False, None
+    price_id = scope[_SCOPE_PLAN_PRICE]
+    return True, price_id if isinstance(price_id, UUID) else None
 
 
 def requires_login(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

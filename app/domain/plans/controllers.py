@@ -23,7 +23,7 @@ from app.domain.tax.services import PROVINCES
 from app.lib.htmx import render
 from app.lib.runtime import Runtime
 from app.lib.storage import stored_response
-from app.server.auth import current_user, requires_login
+from app.server.auth import MEMBER_PLAN_OPT, current_user, member_plan_price_id, requires_login
 from app.server.page_cache import PRICING_TTL, render_shared
 
 
@@ -43,7 +43,7 @@ class PlanController(Controller):
         "member_downloads": Provide(provide_member_downloads, sync_to_thread=False),
     }
 
-    @get("/pricing", name="plans:pricing")
+    @get("/pricing", name="plans:pricing", opt={MEMBER_PLAN_OPT: True})
     async def pricing(
         self,
         request: Request[Any, Any, Any],
@@ -52,12 +52,14 @@ class PlanController(Controller):
         province: FromQuery[str | None] = None,
     ) -> Response[bytes] | Template:
         user = current_user(request)
+        # What the page shows besides the plans: the member's tier, their plan's price, the tax province. The
+        # price was read with the user (MEMBER_PLAN_OPT), so a stored page needs no database at all (#15): the
+        # session below takes a connection only to build a page not stored.
+        loaded, price_id = member_plan_price_id(request)
         async with runtime.db() as db:
-            # Reads only: no transaction to begin and commit around them (#15).
-            await db.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             plans = PlanService(db)
-            # What the page shows besides the plans: the member's tier, their plan's price, the tax province.
-            price_id = await plans.live_price_id(user)
+            if user is not None and not loaded:
+                price_id = await plans.live_price_id(user)
             variant = f"{tier_for(user).value}|{price_id or '-'}|{pricing_province(user, province)}"
 
             async def build() -> dict[str, Any]:
