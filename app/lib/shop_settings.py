@@ -68,6 +68,8 @@ class ShopSettings:
 
 
 Loader = Callable[[], Awaitable[ShopSettings]]
+# ``refresh(version=UNREAD)``: the caller has not read the version key; refresh reads it (one GET).
+UNREAD = object()
 
 
 class ShopSettingsCache:
@@ -84,8 +86,11 @@ class ShopSettingsCache:
     def set(self, value: ShopSettings, version: str | None) -> None:
         self._value, self._version, self._loaded_at = value, version, time.monotonic()
 
-    async def refresh(self, redis: Redis | None, load: Loader) -> ShopSettings:
-        """Reload through ``load`` when Redis announces another version than the one we hold (one GET otherwise)."""
+    async def refresh(self, redis: Redis | None, load: Loader, *, version: object = UNREAD) -> ShopSettings:
+        """Reload through ``load`` when Redis announces another version than the one we hold (one GET otherwise).
+
+        ``version``: the value of ``VERSION_KEY`` when the caller already read it with other keys in one round trip
+        (the web middleware, #15); ``None`` if it was missing."""
         if redis is None:
             self.set(await load(), None)
             return self._value
@@ -94,7 +99,8 @@ class ShopSettingsCache:
                 self.set(await load(), None)
             return self._value
         try:
-            version = await redis.get(VERSION_KEY)
+            if version is UNREAD:
+                version = await redis.get(VERSION_KEY)
             if version is None:
                 # First process after a flush or a fresh Redis: mint one, so older snapshots can never match it.
                 await redis.set(VERSION_KEY, secrets.token_hex(8), nx=True)

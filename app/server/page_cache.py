@@ -193,10 +193,23 @@ class PageStore:
         breaker_for(redis).trip()
 
 
-async def catalog_version(redis: Redis | None) -> int | None:
+_SCOPE_CATALOG_VERSION = "cartwright.catalog_version"
+
+
+def remember_catalog_version(scope: Scope, version: bytes | str | None) -> None:
+    """The catalog version as read at the start of this request (ShopSettingsMiddleware's MGET), for
+    ``catalog_version`` to use instead of a GET of its own. ``None`` (missing) leaves the GET to mint one."""
+    if version is not None:
+        scope.setdefault("state", {})[_SCOPE_CATALOG_VERSION] = version
+
+
+async def catalog_version(redis: Redis | None, scope: Scope | None = None) -> int | None:
     """The catalog version pages are cached under; None when Redis is unavailable (then nothing is cached)."""
     if redis is None or not breaker_for(redis).closed:
         return None
+    known = scope.get("state", {}).get(_SCOPE_CATALOG_VERSION) if scope is not None else None
+    if known is not None:
+        return int(known)
     try:
         version = await redis.get(CATALOG_CACHE.version_key)
         if version is None:
@@ -231,7 +244,7 @@ class PageCacheMiddleware(ASGIMiddleware):
             await next_app(scope, receive, self._private_by_default(scope, send, personal=not anonymous))
             return
         redis: Redis | None = scope["app"].state.runtime.redis
-        version = await catalog_version(redis)
+        version = await catalog_version(redis, scope)
         if version is None:
             await next_app(scope, receive, self._private_by_default(scope, send, personal=False))
             return
@@ -376,7 +389,7 @@ async def render_shared(
     session = request.scope.get("session")
     if not (isinstance(session, dict) and session):
         return render(request, page, await build(), fragment=fragment)  # the middleware caches the whole page
-    version = await catalog_version(redis)
+    version = await catalog_version(redis, request.scope)
     if version is None:  # Redis is down: no cache
         return render(request, page, await build(), fragment=fragment)
     is_fragment = bool(fragment) and wants_fragment(request)

@@ -24,7 +24,7 @@ from app.lib.email_address import InvalidEmailError, clean_email
 from app.lib.exceptions import FormError
 from app.lib.permissions import Role
 from app.lib.runtime import Runtime
-from app.lib.shop_settings import SHOP_SETTINGS, ShopSettings, announce_change, current_shop_settings
+from app.lib.shop_settings import SHOP_SETTINGS, UNREAD, ShopSettings, announce_change, current_shop_settings
 
 log = structlog.get_logger()
 
@@ -44,15 +44,16 @@ async def load_shop_settings(db: AsyncSession) -> ShopSettings:
     return ShopSettings(**values)
 
 
-async def refresh_shop_settings(runtime: Runtime) -> ShopSettings:
-    """Bring this process's snapshot up to date (one Redis GET when nothing changed). Web middleware and jobs."""
+async def refresh_shop_settings(runtime: Runtime, *, version: object = UNREAD) -> ShopSettings:
+    """Bring this process's snapshot up to date (one Redis GET when nothing changed, none when the caller read
+    the version already: ``ShopSettingsCache.refresh``). Web middleware and jobs."""
 
     async def load() -> ShopSettings:
         async with runtime.db() as db:
             return await load_shop_settings(db)
 
     try:
-        return await SHOP_SETTINGS.refresh(runtime.redis, load)
+        return await SHOP_SETTINGS.refresh(runtime.redis, load, version=version)
     except (SQLAlchemyError, OSError) as exc:
         # The database is down: keep serving the last snapshot (/readyz must still answer); the next request retries.
         log.warning("shop_settings.load_failed", error=type(exc).__name__)
