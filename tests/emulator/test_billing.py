@@ -52,7 +52,7 @@ def test_setup_intent_saves_card(sc: stripe.StripeClient) -> None:
     assert si.status == "succeeded"
     pm = sc.v1.payment_methods.retrieve(str(si.payment_method))
     assert pm.customer == cus.id
-    with pytest.raises(stripe.CardError):
+    with pytest.raises(stripe.CardError, match=r"Your card was declined"):
         sc.v1.setup_intents.create(
             params={"customer": cus.id, "payment_method": "pm_card_chargeDeclined", "confirm": True}
         )
@@ -89,7 +89,7 @@ def test_subscription_default_incomplete_paid_with_confirmation_secret(sc: strip
     item = sub["items"].data[0]
     assert item.current_period_end - item.current_period_start >= 28 * DAY
     pi_id = invoice.confirmation_secret.client_secret.split("_secret_")[0]
-    with pytest.raises(stripe.CardError):
+    with pytest.raises(stripe.CardError, match=r"Your card was declined"):
         sc.v1.payment_intents.confirm(pi_id, params={"payment_method": "pm_card_chargeDeclined"})
     assert sc.v1.subscriptions.retrieve(sub.id).status == "incomplete"
     sc.v1.payment_intents.confirm(pi_id, params={"payment_method": "pm_card_visa"})
@@ -117,7 +117,7 @@ def test_allow_incomplete_charges_default_card(sc: stripe.StripeClient) -> None:
     sub = sc.v1.subscriptions.create(params={"customer": cus.id, "items": [{"price": monthly_price(sc).id}]})
     assert sub.status == "active"
     declined = customer_with_card(sc, None, "pm_card_chargeCustomerFail")
-    with pytest.raises(stripe.CardError):
+    with pytest.raises(stripe.CardError, match=r"Your card was declined"):
         sc.v1.subscriptions.create(
             params={
                 "customer": declined.id,
@@ -313,7 +313,7 @@ def test_coupons_and_promotion_codes(sc: stripe.StripeClient) -> None:
     assert invoice.subtotal == 1000 and invoice.total == 500 and invoice.amount_paid == 500
     assert sc.v1.promotion_codes.retrieve(promo.id).times_redeemed == 1
     assert sc.v1.coupons.retrieve("HALF").times_redeemed == 1
-    with pytest.raises(stripe.InvalidRequestError):
+    with pytest.raises(stripe.InvalidRequestError, match=r"This promotion code cannot be redeemed: WELCOME"):
         sc.v1.subscriptions.create(
             params={
                 "customer": cus.id,
@@ -326,7 +326,7 @@ def test_coupons_and_promotion_codes(sc: stripe.StripeClient) -> None:
         params={"customer": cus.id, "items": [{"price": monthly_price(sc).id}], "discounts": [{"coupon": fixed.id}]}
     )
     assert sc.v1.invoices.retrieve(str(sub2.latest_invoice)).total == 700
-    with pytest.raises(stripe.InvalidRequestError):
+    with pytest.raises(stripe.InvalidRequestError, match=r"exactly one of percent_off or amount_off"):
         sc.v1.coupons.create(params={"percent_off": 10, "amount_off": 5, "currency": "usd"})
 
 
@@ -343,7 +343,7 @@ def test_coupon_applies_to_limits_the_discount_to_those_products(sc: stripe.Stri
     assert "applies_to" not in coupon  # includable, like Stripe: only when expanded
     expanded = sc.v1.coupons.retrieve(coupon.id, params={"expand": ["applies_to"]})
     assert expanded.applies_to.products == [pro.product]
-    with pytest.raises(stripe.InvalidRequestError):
+    with pytest.raises(stripe.InvalidRequestError, match=r"No such product: 'prod_missing'"):
         sc.v1.coupons.create(params={"percent_off": 5, "applies_to": {"products": ["prod_missing"]}})
     promo = sc.v1.promotion_codes.create(params={"promotion": {"type": "coupon", "coupon": coupon.id}, "code": "PRO25"})
     cus = customer_with_card(sc, None)
@@ -376,7 +376,9 @@ def test_checkout_session_with_a_preset_promotion_code(sc: stripe.StripeClient) 
     )
     assert session.discounts[0].promotion_code == promo.id
     assert (session.amount_subtotal, session.total_details.amount_discount, session.amount_total) == (1000, 200, 800)
-    with pytest.raises(stripe.InvalidRequestError):
+    with pytest.raises(
+        stripe.InvalidRequestError, match=r"only specify one of these parameters: allow_promotion_codes, discounts"
+    ):
         sc.v1.checkout.sessions.create(
             params={
                 "mode": "subscription",

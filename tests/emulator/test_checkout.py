@@ -194,7 +194,7 @@ def test_subscription_mode_is_accepted(sc: stripe.StripeClient) -> None:
             "product_data": {"name": "Club"},
         }
     )
-    with pytest.raises(stripe.InvalidRequestError):
+    with pytest.raises(stripe.InvalidRequestError, match=r"must use `mode=subscription` with recurring prices"):
         sc.v1.checkout.sessions.create(
             params={"mode": "payment", "success_url": SUCCESS, "line_items": [{"price": monthly.id}]}
         )

@@ -49,7 +49,7 @@ def test_missing_and_bad_keys_are_401(emulator: EmulatorServer) -> None:
 
 
 def test_publishable_key_limited_to_stripe_js_endpoints(emulator: EmulatorServer) -> None:
-    with pytest.raises(stripe.AuthenticationError):
+    with pytest.raises(stripe.AuthenticationError, match=r"cannot be made with a publishable API key"):
         make_client(emulator.url, key="pk_test_x").v1.customers.list()
 
 
@@ -84,7 +84,7 @@ def test_idempotent_replay_and_conflict(sc: stripe.StripeClient) -> None:
         sc.v1.customers.create(params={"email": "other@example.com"}, options={"idempotency_key": "k-1"})
     assert info.value.http_status == 400
     # A request rejected by validation is not saved under its key; the corrected retry runs.
-    with pytest.raises(stripe.InvalidRequestError):
+    with pytest.raises(stripe.InvalidRequestError, match=r"Received unknown parameter: bogus"):
         sc.v1.customers.create(params={"bogus": "1"}, options={"idempotency_key": "k-2"})  # type: ignore[typeddict-unknown-key]
     assert sc.v1.customers.create(options={"idempotency_key": "k-2"}).id != first.id
 
@@ -119,7 +119,7 @@ def test_pagination(sc: stripe.StripeClient) -> None:
     assert [c.id for c in back.data] == newest_first[5:10]
     assert [c.id for c in sc.v1.customers.list(params={"limit": 7}).auto_paging_iter()] == newest_first
     assert len(sc.v1.customers.list().data) == 10
-    with pytest.raises(stripe.InvalidRequestError):
+    with pytest.raises(stripe.InvalidRequestError, match=r"Invalid limit: must be between 1 and 100"):
         sc.v1.customers.list(params={"limit": 101})
 
 
@@ -141,7 +141,7 @@ def test_expand_including_list_paths(sc: stripe.StripeClient) -> None:
     charge = listed.data[0].latest_charge
     assert isinstance(charge, stripe.Charge)
     assert isinstance(charge.payment_method, stripe.PaymentMethod)
-    with pytest.raises(stripe.InvalidRequestError):
+    with pytest.raises(stripe.InvalidRequestError, match=r"This property cannot be expanded \(nope\)"):
         sc.v1.payment_intents.retrieve(pi.id, params={"expand": ["nope"]})
 
 
@@ -175,7 +175,7 @@ def test_customer_crud(sc: stripe.StripeClient) -> None:
     assert sc.v1.customers.retrieve(cus.id).name == "C"
     deleted = sc.v1.customers.delete(cus.id)
     assert deleted.deleted is True
-    with pytest.raises(stripe.InvalidRequestError):
+    with pytest.raises(stripe.InvalidRequestError, match=r"No such customer: 'cus_"):
         sc.v1.customers.retrieve(cus.id)
 
 
@@ -197,7 +197,7 @@ def test_prices_filters_and_lookup_keys(sc: stripe.StripeClient) -> None:
     assert [p.id for p in sc.v1.prices.list(params={"type": "recurring"}).data] == [monthly.id]
     assert [p.id for p in sc.v1.prices.list(params={"active": True, "product": prod.id}).data] == [monthly.id]
     assert [p.id for p in sc.v1.prices.list(params={"lookup_keys": ["book"]}).data] == [one.id]
-    with pytest.raises(stripe.InvalidRequestError):
+    with pytest.raises(stripe.InvalidRequestError, match=r"already uses that lookup key"):
         sc.v1.prices.create(params={"product": prod.id, "unit_amount": 1, "currency": "usd", "lookup_key": "book"})
 
 

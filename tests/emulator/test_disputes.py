@@ -119,7 +119,8 @@ def test_evidence_goes_under_review_and_test_evidence_decides(
     event = sc.v1.events.list(params={"type": "charge.dispute.updated"}).data[0]
     assert event.data.previous_attributes is not None
     assert event.data.previous_attributes["status"] == "needs_response"
-    with pytest.raises(stripe.InvalidRequestError):  # under review: no more evidence
+    # Under review: no more evidence.
+    with pytest.raises(stripe.InvalidRequestError, match=r"in status under_review and cannot be updated with evidence"):
         sc.v1.disputes.update(dispute.id, params={"evidence": {"uncategorized_text": "more"}})
     assert emulator.control(f"disputes/{dispute.id}/settle")["status"] == "lost"
 
@@ -131,7 +132,7 @@ def test_close_accepts_the_dispute_as_lost(sc: stripe.StripeClient) -> None:
     event = sc.v1.events.list(params={"limit": 1}).data[0]
     assert event.type == "charge.dispute.closed"
     assert event.request is not None and event.request.id is not None  # the merchant's API call
-    with pytest.raises(stripe.InvalidRequestError):
+    with pytest.raises(stripe.InvalidRequestError, match=r"This dispute is already closed \(lost\)"):
         sc.v1.disputes.close(dispute.id)
 
 
@@ -143,7 +144,7 @@ def test_list_filters_and_unknown_ids(sc: stripe.StripeClient) -> None:
     with pytest.raises(stripe.InvalidRequestError) as missing:
         sc.v1.disputes.retrieve("dp_nope")
     assert missing.value.code == "resource_missing"
-    with pytest.raises(stripe.InvalidRequestError):
+    with pytest.raises(stripe.InvalidRequestError, match=r"Received unknown parameter: evidence\[not_a_field\]"):
         sc.v1.disputes.update(only[0].id, params={"evidence": {"not_a_field": "x"}})
 
 

@@ -66,7 +66,7 @@ def test_rate_limit_chaos_answers_stripes_429(emulator: EmulatorServer) -> None:
     # The SDK raises RateLimitError (and does not retry: Stripe said not to).
     client = make_client(emulator.url)
     client.v1.customers.list()  # the fifth request passes, the sixth is refused
-    with pytest.raises(stripe.RateLimitError):
+    with pytest.raises(stripe.RateLimitError, match=r"Request rate limit exceeded"):
         client.v1.customers.list()
     stats = emulator.control("stats", method="GET")
     assert stats["rate_limited"] >= 3 and stats["max_in_flight"] >= 1

@@ -181,7 +181,7 @@ def test_0341_attaches_but_charges_fail(sc: stripe.StripeClient) -> None:
             }
         )
     assert info.value.code == "card_declined"
-    with pytest.raises(stripe.CardError):
+    with pytest.raises(stripe.CardError, match=r"Your card was declined"):
         sc.v1.payment_methods.attach(card_pm(sc, "4000000000000002").id, params={"customer": cus.id})
 
 
@@ -244,7 +244,7 @@ def test_over_refund_rejected(sc: stripe.StripeClient) -> None:
 
 def test_refund_of_unpaid_intent_rejected(sc: stripe.StripeClient) -> None:
     pi = sc.v1.payment_intents.create(params={"amount": 1000, "currency": "usd"})
-    with pytest.raises(stripe.InvalidRequestError):
+    with pytest.raises(stripe.InvalidRequestError, match=r"does not have a successful charge to refund"):
         sc.v1.refunds.create(params={"payment_intent": pi.id})
 
 
@@ -309,7 +309,7 @@ def test_publishable_key_confirms_with_client_secret(emulator: EmulatorServer, s
     pm = pk.v1.payment_methods.create(
         params={"type": "card", "card": {"number": "4242424242424242", "exp_month": 1, "exp_year": 2040}}
     )
-    with pytest.raises(stripe.AuthenticationError):
+    with pytest.raises(stripe.AuthenticationError, match=r"publishable API key without a client_secret"):
         pk.v1.payment_intents.retrieve(pi.id)
     confirmed = pk.v1.payment_intents.confirm(
         pi.id,
@@ -331,7 +331,7 @@ async def test_async_payment_flow(asc: stripe.StripeClient) -> None:
     pi = await asc.v1.payment_intents.create_async(params={"amount": 3100, "currency": "usd"})
     pi = await asc.v1.payment_intents.confirm_async(pi.id, params={"payment_method": "pm_card_visa"})
     assert pi.status == "succeeded"
-    with pytest.raises(stripe.CardError):
+    with pytest.raises(stripe.CardError, match=r"Your card was declined"):
         await asc.v1.payment_intents.create_async(
             params={"amount": 3100, "currency": "usd", "payment_method": "pm_card_chargeDeclined", "confirm": True}
         )

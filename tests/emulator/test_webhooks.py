@@ -34,7 +34,7 @@ def test_signed_delivery_verifies_with_sdk(
     assert succeeded["data"]["object"]["id"] == pi.id
     assert succeeded["request"]["id"].startswith("req_")
     assert succeeded["request"]["idempotency_key"]  # the SDK always sends one on POST
-    with pytest.raises(stripe.SignatureVerificationError):
+    with pytest.raises(stripe.SignatureVerificationError, match=r"No signatures found matching the expected signature"):
         stripe.Webhook.construct_event(receiver.requests[0]["body"], receiver.requests[0]["signature"], "whsec_bad")
 
 
