@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -51,10 +52,6 @@ async def admin_client(client: httpx.AsyncClient, factory: Factory, email: str =
     await sign_in(client, email)
 
 
-async def other_client(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local")
-
-
 async def load_plan(runtime: Runtime, slug: str) -> m.Plan:
     async with runtime.db() as db:
         plan = await db.scalar(select(m.Plan).where(m.Plan.slug == slug))
@@ -73,7 +70,11 @@ async def audit_actions(runtime: Runtime) -> list[str]:
 
 
 async def test_an_admin_creates_a_plan_it_is_on_pricing_and_at_stripe(
-    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, stripe_emulator: EmulatorServer
+    client: httpx.AsyncClient,
+    factory: Factory,
+    runtime: Runtime,
+    stripe_emulator: EmulatorServer,
+    new_browser: Callable[..., httpx.AsyncClient],
 ) -> None:
     async with runtime.db() as db:
         hours = m.CreditType(code="room-hours", name="Meeting-room hours", unit="hours")
@@ -118,7 +119,7 @@ async def test_an_admin_creates_a_plan_it_is_on_pricing_and_at_stripe(
     assert "Studio $49.00" in listing and "On sale" in listing
     csv_text = (await client.get("/admin/plans/export.csv")).text
     assert csv_text.splitlines()[1].startswith("Studio,studio,49.00,490.00,39.50,,CAD,0,10 room-hours,yes,")
-    visitor = await other_client(client)  # an anonymous visitor, whose /pricing the page cache now holds
+    visitor = new_browser()  # an anonymous visitor, whose /pricing the page cache now holds
     assert "Fixed desk" in text_of((await visitor.get("/pricing")).text)
     archived = await post_form(client, f"/admin/plans/{plan.id}/archive", {})
     assert archived.status_code == 303
@@ -186,12 +187,16 @@ async def test_bad_input_re_renders_with_field_errors_and_changes_nothing(
 
 
 async def test_support_sees_plans_but_cannot_create_or_edit(
-    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, stripe_emulator: EmulatorServer
+    client: httpx.AsyncClient,
+    factory: Factory,
+    runtime: Runtime,
+    stripe_emulator: EmulatorServer,
+    new_browser: Callable[..., httpx.AsyncClient],
 ) -> None:
     await admin_client(client, factory)
     assert (await post_form(client, "/admin/plans/", plan_form())).status_code == 303
     plan = await load_plan(runtime, "studio")
-    support = await other_client(client)
+    support = new_browser()
     await factory.user(email="support@example.com", role="support")
     await sign_in(support, "support@example.com")
     listing = await support.get("/admin/plans")
@@ -219,7 +224,7 @@ async def test_support_sees_plans_but_cannot_create_or_edit(
 
 
 async def _subscriber_on_a_clock(
-    client: httpx.AsyncClient, factory: Factory, runtime: Runtime, email: str
+    new_browser: Callable[..., httpx.AsyncClient], factory: Factory, runtime: Runtime, email: str
 ) -> tuple[httpx.AsyncClient, str, UUID]:
     """A customer on a Stripe test clock (so the test can move time) subscribed monthly to "studio" and paid."""
     user = await factory.user(email=email)
@@ -230,7 +235,7 @@ async def _subscriber_on_a_clock(
         assert row is not None
         row.stripe_customer_id = customer.id
         await db.commit()
-    browser = await other_client(client)
+    browser = new_browser()
     await sign_in(browser, email)
     page = await browser.get("/subscribe/studio?interval=month")
     assert page.status_code == 200, page.text
@@ -265,13 +270,14 @@ async def test_a_price_change_keeps_subscribers_on_the_old_price_until_moved_at_
     stripe_emulator: EmulatorServer,
     queue: Queue,
     worker: Worker,
+    new_browser: Callable[..., httpx.AsyncClient],
 ) -> None:
     await admin_client(client, factory)
     assert (await post_form(client, "/admin/plans/", plan_form())).status_code == 303
     plan = await load_plan(runtime, "studio")
     old_month = next(p for p in plan.prices if p.interval == "month" and p.tier == "standard")
     old_year = next(p for p in plan.prices if p.interval == "year")
-    _, clock, sub_id = await _subscriber_on_a_clock(client, factory, runtime, "member@example.com")
+    _, clock, sub_id = await _subscriber_on_a_clock(new_browser, factory, runtime, "member@example.com")
     await settle(stripe_emulator, queue, runtime)
 
     # The monthly price goes up: a new Price for new subscribers, the old one archived; the yearly is untouched.
@@ -341,13 +347,14 @@ async def test_two_moves_at_once_switch_each_subscriber_once_at_stripe(
     stripe_emulator: EmulatorServer,
     queue: Queue,
     worker: Worker,
+    new_browser: Callable[..., httpx.AsyncClient],
 ) -> None:
     """A double click on "Move subscribers" (or a job re-run after a crash, catalogue Q2): both runs read the old
     price, both ask Stripe, one switch happens (the same idempotency key), nothing is invoiced."""
     await admin_client(client, factory)
     assert (await post_form(client, "/admin/plans/", plan_form())).status_code == 303
     plan = await load_plan(runtime, "studio")
-    _, _, sub_id = await _subscriber_on_a_clock(client, factory, runtime, "twice@example.com")
+    _, _, sub_id = await _subscriber_on_a_clock(new_browser, factory, runtime, "twice@example.com")
     await settle(stripe_emulator, queue, runtime)
     assert (await post_form(client, f"/admin/plans/{plan.id}", plan_form(price_month_standard="55"))).status_code == 303
 
@@ -381,6 +388,7 @@ async def test_stripe_unreachable_saves_the_plan_and_a_failed_move_is_retried_by
     stripe_emulator: EmulatorServer,
     queue: Queue,
     worker: Worker,
+    new_browser: Callable[..., httpx.AsyncClient],
 ) -> None:
     await admin_client(client, factory)
     stripe_emulator.chaos(rate_limit_rate=1.0, rate_limit_should_retry="false")  # every Stripe call refused
@@ -395,7 +403,7 @@ async def test_stripe_unreachable_saves_the_plan_and_a_failed_move_is_retried_by
     assert plan.stripe_product_id is None and all(p.stripe_price_id is None for p in plan.prices)
 
     # The next subscription creates the Product and Prices on its way (the sync is lazy and idempotent).
-    _, _, sub_id = await _subscriber_on_a_clock(client, factory, runtime, "later@example.com")
+    _, _, sub_id = await _subscriber_on_a_clock(new_browser, factory, runtime, "later@example.com")
     await settle(stripe_emulator, queue, runtime)
     plan = await load_plan(runtime, "studio")
     assert plan.stripe_product_id and all(p.stripe_price_id for p in plan.prices)

@@ -6,6 +6,7 @@ decides who may: support cancels, resumes and refunds; only admins apply a promo
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from uuid import UUID
 
 import httpx
@@ -25,10 +26,10 @@ from tests.integration.test_subscriptions import load_sub, make_plan, pay_first_
 pytestmark = pytest.mark.usefixtures("app_server")
 
 
-async def staff(client: httpx.AsyncClient, factory: Factory, role: str) -> httpx.AsyncClient:
+async def staff(new_browser: Callable[..., httpx.AsyncClient], factory: Factory, role: str) -> httpx.AsyncClient:
     """Another browser, signed in as a new staff member of ``role``."""
     await factory.user(email=f"{role}@example.com", role=role)
-    browser = httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local")
+    browser = new_browser()
     await sign_in(browser, f"{role}@example.com")
     return browser
 
@@ -68,9 +69,10 @@ async def test_support_cancels_a_subscription_now_and_the_member_sees_it(
     stripe_emulator: EmulatorServer,
     queue: Queue,
     worker: Worker,
+    new_browser: Callable[..., httpx.AsyncClient],
 ) -> None:
     sub_id = await active_member(client, factory, runtime, stripe_emulator, queue)
-    support = await staff(client, factory, "support")
+    support = await staff(new_browser, factory, "support")
     page = await support.get(f"/admin/subscriptions/{sub_id}")
     assert page.status_code == 200
     assert "Subscription of Mia Member" in text_of(page.text)
@@ -104,9 +106,10 @@ async def test_support_cancels_at_period_end_and_resumes(
     stripe_emulator: EmulatorServer,
     queue: Queue,
     worker: Worker,
+    new_browser: Callable[..., httpx.AsyncClient],
 ) -> None:
     sub_id = await active_member(client, factory, runtime, stripe_emulator, queue)
-    support = await staff(client, factory, "support")
+    support = await staff(new_browser, factory, "support")
     response = await post_form(support, f"/admin/subscriptions/{sub_id}/cancel-at-period-end", {}, htmx=True)
     assert response.status_code == 200 and response.headers["HX-Redirect"] == f"/admin/subscriptions/{sub_id}"
     sub = await load_sub(runtime, sub_id)
@@ -134,9 +137,10 @@ async def test_support_refunds_the_last_invoice_in_part_then_the_rest(
     stripe_emulator: EmulatorServer,
     queue: Queue,
     worker: Worker,
+    new_browser: Callable[..., httpx.AsyncClient],
 ) -> None:
     sub_id = await active_member(client, factory, runtime, stripe_emulator, queue)
-    support = await staff(client, factory, "support")
+    support = await staff(new_browser, factory, "support")
     path = f"/admin/subscriptions/{sub_id}"
     missing = await post_form(support, f"{path}/refund", {"amount": "", "reason": "", "form_token": "t1"})
     assert missing.status_code == 422 and "Say why the invoice is refunded" in text_of(missing.text)
@@ -176,10 +180,11 @@ async def test_support_is_refused_a_promo_code_and_an_admin_applies_one(
     stripe_emulator: EmulatorServer,
     queue: Queue,
     worker: Worker,
+    new_browser: Callable[..., httpx.AsyncClient],
 ) -> None:
     sub_id = await active_member(client, factory, runtime, stripe_emulator, queue)
-    admin = await staff(client, factory, "admin")
-    support = await staff(client, factory, "support")
+    admin = await staff(new_browser, factory, "admin")
+    support = await staff(new_browser, factory, "support")
     async with runtime.db() as db:
         admin_user = await db.scalar(select(m.User).where(m.User.email == "admin@example.com"))
     assert admin_user is not None
@@ -210,12 +215,13 @@ async def test_the_subscription_page_is_staff_only_and_links_the_credits(
     stripe_emulator: EmulatorServer,
     queue: Queue,
     worker: Worker,
+    new_browser: Callable[..., httpx.AsyncClient],
 ) -> None:
     sub_id = await active_member(client, factory, runtime, stripe_emulator, queue)
     assert (await client.get(f"/admin/subscriptions/{sub_id}")).status_code == 403  # the member themself
     assert (await post_form(client, f"/admin/subscriptions/{sub_id}/cancel-now", {})).status_code == 403
     assert (await load_sub(runtime, sub_id)).status == "active"
-    support = await staff(client, factory, "support")
+    support = await staff(new_browser, factory, "support")
     page = await support.get(f"/admin/subscriptions/{sub_id}")
     async with runtime.db() as db:
         member = await db.scalar(select(m.User).where(m.User.email == "member@example.com"))
@@ -232,9 +238,10 @@ async def test_support_pauses_payment_collection_and_resumes_it(
     stripe_emulator: EmulatorServer,
     queue: Queue,
     worker: Worker,
+    new_browser: Callable[..., httpx.AsyncClient],
 ) -> None:
     sub_id = await active_member(client, factory, runtime, stripe_emulator, queue)
-    support = await staff(client, factory, "support")
+    support = await staff(new_browser, factory, "support")
     path = f"/admin/subscriptions/{sub_id}"
     bad = await post_form(support, f"{path}/pause-collection", {"behavior": "forever", "resumes_on": "2001-01-01"})
     assert bad.status_code == 422

@@ -8,6 +8,7 @@ both databases: the notice is claimed with INSERT … ON CONFLICT DO NOTHING in 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from uuid import UUID
 
 import httpx
@@ -40,23 +41,21 @@ pytestmark = pytest.mark.usefixtures("app_server")
 THRESHOLD = 5  # the shop settings' default low-stock threshold
 
 
-def browser(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    """Another browser on the same app, with its own session and cart."""
-    return httpx.AsyncClient(transport=client._transport, base_url="http://testserver.local")
+NewBrowser = Callable[..., httpx.AsyncClient]  # conftest's new_browser: another browser on the same app
 
 
-async def pay_page(client: httpx.AsyncClient, product: m.Product, quantity: int, email: str) -> tuple[UUID, str]:
+async def pay_page(new_browser: NewBrowser, product: m.Product, quantity: int, email: str) -> tuple[UUID, str]:
     """A buyer in their own browser orders ``quantity`` units (held now) and opens the pay page."""
-    async with browser(client) as buyer:
+    async with new_browser() as buyer:
         await add_to_cart(buyer, product, quantity)
         order_id = await place_order(buyer, email=email)
         return order_id, await open_pay_page(buyer, order_id)
 
 
 async def buy(
-    client: httpx.AsyncClient, runtime: Runtime, emulator: EmulatorServer, queue: Queue, product: m.Product, **kw: int
+    new_browser: NewBrowser, runtime: Runtime, emulator: EmulatorServer, queue: Queue, product: m.Product, **kw: int
 ) -> None:
-    order_id, intent_id = await pay_page(client, product, kw.get("quantity", 1), "buyer@example.com")
+    order_id, intent_id = await pay_page(new_browser, product, kw.get("quantity", 1), "buyer@example.com")
     assert (await confirm(runtime, intent_id)).status == "succeeded"
     assert (await asyncio.to_thread(emulator.flush, 30))["idle"]
     await run_stored_events(runtime, queue)
@@ -96,7 +95,7 @@ async def restock(admin: httpx.AsyncClient, product: m.Product, stock: int) -> N
 
 
 async def test_a_sale_crossing_the_threshold_emails_the_admins_once_until_restocked(
-    client: httpx.AsyncClient,
+    new_browser: NewBrowser,
     factory: Factory,
     runtime: Runtime,
     settings: Settings,
@@ -107,10 +106,10 @@ async def test_a_sale_crossing_the_threshold_emails_the_admins_once_until_restoc
     await factory.user(email="owner@example.com", role="admin")
     product = await digital_product(factory, settings.storage_dir, name="Risograph Zine", price=2000, stock=7)
 
-    await buy(client, runtime, stripe_emulator, queue, product)  # 6 left: above the threshold
+    await buy(new_browser, runtime, stripe_emulator, queue, product)  # 6 left: above the threshold
     assert await low_stock_emails(runtime) == []
 
-    await buy(client, runtime, stripe_emulator, queue, product)  # 5 left: crossed
+    await buy(new_browser, runtime, stripe_emulator, queue, product)  # 5 left: crossed
     subject = "Low stock: Risograph Zine has 5 left"
     assert sorted(await low_stock_emails(runtime)) == [("admin@example.com", subject), ("owner@example.com", subject)]
     async with runtime.db() as db:
@@ -119,23 +118,23 @@ async def test_a_sale_crossing_the_threshold_emails_the_admins_once_until_restoc
         assert f"at or below the low-stock threshold of {THRESHOLD}" in mail.text_body
         assert f"/admin/products/{product.id}" in mail.text_body
 
-    await buy(client, runtime, stripe_emulator, queue, product, quantity=2)  # 3 left: still below, no new email
+    await buy(new_browser, runtime, stripe_emulator, queue, product, quantity=2)  # 3 left: still below, no new email
     assert len(await low_stock_emails(runtime)) == 2
     assert await stock_of(runtime, product.id) == 3
 
-    async with browser(client) as admin:
+    async with new_browser() as admin:
         await sign_in(admin, "admin@example.com")
         await restock(admin, product, 4)  # restocked, but not above the threshold: still one crossing
-        await buy(client, runtime, stripe_emulator, queue, product)
+        await buy(new_browser, runtime, stripe_emulator, queue, product)
         assert len(await low_stock_emails(runtime)) == 2
         await restock(admin, product, 6)  # above the threshold: re-armed
-    await buy(client, runtime, stripe_emulator, queue, product)  # 5 left: a new crossing
+    await buy(new_browser, runtime, stripe_emulator, queue, product)  # 5 left: a new crossing
     emails = await low_stock_emails(runtime)
     assert len(emails) == 4 and emails[-1][1] == "Low stock: Risograph Zine has 5 left"
 
 
 async def test_an_unlimited_product_never_alerts(
-    client: httpx.AsyncClient,
+    new_browser: NewBrowser,
     factory: Factory,
     runtime: Runtime,
     settings: Settings,
@@ -144,12 +143,12 @@ async def test_an_unlimited_product_never_alerts(
 ) -> None:
     await factory.user(email="admin@example.com", role="admin")
     product = await digital_product(factory, settings.storage_dir, name="Field Guide", price=2000)
-    await buy(client, runtime, stripe_emulator, queue, product)
+    await buy(new_browser, runtime, stripe_emulator, queue, product)
     assert await low_stock_emails(runtime) == []
 
 
 async def test_two_fulfilments_crossing_the_threshold_at_once_send_one_email(
-    client: httpx.AsyncClient,
+    new_browser: NewBrowser,
     factory: Factory,
     runtime: Runtime,
     settings: Settings,
@@ -159,8 +158,8 @@ async def test_two_fulfilments_crossing_the_threshold_at_once_send_one_email(
     """Two buyers pay at the same moment; both fulfilments see the product at the threshold; one email goes."""
     await factory.user(email="admin@example.com", role="admin")
     product = await digital_product(factory, settings.storage_dir, name="Last Prints", price=2000, stock=THRESHOLD + 2)
-    first = await pay_page(client, product, 1, "ann@example.com")
-    second = await pay_page(client, product, 1, "bob@example.com")
+    first = await pay_page(new_browser, product, 1, "ann@example.com")
+    second = await pay_page(new_browser, product, 1, "bob@example.com")
     for _, intent_id in (first, second):
         assert (await confirm(runtime, intent_id)).status == "succeeded"
     assert (await asyncio.to_thread(stripe_emulator.flush, 30))["idle"]  # stored, not processed: no worker here
@@ -204,13 +203,13 @@ async def test_two_writers_claiming_the_same_crossing_at_the_same_moment_stage_o
     assert await low_stock_emails(runtime) == [("admin@example.com", "Low stock: Test Prints has 4 left")]
 
 
-async def test_the_products_table_filters_low_stock(client: httpx.AsyncClient, factory: Factory) -> None:
+async def test_the_products_table_filters_low_stock(new_browser: NewBrowser, factory: Factory) -> None:
     await factory.user(email="admin@example.com", role="admin")
     await factory.product(name="Plenty Left", slug="plenty", stock=40)
     await factory.product(name="Running Low", slug="low", stock=2)
     await factory.product(name="All Gone", slug="gone", stock=0)
     await factory.product(name="Always There", slug="always")
-    async with browser(client) as admin:
+    async with new_browser() as admin:
         await sign_in(admin, "admin@example.com")
         everything = text_of((await admin.get("/admin/products")).text)
         assert all(name in everything for name in ("Plenty Left", "Running Low", "All Gone", "Always There"))
