@@ -13,6 +13,7 @@ import httpx
 import pytest
 from saq import Job, Queue
 from saq.job import TERMINAL_STATUSES
+from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 CSRF_COOKIE = "cartwright_csrf"
 
@@ -46,8 +47,38 @@ def session_cookie(client: httpx.AsyncClient) -> str | None:
     return client.cookies.get("cartwright_session")
 
 
+# HTML is read with a real parser (selectolax's Lexbor, as a browser parses it) and CSS selectors, never with
+# regular expressions or attribute-order-exact strings: a test then fails on what a user would notice, not on
+# a reordered attribute.
+
+
+def _text(node: LexborNode) -> str:
+    return re.sub(r"\s+", " ", node.text(deep=True, separator=" ")).strip()
+
+
 def text_of(html: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).strip()
+    """The page's text as a reader sees it: tags gone, entities decoded, whitespace collapsed."""
+    tree = LexborHTMLParser(html)
+    for node in tree.css("script, style, template"):
+        node.decompose()
+    return _text(tree.root) if tree.root is not None else ""
+
+
+def select(html: str, css: str) -> list[LexborNode]:
+    """Every element of ``html`` matching the CSS selector ``css``."""
+    return list(LexborHTMLParser(html).css(css))
+
+
+def select_one(html: str, css: str) -> LexborNode:
+    """The one element matching ``css``; fails the test when there is none."""
+    node = LexborHTMLParser(html).css_first(css)
+    assert node is not None, f"no element matches {css!r}"
+    return node
+
+
+def texts(html: str, css: str) -> list[str]:
+    """The text of each element matching ``css``, whitespace collapsed."""
+    return [_text(node) for node in select(html, css)]
 
 
 async def job_finished(queue: Queue, key: str, timeout: float = 15) -> Job:

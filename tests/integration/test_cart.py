@@ -16,7 +16,7 @@ from app.db import models as m
 from app.domain.cart.services import MAX_QUANTITY, CartService
 from app.lib.runtime import Runtime
 from tests.conftest import Factory
-from tests.helpers import CSRF_COOKIE, csrf_token, post_form, sign_in, text_of
+from tests.helpers import CSRF_COOKIE, csrf_token, post_form, select_one, sign_in, text_of, texts
 
 
 async def cart_post(
@@ -49,19 +49,16 @@ async def remove(client: httpx.AsyncClient, product: m.Product, **kwargs: Any) -
 
 def badge(html: str) -> tuple[int, bool]:
     """The header badge's count (from its accessible label) and whether it is an out-of-band swap."""
-    tag = re.search(r'<a id="cart-badge"[^>]*>', html)
-    assert tag, "no cart badge in the response"
-    label = re.search(r'aria-label="Cart, (\d+) items?"', tag.group(0))
-    assert label, tag.group(0)
-    return int(label.group(1)), 'hx-swap-oob="true"' in tag.group(0)
+    tag = select_one(html, "a#cart-badge")
+    label = re.fullmatch(r"Cart, (\d+) items?", tag.attributes.get("aria-label") or "")
+    assert label, tag.html
+    return int(label.group(1)), tag.attributes.get("hx-swap-oob") == "true"
 
 
 def status_message(html: str) -> str:
-    region = re.search(
-        r'<div id="cart-status"[^>]*hx-swap-oob="innerHTML"[^>]*>\s*<p[^>]*>\s*<span>([^<]*)</span>', html
-    )
-    assert region, "no out-of-band status message"
-    return text_of(region.group(1)).replace("&#39;", "'")
+    messages = texts(html, '#cart-status[hx-swap-oob="innerHTML"] > p > span')
+    assert messages, "no out-of-band status message"
+    return messages[0]
 
 
 async def cart_rows(runtime: Runtime, user: m.User) -> dict[UUID, int]:
@@ -110,7 +107,9 @@ async def test_anonymous_add_change_and_remove_with_htmx(client: httpx.AsyncClie
     assert "Maple Serif $39.00 CAD each" in text and "Harbour Grotesk $45.00 CAD each" in text
     assert "Subtotal $129.00 CAD" in text
     assert 'href="/checkout"' in page.text
-    assert re.search(r'<label for="qty-[^"]+">Quantity<span class="visually-hidden"> of Maple Serif</span>', page.text)
+    # Each quantity field's label names its product for a screen reader ("Quantity of Maple Serif").
+    assert "Quantity of Maple Serif" in texts(page.text, 'label[for^="qty-"]')
+    assert "of Maple Serif" in texts(page.text, 'label[for^="qty-"] > .visually-hidden')
 
     changed = await set_quantity(client, maple, 4, target="cart")
     assert changed.status_code == 200
@@ -163,7 +162,8 @@ async def test_every_page_has_the_badge_drawer_and_status_region(client: httpx.A
         assert badge(html) == (0, False), path
         assert 'hx-get="/cart/drawer"' in html and 'href="/cart"' in html
         assert '<dialog id="cart-drawer"' in html and 'aria-label="Close cart"' in html
-        assert re.search(r'<div id="cart-status" class="cart-status" aria-live="polite">\s*</div>', html), path
+        status = select_one(html, "div#cart-status")
+        assert (status.attributes.get("aria-live"), status.text(strip=True)) == ("polite", ""), path
     await add(client, product, 3)
     assert badge((await client.get("/")).text) == (3, False)
 
@@ -204,18 +204,17 @@ async def test_add_buttons_on_cards_and_product_page(client: httpx.AsyncClient, 
     assert listing.text.count('hx-post="/cart/items"') == 2
     assert listing.text.count('action="/cart/items"') == 2  # works without JavaScript too
     assert 'aria-label="Add to cart: Maple Serif">Add to cart<' in listing.text
-    assert re.search(r"<button[^>]*disabled>Sold out</button>", listing.text)
+    assert "Sold out" in texts(listing.text, "button[disabled]")
     assert 'name="_csrf_token"' in listing.text
 
     detail = await client.get("/products/maple-serif")
-    assert re.search(
-        rf'<input id="add-quantity" name="quantity" type="number"[^>]* min="1" max="{MAX_QUANTITY}"', detail.text
-    )
-    assert '<label for="add-quantity">Quantity</label>' in detail.text
+    field = select_one(detail.text, "input#add-quantity").attributes
+    assert (field["name"], field["type"], field["min"], field["max"]) == ("quantity", "number", "1", str(MAX_QUANTITY))
+    assert texts(detail.text, 'label[for="add-quantity"]') == ["Quantity"]
     limited = await client.get("/products/bread-class")
-    assert re.search(r'id="add-quantity"[^>]* max="3"', limited.text)
+    assert select_one(limited.text, "input#add-quantity").attributes["max"] == "3"
     sold_out = await client.get("/products/gone-edition")
-    assert "add-quantity" not in sold_out.text and re.search(r"<button[^>]*disabled>Sold out</button>", sold_out.text)
+    assert "add-quantity" not in sold_out.text and "Sold out" in texts(sold_out.text, "button[disabled]")
 
 
 # --- rules ----------------------------------------------------------------------------------------------------
@@ -497,8 +496,7 @@ async def test_bad_input_gets_a_clear_4xx_answer(client: httpx.AsyncClient, fact
         else:
             # The cart page's own forms: their route answers with the cart as it is, around the message.
             assert htmx.text.lstrip().startswith('<section id="cart"')
-            html = htmx.text.replace("&#39;", "'")
-            assert re.search(r'<p class="form-error" role="alert">[^<]*' + re.escape(message), html)
+            assert any(message in error for error in texts(htmx.text, 'p.form-error[role="alert"]'))
             assert "Maple Serif" in htmx.text
         plain = await cart_post(client, path, data, target=None)
         assert plain.status_code == status

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import httpx
 
 from app.lib.static_assets import static_url
 from tests.conftest import Factory
+from tests.helpers import select_one, texts
 
 
 async def seed_catalog(factory: Factory) -> None:
@@ -39,7 +38,7 @@ async def seed_catalog(factory: Factory) -> None:
 
 
 def product_names(html: str) -> list[str]:
-    return re.findall(r"<h3>([^<]+)</h3>", html)
+    return texts(html, "h3")
 
 
 async def test_home_shows_featured_products_and_categories(client: httpx.AsyncClient, factory: Factory) -> None:
@@ -113,9 +112,10 @@ async def test_product_page_has_price_and_seo_tags(client: httpx.AsyncClient, fa
     assert response.status_code == 200
     html = response.text
     assert "<title>Maple Serif</title>" in html
-    assert '<meta name="description" content="A product">' in html
-    assert '<meta property="og:title" content="Maple Serif">' in html
-    assert f'<meta property="og:image" content="http://testserver.local{static_url("img/logo.svg")}">' in html
+    assert select_one(html, 'meta[name="description"]').attributes["content"] == "A product"
+    assert select_one(html, 'meta[property="og:title"]').attributes["content"] == "Maple Serif"
+    image = select_one(html, 'meta[property="og:image"]').attributes["content"]
+    assert image == f"http://testserver.local{static_url('img/logo.svg')}"
     assert "$39.00 CAD" in html
     assert "Harbour Grotesk" in html  # related product in the same category
 
