@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from litestar import Request, Response
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_200_OK, HTTP_303_SEE_OTHER
+
+from app.lib.exceptions import ApplicationError, FormError
 
 
 def wants_fragment(request: Request[Any, Any, Any]) -> bool:
@@ -36,6 +39,27 @@ def render(
         headers["HX-Trigger"] = trigger
     context = {**context, "is_fragment": is_fragment}
     return Template(template_name=name, context=context, status_code=status_code, headers=headers)
+
+
+def render_form(
+    request: Request[Any, Any, Any],
+    page: str,
+    context: Mapping[str, Any],
+    *,
+    fragment: str | None,
+    form: Mapping[str, Any],
+    error: ApplicationError | None = None,
+    status_code: int | None = None,
+) -> Template:
+    """A form's page (or its fragment, for HTMX), shown first (200) or again after ``error``, with what was typed.
+
+    The one place a form's errors reach its template: a ``FormError``'s messages go beside their fields
+    (``errors``), its summary above them (``message``), with its status (422); another error (a 409 conflict) is
+    the summary alone, with its own status. ``status_code`` overrides it (an upload too large: 413)."""
+    fields = error.errors if isinstance(error, FormError) else {}
+    status = status_code or (error.status_code if error is not None else HTTP_200_OK)
+    values = {**context, "form": form, "errors": fields, "message": error.message if error is not None else ""}
+    return render(request, page, values, fragment=fragment, status_code=status)
 
 
 def redirect(request: Request[Any, Any, Any], url: str) -> Response[Any]:

@@ -26,8 +26,8 @@ from app.domain.accounts.admin_customers import (
     set_holder_pricing,
 )
 from app.domain.audit.services import Actor
-from app.lib.exceptions import FormError
-from app.lib.htmx import flash, redirect, render
+from app.lib.exceptions import ApplicationError, FormError
+from app.lib.htmx import flash, redirect, render, render_form
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
 from app.lib.tables import export_for, table_for
@@ -42,24 +42,20 @@ def _detail_page(
     detail: CustomerDetail,
     *,
     form: dict[str, str] | None = None,
-    errors: dict[str, str] | None = None,
-    message: str = "",
-    status_code: int = 200,
+    error: ApplicationError | None = None,
 ) -> Template:
-    return render(
+    return render_form(
         request,
         "admin/customer.html.j2",
         {
             "detail": detail,
             "customer": detail.user,
-            "form": form or {},
-            "errors": errors or {},
-            "message": message,
             # Every rendering of the credit form gets a fresh token; resubmitting one rendering adjusts once.
             "form_token": new_form_token(),
         },
         fragment="admin/_credit_form.html.j2",
-        status_code=status_code,
+        form=form or {},
+        error=error,
     )
 
 
@@ -129,7 +125,7 @@ class AdminCustomerController(Controller):
         except FormError as exc:
             # A refused adjustment rolled the session back: read the customer again before rendering.
             detail = await customer_detail(db_session, user_id)
-            return _detail_page(request, detail, form=form, errors=exc.errors, message=str(exc), status_code=422)
+            return _detail_page(request, detail, form=form, error=exc)
         if applied:
             log.info("admin.credits_adjusted", customer=str(user_id), amount=adjustment.amount)
             flash(request, "Credits adjusted.", "success")

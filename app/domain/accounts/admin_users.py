@@ -13,8 +13,9 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.db.queries import get_or_404
 from app.domain.audit.services import Actor, record_audit
-from app.lib.exceptions import FormError, NotFoundError
+from app.lib.exceptions import FormError
 from app.lib.permissions import Role
 from app.lib.tables import Column, Filter, Query, TableSpec, TableState
 
@@ -53,10 +54,7 @@ def users_query(state: TableState) -> Query:
 
 
 async def get_user(db: AsyncSession, user_id: UUID) -> m.User:
-    user: m.User | None = await db.get(m.User, user_id, populate_existing=True)
-    if user is None:
-        raise NotFoundError("That account doesn't exist.")
-    return user
+    return await get_or_404(db, m.User, user_id, "That account doesn't exist.")
 
 
 def _not_yourself(user: m.User, actor: Actor, field: str, what: str) -> None:

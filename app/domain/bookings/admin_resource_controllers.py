@@ -34,8 +34,8 @@ from app.domain.bookings.admin_resources import (
     update_resource,
 )
 from app.domain.bookings.schedule import WEEKDAYS
-from app.lib.exceptions import FormError
-from app.lib.htmx import flash, redirect, render
+from app.lib.exceptions import ApplicationError, FormError
+from app.lib.htmx import flash, redirect, render, render_form
 from app.lib.localtime import local_today
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
@@ -51,28 +51,28 @@ async def _form_page(
     resource: m.BookableResource | None,
     *,
     form: dict[str, str] | None = None,
-    errors: dict[str, str] | None = None,
+    error: ApplicationError | None = None,
     closure_form: dict[str, str] | None = None,
-    closure_errors: dict[str, str] | None = None,
-    status_code: int = 200,
+    closure_error: FormError | None = None,
     fragment: str = "admin/_resource_form.html.j2",
 ) -> Template:
-    return render(
+    """The room or desk's page: its own form, and the form that closes it on given days (each with its errors)."""
+    return render_form(
         request,
         "admin/resource.html.j2",
         {
             "resource": resource,
-            "form": form if form is not None else form_values(resource),
-            "errors": errors or {},
             "credit_types": await credit_types(db),
             "kinds": KINDS,
             "weekdays": WEEKDAYS,
             "closures": await closures(db, resource.id, today=local_today()) if resource else [],
             "closure_form": closure_form or {},
-            "closure_errors": closure_errors or {},
+            "closure_errors": closure_error.errors if closure_error else {},
         },
         fragment=fragment,
-        status_code=status_code,
+        form=form if form is not None else form_values(resource),
+        error=error,
+        status_code=closure_error.status_code if closure_error else None,
     )
 
 
@@ -143,7 +143,7 @@ class AdminResourceController(Controller):
             parsed = parse_resource_form(form, {t.id for t in await credit_types(db_session)})
             resource = await create_resource(db_session, parsed, actor=actor)
         except FormError as exc:
-            return await _form_page(request, db_session, None, form=form, errors=exc.errors, status_code=422)
+            return await _form_page(request, db_session, None, form=form, error=exc)
         flash(request, f"{resource.name} created: customers can book it now.", "success")
         return redirect(request, request.app.route_reverse("admin:resource", resource_id=resource.id))
 
@@ -192,7 +192,7 @@ class AdminResourceController(Controller):
         except FormError as exc:
             await db_session.rollback()
             resource = await get_resource(db_session, resource_id)
-            return await _form_page(request, db_session, resource, form=form, errors=exc.errors, status_code=422)
+            return await _form_page(request, db_session, resource, form=form, error=exc)
         flash(request, f"{resource.name} saved." if changed else "Nothing changed.", "success" if changed else "info")
         return redirect(request, request.app.route_reverse("admin:resource", resource_id=resource.id))
 
@@ -242,8 +242,7 @@ class AdminResourceController(Controller):
                 db_session,
                 resource,
                 closure_form=form,
-                closure_errors=exc.errors,
-                status_code=422,
+                closure_error=exc,
                 fragment="admin/_closures.html.j2",
             )
         await add_closure(db_session, resource, starts_on, ends_on, reason, actor=actor)

@@ -20,6 +20,7 @@ from sqlalchemy import Select, delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.db.queries import get_or_404
 from app.domain.audit.services import Actor, changes, record_audit
 from app.domain.bookings.schedule import (
     WEEKDAYS,
@@ -30,7 +31,7 @@ from app.domain.bookings.schedule import (
     parse_windows,
     to_json,
 )
-from app.lib.exceptions import FormError, NotFoundError
+from app.lib.exceptions import FormError
 from app.lib.money import parse_money, plain_amount
 from app.lib.tables import Column, Filter, TableSpec, TableState
 
@@ -304,10 +305,7 @@ async def create_resource(db: AsyncSession, form: ResourceForm, *, actor: Actor)
 
 
 async def get_resource(db: AsyncSession, resource_id: UUID) -> m.BookableResource:
-    resource: m.BookableResource | None = await db.get(m.BookableResource, resource_id, populate_existing=True)
-    if resource is None:
-        raise NotFoundError("That room or desk doesn't exist.")
-    return resource
+    return await get_or_404(db, m.BookableResource, resource_id, "That room or desk doesn't exist.")
 
 
 async def update_resource(
@@ -449,9 +447,7 @@ async def add_closure(
 
 async def remove_closure(db: AsyncSession, closure_id: UUID, *, actor: Actor) -> m.ResourceClosure:
     """Reopen: the closure row goes (the audit row keeps what it was). Commits."""
-    closure = await db.get(m.ResourceClosure, closure_id)
-    if closure is None:
-        raise NotFoundError("That closure doesn't exist.")
+    closure = await get_or_404(db, m.ResourceClosure, closure_id, "That closure doesn't exist.", fresh=False)
     resource = await db.get(m.BookableResource, closure.resource_id) if closure.resource_id else None
     await record_audit(
         db,

@@ -11,9 +11,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.db.queries import get_or_404
 from app.domain.audit.services import Actor, changes, record_audit
 from app.domain.catalog.admin_products import slugify
-from app.lib.exceptions import ConflictError, FormError, NotFoundError
+from app.lib.exceptions import ConflictError, FormError
 
 FIELDS = ("name", "slug", "description", "position")
 
@@ -25,10 +26,7 @@ async def categories_with_counts(db: AsyncSession) -> list[tuple[m.Category, int
 
 
 async def get_category(db: AsyncSession, category_id: UUID) -> m.Category:
-    category: m.Category | None = await db.get(m.Category, category_id, populate_existing=True)
-    if category is None:
-        raise NotFoundError("That category doesn't exist.")
-    return category
+    return await get_or_404(db, m.Category, category_id, "That category doesn't exist.")
 
 
 def category_form_values(category: m.Category | None) -> dict[str, str]:

@@ -22,8 +22,8 @@ from app.domain.catalog.admin_categories import (
     update_category,
 )
 from app.domain.catalog.cache import invalidate_catalog
-from app.lib.exceptions import ConflictError, FormError
-from app.lib.htmx import flash, redirect, render
+from app.lib.exceptions import ApplicationError, ConflictError, FormError
+from app.lib.htmx import flash, redirect, render, render_form
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
 from app.server.auth import requires
@@ -37,21 +37,15 @@ def _form_page(
     category: Any,
     *,
     form: dict[str, str] | None = None,
-    errors: dict[str, str] | None = None,
-    message: str = "",
-    status_code: int = 200,
+    error: ApplicationError | None = None,
 ) -> Template:
-    return render(
+    return render_form(
         request,
         "admin/category.html.j2",
-        {
-            "category": category,
-            "form": form if form is not None else category_form_values(category),
-            "errors": errors or {},
-            "message": message,
-        },
+        {"category": category},
         fragment="admin/_category_form.html.j2",
-        status_code=status_code,
+        form=form if form is not None else category_form_values(category),
+        error=error,
     )
 
 
@@ -80,7 +74,7 @@ class AdminCategoryController(Controller):
         try:
             category = await create_category(db_session, parse_category_form(form), actor=actor)
         except FormError as exc:
-            return _form_page(request, None, form=form, errors=exc.errors, message=str(exc), status_code=422)
+            return _form_page(request, None, form=form, error=exc)
         await invalidate_catalog(runtime.redis)
         flash(request, f"Category “{category.name}” created.", "success")
         return redirect(request, request.app.route_reverse("admin:categories"))
@@ -107,7 +101,7 @@ class AdminCategoryController(Controller):
             changed = await update_category(db_session, category, parse_category_form(form), actor=actor)
         except FormError as exc:
             category = await get_category(db_session, category_id)
-            return _form_page(request, category, form=form, errors=exc.errors, message=str(exc), status_code=422)
+            return _form_page(request, category, form=form, error=exc)
         if changed:
             await invalidate_catalog(runtime.redis)
         flash(request, "Saved." if changed else "Nothing changed.", "success")
@@ -126,7 +120,7 @@ class AdminCategoryController(Controller):
         try:
             await delete_category(db_session, category, actor=actor)
         except ConflictError as exc:
-            return _form_page(request, category, message=exc.message, status_code=409)
+            return _form_page(request, category, error=exc)
         await invalidate_catalog(runtime.redis)
         flash(request, f"Category “{category.name}” deleted.", "success")
         return redirect(request, request.app.route_reverse("admin:categories"))

@@ -37,8 +37,8 @@ from app.domain.catalog.admin_products import (
 from app.domain.catalog.cache import invalidate_catalog
 from app.domain.catalog.covers import CoverError, store_cover
 from app.domain.catalog.jobs import sync_now_or_later
-from app.lib.exceptions import FormError
-from app.lib.htmx import flash, redirect, render
+from app.lib.exceptions import ApplicationError, FormError
+from app.lib.htmx import flash, redirect, render, render_form
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
 from app.lib.storage import FileTooLargeError, StorageUnavailableError, UploadWriter
@@ -71,22 +71,16 @@ async def _form_page(
     product: Any,
     *,
     form: dict[str, str] | None = None,
-    errors: dict[str, str] | None = None,
-    message: str = "",
-    status_code: int = 200,
+    error: ApplicationError | None = None,
+    status_code: int | None = None,
 ) -> Template:
-    return render(
+    return render_form(
         request,
         "admin/product.html.j2",
-        {
-            "product": product,
-            "form": form if form is not None else form_values(product),
-            "errors": errors or {},
-            "message": message,
-            "categories": await all_categories(db),
-            "settings": request.app.state.runtime.settings,
-        },
+        {"product": product, "categories": await all_categories(db), "settings": request.app.state.runtime.settings},
         fragment="admin/_product_form.html.j2",
+        form=form if form is not None else form_values(product),
+        error=error,
         status_code=status_code,
     )
 
@@ -150,9 +144,7 @@ class AdminProductController(Controller):
             values = parse_product_form(form, await all_categories(db_session))
             product = await create_product(db_session, values, actor=actor)
         except FormError as exc:
-            return await _form_page(
-                request, db_session, None, form=form, errors=exc.errors, message=str(exc), status_code=422
-            )
+            return await _form_page(request, db_session, None, form=form, error=exc)
         log.info("admin.product_created", product=str(product.id))
         flash(request, f"“{product.name}” created. Add its cover and file below.", "success")
         await _after_change(runtime, queue, request, product.id)
@@ -182,9 +174,7 @@ class AdminProductController(Controller):
             changed = await update_product(db_session, product, values, actor=actor)
         except FormError as exc:
             product = await get_product(db_session, product_id)
-            return await _form_page(
-                request, db_session, product, form=form, errors=exc.errors, message=str(exc), status_code=422
-            )
+            return await _form_page(request, db_session, product, form=form, error=exc)
         flash(request, "Saved." if changed else "Nothing changed.", "success")
         if changed:
             await _after_change(runtime, queue, request, product_id)
@@ -401,4 +391,5 @@ class AdminProductController(Controller):
         message: str,
         status_code: int = 422,
     ) -> Template:
-        return await _form_page(request, db, product, errors={field: message}, message=message, status_code=status_code)
+        error = FormError({field: message}, message)
+        return await _form_page(request, db, product, error=error, status_code=status_code)

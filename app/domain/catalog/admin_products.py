@@ -15,9 +15,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.db.queries import get_or_404
 from app.domain.audit.services import Actor, changes, record_audit
 from app.domain.catalog.low_stock import rearm_low_stock
-from app.lib.exceptions import FormError, NotFoundError
+from app.lib.exceptions import FormError
 from app.lib.money import format_money, parse_money, plain_amount
 from app.lib.shop_settings import current_shop_settings
 from app.lib.storage import StoredFile
@@ -148,10 +149,7 @@ async def all_categories(db: AsyncSession) -> list[m.Category]:
 
 
 async def get_product(db: AsyncSession, product_id: UUID) -> m.Product:
-    product: m.Product | None = await db.get(m.Product, product_id, populate_existing=True)
-    if product is None:
-        raise NotFoundError("That product doesn't exist.")
-    return product
+    return await get_or_404(db, m.Product, product_id, "That product doesn't exist.")
 
 
 def slugify(text: str) -> str:

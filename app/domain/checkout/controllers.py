@@ -35,9 +35,9 @@ from app.domain.orders.services import OrderService, remember_visitor_order
 from app.domain.promotions.services import SESSION_PROMO_KEY, CartPromo, cart_promo
 from app.domain.tax.services import PROVINCES
 from app.lib import metrics
-from app.lib.exceptions import FormError
+from app.lib.exceptions import ApplicationError, ConflictError, FormError
 from app.lib.handler_context import HandlerContext
-from app.lib.htmx import flash, redirect, render
+from app.lib.htmx import flash, redirect, render, render_form
 from app.lib.ratelimit import enforce
 from app.lib.runtime import Runtime
 from app.server.auth import current_user
@@ -87,10 +87,8 @@ class CheckoutController(Controller):
         request: Request[Any, Any, Any],
         db_session: AsyncSession,
         form: dict[str, str],
-        errors: dict[str, str],
         *,
-        status_code: int = 200,
-        message: str = "",
+        error: ApplicationError | None = None,
         cart: PricedCart | None = None,
     ) -> Template:
         user = current_user(request)
@@ -99,21 +97,19 @@ class CheckoutController(Controller):
         country = form.get("country", "CA").upper()
         region = form.get("region", "").upper()
         summary = await _priced_summary(request, db_session, cart, country, region)
-        return render(
+        return render_form(
             request,
             "checkout/start.html.j2",
             {
                 **summary,
-                "form": form,
-                "errors": errors,
-                "message": message,
                 "countries": COUNTRIES,
                 "provinces": PROVINCES,
                 "user": user,
                 "checkout_token": _checkout_token(request),
             },
             fragment="checkout/_form.html.j2",
-            status_code=status_code,
+            form=form,
+            error=error,
         )
 
     @get("/checkout", name="checkout:start")
@@ -127,7 +123,7 @@ class CheckoutController(Controller):
             return redirect(request, request.app.route_reverse("cart:show"))
         form = {"country": "CA", "email": user.email if user else "", "name": user.name if user else ""}
         metrics.CHECKOUT_STEPS.labels("checkout_view").inc()
-        return await self._form_page(request, db_session, form, {}, cart=cart)
+        return await self._form_page(request, db_session, form, cart=cart)
 
     @get("/checkout/summary", name="checkout:summary")
     async def summary(
@@ -157,16 +153,15 @@ class CheckoutController(Controller):
         try:
             billing: BillingDetails = parse_billing(form, account_email=user.email if user else None)
         except FormError as exc:
-            return await self._form_page(request, db_session, form, exc.errors, status_code=422)
+            return await self._form_page(request, db_session, form, error=exc)
         token = form.get("checkout_token", "")
         if not token or token != request.session.get(CHECKOUT_TOKEN_KEY):
             # A form from an older checkout (already placed): look it up rather than create a second order.
             previous = await checkout.order_for_token(token) if token else None
             if previous is not None:
                 return redirect(request, request.app.route_reverse("checkout:pay", order_id=previous.id))
-            return await self._form_page(
-                request, db_session, form, {}, status_code=409, message="This form has expired; please check again."
-            )
+            expired = ConflictError("This form has expired; please check again.")
+            return await self._form_page(request, db_session, form, error=expired)
         await enforce(request, "place_order_ip")
         cart = await CartService(db_session, request.session).priced(user)
         code = request.session.get(SESSION_PROMO_KEY)
@@ -181,9 +176,9 @@ class CheckoutController(Controller):
         except PromoCodeRejectedError as exc:
             # Never charge more than the summary showed without saying so: drop the code, show the new total.
             request.session.pop(SESSION_PROMO_KEY, None)
-            return await self._form_page(request, db_session, form, {}, status_code=409, message=exc.message)
+            return await self._form_page(request, db_session, form, error=exc)
         except CheckoutError as exc:
-            return await self._form_page(request, db_session, form, {}, status_code=409, message=exc.message)
+            return await self._form_page(request, db_session, form, error=exc)
         if checkout.stock_changed:  # units now held: the shop's "N left" went down
             await invalidate_catalog(runtime.redis)
         if visitor_token:

@@ -14,13 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import raiseload
 
 from app.db import models as m
-from app.db.queries import disputes_for_order
+from app.db.queries import disputes_for_order, get_or_404
 from app.domain.audit.services import Actor, record_audit
 from app.domain.downloads.services import DownloadService
 from app.domain.notifications.services import EmailService
 from app.domain.orders.fulfilment import receipt_context
 from app.domain.orders.refunds import RefundForm, create_refund, parse_refund_form
-from app.lib.exceptions import FormError, NotFoundError
+from app.lib.exceptions import FormError
 from app.lib.money import format_money, plain_amount
 from app.lib.settings import Settings
 from app.lib.stripe_gateway import stripe_dashboard_url
@@ -161,9 +161,7 @@ class OrderDetail:
 async def order_detail(db: AsyncSession, order_id: UUID, *, livemode: bool = False) -> OrderDetail:
     """The order with its payment, refunds, disputes, timeline, the Stripe events about its PaymentIntent and its
     emails. ``livemode`` chooses the Stripe Dashboard (test or live) the dispute link opens."""
-    order: m.Order | None = await db.get(m.Order, order_id, populate_existing=True)
-    if order is None:
-        raise NotFoundError("That order doesn't exist.")
+    order = await get_or_404(db, m.Order, order_id, "That order doesn't exist.")
     payment = await db.scalar(select(m.Payment).where(m.Payment.order_id == order.id))
     refunds = await db.scalars(select(m.Refund).where(m.Refund.order_id == order.id).order_by(m.Refund.created_at))
     timeline = await db.scalars(

@@ -34,8 +34,8 @@ from app.domain.orders.admin import (
     resend_receipt,
 )
 from app.domain.orders.refunds import STRIPE_REASONS
-from app.lib.exceptions import FormError
-from app.lib.htmx import flash, redirect, render
+from app.lib.exceptions import ApplicationError, FormError
+from app.lib.htmx import flash, redirect, render, render_form
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
 from app.lib.stripe_gateway import outcome_unknown, stripe_message
@@ -51,26 +51,22 @@ def _detail_page(
     detail: OrderDetail,
     *,
     form: dict[str, str] | None = None,
-    errors: dict[str, str] | None = None,
-    message: str = "",
-    status_code: int = 200,
+    error: ApplicationError | None = None,
     form_token: str | None = None,
 ) -> Template:
-    return render(
+    return render_form(
         request,
         "admin/order.html.j2",
         {
             "detail": detail,
             "order": detail.order,
-            "form": form or {},
-            "errors": errors or {},
-            "message": message,
             # Every rendering of the form gets a fresh token; a resubmission of one rendering replays its refund.
             "form_token": form_token or new_form_token(),
             "stripe_reasons": STRIPE_REASONS,
         },
         fragment="admin/_refund_form.html.j2",
-        status_code=status_code,
+        form=form or {},
+        error=error,
     )
 
 
@@ -163,13 +159,13 @@ class AdminOrderController(Controller):
             refund = parse_order_refund_form(detail.order, form)
             refund_id = await request_refund(db_session, runtime.stripe, detail.order, refund, actor=actor)
         except FormError as exc:
-            return _detail_page(request, detail, form=form, errors=exc.errors, message=str(exc), status_code=422)
+            return _detail_page(request, detail, form=form, error=exc)
         except stripe.StripeError as exc:
             log.warning("admin.refund_refused", order=str(order_id), error=type(exc).__name__, code=exc.code)
-            message = f"Stripe refused the refund: {stripe_message(exc)}"
+            refused = FormError({}, f"Stripe refused the refund: {stripe_message(exc)}")
             # If Stripe may have made the refund, the next press must replay it: keep this form's token.
             token = form.get("form_token") if outcome_unknown(exc) else None
-            return _detail_page(request, detail, form=form, message=message, status_code=422, form_token=token)
+            return _detail_page(request, detail, form=form, error=refused, form_token=token)
         log.info("admin.refund_requested", order=str(order_id), refund=refund_id)
         flash(request, "Refund requested; the order updates when Stripe confirms it.", "success")
         return redirect(request, request.app.route_reverse("admin:order", order_id=order_id))

@@ -20,10 +20,10 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.db.queries import get_or_404
 from app.domain.audit.services import Actor, record_audit
 from app.domain.payments.handlers import is_handled
 from app.domain.payments.webhooks import enqueue_event_job, event_job_key
-from app.lib.exceptions import NotFoundError
 from app.lib.stripe_gateway import stripe_id
 from app.lib.tables import BulkAction, Column, Filter, TableSpec, TableState
 
@@ -162,9 +162,7 @@ class EventDetail:
 
 async def event_detail(db: AsyncSession, event_id: UUID) -> EventDetail:
     """The event, its payload pretty-printed, the local records it touched and what staff did to it."""
-    ev: m.StripeEvent | None = await db.get(m.StripeEvent, event_id, populate_existing=True)
-    if ev is None:
-        raise NotFoundError("That Stripe event doesn't exist.")
+    ev = await get_or_404(db, m.StripeEvent, event_id, "That Stripe event doesn't exist.")
     history = await db.scalars(
         select(m.AuditEntry)
         .where(m.AuditEntry.target_type == "stripe_event", m.AuditEntry.target_id == ev.stripe_id)

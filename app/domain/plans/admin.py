@@ -24,10 +24,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.db.queries import get_or_404
 from app.domain.audit.services import Actor, changes, record_audit
 from app.domain.plans.services import PlanService
 from app.domain.plans.stripe_sync import PlanStripeSync, PlanSyncResult
-from app.lib.exceptions import FormError, NotFoundError
+from app.lib.exceptions import FormError
 from app.lib.money import parse_money, plain_amount
 from app.lib.tables import Column, Filter, TableSpec, TableState
 
@@ -257,10 +258,7 @@ def current_price(plan: m.Plan, interval: str, tier: str) -> m.PlanPrice | None:
 
 
 async def get_plan(db: AsyncSession, plan_id: UUID) -> m.Plan:
-    plan: m.Plan | None = await db.get(m.Plan, plan_id, populate_existing=True)
-    if plan is None:
-        raise NotFoundError("That plan doesn't exist.")
-    return plan
+    return await get_or_404(db, m.Plan, plan_id, "That plan doesn't exist.")
 
 
 @dataclass(frozen=True)

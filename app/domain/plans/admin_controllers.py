@@ -35,8 +35,8 @@ from app.domain.plans.admin import (
     sync_to_stripe,
     update_plan,
 )
-from app.lib.exceptions import FormError, NotFoundError
-from app.lib.htmx import flash, redirect, render
+from app.lib.exceptions import ApplicationError, FormError, NotFoundError
+from app.lib.htmx import flash, redirect, render, render_form
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
 from app.lib.tables import export_for, table_for
@@ -53,21 +53,18 @@ async def _form_page(
     *,
     form: dict[str, str] | None = None,
     downloads: list[str] | None = None,
-    errors: dict[str, str] | None = None,
-    status_code: int = 200,
+    error: ApplicationError | None = None,
     move_key: str = "",
 ) -> Template:
     credit_types, products = await choices(db)
     if downloads is None:
         downloads = [str(p.id) for p in plan.downloads] if plan is not None else []
-    return render(
+    return render_form(
         request,
         "admin/plan.html.j2",
         {
             "plan": plan,
-            "form": form if form is not None else form_values(plan),
             "selected_downloads": set(downloads),
-            "errors": errors or {},
             "credit_types": credit_types,
             "products": products,
             "price_fields": PRICE_FIELDS,
@@ -75,7 +72,8 @@ async def _form_page(
             "move_key": move_key,
         },
         fragment="admin/_plan_form.html.j2",
-        status_code=status_code,
+        form=form if form is not None else form_values(plan),
+        error=error,
     )
 
 
@@ -125,9 +123,7 @@ class AdminPlanController(Controller):
             plan = await create_plan(db_session, parsed, actor=actor)
         except FormError as exc:
             await db_session.rollback()
-            return await _form_page(
-                request, db_session, None, form=form, downloads=downloads, errors=exc.errors, status_code=422
-            )
+            return await _form_page(request, db_session, None, form=form, downloads=downloads, error=exc)
         name, plan_id = plan.name, plan.id  # read now: a refused sync rolls back and expires the row
         synced = await sync_to_stripe(db_session, runtime.stripe, plan)
         await invalidate_catalog(runtime.redis)  # committed: the pricing page shows it on the next request
@@ -171,9 +167,7 @@ class AdminPlanController(Controller):
         except FormError as exc:
             await db_session.rollback()
             plan = await get_plan(db_session, plan_id)
-            return await _form_page(
-                request, db_session, plan, form=form, downloads=downloads, errors=exc.errors, status_code=422
-            )
+            return await _form_page(request, db_session, plan, form=form, downloads=downloads, error=exc)
         if not changed:
             flash(request, "Nothing changed.", "info")
         else:

@@ -22,10 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from stripe.params import CouponCreateParams, PromotionCodeCreateParams, PromotionCodeCreateParamsRestrictions
 
 from app.db import models as m
+from app.db.queries import get_or_404
 from app.domain.audit.services import Actor, record_audit
 from app.domain.plans.stripe_sync import PlanStripeSync
 from app.domain.promotions.services import describe, describe_duration, normalize_code, status_of
-from app.lib.exceptions import FormError, NotFoundError
+from app.lib.exceptions import FormError
 from app.lib.money import parse_money, plain_amount
 from app.lib.stripe_gateway import idempotency_key
 from app.lib.tables import Column, Filter, TableSpec, TableState, parse_ids
@@ -357,10 +358,7 @@ async def create_promo(db: AsyncSession, client: stripe.StripeClient, form: Prom
 
 
 async def get_promo(db: AsyncSession, promo_id: UUID) -> m.PromoCode:
-    promo: m.PromoCode | None = await db.get(m.PromoCode, promo_id, populate_existing=True)
-    if promo is None:
-        raise NotFoundError("That promo code doesn't exist.")
-    return promo
+    return await get_or_404(db, m.PromoCode, promo_id, "That promo code doesn't exist.")
 
 
 async def archive_promo(db: AsyncSession, client: stripe.StripeClient, promo: m.PromoCode, *, actor: Actor) -> bool:

@@ -29,8 +29,8 @@ from app.domain.promotions.admin import (
     promo_query,
 )
 from app.domain.promotions.services import describe, describe_duration, status_of
-from app.lib.exceptions import FormError
-from app.lib.htmx import flash, redirect, render
+from app.lib.exceptions import ApplicationError, FormError
+from app.lib.htmx import flash, redirect, render, render_form
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
 from app.lib.stripe_gateway import outcome_unknown, stripe_message
@@ -48,28 +48,24 @@ async def _form_page(
     form: dict[str, str] | None = None,
     selected_products: list[str] | None = None,
     selected_plans: list[str] | None = None,
-    errors: dict[str, str] | None = None,
-    message: str = "",
-    status_code: int = 200,
+    error: ApplicationError | None = None,
     form_token: str | None = None,
 ) -> Template:
     products, plans = await choices(db)
-    return render(
+    return render_form(
         request,
         "admin/promo_code_new.html.j2",
         {
-            "form": form or {"kind": "percent", "duration": "once", "currency": "CAD"},
             "selected_products": set(selected_products or []),
             "selected_plans": set(selected_plans or []),
-            "errors": errors or {},
-            "message": message,
             "products": products,
             "plans": plans,
             "currencies": CURRENCIES,
             "form_token": form_token or new_form_token(),
         },
         fragment="admin/_promo_code_form.html.j2",
-        status_code=status_code,
+        form=form or {"kind": "percent", "duration": "once", "currency": "CAD"},
+        error=error,
     )
 
 
@@ -126,9 +122,7 @@ class AdminPromoCodeController(Controller):
                 form=form,
                 selected_products=product_ids,
                 selected_plans=plan_ids,
-                errors=exc.errors,
-                message=exc.message,
-                status_code=422,
+                error=exc,
             )
         except stripe.StripeError as exc:
             await db_session.rollback()
@@ -139,8 +133,7 @@ class AdminPromoCodeController(Controller):
                 form=form,
                 selected_products=product_ids,
                 selected_plans=plan_ids,
-                message=f"Stripe refused the code: {stripe_message(exc)}",
-                status_code=422,
+                error=FormError({}, f"Stripe refused the code: {stripe_message(exc)}"),
                 # Stripe may have created the coupon: the next press must replay it, with this form's token.
                 form_token=form.get("form_token") if outcome_unknown(exc) else None,
             )

@@ -22,12 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from stripe.params import SubscriptionUpdateParamsPauseCollection
 
 from app.db import models as m
+from app.db.queries import get_or_404
 from app.domain.audit.services import Actor, record_audit
 from app.domain.orders.refunds import RefundForm, create_refund, parse_refund_form
 from app.domain.promotions.services import PromoError, normalize_code, quote_plan, redeem_for_subscription
 from app.domain.subscriptions.mirror import LIVE_STATUSES
 from app.domain.subscriptions.services import SubscriptionService
-from app.lib.exceptions import FormError, NotFoundError
+from app.lib.exceptions import FormError
 from app.lib.money import format_money, plain_amount
 from app.lib.stripe_gateway import as_dict, idempotency_key, stripe_id
 from app.lib.tables import Column, Filter, Query, TableSpec, TableState
@@ -71,9 +72,7 @@ class SubscriptionDetail:
 
 
 async def subscription_detail(db: AsyncSession, subscription_id: UUID) -> SubscriptionDetail:
-    sub = await db.get(m.Subscription, subscription_id, populate_existing=True)
-    if sub is None:
-        raise NotFoundError("That subscription doesn't exist.")
+    sub = await get_or_404(db, m.Subscription, subscription_id, "That subscription doesn't exist.")
     member = await db.get(m.User, sub.user_id)
     assert member is not None  # the foreign key cascades
     invoices = list(

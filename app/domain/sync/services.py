@@ -29,10 +29,11 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
+from app.db.queries import get_or_404
 from app.db.upsert import upsert
 from app.domain.audit.services import Actor, record_audit
 from app.domain.sync.reconcile import OK, RECONCILERS, SKIPPED, Outcome, SyncContext
-from app.lib.exceptions import ConflictError, FormError, NotFoundError
+from app.lib.exceptions import ConflictError, FormError
 from app.lib.settings import Settings
 from app.lib.stripe_gateway import with_backoff
 
@@ -234,9 +235,7 @@ async def start_sync(
 
 async def request_cancel(db: AsyncSession, run_id: UUID, *, actor: Actor | None = None) -> m.SyncRun:
     """Ask a running sync to stop after its current page (it keeps what it did; the next sync resumes)."""
-    run = await db.get(m.SyncRun, run_id)
-    if run is None:
-        raise NotFoundError("That sync run doesn't exist.")
+    run = await get_or_404(db, m.SyncRun, run_id, "That sync run doesn't exist.", fresh=False)
     if run.status != m.SyncStatus.RUNNING:
         raise ConflictError("That sync is not running any more.")
     run.cancel_requested = True
@@ -275,10 +274,7 @@ async def recent_runs(db: AsyncSession, limit: int = 20) -> list[m.SyncRun]:
 
 
 async def get_run(db: AsyncSession, run_id: UUID) -> m.SyncRun:
-    run = await db.get(m.SyncRun, run_id)
-    if run is None:
-        raise NotFoundError("That sync run doesn't exist.")
-    return run
+    return await get_or_404(db, m.SyncRun, run_id, "That sync run doesn't exist.", fresh=False)
 
 
 @dataclass(frozen=True, slots=True)
