@@ -15,6 +15,7 @@ from app.db.queries import get_or_404
 from app.domain.audit.services import Actor, changes, record_audit
 from app.domain.catalog.admin_products import slugify
 from app.lib.exceptions import ConflictError, FormError
+from app.lib.forms import FormReader
 
 FIELDS = ("name", "slug", "description", "position")
 
@@ -41,31 +42,22 @@ def category_form_values(category: m.Category | None) -> dict[str, str]:
 
 
 def parse_category_form(form: dict[str, str]) -> dict[str, Any]:
-    errors: dict[str, str] = {}
-    name = form.get("name", "").strip()
-    if not name:
-        errors["name"] = "Give the category a name."
-    elif len(name) > 80:
-        errors["name"] = "Keep the name under 80 characters."
-    raw_slug = form.get("slug", "").strip()
+    read = FormReader(form)
+    name = read.text(
+        "name", required="Give the category a name.", max_length=(80, "Keep the name under 80 characters.")
+    )
+    raw_slug = read.raw("slug")
     slug = slugify(raw_slug or name)[:80]
     if raw_slug and slug != raw_slug:
-        errors["slug"] = f"Use lower-case letters, digits and dashes, e.g. “{slug or 'my-category'}”."
+        read.error("slug", f"Use lower-case letters, digits and dashes, e.g. “{slug or 'my-category'}”.")
     elif not slug and name:
-        errors["slug"] = "Enter a slug: lower-case letters, digits and dashes."
-    description = form.get("description", "").strip()
-    if len(description) > 2000:
-        errors["description"] = "Keep the description under 2,000 characters."
-    position = 0
-    try:
-        position = int(form.get("position", "").strip() or "0")
-        if not -1000 <= position <= 1000:
-            raise ValueError
-    except ValueError:
-        errors["position"] = "Enter a whole number from -1000 to 1000 (smaller comes first)."
-    if errors:
-        raise FormError(errors)
-    return {"name": name, "slug": slug, "description": description, "position": position}
+        read.error("slug", "Enter a slug: lower-case letters, digits and dashes.")
+    description = read.text("description", max_length=(2000, "Keep the description under 2,000 characters."))
+    position = read.integer(
+        "position", "Enter a whole number from -1000 to 1000 (smaller comes first).", minimum=-1000, maximum=1000
+    )
+    read.done()
+    return {"name": name, "slug": slug, "description": description, "position": position or 0}
 
 
 async def _check_slug(db: AsyncSession, category_id: UUID | None, slug: str) -> None:

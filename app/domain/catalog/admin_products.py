@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from decimal import InvalidOperation
 from typing import Any
 from uuid import UUID
 
@@ -19,7 +18,8 @@ from app.db.queries import get_or_404
 from app.domain.audit.services import Actor, changes, record_audit
 from app.domain.catalog.low_stock import rearm_low_stock
 from app.lib.exceptions import FormError
-from app.lib.money import format_money, parse_money, plain_amount
+from app.lib.forms import FormReader
+from app.lib.money import format_money, plain_amount
 from app.lib.shop_settings import current_shop_settings
 from app.lib.storage import StoredFile
 from app.lib.tables import BulkAction, Column, Filter, TableSpec, TableState
@@ -178,88 +178,62 @@ def form_values(product: m.Product | None) -> dict[str, str]:
     }
 
 
-def _whole_number(raw: str, *, low: int, high: int) -> int | None:
-    try:
-        value = int(raw)
-    except ValueError:
-        return None
-    return value if low <= value <= high else None
-
-
 def parse_product_form(form: dict[str, str], categories: list[m.Category]) -> dict[str, Any]:
     """Validate the product form; raises ``FormError`` with every field's problem at once."""
-    errors: dict[str, str] = {}
-    name = form.get("name", "").strip()
-    if not name:
-        errors["name"] = "Give the product a name."
-    elif len(name) > 160:
-        errors["name"] = "Keep the name under 160 characters."
-    raw_slug = form.get("slug", "").strip()
+    read = FormReader(form)
+    name = read.text(
+        "name", required="Give the product a name.", max_length=(160, "Keep the name under 160 characters.")
+    )
+    raw_slug = read.raw("slug")
     slug = slugify(raw_slug or name)
     if raw_slug and slug != raw_slug:
-        errors["slug"] = f"Use lower-case letters, digits and dashes, e.g. “{slug or 'my-product'}”."
+        read.error("slug", f"Use lower-case letters, digits and dashes, e.g. “{slug or 'my-product'}”.")
     elif not slug and name:
-        errors["slug"] = "Enter a slug: lower-case letters, digits and dashes."
-    summary = form.get("summary", "").strip()
-    if len(summary) > 280:
-        errors["summary"] = "Keep the summary under 280 characters."
-    description = form.get("description", "").replace("\r\n", "\n").strip()
+        read.error("slug", "Enter a slug: lower-case letters, digits and dashes.")
+    summary = read.text("summary", max_length=(280, "Keep the summary under 280 characters."))
+    description = read.raw("description").replace("\r\n", "\n")  # counted as stored: one character a line
     if len(description) > 50_000:
-        errors["description"] = "Keep the description under 50,000 characters."
-    price = 0
-    raw_price = form.get("price", "").strip()
-    if not raw_price:
-        errors["price"] = "Enter a price, such as 12.50."
-    else:
-        try:
-            price = parse_money(raw_price, CURRENCY)
-        except (ValueError, InvalidOperation):
-            errors["price"] = "Enter a price such as 12.50 (at most two decimals)."
-        else:
-            if price < 0:
-                errors["price"] = "A price can't be negative."
-            elif price > MAX_PRICE:
-                errors["price"] = f"At most {format_money(MAX_PRICE, CURRENCY)}."
+        read.error("description", "Keep the description under 50,000 characters.")
+    if not read.raw("price"):
+        read.error("price", "Enter a price, such as 12.50.")
+    price = read.money("price", CURRENCY, "Enter a price such as 12.50 (at most two decimals).")
+    if price is not None and price < 0:
+        read.error("price", "A price can't be negative.")
+    elif price is not None and price > MAX_PRICE:
+        read.error("price", f"At most {format_money(MAX_PRICE, CURRENCY)}.")
     category_id: UUID | None = None
-    if raw_category := form.get("category_id", "").strip():
-        known = {str(c.id): c.id for c in categories}
-        category_id = known.get(raw_category)
+    if raw_category := read.raw("category_id"):
+        category_id = {str(c.id): c.id for c in categories}.get(raw_category)
         if category_id is None:
-            errors["category_id"] = "Choose one of the listed categories."
-    stock: int | None = None
-    if raw_stock := form.get("stock", "").strip():
-        stock = _whole_number(raw_stock, low=0, high=1_000_000)
-        if stock is None:
-            errors["stock"] = "Enter a whole number of copies, or leave it blank for unlimited."
-    seo_title = form.get("seo_title", "").strip()
-    if len(seo_title) > 160:
-        errors["seo_title"] = "Keep the SEO title under 160 characters."
-    seo_description = form.get("seo_description", "").strip()
-    if len(seo_description) > 320:
-        errors["seo_description"] = "Keep the SEO description under 320 characters."
-    download_limit = _whole_number(
-        form.get("download_limit", "").strip() or str(current_shop_settings().download_limit),
-        low=1,
-        high=MAX_DOWNLOAD_LIMIT,
+            read.error("category_id", "Choose one of the listed categories.")
+    stock = read.integer(
+        "stock", "Enter a whole number of copies, or leave it blank for unlimited.", minimum=0, maximum=1_000_000
     )
-    if download_limit is None:
-        errors["download_limit"] = f"Enter how many downloads a buyer gets, from 1 to {MAX_DOWNLOAD_LIMIT}."
-    if errors:
-        raise FormError(errors)
-    return {
+    download_limit = read.integer(
+        "download_limit",
+        f"Enter how many downloads a buyer gets, from 1 to {MAX_DOWNLOAD_LIMIT}.",
+        minimum=1,
+        maximum=MAX_DOWNLOAD_LIMIT,
+        default=current_shop_settings().download_limit,
+    )
+    values = {
         "name": name,
         "slug": slug,
         "summary": summary,
         "description": description,
-        "price": price,
+        "price": price or 0,
         "category_id": category_id,
         "stock": stock,
-        "seo_title": seo_title,
-        "seo_description": seo_description,
+        "seo_title": read.text("seo_title", max_length=(160, "Keep the SEO title under 160 characters.")),
+        "seo_description": read.text(
+            "seo_description", max_length=(320, "Keep the SEO description under 320 characters.")
+        ),
         "download_limit": download_limit,
-        "is_active": form.get("is_active", "") in {"on", "true", "1"},
-        "is_featured": form.get("is_featured", "") in {"on", "true", "1"},
+        "is_active": read.checkbox("is_active"),
+        "is_featured": read.checkbox("is_featured"),
     }
+    read.done()
+    return values
 
 
 def snapshot(product: m.Product) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, cast
 from uuid import UUID
 
@@ -27,7 +26,8 @@ from app.domain.audit.services import Actor, record_audit
 from app.domain.plans.stripe_sync import PlanStripeSync
 from app.domain.promotions.services import describe, describe_duration, normalize_code, status_of
 from app.lib.exceptions import FormError
-from app.lib.money import parse_money, plain_amount
+from app.lib.forms import FormReader
+from app.lib.money import plain_amount
 from app.lib.stripe_gateway import idempotency_key
 from app.lib.tables import Column, Filter, TableSpec, TableState, parse_ids
 
@@ -129,101 +129,61 @@ class PromoForm:
     form_token: str
 
 
-def _positive_int(raw: str, errors: dict[str, str], name: str, message: str, *, maximum: int = 1_000_000) -> int | None:
-    text = raw.strip()
-    if not text:
-        return None
-    if not text.isdigit() or not 1 <= int(text) <= maximum:
-        errors[name] = message
-        return None
-    return int(text)
-
-
 def parse_promo_form(
     form: dict[str, str], *, product_ids: list[str], plan_ids: list[str], today: date | None = None
 ) -> PromoForm:
     """Validate the create form; raise :class:`FormError` with every field's problem at once."""
     today = today or datetime.now(UTC).date()
-    errors: dict[str, str] = {}
+    read = FormReader(form)
     code = normalize_code(form.get("code"))
     if not CODE_PATTERN.match(code):
-        errors["code"] = "Use 3 to 40 letters A-Z, digits and hyphens, like SPRING-25."
-    currency = form.get("currency", "CAD").upper()
+        read.error("code", "Use 3 to 40 letters A-Z, digits and hyphens, like SPRING-25.")
+    currency = read.raw("currency", "CAD").upper()
     if currency not in CURRENCIES:
-        errors["currency"] = "Codes are in Canadian dollars (CAD)."
-    kind = form.get("kind", "percent")
-    percent_bps: int | None = None
-    amount_off: int | None = None
+        read.error("currency", "Codes are in Canadian dollars (CAD).")
+    kind = read.choice("kind", {"percent", "amount"}, "Choose a percentage or a fixed amount.", default="percent")
+    percent_bps = amount_off = None
     if kind == "percent":
-        try:
-            percent = Decimal(form.get("percent_off", "").strip().rstrip("%").strip())
-        except InvalidOperation:
-            errors["percent_off"] = "Enter a percentage from 1 to 100, like 15 or 12.5."
-        else:
-            hundredths = percent * 100
-            if not Decimal(1) <= percent <= Decimal(100):
-                errors["percent_off"] = "Enter a percentage from 1 to 100, like 15 or 12.5."
-            elif hundredths != hundredths.to_integral_value():
-                errors["percent_off"] = "Use at most two decimals, like 12.5."
-            else:
-                percent_bps = int(hundredths)
+        percent_bps = read.percent_bps(
+            "percent_off",
+            "Enter a percentage from 1 to 100, like 15 or 12.5.",
+            decimals="Use at most two decimals, like 12.5.",
+        )
     elif kind == "amount":
-        try:
-            amount_off = parse_money(form.get("amount_off", ""), currency if currency in CURRENCIES else "CAD")
-        except (ValueError, InvalidOperation):
-            errors["amount_off"] = "Enter an amount such as 5.00."
-        else:
-            if amount_off <= 0:
-                errors["amount_off"] = "Enter an amount greater than zero."
-                amount_off = None
-    else:
-        errors["kind"] = "Choose a percentage or a fixed amount."
-    duration = form.get("duration", "once")
-    months: int | None = None
-    if duration not in {d.value for d in m.PromoDuration}:
-        errors["duration"] = "Choose once, forever or a number of months."
-    elif duration == m.PromoDuration.REPEATING:
-        months = _positive_int(
-            form.get("duration_in_months", ""),
-            errors,
+        amount_off = read.money(
+            "amount_off",
+            currency if currency in CURRENCIES else "CAD",
+            "Enter an amount such as 5.00.",
+            positive="Enter an amount greater than zero.",
+            required=True,
+        )
+    durations = {d.value for d in m.PromoDuration}
+    duration = read.choice("duration", durations, "Choose once, forever or a number of months.", default="once")
+    months = None
+    if duration == m.PromoDuration.REPEATING:
+        months = read.integer(
             "duration_in_months",
             f"Enter a number of months from 1 to {MAX_MONTHS}.",
+            minimum=1,
             maximum=MAX_MONTHS,
+            required=True,
         )
-        if months is None and "duration_in_months" not in errors:
-            errors["duration_in_months"] = f"Enter a number of months from 1 to {MAX_MONTHS}."
-    max_redemptions = _positive_int(
-        form.get("max_redemptions", ""), errors, "max_redemptions", "Leave empty for no limit, or enter 1 or more."
+    max_redemptions = read.integer(
+        "max_redemptions", "Leave empty for no limit, or enter 1 or more.", minimum=1, maximum=1_000_000
     )
-    expires_at: datetime | None = None
-    raw_expiry = form.get("expires_on", "").strip()
-    if raw_expiry:
-        try:
-            day = date.fromisoformat(raw_expiry)
-        except ValueError:
-            errors["expires_on"] = "Enter a date like 2027-01-31."
-        else:
-            if day < today:
-                errors["expires_on"] = "Choose today or a later date."
-            else:
-                # The code works through the whole of that day (UTC).
-                expires_at = datetime.combine(day, time(23, 59, 59), tzinfo=UTC)
-    minimum: int | None = None
-    raw_minimum = form.get("minimum_amount", "").strip()
-    if raw_minimum:
-        try:
-            minimum = parse_money(raw_minimum, "CAD")
-        except (ValueError, InvalidOperation):
-            errors["minimum_amount"] = "Enter an amount such as 50.00, or leave it empty."
-        else:
-            if minimum <= 0:
-                errors["minimum_amount"] = "Enter an amount greater than zero, or leave it empty."
-                minimum = None
+    expiry = read.day(
+        "expires_on", "Enter a date like 2027-01-31.", not_before=today, too_early="Choose today or a later date."
+    )
+    minimum = read.money(
+        "minimum_amount",
+        "CAD",
+        "Enter an amount such as 50.00, or leave it empty.",
+        positive="Enter an amount greater than zero, or leave it empty.",
+    )
     token = form.get("form_token", "")
     if not token or len(token) > 64:
-        raise FormError(errors, "This form has expired: reload the page and try again.")
-    if errors:
-        raise FormError(errors)
+        raise FormError(read.errors, "This form has expired: reload the page and try again.")
+    read.done()
     return PromoForm(
         code=code,
         percent_off_bps=percent_bps,
@@ -232,9 +192,10 @@ def parse_promo_form(
         duration=duration,
         duration_in_months=months,
         max_redemptions=max_redemptions,
-        expires_at=expires_at,
+        # The code works through the whole of that day (UTC).
+        expires_at=datetime.combine(expiry, time(23, 59, 59), tzinfo=UTC) if expiry else None,
         minimum_amount=minimum,
-        first_order_only=form.get("first_order_only", "") in {"on", "true", "1"},
+        first_order_only=read.checkbox("first_order_only"),
         product_ids=parse_ids(product_ids),
         plan_ids=parse_ids(plan_ids),
         form_token=token,
