@@ -25,7 +25,7 @@ from app.lib import queues
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings, get_settings
 from app.lib.shop_settings import SHOP_SETTINGS
-from app.server.saq_worker import GracefulWorker
+from app.server.saq_worker import GracefulWorker, dequeue_timeout
 from app.stripe_emulator.server import EmulatorServer, free_port, run_emulator
 from tests.support import (
     Mailbox,
@@ -257,7 +257,7 @@ def queue(app: Litestar) -> Queue:
 
 
 @pytest.fixture
-async def worker(queue: Queue, client: httpx.AsyncClient) -> AsyncIterator[Worker]:
+async def worker(queue: Queue, client: httpx.AsyncClient, runtime: Runtime) -> AsyncIterator[Worker]:
     """Real SAQ workers, one per queue as ``cartwright workers run`` starts them, inside the test's event loop.
     Yields the background queue's worker."""
     from app.server.worker import (
@@ -280,6 +280,7 @@ async def worker(queue: Queue, client: httpx.AsyncClient) -> AsyncIterator[Worke
             after_process=[record_job],
             concurrency=4,
             timers={"schedule": 1, "sweep": 1, "abort": 1},
+            dequeue_timeout=dequeue_timeout(runtime.settings.redis_timeout),  # as the real workers wait
             enable_heartbeat_manager=False,
         )
         for name in queues.NAMES

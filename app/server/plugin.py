@@ -180,7 +180,9 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
         app_config.plugins.extend(
             [
                 SQLAlchemyPlugin(config=runtime.alchemy),
-                saq_plugin(saq, grace_seconds=settings.worker_shutdown_grace_seconds),
+                saq_plugin(
+                    saq, grace_seconds=settings.worker_shutdown_grace_seconds, redis_timeout=settings.redis_timeout
+                ),
                 channels,
             ]
         )

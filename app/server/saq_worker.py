@@ -3,7 +3,7 @@
 * **SIGTERM**: stop taking jobs, let running ones finish within ``WORKER_SHUTDOWN_GRACE_SECONDS``; SAQ cancels
   and re-queues what is still running then (``Job.retry``). SAQ's own ``stop`` also waited that whole grace
   period for its housekeeping loops (asleep for up to a minute) and for idle slots blocked in ``BLMOVE``; here
-  the loops are cancelled at once and idle slots return within ``DEQUEUE_TIMEOUT``.
+  the loops are cancelled at once and idle slots return within ``dequeue_timeout`` (under a second).
 * **SIGKILL / a lost machine**: every job is enqueued with a ``heartbeat`` (app/lib/queues.py) and this worker
   touches each running job every ``TOUCH_EVERY`` seconds, so a job whose worker died looks stuck after
   ``JOB_HEARTBEAT`` seconds; the sweep runs every ``SWEEP_EVERY`` seconds and re-queues it (before: only after
@@ -37,7 +37,18 @@ if TYPE_CHECKING:
 TOUCH_EVERY = 1.0
 SWEEP_EVERY = 2
 SWEEP_ABORT_WAIT = 0.5  # how long the sweep waits for a stuck job's worker to acknowledge the abort
-DEQUEUE_TIMEOUT = 1.0
+
+
+def dequeue_timeout(redis_timeout: float) -> float:
+    """How long an idle slot blocks in BLMOVE: well under the Redis client's socket timeout (``REDIS_TIMEOUT``).
+
+    At the socket timeout or beyond (SAQ's default blocks for ever), every idle wait ended in a client-side
+    TimeoutError and a reconnect, and a job the server moved to the active list just as the client gave up was
+    answered to nobody: it lay there ``queued`` until a sweep aborted it, and a retry that started while that
+    abort was still posted was aborted too (a Stripe event's job ended ``aborted``; an email came a minute late).
+    """
+    return min(1.0, redis_timeout / 2)
+
 
 log = structlog.get_logger()
 
@@ -100,7 +111,7 @@ class GracefulWorker(Worker):
         await super().stop()
 
 
-def saq_plugin(config: SAQConfig, *, grace_seconds: int) -> SAQPlugin:
+def saq_plugin(config: SAQConfig, *, grace_seconds: int, redis_timeout: float) -> SAQPlugin:
     """litestar-saq's plugin with ``GracefulWorker``s. It has no setting for the worker class and its CLI finds the
     plugin by exact type (no subclass), so the workers it would build lazily are put in its cache up front."""
     plugin = SAQPlugin(config=config)
@@ -117,7 +128,7 @@ def saq_plugin(config: SAQConfig, *, grace_seconds: int) -> SAQPlugin:
             before_process=cast("Collection[ReceivesContext[Context]]", qc.before_process),
             after_process=cast("Collection[ReceivesContext[Context]]", qc.after_process),
             timers=qc.timers,
-            dequeue_timeout=DEQUEUE_TIMEOUT,
+            dequeue_timeout=dequeue_timeout(redis_timeout),
             separate_process=qc.separate_process,
             metadata=qc.metadata,
             shutdown_grace_period_s=grace_seconds,
@@ -130,4 +141,4 @@ def saq_plugin(config: SAQConfig, *, grace_seconds: int) -> SAQPlugin:
     return plugin
 
 
-__all__ = ["GracefulWorker", "saq_plugin"]
+__all__ = ["GracefulWorker", "dequeue_timeout", "saq_plugin"]

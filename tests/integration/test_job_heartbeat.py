@@ -13,11 +13,15 @@ import asyncio
 import uuid
 
 import pytest
+from litestar import Litestar
+from litestar_saq import SAQPlugin
 from saq import Queue
 from saq.job import Status
 
 from app.lib import queues
 from app.lib.queues import touch
+from app.lib.runtime import Runtime
+from app.server.saq_worker import dequeue_timeout
 
 # With the runtime, each test starts on an empty Redis (conftest's _clean_state): a sweep sees only its own jobs.
 pytestmark = pytest.mark.usefixtures("runtime")
@@ -99,3 +103,16 @@ async def test_q2_a_worker_that_died_between_dequeue_and_start_loses_the_job_to_
     stored = await queue.job(key)
     assert stored is not None and stored.status == Status.QUEUED
     assert await queue.redis.lpos(queue._queued, job.id) is not None  # type: ignore[attr-defined,misc]
+
+
+async def test_q2_an_idle_slot_waits_for_a_job_without_its_redis_connection_timing_out(
+    queue: Queue, app: Litestar, runtime: Runtime
+) -> None:
+    # A slot blocked in BLMOVE as long as the client's socket timeout (SAQ's default: for ever) ended every idle
+    # wait in a client-side TimeoutError; a job the server moved to the active list just as the client gave up
+    # was answered to nobody, and only a sweep's abort found it (CI, 3 Dec 2026: an event's job `aborted`).
+    timeout = runtime.settings.redis_timeout
+    workers = app.plugins.get(SAQPlugin)._worker_instances.values()
+    assert workers and all(w.dequeue_timeout == dequeue_timeout(timeout) < timeout for w in workers)
+    for _ in range(2):  # an empty queue: nothing comes, and nothing breaks
+        assert await queue.dequeue(timeout=dequeue_timeout(timeout)) is None

@@ -21,7 +21,7 @@ from saq.queue.redis import RedisQueue
 
 from app.lib.settings import parse_log_format
 from app.server.logging import stdlib_logging_config
-from app.server.saq_worker import GracefulWorker
+from app.server.saq_worker import GracefulWorker, dequeue_timeout
 from tests.helpers import until
 from tests.support import redis_test_url
 
@@ -64,7 +64,7 @@ async def run_worker_for_ticks(redis: Redis, name: str, *, fail: bool = False) -
         functions=[tick],
         cron_jobs=[CronJob(tick, cron="* * * * * *", retries=1)],  # every second
         timers={"schedule": 1},
-        dequeue_timeout=1,
+        dequeue_timeout=dequeue_timeout(1.0),
         separate_process=True,
         enable_heartbeat_manager=False,
     )

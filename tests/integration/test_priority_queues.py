@@ -28,7 +28,7 @@ from app.lib import queues
 from app.lib.runtime import Runtime
 from app.lib.settings import Settings, get_settings
 from app.server.plugin import ApplicationCore
-from app.server.saq_worker import GracefulWorker
+from app.server.saq_worker import GracefulWorker, dequeue_timeout
 from app.server.worker import CONCURRENCY, before_job, on_worker_shutdown, on_worker_startup, record_job, tasks_for
 from app.stripe_emulator.server import run_emulator
 from tests.conftest import WEBHOOK_SECRET, Factory
@@ -70,6 +70,7 @@ async def shop(runtime: Runtime) -> AsyncIterator[tuple[httpx.AsyncClient, Queue
             after_process=[record_job],
             concurrency=CONCURRENCY[name],
             timers={"schedule": 1, "sweep": 1, "abort": 1},
+            dequeue_timeout=dequeue_timeout(1.0),  # as the real workers wait on the default REDIS_TIMEOUT
             enable_heartbeat_manager=False,
         )
         for name in queues.NAMES
