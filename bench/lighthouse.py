@@ -64,7 +64,11 @@ def run(url: str, cookie: str, chrome: str) -> dict[str, int]:
         ]
         if cookie:
             args.append(f"--extra-headers={json.dumps({'Cookie': cookie})}")
-        done = subprocess.run(args, env={**os.environ, "CHROME_PATH": chrome}, capture_output=True, check=False)  # noqa: S603
+        for _ in range(3):
+            done = subprocess.run(args, env={**os.environ, "CHROME_PATH": chrome}, capture_output=True, check=False)  # noqa: S603
+            # Headless Chromium now and then loses the trace (NO_NAVSTART): Lighthouse's own advice is to run again.
+            if not (done.returncode and b"Please run Lighthouse again" in done.stderr):
+                break
         if done.returncode or not report.exists():
             raise SystemExit(f"lighthouse {url} exited {done.returncode}:\n{done.stderr.decode()[-2000:]}")
         data = json.loads(report.read_text())
