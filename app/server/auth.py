@@ -97,14 +97,10 @@ def current_user(connection: ASGIConnection[Any, Any, Any, Any]) -> m.User | Non
     return user if isinstance(user, m.User) else None
 
 
-def member_plan_price_id(connection: ASGIConnection[Any, Any, Any, Any]) -> tuple[bool, UUID | None]:
-    """(loaded, price id) of the signed-in member's live plan, read with the user on a ``MEMBER_PLAN_OPT`` route.
-    ``loaded`` is False for anyone not signed in, or on a route without the option: the caller reads it itself."""
-    scope: dict[str, Any] = connection.scope  # type: ignore[assignment]  # our own key, beside Litestar's
-    if _SCOPE_PLAN_PRICE not in scope:
-        return False, None
-    price_id = scope[_SCOPE_PLAN_PRICE]
-    return True, price_id if isinstance(price_id, UUID) else None
+def member_plan_price_id(connection: ASGIConnection[Any, Any, Any, Any]) -> UUID | None:
+    """The price of the signed-in member's live plan, read with the user; only on a ``MEMBER_PLAN_OPT`` route."""
+    price_id = connection.scope.get(_SCOPE_PLAN_PRICE)  # our own key, beside Litestar's
+    return price_id if isinstance(price_id, UUID) else None
 
 
 def requires_login(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

@@ -55,11 +55,9 @@ class PlanController(Controller):
         # What the page shows besides the plans: the member's tier, their plan's price, the tax province. The
         # price was read with the user (MEMBER_PLAN_OPT), so a stored page needs no database at all (#15): the
         # session below takes a connection only to build a page not stored.
-        loaded, price_id = member_plan_price_id(request)
+        price_id = member_plan_price_id(request)
         async with runtime.db() as db:
             plans = PlanService(db)
-            if user is not None and not loaded:
-                price_id = await plans.live_price_id(user)
             variant = f"{tier_for(user).value}|{price_id or '-'}|{pricing_province(user, province)}"
 
             async def build() -> dict[str, Any]:

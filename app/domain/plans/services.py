@@ -10,11 +10,11 @@ from pathlib import PurePosixPath
 from uuid import UUID
 
 import structlog
-from sqlalchemy import bindparam, exists, select
+from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import models as m
-from app.db.queries import live_subscription, live_subscription_query
+from app.db.queries import live_subscription
 from app.domain.downloads.services import DownloadFile, media_type_for
 from app.domain.plans.tax_rates import membership_tax, valid_province
 from app.domain.tax.services import TaxResult
@@ -97,9 +97,6 @@ class PricingPage:
         return sub.price.interval if sub is not None and sub.price is not None else None
 
 
-_LIVE_PRICE_ID = live_subscription_query(bindparam("user_id")).with_only_columns(m.Subscription.plan_price_id)
-
-
 class PlanService:
     """Plans as customers see them. Reads only, except ``change_price``."""
 
@@ -124,15 +121,6 @@ class PlanService:
     def price_for(self, plan: m.Plan, interval: str, user: m.User | None) -> m.PlanPrice | None:
         """The active price ``user`` pays: the member tier for verified holders, else (or lacking one) standard."""
         return plan.price_for(interval, tier_for(user).value)
-
-    async def live_price_id(self, user: m.User | None) -> UUID | None:
-        """The price of the user's live subscription (what marks "your plan" on the pricing page), in one small read."""
-        if user is None:
-            return None
-        # Core, on the session's connection, with a statement built once: the page asks on every request (#15).
-        connection = await self.db.connection()
-        price_id: UUID | None = await connection.scalar(_LIVE_PRICE_ID, {"user_id": user.id})
-        return price_id
 
     async def live_subscription(self, user: m.User | None) -> m.Subscription | None:
         """The user's newest subscription that still gives access (active, trialing or past_due)."""
