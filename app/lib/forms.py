@@ -42,9 +42,6 @@ class FormReader:
         """Put ``message`` beside ``name`` (a rule across fields, or one the reader has no kind for)."""
         self.errors.setdefault(name, message)
 
-    def failed(self, name: str) -> bool:
-        return name in self.errors
-
     def text(
         self, name: str, *, required: str = "", max_length: tuple[int, str] | None = None, default: str = ""
     ) -> str:
@@ -74,10 +71,8 @@ class FormReader:
         required: bool = False,
     ) -> int | None:
         """A whole number within [minimum, maximum]; empty gives ``default`` (or ``message`` when ``required``)."""
-        text = self.raw(name)
+        text = self._filled(name, message, required=required)
         if not text:
-            if required:
-                self.error(name, message)
             return default
         try:
             value = int(text)
@@ -93,10 +88,8 @@ class FormReader:
         self, name: str, currency: str, message: str, *, positive: str = "", required: bool = False
     ) -> int | None:
         """An amount ("12.50", "$1,200") in minor units of ``currency``; ``positive``: the message for zero or less."""
-        text = self.raw(name)
+        text = self._filled(name, message, required=required)
         if not text:
-            if required:
-                self.error(name, message)
             return None
         try:
             amount = parse_money(text, currency)
@@ -139,6 +132,13 @@ class FormReader:
             self.error(name, too_early or message)
             return None
         return value
+
+    def _filled(self, name: str, message: str, *, required: bool) -> str:
+        """The field's text; when it is empty, "" (and ``message`` beside it if the field is ``required``)."""
+        text = self.raw(name)
+        if not text and required:
+            self.error(name, message)
+        return text
 
     def checkbox(self, name: str) -> bool:
         return self.raw(name).lower() in CHECKED
