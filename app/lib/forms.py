@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from datetime import date
 from decimal import Decimal, InvalidOperation
+from typing import overload
 
 from app.lib.exceptions import FormError
 from app.lib.money import parse_money
@@ -60,6 +61,28 @@ class FormReader:
             self.error(name, message)
         return value
 
+    @overload
+    def integer(
+        self,
+        name: str,
+        message: str,
+        *,
+        minimum: int | None = None,
+        maximum: int | None = None,
+        default: int,
+        required: bool = False,
+    ) -> int: ...
+    @overload
+    def integer(
+        self,
+        name: str,
+        message: str,
+        *,
+        minimum: int | None = None,
+        maximum: int | None = None,
+        default: None = None,
+        required: bool = False,
+    ) -> int | None: ...
     def integer(
         self,
         name: str,

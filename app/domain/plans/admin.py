@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from decimal import InvalidOperation
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -29,7 +28,8 @@ from app.domain.audit.services import Actor, changes, record_audit
 from app.domain.plans.services import PlanService
 from app.domain.plans.stripe_sync import PlanStripeSync, PlanSyncResult
 from app.lib.exceptions import FormError
-from app.lib.money import parse_money, plain_amount
+from app.lib.forms import FormReader
+from app.lib.money import plain_amount
 from app.lib.tables import Column, Filter, TableSpec, TableState
 
 log = structlog.get_logger()
@@ -44,6 +44,7 @@ PRICE_FIELDS: tuple[tuple[str, str, str, str], ...] = (
     ("price_year_member", "year", "member", "Yearly member price"),
 )
 MAX_FEATURES = 20
+MAX_PRICE = 100_000_00  # cents
 MOVE_JOB = "move_plan_subscribers"
 
 PLANS_TABLE = TableSpec(
@@ -132,14 +133,6 @@ def slugify(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:80]
 
 
-def _int(form: dict[str, str], errors: dict[str, str], name: str, low: int, high: int, message: str) -> int:
-    raw = form.get(name, "").strip() or str(low)
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        errors[name] = message
-        return low
-    return int(raw)
-
-
 def form_values(plan: m.Plan | None) -> dict[str, str]:
     """The form's fields as text: a new plan's defaults, or an existing plan's current values."""
     if plan is None:
@@ -166,55 +159,40 @@ def parse_plan_form(
     form: dict[str, str], *, download_ids: list[str], credit_types: list[m.CreditType], product_ids: set[UUID]
 ) -> PlanForm:
     """Validate the whole form; raise :class:`FormError` with every field's problem at once."""
-    errors: dict[str, str] = {}
-    name = form.get("name", "").strip()
-    if not name or len(name) > 80:
-        errors["name"] = "Enter a name of up to 80 characters, like Resident."
-    slug = form.get("slug", "").strip().lower() or slugify(name)
+    read = FormReader(form)
+    name_message = "Enter a name of up to 80 characters, like Resident."
+    name = read.text("name", required=name_message, max_length=(80, name_message))
+    slug = read.raw("slug").lower() or slugify(name)
     if not SLUG.match(slug) or len(slug) > 80:
-        errors["slug"] = "Use lower-case letters, digits and hyphens, like resident."
-    description = form.get("description", "").strip()
-    if len(description) > 2000:
-        errors["description"] = "Keep the description under 2,000 characters."
-    features = [line.strip() for line in form.get("features", "").splitlines() if line.strip()]
+        read.error("slug", "Use lower-case letters, digits and hyphens, like resident.")
+    description = read.text("description", max_length=(2000, "Keep the description under 2,000 characters."))
+    features = [line.strip() for line in read.raw("features").splitlines() if line.strip()]
     if len(features) > MAX_FEATURES or any(len(f) > 200 for f in features):
-        errors["features"] = f"Up to {MAX_FEATURES} features of up to 200 characters each, one per line."
-    prices: dict[tuple[str, str], int | None] = {}
-    for name_, interval, tier, _ in PRICE_FIELDS:
-        raw = form.get(name_, "").strip()
-        if not raw:
-            prices[(interval, tier)] = None
-            continue
-        try:
-            amount = parse_money(raw, "CAD")
-        except (ValueError, InvalidOperation):
-            errors[name_] = "Enter an amount such as 49.00, or leave it empty."
-            continue
-        if not 0 < amount <= 100_000_00:
-            errors[name_] = "Enter an amount greater than zero and up to 100,000.00."
-            continue
-        prices[(interval, tier)] = amount
-    if not errors.keys() & {f for f, *_ in PRICE_FIELDS}:
+        read.error("features", f"Up to {MAX_FEATURES} features of up to 200 characters each, one per line.")
+    prices = {(interval, tier): _price(read, field_name) for field_name, interval, tier, _ in PRICE_FIELDS}
+    if not read.errors.keys() & {f for f, *_ in PRICE_FIELDS}:
         if prices[("month", "standard")] is None and prices[("year", "standard")] is None:
-            errors["price_month_standard"] = "Enter a monthly or a yearly price: otherwise nobody can subscribe."
+            read.error("price_month_standard", "Enter a monthly or a yearly price: otherwise nobody can subscribe.")
         for interval, label in (("month", "monthly"), ("year", "yearly")):
             member, standard = prices[(interval, "member")], prices[(interval, "standard")]
             if member is not None and standard is None:
-                errors[f"price_{interval}_member"] = f"A member price needs a {label} price to discount."
+                read.error(f"price_{interval}_member", f"A member price needs a {label} price to discount.")
             elif member is not None and standard is not None and member > standard:
-                errors[f"price_{interval}_member"] = f"The member price can't be more than the {label} price."
-    trial_days = _int(form, errors, "trial_days", 0, 730, "Enter a number of days from 0 to 730.")
-    position = _int(form, errors, "position", 0, 1000, "Enter a number from 0 to 1000 (lower comes first).")
+                read.error(f"price_{interval}_member", f"The member price can't be more than the {label} price.")
+    trial_days = read.integer("trial_days", "Enter a number of days from 0 to 730.", minimum=0, maximum=730, default=0)
+    position = read.integer(
+        "position", "Enter a number from 0 to 1000 (lower comes first).", minimum=0, maximum=1000, default=0
+    )
     credits: dict[UUID, int] = {}
     for credit_type in credit_types:
-        key = f"credits_{credit_type.id}"
-        raw = form.get(key, "").strip()
-        if not raw:
-            continue
-        if not raw.isdigit() or int(raw) > 10_000:
-            errors[key] = "Enter a whole number from 0 to 10,000, or leave it empty."
-        elif int(raw) > 0:
-            credits[credit_type.id] = int(raw)
+        per_cycle = read.integer(
+            f"credits_{credit_type.id}",
+            "Enter a whole number from 0 to 10,000, or leave it empty.",
+            minimum=0,
+            maximum=10_000,
+        )
+        if per_cycle:
+            credits[credit_type.id] = per_cycle
     downloads: list[UUID] = []
     for value in download_ids:
         try:
@@ -222,11 +200,10 @@ def parse_plan_form(
         except ValueError:
             product_id = None
         if product_id is None or product_id not in product_ids:
-            errors["download_ids"] = "Choose products from the list."
+            read.error("download_ids", "Choose products from the list.")
             break
         downloads.append(product_id)
-    if errors:
-        raise FormError(errors)
+    read.done()
     return PlanForm(
         name=name,
         slug=slug,
@@ -237,9 +214,19 @@ def parse_plan_form(
         position=position,
         credits=credits,
         download_ids=list(dict.fromkeys(downloads)),
-        allow_cancel_now=form.get("allow_cancel_now", "") in {"on", "true", "1"},
-        credits_roll_over=form.get("credits_roll_over", "") in {"on", "true", "1"},
+        allow_cancel_now=read.checkbox("allow_cancel_now"),
+        credits_roll_over=read.checkbox("credits_roll_over"),
     )
+
+
+def _price(read: FormReader, name: str) -> int | None:
+    """One of the four prices, in cents; empty: the plan is not sold that way."""
+    out_of_range = "Enter an amount greater than zero and up to 100,000.00."
+    amount = read.money(name, "CAD", "Enter an amount such as 49.00, or leave it empty.", positive=out_of_range)
+    if amount is not None and amount > MAX_PRICE:
+        read.error(name, out_of_range)
+        return None
+    return amount
 
 
 async def choices(db: AsyncSession) -> tuple[list[m.CreditType], list[m.Product]]:
