@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
-from decimal import InvalidOperation
 from typing import Any
 from uuid import UUID
 
@@ -32,7 +31,8 @@ from app.domain.bookings.schedule import (
     to_json,
 )
 from app.lib.exceptions import FormError
-from app.lib.money import parse_money, plain_amount
+from app.lib.forms import FormReader
+from app.lib.money import plain_amount
 from app.lib.tables import Column, Filter, TableSpec, TableState
 
 log = structlog.get_logger()
@@ -140,14 +140,6 @@ def slugify(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:120]
 
 
-def _int(form: dict[str, str], errors: dict[str, str], name: str, low: int, high: int, message: str) -> int:
-    raw = form.get(name, "").strip()
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        errors[name] = message
-        return low
-    return int(raw)
-
-
 def form_values(resource: m.BookableResource | None) -> dict[str, str]:
     """The form's fields as text: a new resource's defaults, or an existing one's values."""
     if resource is None:
@@ -181,66 +173,75 @@ def form_values(resource: m.BookableResource | None) -> dict[str, str]:
 
 def parse_resource_form(form: dict[str, str], credit_type_ids: set[UUID]) -> ResourceForm:
     """Validate the whole form; raise :class:`FormError` with every field's problem at once."""
-    errors: dict[str, str] = {}
-    name = form.get("name", "").strip()
-    if not name or len(name) > 120:
-        errors["name"] = "Enter a name of up to 120 characters, like Meeting room B."
-    slug = form.get("slug", "").strip().lower() or slugify(name)
+    read = FormReader(form)
+    name_message = "Enter a name of up to 120 characters, like Meeting room B."
+    name = read.text("name", required=name_message, max_length=(120, name_message))
+    slug = read.raw("slug").lower() or slugify(name)
     if not SLUG.match(slug) or len(slug) > 120:
-        errors["slug"] = "Use lower-case letters, digits and hyphens, like meeting-room-b."
-    kind = form.get("kind", "room")
-    if kind not in KINDS:
-        errors["kind"] = "Choose a room or a desk."
-    capacity = _int(form, errors, "capacity", 1, 500, "Enter the seats per slot, from 1 to 500.")
+        read.error("slug", "Use lower-case letters, digits and hyphens, like meeting-room-b.")
+    kind = read.choice("kind", KINDS, "Choose a room or a desk.", default="room")
+    capacity = read.integer(
+        "capacity", "Enter the seats per slot, from 1 to 500.", minimum=1, maximum=500, default=1, required=True
+    )
     credit_type_id: UUID | None = None
-    raw_type = form.get("credit_type_id", "").strip()
-    if raw_type:
-        try:
-            credit_type_id = UUID(raw_type)
-        except ValueError:
-            credit_type_id = None
-        if credit_type_id not in credit_type_ids:
-            errors["credit_type_id"] = "Choose a credit type from the list, or none."
-            credit_type_id = None
+    if raw_type := read.raw("credit_type_id"):
+        credit_type_id = {str(t): t for t in credit_type_ids}.get(raw_type)  # as the form's <select> sends it
+        if credit_type_id is None:
+            read.error("credit_type_id", "Choose a credit type from the list, or none.")
     credit_cost = 1
     if raw_type:
-        credit_cost = _int(form, errors, "credit_cost", 1, 100, "Enter the credits one slot costs, from 1 to 100.")
-    price = 0
-    raw_price = form.get("price", "").strip()
-    if raw_price:
-        try:
-            price = parse_money(raw_price, "CAD")
-        except (ValueError, InvalidOperation):
-            errors["price"] = "Enter a price such as 25.00, or leave it empty for no card payment."
-        else:
-            if price < 0:
-                errors["price"] = "Enter a price of zero or more."
-                price = 0
-    if not raw_type and not price and "price" not in errors:
-        errors["price"] = "Choose a credit type or enter a card price: otherwise nobody can book it."
-    slot_minutes = _int(form, errors, "slot_minutes", 15, 24 * 60, "Enter a slot length from 15 to 1440 minutes.")
-    if "slot_minutes" not in errors and slot_minutes % 5:
-        errors["slot_minutes"] = "Use a multiple of 5 minutes, like 30 or 60."
+        credit_cost = read.integer(
+            "credit_cost",
+            "Enter the credits one slot costs, from 1 to 100.",
+            minimum=1,
+            maximum=100,
+            default=1,
+            required=True,
+        )
+    price = read.money("price", "CAD", "Enter a price such as 25.00, or leave it empty for no card payment.") or 0
+    if price < 0:
+        read.error("price", "Enter a price of zero or more.")
+        price = 0
+    if not raw_type and not price:
+        read.error("price", "Choose a credit type or enter a card price: otherwise nobody can book it.")
+    slot_minutes = read.integer(
+        "slot_minutes",
+        "Enter a slot length from 15 to 1440 minutes.",
+        minimum=15,
+        maximum=24 * 60,
+        default=15,
+        required=True,
+    )
+    if slot_minutes % 5:
+        read.error("slot_minutes", "Use a multiple of 5 minutes, like 30 or 60.")
     hours: OpeningHours = {}
     for day in range(7):
         try:
-            windows = parse_windows(form.get(f"hours_{day}", ""))
+            windows = parse_windows(read.raw(f"hours_{day}"))
         except ValueError as exc:
-            errors[f"hours_{day}"] = str(exc)
+            read.error(f"hours_{day}", str(exc))
         else:
             if windows:
                 hours[day] = windows
-    if not hours and not any(k.startswith("hours_") for k in errors):
-        errors["hours_0"] = "Open it on at least one day of the week."
-    book_ahead = _int(form, errors, "book_ahead_days", 1, 365, "Enter a number of days from 1 to 365.")
-    cutoff = _int(form, errors, "cancel_cutoff_hours", 0, 720, "Enter a number of hours from 0 to 720.")
-    if errors:
-        raise FormError(errors)
+    if not hours and not any(k.startswith("hours_") for k in read.errors):
+        read.error("hours_0", "Open it on at least one day of the week.")
+    book_ahead = read.integer(
+        "book_ahead_days", "Enter a number of days from 1 to 365.", minimum=1, maximum=365, default=1, required=True
+    )
+    cutoff = read.integer(
+        "cancel_cutoff_hours",
+        "Enter a number of hours from 0 to 720.",
+        minimum=0,
+        maximum=720,
+        default=0,
+        required=True,
+    )
+    read.done()
     return ResourceForm(
         name=name,
         slug=slug,
         kind=kind,
-        description=form.get("description", "").strip()[:2000],
+        description=read.raw("description")[:2000],
         capacity=capacity,
         credit_type_id=credit_type_id,
         credit_cost=credit_cost,
@@ -393,25 +394,24 @@ async def closures(db: AsyncSession, resource_id: UUID | None, *, today: date) -
 
 
 def parse_closure(form: dict[str, str], *, today: date) -> tuple[date, date, str]:
-    errors: dict[str, str] = {}
-    dates: list[date] = []
-    for key in ("starts_on", "ends_on"):
-        raw = form.get(key, "").strip() or (form.get("starts_on", "").strip() if key == "ends_on" else "")
-        try:
-            dates.append(date.fromisoformat(raw))
-        except ValueError:
-            errors[key] = "Enter a date like 2026-12-24."
-    if not errors:
-        if dates[1] < dates[0]:
-            errors["ends_on"] = "The last day must be on or after the first."
-        elif dates[1] < today:
-            errors["ends_on"] = "That is in the past: choose today or later."
-    reason = form.get("reason", "").strip()
-    if len(reason) > 200:
-        errors["reason"] = "Keep the reason under 200 characters."
-    if errors:
-        raise FormError(errors)
-    return dates[0], dates[1], reason
+    """A closure's first and last day (the last defaults to the first: a one-day closure) and its reason."""
+    read = FormReader(form)
+    message = "Enter a date like 2026-12-24."
+    starts = read.day("starts_on", message)
+    ends = read.day("ends_on", message) if read.raw("ends_on") else starts
+    for key, day in (("starts_on", starts), ("ends_on", ends)):
+        if day is None:
+            read.error(key, message)
+    if starts is not None and ends is not None:
+        if ends < starts:
+            read.error("ends_on", "The last day must be on or after the first.")
+        elif ends < today:
+            read.error("ends_on", "That is in the past: choose today or later.")
+    reason = read.text("reason", max_length=(200, "Keep the reason under 200 characters."))
+    read.done()
+    assert starts is not None
+    assert ends is not None
+    return starts, ends, reason
 
 
 async def add_closure(
