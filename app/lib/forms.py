@@ -44,10 +44,19 @@ class FormReader:
         self.errors.setdefault(name, message)
 
     def text(
-        self, name: str, *, required: str = "", max_length: tuple[int, str] | None = None, default: str = ""
+        self,
+        name: str,
+        *,
+        required: str = "",
+        max_length: tuple[int, str] | None = None,
+        default: str = "",
+        multiline: bool = False,
     ) -> str:
-        """Free text. ``required``: the message when it is empty; ``max_length``: (limit, message)."""
+        """Free text. ``required``: the message when it is empty; ``max_length``: (limit, message). A ``multiline``
+        field (a textarea) has its browser line ends made "\n", so its length is counted as it will be stored."""
         value = self.raw(name, default)
+        if multiline:
+            value = value.replace("\r\n", "\n")
         if not value and required:
             self.error(name, required)
         elif max_length is not None and len(value) > max_length[0]:

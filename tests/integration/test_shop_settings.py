@@ -61,6 +61,7 @@ async def test_an_admin_saves_the_settings_and_the_change_is_audited(
         stored = await load_shop_settings(db)
         entries = list(await db.scalars(select(m.AuditEntry).where(m.AuditEntry.action == "settings.update")))
     assert stored.gst_hst_number == "123456789 RT0001"
+    assert stored.address == "100 King St W\nToronto ON M5X 1A9"  # not the last alert recipient's address
     assert stored.download_limit == 7
     assert stored.alert_recipients == ("ops@cartwright.test", "owner@cartwright.test")
     assert len(entries) == 1

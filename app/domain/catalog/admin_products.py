@@ -191,9 +191,9 @@ def parse_product_form(form: dict[str, str], categories: list[m.Category]) -> di
     elif not slug and name:
         read.error("slug", "Enter a slug: lower-case letters, digits and dashes.")
     summary = read.text("summary", max_length=(280, "Keep the summary under 280 characters."))
-    description = read.raw("description").replace("\r\n", "\n")  # counted as stored: one character a line
-    if len(description) > 50_000:
-        read.error("description", "Keep the description under 50,000 characters.")
+    description = read.text(
+        "description", max_length=(50_000, "Keep the description under 50,000 characters."), multiline=True
+    )
     if not read.raw("price"):
         read.error("price", "Enter a price, such as 12.50.")
     price = read.money("price", CURRENCY, "Enter a price such as 12.50 (at most two decimals).")

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import models as m
 from app.domain.audit.services import Actor, changes, record_audit
 from app.lib.email_address import InvalidEmailError, clean_email
-from app.lib.exceptions import FormError
+from app.lib.forms import FormReader
 from app.lib.permissions import Role
 from app.lib.runtime import Runtime
 from app.lib.shop_settings import SHOP_SETTINGS, UNREAD, ShopSettings, announce_change, current_shop_settings
@@ -71,68 +71,68 @@ def settings_form_values(values: ShopSettings) -> dict[str, str]:
     return form
 
 
-def _whole(raw: str, *, low: int, high: int) -> int | None:
-    try:
-        number = int(raw.strip())
-    except ValueError:
-        return None
-    return number if low <= number <= high else None
-
-
-def _text(form: dict[str, str], name: str, limit: int, errors: dict[str, str], label: str) -> str:
-    value = form.get(name, "").strip().replace("\r\n", "\n")
-    if len(value) > limit:
-        errors[name] = f"Keep the {label} under {limit:,} characters."
-    return value
-
-
 def parse_settings_form(form: dict[str, str]) -> ShopSettings:
     """Validate every field at once; raise ``FormError`` with one message per bad field (nothing is saved then)."""
-    errors: dict[str, str] = {}
-    legal_name = _text(form, "legal_name", 200, errors, "legal name")
-    address = _text(form, "address", 1000, errors, "address")
-    gst_hst_number = _text(form, "gst_hst_number", 40, errors, "GST/HST number")
-    qst_number = _text(form, "qst_number", 40, errors, "QST number")
-    receipt_footer = _text(form, "receipt_footer", 2000, errors, "receipt footer")
-    support_email = form.get("support_email", "").strip()
+    read = FormReader(form)
+
+    def text(name: str, limit: int, label: str) -> str:
+        return read.text(name, max_length=(limit, f"Keep the {label} under {limit:,} characters."), multiline=True)
+
+    legal_name = text("legal_name", 200, "legal name")
+    address = text("address", 1000, "address")
+    gst_hst_number = text("gst_hst_number", 40, "GST/HST number")
+    qst_number = text("qst_number", 40, "QST number")
+    receipt_footer = text("receipt_footer", 2000, "receipt footer")
+    support_email = read.raw("support_email")
     if support_email:
         try:
             support_email = clean_email(support_email)
         except InvalidEmailError as exc:
-            errors["support_email"] = str(exc)
-    time_zone = form.get("time_zone", "").strip()
+            read.error("support_email", str(exc))
+    time_zone = read.raw("time_zone")
     if time_zone:
         try:
             ZoneInfo(time_zone)
         except (ZoneInfoNotFoundError, ValueError):
-            errors["time_zone"] = f"“{time_zone[:64]}” is not a time zone: use an IANA name such as America/Toronto."
-    download_limit = _whole(form.get("download_limit", ""), low=1, high=MAX_DOWNLOAD_LIMIT)
-    if download_limit is None:
-        errors["download_limit"] = f"Enter how many downloads a buyer gets, from 1 to {MAX_DOWNLOAD_LIMIT}."
-    lifetime = _whole(form.get("link_lifetime_hours", ""), low=1, high=MAX_LINK_LIFETIME_HOURS)
-    if lifetime is None:
-        errors["link_lifetime_hours"] = f"Enter a number of hours from 1 to {MAX_LINK_LIFETIME_HOURS}."
-    threshold = _whole(form.get("low_stock_threshold", ""), low=0, high=1_000_000)
-    if threshold is None:
-        errors["low_stock_threshold"] = "Enter a whole number of units, 0 or more."
+            read.error("time_zone", f"“{time_zone[:64]}” is not a time zone: use an IANA name such as America/Toronto.")
+    download_limit = read.integer(
+        "download_limit",
+        f"Enter how many downloads a buyer gets, from 1 to {MAX_DOWNLOAD_LIMIT}.",
+        minimum=1,
+        maximum=MAX_DOWNLOAD_LIMIT,
+        default=1,
+        required=True,
+    )
+    lifetime = read.integer(
+        "link_lifetime_hours",
+        f"Enter a number of hours from 1 to {MAX_LINK_LIFETIME_HOURS}.",
+        minimum=1,
+        maximum=MAX_LINK_LIFETIME_HOURS,
+        default=1,
+        required=True,
+    )
+    threshold = read.integer(
+        "low_stock_threshold",
+        "Enter a whole number of units, 0 or more.",
+        minimum=0,
+        maximum=1_000_000,
+        default=0,
+        required=True,
+    )
     recipients: list[str] = []
-    for raw in form.get("alert_recipients", "").replace(",", "\n").splitlines():
-        if not raw.strip():
+    for line in read.raw("alert_recipients").replace(",", "\n").splitlines():
+        if not line.strip():
             continue
         try:
-            address = clean_email(raw)
+            recipient = clean_email(line)
         except InvalidEmailError:
-            errors["alert_recipients"] = f"“{raw.strip()[:80]}” is not an email address: one address per line."
+            read.error("alert_recipients", f"“{line.strip()[:80]}” is not an email address: one address per line.")
             break
-        if address not in recipients:
-            recipients.append(address)
+        if recipient not in recipients:
+            recipients.append(recipient)
     if len(recipients) > MAX_ALERT_RECIPIENTS:
-        errors["alert_recipients"] = f"List at most {MAX_ALERT_RECIPIENTS} addresses."
-    if errors:
-        raise FormError(errors)
-    assert download_limit is not None
-    assert lifetime is not None
-    assert threshold is not None
+        read.error("alert_recipients", f"List at most {MAX_ALERT_RECIPIENTS} addresses.")
+    read.done()
     return ShopSettings(
         legal_name=legal_name,
         address=address,
