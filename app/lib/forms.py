@@ -175,6 +175,15 @@ class FormReader:
     def checkbox(self, name: str) -> bool:
         return self.raw(name).lower() in CHECKED
 
+    def form_token(self, expired: str) -> str:
+        """The rendering's one-use token (``new_form_token``: the idempotency key of what the form does). Without
+        it the form is stale, and nothing can be done safely: raise at once with ``expired`` and the field errors
+        found so far. Read it last."""
+        token = self.raw("form_token")
+        if not token or len(token) > 64:
+            raise FormError(dict(self.errors), expired)
+        return token
+
     def done(self, message: str = "Please correct the errors below.") -> None:
         """Raise one ``FormError`` with every field's problem, if there is any."""
         if self.errors:

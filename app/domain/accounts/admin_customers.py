@@ -14,6 +14,7 @@ from app.db import models as m
 from app.domain.audit.services import Actor, record_audit
 from app.domain.credits.services import CreditService, NotEnoughCreditsError, credit_label
 from app.lib.exceptions import FormError, NotFoundError
+from app.lib.forms import FormReader
 from app.lib.money import plain_amount
 from app.lib.permissions import Role
 from app.lib.tables import Column, Query, TableSpec, TableState
@@ -185,32 +186,23 @@ class CreditAdjustment:
 
 def parse_credit_form(form: dict[str, str], credit_types: list[m.CreditType]) -> CreditAdjustment:
     """Validate a manual credit adjustment form; raises ``FormError`` with every field's problem at once."""
-    errors: dict[str, str] = {}
-    known = {str(t.id): t.id for t in credit_types}
-    type_id = known.get(form.get("credit_type_id", ""))
+    read = FormReader(form)
+    type_id = {str(t.id): t.id for t in credit_types}.get(read.raw("credit_type_id"))
     if type_id is None:
-        errors["credit_type_id"] = "Choose a credit type."
-    amount = 0
-    raw = form.get("amount", "").strip()
-    try:
-        amount = int(raw)
-    except ValueError:
-        errors["amount"] = "Enter a whole number of credits, such as 3 or -2."
-    else:
-        if amount == 0:
-            errors["amount"] = "Enter a number of credits other than zero."
-        elif abs(amount) > MAX_ADJUSTMENT:
-            errors["amount"] = f"Adjust at most {MAX_ADJUSTMENT} credits at a time."
-    reason = " ".join(form.get("reason", "").split())
+        read.error("credit_type_id", "Choose a credit type.")
+    amount = read.integer("amount", "Enter a whole number of credits, such as 3 or -2.", default=0, required=True)
+    if amount == 0:
+        read.error("amount", "Enter a number of credits other than zero.")
+    elif abs(amount) > MAX_ADJUSTMENT:
+        read.error("amount", f"Adjust at most {MAX_ADJUSTMENT} credits at a time.")
+    reason = " ".join(read.raw("reason").split())
     if not reason:
-        errors["reason"] = "Say why: the customer sees this reason in their credit history."
+        read.error("reason", "Say why: the customer sees this reason in their credit history.")
     elif len(reason) > 500:
-        errors["reason"] = "Keep the reason under 500 characters."
-    token = form.get("form_token", "")
-    if not token or len(token) > 64:
-        raise FormError(errors, "This form has expired: reload the page and try again.")
-    if errors or type_id is None:
-        raise FormError(errors)
+        read.error("reason", "Keep the reason under 500 characters.")
+    token = read.form_token("This form has expired: reload the page and try again.")
+    read.done()
+    assert type_id is not None
     return CreditAdjustment(credit_type_id=type_id, amount=amount, reason=reason, form_token=token)
 
 

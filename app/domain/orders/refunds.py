@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import InvalidOperation
 from typing import Any
 
 import stripe
 
-from app.lib.exceptions import FormError
-from app.lib.money import format_money, parse_money
+from app.lib.forms import FormReader
+from app.lib.money import format_money
 from app.lib.stripe_gateway import idempotency_key
 
 STRIPE_REASONS = ("requested_by_customer", "duplicate", "fraudulent")
@@ -33,32 +32,25 @@ def parse_refund_form(
     ``too_much``: the error above ``refundable``; ``kept_in``: where the reason is kept; ``what``: what is refunded;
     ``page``: what to check again when the form has expired.
     """
-    errors: dict[str, str] = {}
-    amount = refundable
-    raw = form.get("amount", "").strip()
-    if raw:
-        try:
-            amount = parse_money(raw, currency)
-        except (ValueError, InvalidOperation):
-            errors["amount"] = "Enter an amount such as 12.50."
-        else:
-            if amount <= 0:
-                errors["amount"] = "Enter an amount greater than zero."
-            elif amount > refundable:
-                errors["amount"] = too_much.format(limit=format_money(refundable, currency))
-    reason = form.get("reason", "").strip()
-    if not reason:
-        errors["reason"] = f"Say why the {what} is refunded (kept {kept_in})."
-    elif len(reason) > 500:
-        errors["reason"] = "Keep the reason under 500 characters."
-    stripe_reason = form.get("stripe_reason", "") or STRIPE_REASONS[0]
+    read = FormReader(form)
+    amount = read.money(
+        "amount", currency, "Enter an amount such as 12.50.", positive="Enter an amount greater than zero."
+    )
+    if not read.raw("amount"):
+        amount = refundable  # blank: all that is left
+    elif amount is not None and amount > refundable:
+        read.error("amount", too_much.format(limit=format_money(refundable, currency)))
+    reason = read.text(
+        "reason",
+        required=f"Say why the {what} is refunded (kept {kept_in}).",
+        max_length=(500, "Keep the reason under 500 characters."),
+    )
+    stripe_reason = read.raw("stripe_reason") or STRIPE_REASONS[0]
     if stripe_reason not in STRIPE_REASONS:
-        errors["stripe_reason"] = "Choose one of the listed reasons."
-    token = form.get("form_token", "")
-    if not token or len(token) > 64:
-        raise FormError(errors, f"This form has expired: check the {page} and try again.")
-    if errors:
-        raise FormError(errors)
+        read.error("stripe_reason", "Choose one of the listed reasons.")
+    token = read.form_token(f"This form has expired: check the {page} and try again.")
+    read.done()
+    assert amount is not None
     return RefundForm(amount=amount, reason=reason, stripe_reason=stripe_reason, form_token=token)
 
 

@@ -180,9 +180,7 @@ def parse_promo_form(
         "Enter an amount such as 50.00, or leave it empty.",
         positive="Enter an amount greater than zero, or leave it empty.",
     )
-    token = form.get("form_token", "")
-    if not token or len(token) > 64:
-        raise FormError(read.errors, "This form has expired: reload the page and try again.")
+    token = read.form_token("This form has expired: reload the page and try again.")
     read.done()
     return PromoForm(
         code=code,
