@@ -20,7 +20,8 @@ from app.domain.catalog.stock_holds import StockUnavailableError, Wanted, hold_f
 from app.domain.promotions.services import PromoError, PromoQuote, quote_cart
 from app.domain.tax.services import PROVINCES, TaxResult, compute_tax
 from app.lib.email_address import InvalidEmailError, clean_email
-from app.lib.exceptions import ApplicationError, FormError
+from app.lib.exceptions import ApplicationError
+from app.lib.forms import FormReader
 from app.lib.localtime import to_local
 from app.lib.stripe_gateway import as_dict, idempotency_key
 from app.lib.tokens import new_token
@@ -86,44 +87,43 @@ class BillingDetails:
 
 def parse_billing(data: dict[str, str], *, account_email: str | None) -> BillingDetails:
     """Validate the billing form; raise :class:`FormError` with every field's problem at once."""
-    errors: dict[str, str] = {}
+    read = FormReader(data)
     email = account_email or ""  # a signed-in customer's address was validated when it was set
     if not account_email:
         try:
-            email = clean_email(data.get("email", ""))
+            email = clean_email(read.raw("email"))
         except InvalidEmailError:
-            errors["email"] = "Enter the email address your receipt and downloads should go to."
-    name = " ".join(data.get("name", "").split())
+            read.error("email", "Enter the email address your receipt and downloads should go to.")
+    name = " ".join(read.raw("name").split())
     if not name:
-        errors["name"] = "Enter the name on the bill."
+        read.error("name", "Enter the name on the bill.")
     elif len(name) > 120:
-        errors["name"] = "Keep the name under 120 characters."
-    country = data.get("country", "").strip().upper()
+        read.error("name", "Keep the name under 120 characters.")
+    country = read.raw("country").upper()
     if country not in COUNTRIES:
-        errors["country"] = "Choose a country."
-    region = data.get("region", "").strip().upper()
-    postal = " ".join(data.get("postal_code", "").split()).upper()
+        read.error("country", "Choose a country.")
+    region = read.raw("region").upper()
+    postal = " ".join(read.raw("postal_code").split()).upper()
     if country == "CA":
         if region not in PROVINCES:
-            errors["region"] = "Choose a province or territory: sales tax depends on it."
+            read.error("region", "Choose a province or territory: sales tax depends on it.")
         match = _CA_POSTAL.match(postal)
         if not match:
-            errors["postal_code"] = "Enter a Canadian postal code like K1A 0B1."
+            read.error("postal_code", "Enter a Canadian postal code like K1A 0B1.")
         else:
             postal = f"{match.group(1)} {match.group(2)}"
             if region in _POSTAL_PREFIXES and postal[0] not in _POSTAL_PREFIXES[region]:
-                errors["postal_code"] = f"That postal code is not in {PROVINCES[region]}."
+                read.error("postal_code", f"That postal code is not in {PROVINCES[region]}.")
     elif country == "US":
         if not _US_STATE.match(region):
-            errors["region"] = "Enter the two-letter state code, like NY."
+            read.error("region", "Enter the two-letter state code, like NY.")
         if not _US_ZIP.match(postal):
-            errors["postal_code"] = "Enter a ZIP code like 10001."
+            read.error("postal_code", "Enter a ZIP code like 10001.")
     else:
         region = region[:3]
         if len(postal) > 16:
-            errors["postal_code"] = "Enter a postal code of at most 16 characters."
-    if errors:
-        raise FormError(errors)
+            read.error("postal_code", "Enter a postal code of at most 16 characters.")
+    read.done()
     return BillingDetails(email=email, name=name, country=country, region=region, postal_code=postal)
 
 
