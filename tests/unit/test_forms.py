@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from app.domain.catalog.admin_categories import parse_category_form
+from app.domain.catalog.admin_categories import CategoryForm, parse_category_form
 from app.domain.catalog.admin_products import MAX_DOWNLOAD_LIMIT, parse_product_form
 from app.domain.promotions.admin import parse_promo_form
 from app.lib.exceptions import FormError
@@ -138,12 +138,9 @@ def test_a_promo_form_without_its_token_has_expired_whatever_else_it_says() -> N
 
 
 def test_the_category_form() -> None:
-    assert parse_category_form({"name": " Fonts ", "position": ""}) == {
-        "name": "Fonts",
-        "slug": "fonts",
-        "description": "",
-        "position": 0,
-    }
+    assert parse_category_form({"name": " Fonts ", "position": ""}) == CategoryForm(
+        name="Fonts", slug="fonts", description="", position=0
+    )
     assert problems({"name": "", "slug": "Bad Slug", "position": "x"}, parse_category_form) == {
         "name": "Give the category a name.",
         "slug": "Use lower-case letters, digits and dashes, e.g. “bad-slug”.",
@@ -153,14 +150,14 @@ def test_the_category_form() -> None:
 
 def test_the_product_form() -> None:
     good = parse_product_form({"name": "Maple Serif", "price": "39", "stock": "", "is_active": "on"}, [])
-    assert (good["slug"], good["price"], good["stock"], good["is_active"], good["is_featured"]) == (
+    assert (good.slug, good.price, good.stock, good.is_active, good.is_featured) == (
         "maple-serif",
         3900,
         None,
         True,
         False,
     )
-    assert good["download_limit"] >= 1  # the shop's default when left empty
+    assert good.download_limit >= 1  # the shop's default when left empty
     assert problems({"name": "", "price": ""}, lambda data: parse_product_form(data, [])) == {
         "name": "Give the product a name.",
         "price": "Enter a price, such as 12.50.",

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import asdict
 from uuid import uuid4
 
 import pytest
 
 from app.db import models as m
-from app.domain.catalog.admin_categories import parse_category_form
-from app.domain.catalog.admin_products import form_values, parse_product_form, slugify
+from app.domain.catalog.admin_categories import CategoryForm, parse_category_form
+from app.domain.catalog.admin_products import ProductForm, form_values, parse_product_form, slugify
 from app.lib.exceptions import FormError
 
 FONTS = m.Category(id=uuid4(), name="Fonts", slug="fonts")
 VALID = {"name": "Maple Sans", "price": "12.50", "form_token": "tok"}
 
 
-def parse(**changes: str) -> dict[str, Any]:
+def parse(**changes: str) -> ProductForm:
     return parse_product_form({**VALID, **changes}, [FONTS])
 
 
@@ -28,7 +28,7 @@ def errors_of(**changes: str) -> dict[str, str]:
 
 
 def test_a_minimal_valid_product_gets_a_slug_unlimited_stock_and_five_downloads() -> None:
-    assert parse() == {
+    assert asdict(parse()) == {
         "name": "Maple Sans",
         "slug": "maple-sans",
         "summary": "",
@@ -55,19 +55,19 @@ def test_a_full_valid_product() -> None:
         is_active="on",
         is_featured="true",
     )
-    assert (values["slug"], values["price"], values["category_id"], values["stock"]) == (
+    assert (values.slug, values.price, values.category_id, values.stock) == (
         "maple-sans-2",
         100_000,
         FONTS.id,
         0,
     )
-    assert (values["download_limit"], values["is_active"], values["is_featured"]) == (1000, True, True)
-    assert values["description"] == "Line one\nLine two"  # browsers post CRLF
+    assert (values.download_limit, values.is_active, values.is_featured) == (1000, True, True)
+    assert values.description == "Line one\nLine two"  # browsers post CRLF
 
 
 def test_price_bounds() -> None:
-    assert parse(price="0")["price"] == 0  # free products are allowed
-    assert parse(price="100000.00")["price"] == 100_000_00
+    assert parse(price="0").price == 0  # free products are allowed
+    assert parse(price="100000.00").price == 100_000_00
 
 
 @pytest.mark.parametrize(
@@ -130,7 +130,7 @@ def test_the_form_shows_a_saved_product_as_it_was_typed() -> None:
     assert (values["price"], values["stock"], values["is_active"], values["is_featured"]) == ("12.50", "", "on", "")
     # And the same values parse back to the same product.
     parsed = parse_product_form(values, [])
-    assert (parsed["price"], parsed["stock"], parsed["download_limit"], parsed["is_active"]) == (1250, None, 3, True)
+    assert (parsed.price, parsed.stock, parsed.download_limit, parsed.is_active) == (1250, None, 3, True)
     assert form_values(None) == {"is_active": "on", "download_limit": "5"}
 
 
@@ -141,13 +141,10 @@ def category_errors(**form: str) -> dict[str, str]:
 
 
 def test_category_form() -> None:
-    assert parse_category_form({"name": " Fonts ", "position": " -3 "}) == {
-        "name": "Fonts",
-        "slug": "fonts",
-        "description": "",
-        "position": -3,
-    }
-    assert parse_category_form({"name": "Fonts", "position": "1000"})["position"] == 1000
+    assert parse_category_form({"name": " Fonts ", "position": " -3 "}) == CategoryForm(
+        name="Fonts", slug="fonts", description="", position=-3
+    )
+    assert parse_category_form({"name": "Fonts", "position": "1000"}).position == 1000
     assert category_errors(name="") == {"name": "Give the category a name."}
     assert category_errors(name="x" * 81) == {"name": "Keep the name under 80 characters."}
     assert category_errors(slug="Fonts") == {"slug": "Use lower-case letters, digits and dashes, e.g. “fonts”."}

@@ -3,7 +3,7 @@ and invalidates the public catalog cache (the controller does that after the com
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import asdict, dataclass, fields
 from uuid import UUID
 
 from sqlalchemy import func, select
@@ -17,7 +17,16 @@ from app.domain.catalog.admin_products import slugify
 from app.lib.exceptions import ConflictError, FormError
 from app.lib.forms import FormReader
 
-FIELDS = ("name", "slug", "description", "position")
+
+@dataclass(frozen=True, slots=True)
+class CategoryForm:
+    name: str
+    slug: str
+    description: str
+    position: int  # smaller comes first
+
+
+FIELDS = tuple(f.name for f in fields(CategoryForm))
 
 
 async def categories_with_counts(db: AsyncSession) -> list[tuple[m.Category, int]]:
@@ -41,7 +50,7 @@ def category_form_values(category: m.Category | None) -> dict[str, str]:
     }
 
 
-def parse_category_form(form: dict[str, str]) -> dict[str, Any]:
+def parse_category_form(form: dict[str, str]) -> CategoryForm:
     read = FormReader(form)
     name = read.text(
         "name", required="Give the category a name.", max_length=(80, "Keep the name under 80 characters.")
@@ -54,10 +63,14 @@ def parse_category_form(form: dict[str, str]) -> dict[str, Any]:
         read.error("slug", "Enter a slug: lower-case letters, digits and dashes.")
     description = read.text("description", max_length=(2000, "Keep the description under 2,000 characters."))
     position = read.integer(
-        "position", "Enter a whole number from -1000 to 1000 (smaller comes first).", minimum=-1000, maximum=1000
+        "position",
+        "Enter a whole number from -1000 to 1000 (smaller comes first).",
+        minimum=-1000,
+        maximum=1000,
+        default=0,
     )
     read.done()
-    return {"name": name, "slug": slug, "description": description, "position": position or 0}
+    return CategoryForm(name=name, slug=slug, description=description, position=position)
 
 
 async def _check_slug(db: AsyncSession, category_id: UUID | None, slug: str) -> None:
@@ -74,7 +87,8 @@ async def _save(db: AsyncSession, slug: str, *, flush_only: bool = False) -> Non
         raise FormError({"slug": f"Another category already uses the slug “{slug}”: choose another."}) from exc
 
 
-async def create_category(db: AsyncSession, values: dict[str, Any], *, actor: Actor) -> m.Category:
+async def create_category(db: AsyncSession, form: CategoryForm, *, actor: Actor) -> m.Category:
+    values = asdict(form)
     await _check_slug(db, None, values["slug"])
     category = m.Category(**values)
     db.add(category)
@@ -86,7 +100,8 @@ async def create_category(db: AsyncSession, values: dict[str, Any], *, actor: Ac
     return category
 
 
-async def update_category(db: AsyncSession, category: m.Category, values: dict[str, Any], *, actor: Actor) -> bool:
+async def update_category(db: AsyncSession, category: m.Category, form: CategoryForm, *, actor: Actor) -> bool:
+    values = asdict(form)
     before, after = changes({f: getattr(category, f) for f in FIELDS}, values)
     if not after:
         return False

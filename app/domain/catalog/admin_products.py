@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 from uuid import UUID
 
@@ -28,21 +28,26 @@ CURRENCY = "CAD"
 MAX_PRICE = 100_000_00  # $100,000: anything above is a typo
 MAX_DOWNLOAD_LIMIT = 1000
 
-# The fields the form edits, in the order the audit log shows them.
-FIELDS = (
-    "name",
-    "slug",
-    "summary",
-    "description",
-    "price",
-    "category_id",
-    "stock",
-    "seo_title",
-    "seo_description",
-    "download_limit",
-    "is_active",
-    "is_featured",
-)
+
+@dataclass(frozen=True, slots=True)
+class ProductForm:
+    """What the product form sets, in the order the audit log shows it."""
+
+    name: str
+    slug: str
+    summary: str
+    description: str
+    price: int  # minor units of CURRENCY
+    category_id: UUID | None
+    stock: int | None  # None: unlimited
+    seo_title: str
+    seo_description: str
+    download_limit: int
+    is_active: bool
+    is_featured: bool
+
+
+FIELDS = tuple(f.name for f in fields(ProductForm))
 # A change to any of these makes the Stripe mirror stale.
 STRIPE_FIELDS = frozenset({"name", "slug", "summary", "price", "is_active"})
 
@@ -178,7 +183,7 @@ def form_values(product: m.Product | None) -> dict[str, str]:
     }
 
 
-def parse_product_form(form: dict[str, str], categories: list[m.Category]) -> dict[str, Any]:
+def parse_product_form(form: dict[str, str], categories: list[m.Category]) -> ProductForm:
     """Validate the product form; raises ``FormError`` with every field's problem at once."""
     read = FormReader(form)
     name = read.text(
@@ -216,24 +221,23 @@ def parse_product_form(form: dict[str, str], categories: list[m.Category]) -> di
         maximum=MAX_DOWNLOAD_LIMIT,
         default=current_shop_settings().download_limit,
     )
-    values = {
-        "name": name,
-        "slug": slug,
-        "summary": summary,
-        "description": description,
-        "price": price or 0,
-        "category_id": category_id,
-        "stock": stock,
-        "seo_title": read.text("seo_title", max_length=(160, "Keep the SEO title under 160 characters.")),
-        "seo_description": read.text(
-            "seo_description", max_length=(320, "Keep the SEO description under 320 characters.")
-        ),
-        "download_limit": download_limit,
-        "is_active": read.checkbox("is_active"),
-        "is_featured": read.checkbox("is_featured"),
-    }
+    seo_title = read.text("seo_title", max_length=(160, "Keep the SEO title under 160 characters."))
+    seo_description = read.text("seo_description", max_length=(320, "Keep the SEO description under 320 characters."))
     read.done()
-    return values
+    return ProductForm(
+        name=name,
+        slug=slug,
+        summary=summary,
+        description=description,
+        price=price or 0,
+        category_id=category_id,
+        stock=stock,
+        seo_title=seo_title,
+        seo_description=seo_description,
+        download_limit=download_limit,
+        is_active=read.checkbox("is_active"),
+        is_featured=read.checkbox("is_featured"),
+    )
 
 
 def snapshot(product: m.Product) -> dict[str, Any]:
@@ -254,8 +258,9 @@ async def _commit(db: AsyncSession, slug: str, *, flush_only: bool = False) -> N
         raise FormError({"slug": f"Another product already uses the slug “{slug}”: choose another."}) from exc
 
 
-async def create_product(db: AsyncSession, values: dict[str, Any], *, actor: Actor) -> m.Product:
+async def create_product(db: AsyncSession, form: ProductForm, *, actor: Actor) -> m.Product:
     """Create the product (not yet mirrored to Stripe) and commit."""
+    values = asdict(form)
     await _check_slug(db, values["slug"], None)
     product = m.Product(**values, currency=CURRENCY, cover_image="img/logo.svg")
     db.add(product)
@@ -272,8 +277,9 @@ async def create_product(db: AsyncSession, values: dict[str, Any], *, actor: Act
     return product
 
 
-async def update_product(db: AsyncSession, product: m.Product, values: dict[str, Any], *, actor: Actor) -> bool:
+async def update_product(db: AsyncSession, product: m.Product, form: ProductForm, *, actor: Actor) -> bool:
     """Apply the form's values and commit; returns whether anything changed."""
+    values = asdict(form)
     await _check_slug(db, values["slug"], product.id)
     before, after = changes(snapshot(product), values)
     if not after:
