@@ -22,8 +22,15 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import overload
 
+from litestar.params import URLEncodedBody
+
 from app.lib.exceptions import FormError
 from app.lib.money import parse_money
+
+# A form's body as a handler takes it: each field as sent (a repeated field, such as a list of checkboxes, is read
+# with ``request.form()``). A mapping on purpose: a typed body would let Litestar answer bad input with a bare 400
+# before the form could be shown again; the form's parser types it instead, through ``FormReader``.
+FormData = URLEncodedBody[dict[str, str]]
 
 CHECKED = frozenset({"on", "true", "1", "yes"})
 

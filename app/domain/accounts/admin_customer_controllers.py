@@ -8,7 +8,7 @@ from uuid import UUID
 import structlog
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, URLEncodedBody
+from litestar.params import FromPath
 from litestar.response import Stream, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,6 +27,7 @@ from app.domain.accounts.admin_customers import (
 )
 from app.domain.audit.services import Actor
 from app.lib.exceptions import ApplicationError, FormError
+from app.lib.forms import FormData
 from app.lib.htmx import flash, redirect, render, render_form
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
@@ -92,7 +93,7 @@ class AdminCustomerController(Controller):
         self,
         request: Request[Any, Any, Any],
         user_id: FromPath[UUID],
-        data: URLEncodedBody[dict[str, str]],
+        data: FormData,
         db_session: NamedDependency[AsyncSession],
         actor: NamedDependency[Actor],
     ) -> Response[Any]:
@@ -113,7 +114,7 @@ class AdminCustomerController(Controller):
         self,
         request: Request[Any, Any, Any],
         user_id: FromPath[UUID],
-        data: URLEncodedBody[dict[str, str]],
+        data: FormData,
         db_session: NamedDependency[AsyncSession],
         actor: NamedDependency[Actor],
     ) -> Template | Response[Any]:

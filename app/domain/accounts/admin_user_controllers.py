@@ -7,7 +7,7 @@ from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, URLEncodedBody
+from litestar.params import FromPath
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,6 +15,7 @@ from app.db import models as m
 from app.domain.accounts.admin_users import ROLE_LABELS, USERS_TABLE, change_role, get_user, set_active, users_query
 from app.domain.audit.services import Actor, recent_for
 from app.lib.exceptions import FormError
+from app.lib.forms import FormData
 from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import Access, Resource
 from app.lib.tables import table_for
@@ -63,7 +64,7 @@ class AdminUserController(Controller):
         self,
         request: Request[Any, Any, Any],
         user_id: FromPath[UUID],
-        data: URLEncodedBody[dict[str, str]],
+        data: FormData,
         db_session: NamedDependency[AsyncSession],
         actor: NamedDependency[Actor],
     ) -> Template | Response[Any]:
@@ -85,7 +86,7 @@ class AdminUserController(Controller):
         self,
         request: Request[Any, Any, Any],
         user_id: FromPath[UUID],
-        data: URLEncodedBody[dict[str, str]],
+        data: FormData,
         db_session: NamedDependency[AsyncSession],
         actor: NamedDependency[Actor],
     ) -> Template | Response[Any]:

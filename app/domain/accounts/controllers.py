@@ -7,7 +7,7 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, FromQuery, URLEncodedBody
+from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,6 +21,7 @@ from app.domain.notifications.dependencies import provide_email_service
 from app.lib.client_ip import client_ip
 from app.lib.email_address import email_problem
 from app.lib.exceptions import FormError, RateLimitedError
+from app.lib.forms import FormData
 from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import is_staff
 from app.lib.ratelimit import enforce
@@ -28,8 +29,6 @@ from app.lib.runtime import Runtime
 from app.lib.urls import same_site_path
 from app.server.auth import SESSION_AUTH_AT_KEY, SESSION_EPOCH_KEY, SESSION_USER_KEY, current_user, requires_login
 from app.server.sessions import end_session, rotate_session, set_session_lifetime
-
-Form = URLEncodedBody[dict[str, str]]
 
 
 def safe_next(url: str | None, default: str = "/") -> str:
@@ -85,7 +84,7 @@ class AccountController(Controller):
     async def login(
         self,
         request: Request[Any, Any, Any],
-        data: Form,
+        data: FormData,
         account_service: NamedDependency[AccountService],
         login_throttle: NamedDependency[LoginThrottle],
         runtime: NamedDependency[Runtime],
@@ -136,7 +135,7 @@ class AccountController(Controller):
 
     @post("/register", name="accounts:register.submit")
     async def register(
-        self, request: Request[Any, Any, Any], data: Form, account_service: NamedDependency[AccountService]
+        self, request: Request[Any, Any, Any], data: FormData, account_service: NamedDependency[AccountService]
     ) -> Template:
         email = data.get("email", "").strip()
         form = {"email": email, "name": data.get("name", "")}
@@ -195,7 +194,7 @@ class AccountController(Controller):
 
     @post("/forgot-password", name="accounts:forgot.submit")
     async def forgot(
-        self, request: Request[Any, Any, Any], data: Form, account_service: NamedDependency[AccountService]
+        self, request: Request[Any, Any, Any], data: FormData, account_service: NamedDependency[AccountService]
     ) -> Template:
         email = data.get("email", "").strip()
         if problem := email_problem(email):
@@ -233,7 +232,7 @@ class AccountController(Controller):
         self,
         request: Request[Any, Any, Any],
         token: FromPath[str],
-        data: Form,
+        data: FormData,
         account_service: NamedDependency[AccountService],
         login_throttle: NamedDependency[LoginThrottle],
     ) -> Response[Any]:
@@ -281,7 +280,7 @@ class AccountController(Controller):
     async def change_password(
         self,
         request: Request[Any, Any, Any],
-        data: Form,
+        data: FormData,
         account_service: NamedDependency[AccountService],
         runtime: NamedDependency[Runtime],
     ) -> Response[Any]:

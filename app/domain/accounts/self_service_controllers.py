@@ -7,7 +7,6 @@ from typing import Any
 import stripe
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import URLEncodedBody
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,13 +20,12 @@ from app.domain.accounts.self_service import (
 from app.domain.notifications.dependencies import provide_email_service
 from app.domain.notifications.services import EmailService
 from app.lib.exceptions import FormError
+from app.lib.forms import FormData
 from app.lib.htmx import flash, redirect, render
 from app.lib.ratelimit import enforce
 from app.lib.runtime import Runtime
 from app.server.auth import SESSION_EPOCH_KEY, current_user, requires_login
 from app.server.sessions import end_session
-
-Form = URLEncodedBody[dict[str, str]]
 
 
 def provide_self_service(
@@ -77,7 +75,7 @@ class SelfServiceController(Controller):
     async def rename(
         self,
         request: Request[Any, Any, Any],
-        data: Form,
+        data: FormData,
         self_service: NamedDependency[SelfService],
         runtime: NamedDependency[Runtime],
     ) -> Response[Any]:
@@ -94,7 +92,7 @@ class SelfServiceController(Controller):
     async def change_email(
         self,
         request: Request[Any, Any, Any],
-        data: Form,
+        data: FormData,
         self_service: NamedDependency[SelfService],
         runtime: NamedDependency[Runtime],
     ) -> Response[Any]:
@@ -148,7 +146,7 @@ class SelfServiceController(Controller):
     async def delete(
         self,
         request: Request[Any, Any, Any],
-        data: Form,
+        data: FormData,
         self_service: NamedDependency[SelfService],
         runtime: NamedDependency[Runtime],
     ) -> Response[Any]:

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, URLEncodedBody
+from litestar.params import FromPath
 from litestar.response import Stream, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -35,6 +35,7 @@ from app.domain.bookings.admin_resources import (
 )
 from app.domain.bookings.schedule import WEEKDAYS
 from app.lib.exceptions import ApplicationError, FormError
+from app.lib.forms import FormData
 from app.lib.htmx import flash, redirect, render, render_form
 from app.lib.localtime import local_today
 from app.lib.permissions import Access, Resource
@@ -134,7 +135,7 @@ class AdminResourceController(Controller):
     async def create(
         self,
         request: Request[Any, Any, Any],
-        data: URLEncodedBody[dict[str, str]],
+        data: FormData,
         db_session: NamedDependency[AsyncSession],
         actor: NamedDependency[Actor],
     ) -> Template | Response[Any]:
@@ -156,7 +157,7 @@ class AdminResourceController(Controller):
     async def add_holiday(
         self,
         request: Request[Any, Any, Any],
-        data: URLEncodedBody[dict[str, str]],
+        data: FormData,
         db_session: NamedDependency[AsyncSession],
         actor: NamedDependency[Actor],
     ) -> Template | Response[Any]:
@@ -180,7 +181,7 @@ class AdminResourceController(Controller):
         self,
         request: Request[Any, Any, Any],
         resource_id: FromPath[UUID],
-        data: URLEncodedBody[dict[str, str]],
+        data: FormData,
         db_session: NamedDependency[AsyncSession],
         actor: NamedDependency[Actor],
     ) -> Template | Response[Any]:
@@ -228,7 +229,7 @@ class AdminResourceController(Controller):
         self,
         request: Request[Any, Any, Any],
         resource_id: FromPath[UUID],
-        data: URLEncodedBody[dict[str, str]],
+        data: FormData,
         db_session: NamedDependency[AsyncSession],
         actor: NamedDependency[Actor],
     ) -> Template | Response[Any]:

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, FromQuery, URLEncodedBody
+from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,6 +27,7 @@ from app.domain.credits.services import CreditService, NotEnoughCreditsError, cr
 from app.domain.orders.bookings import PAID_WITH_CARD
 from app.domain.tax.services import PROVINCES
 from app.lib.exceptions import FormError
+from app.lib.forms import FormData
 from app.lib.htmx import flash, redirect, render, wants_fragment
 from app.lib.localtime import local_day, local_today
 from app.lib.ratelimit import enforce
@@ -167,7 +168,7 @@ class BookingController(Controller):
         self,
         request: Request[Any, Any, Any],
         slot_id: FromPath[UUID],
-        data: URLEncodedBody[dict[str, str]],
+        data: FormData,
         bookings: NamedDependency[BookingService],
     ) -> Template | Response[Any]:
         """Hold the seat with a pending order, then on to the existing payment page."""

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, URLEncodedBody
+from litestar.params import FromPath
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,12 +18,11 @@ from app.domain.cart.services import MAX_QUANTITY, CartChange, CartService, Pric
 from app.domain.promotions.services import SESSION_PROMO_KEY, CartPromo, PromoError, cart_promo, quote_cart
 from app.lib import metrics
 from app.lib.exceptions import ApplicationError, NotFoundError, RateLimitedError
+from app.lib.forms import FormData
 from app.lib.htmx import flash, redirect, render, wants_fragment
 from app.lib.ratelimit import enforce
 from app.lib.urls import same_site_path
 from app.server.auth import current_user
-
-Form = URLEncodedBody[dict[str, str]]
 
 PAGE = "cart/show.html.j2"
 # The fragment an HTMX change answers with is its route's: the cart page's forms post to /cart/..., the drawer's to
@@ -107,7 +106,7 @@ class CartController(Controller):
 
     @post("/cart/items", name="cart:add")
     async def add(
-        self, request: Request[Any, Any, Any], data: Form, cart: NamedDependency[CartService]
+        self, request: Request[Any, Any, Any], data: FormData, cart: NamedDependency[CartService]
     ) -> Response[Any]:
         user = current_user(request)
         response = await self._change(
@@ -124,7 +123,11 @@ class CartController(Controller):
 
     @post("/cart/items/{product_id:str}", name="cart:update")
     async def update(
-        self, request: Request[Any, Any, Any], product_id: FromPath[str], data: Form, cart: NamedDependency[CartService]
+        self,
+        request: Request[Any, Any, Any],
+        product_id: FromPath[str],
+        data: FormData,
+        cart: NamedDependency[CartService],
     ) -> Response[Any]:
         user = current_user(request)
         return await self._change(
@@ -183,13 +186,13 @@ class CartController(Controller):
 
     @post("/cart/promo", name="cart:promo_apply")
     async def apply_promo(
-        self, request: Request[Any, Any, Any], data: Form, cart: NamedDependency[CartService]
+        self, request: Request[Any, Any, Any], data: FormData, cart: NamedDependency[CartService]
     ) -> Response[Any]:
         return await self._apply_promo(request, data, cart, view=CART_VIEW)
 
     @post("/cart/drawer/promo", name="cart:drawer_promo_apply")
     async def drawer_apply_promo(
-        self, request: Request[Any, Any, Any], data: Form, cart: NamedDependency[CartService]
+        self, request: Request[Any, Any, Any], data: FormData, cart: NamedDependency[CartService]
     ) -> Response[Any]:
         return await self._apply_promo(request, data, cart, view=DRAWER_VIEW)
 

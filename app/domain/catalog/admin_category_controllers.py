@@ -7,7 +7,7 @@ from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, URLEncodedBody
+from litestar.params import FromPath
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,12 +23,12 @@ from app.domain.catalog.admin_categories import (
 )
 from app.domain.catalog.cache import invalidate_catalog
 from app.lib.exceptions import ApplicationError, ConflictError, FormError
+from app.lib.forms import FormData
 from app.lib.htmx import flash, redirect, render, render_form
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
 from app.server.auth import requires
 
-Form = URLEncodedBody[dict[str, str]]
 FULL = [requires(Resource.PRODUCTS, Access.FULL)]
 
 
@@ -65,7 +65,7 @@ class AdminCategoryController(Controller):
     async def create(
         self,
         request: Request[Any, Any, Any],
-        data: Form,
+        data: FormData,
         db_session: NamedDependency[AsyncSession],
         runtime: NamedDependency[Runtime],
         actor: NamedDependency[Actor],
@@ -90,7 +90,7 @@ class AdminCategoryController(Controller):
         self,
         request: Request[Any, Any, Any],
         category_id: FromPath[UUID],
-        data: Form,
+        data: FormData,
         db_session: NamedDependency[AsyncSession],
         runtime: NamedDependency[Runtime],
         actor: NamedDependency[Actor],

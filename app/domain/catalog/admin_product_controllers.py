@@ -12,7 +12,7 @@ from uuid import UUID
 import structlog
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, URLEncodedBody
+from litestar.params import FromPath
 from litestar.response import Stream, Template
 from saq import Queue
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,6 +38,7 @@ from app.domain.catalog.cache import invalidate_catalog
 from app.domain.catalog.covers import CoverError, store_cover
 from app.domain.catalog.jobs import sync_now_or_later
 from app.lib.exceptions import ApplicationError, FormError
+from app.lib.forms import FormData
 from app.lib.htmx import flash, redirect, render, render_form
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
@@ -50,7 +51,6 @@ from app.server.auth import requires
 log = structlog.get_logger()
 # The bucket did not answer: the product still has its previous file or cover, so nothing is lost by retrying.
 STORAGE_DOWN = "The file store isn't answering, so nothing was changed. Try again in a minute."
-Form = URLEncodedBody[dict[str, str]]
 FULL = [requires(Resource.PRODUCTS, Access.FULL)]
 UNSYNCED = "Saved; Stripe sync will retry."
 
@@ -133,7 +133,7 @@ class AdminProductController(Controller):
     async def create(
         self,
         request: Request[Any, Any, Any],
-        data: Form,
+        data: FormData,
         db_session: NamedDependency[AsyncSession],
         runtime: NamedDependency[Runtime],
         queue: NamedDependency[Queue],
@@ -161,7 +161,7 @@ class AdminProductController(Controller):
         self,
         request: Request[Any, Any, Any],
         product_id: FromPath[UUID],
-        data: Form,
+        data: FormData,
         db_session: NamedDependency[AsyncSession],
         runtime: NamedDependency[Runtime],
         queue: NamedDependency[Queue],

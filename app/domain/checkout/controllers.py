@@ -11,7 +11,7 @@ import stripe
 import structlog
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, FromQuery, URLEncodedBody
+from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 from saq import Queue
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -36,6 +36,7 @@ from app.domain.promotions.services import SESSION_PROMO_KEY, CartPromo, cart_pr
 from app.domain.tax.services import PROVINCES
 from app.lib import metrics
 from app.lib.exceptions import ApplicationError, ConflictError, FormError
+from app.lib.forms import FormData
 from app.lib.handler_context import HandlerContext
 from app.lib.htmx import flash, redirect, render, render_form
 from app.lib.ratelimit import enforce
@@ -44,7 +45,6 @@ from app.server.auth import current_user
 
 log = structlog.get_logger()
 
-Form = URLEncodedBody[dict[str, str]]
 CHECKOUT_TOKEN_KEY = "checkout_token"
 PAID_SEEN_KEY = "paid_orders_seen"
 
@@ -143,7 +143,7 @@ class CheckoutController(Controller):
     async def submit(
         self,
         request: Request[Any, Any, Any],
-        data: Form,
+        data: FormData,
         db_session: NamedDependency[AsyncSession],
         checkout: NamedDependency[CheckoutService],
         runtime: NamedDependency[Runtime],

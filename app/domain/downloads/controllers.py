@@ -7,7 +7,7 @@ from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, URLEncodedBody
+from litestar.params import FromPath
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,13 +23,13 @@ from app.domain.notifications.dependencies import provide_email_service
 from app.domain.notifications.services import EmailService
 from app.lib.email_address import email_problem
 from app.lib.exceptions import NotFoundError
+from app.lib.forms import FormData
 from app.lib.htmx import flash, redirect, render, wants_fragment
 from app.lib.ratelimit import enforce
 from app.lib.runtime import Runtime
 from app.lib.storage import stored_response
 from app.server.auth import current_user, requires_login
 
-Form = URLEncodedBody[dict[str, str]]
 LINK_HOURS = int(DEFAULT_LINK_TTL.total_seconds() // 3600)
 
 
@@ -129,7 +129,7 @@ class DownloadController(Controller):
     async def resend(
         self,
         request: Request[Any, Any, Any],
-        data: Form,
+        data: FormData,
         downloads: NamedDependency[DownloadService],
         email_service: NamedDependency[EmailService],
         resend_throttle: NamedDependency[ResendThrottle],

@@ -10,7 +10,7 @@ import stripe
 import structlog
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, URLEncodedBody
+from litestar.params import FromPath
 from litestar.response import Stream, Template
 from saq import Queue
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,6 +35,7 @@ from app.domain.orders.admin import (
 )
 from app.domain.orders.refunds import STRIPE_REASONS
 from app.lib.exceptions import ApplicationError, FormError
+from app.lib.forms import FormData
 from app.lib.htmx import flash, redirect, render, render_form
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
@@ -148,7 +149,7 @@ class AdminOrderController(Controller):
         self,
         request: Request[Any, Any, Any],
         order_id: FromPath[UUID],
-        data: URLEncodedBody[dict[str, str]],
+        data: FormData,
         db_session: NamedDependency[AsyncSession],
         runtime: NamedDependency[Runtime],
         actor: NamedDependency[Actor],

@@ -6,7 +6,6 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import URLEncodedBody
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,6 +17,7 @@ from app.domain.settings.services import (
     settings_form_values,
 )
 from app.lib.exceptions import FormError
+from app.lib.forms import FormData
 from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
@@ -61,7 +61,7 @@ class AdminSettingsController(Controller):
     async def update(
         self,
         request: Request[Any, Any, Any],
-        data: URLEncodedBody[dict[str, str]],
+        data: FormData,
         db_session: NamedDependency[AsyncSession],
         runtime: NamedDependency[Runtime],
         actor: NamedDependency[Actor],

@@ -10,7 +10,7 @@ import stripe
 import structlog
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, URLEncodedBody
+from litestar.params import FromPath
 from litestar.response import Stream, Template
 from saq import Queue
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,6 +29,7 @@ from app.domain.subscriptions.admin import (
     subscriptions_query,
 )
 from app.lib.exceptions import FormError
+from app.lib.forms import FormData
 from app.lib.htmx import flash, redirect, render
 from app.lib.permissions import Access, Resource
 from app.lib.runtime import Runtime
@@ -177,7 +178,7 @@ class AdminSubscriptionActionController(Controller):
         self,
         request: Request[Any, Any, Any],
         subscription_id: FromPath[UUID],
-        data: URLEncodedBody[dict[str, str]],
+        data: FormData,
         db_session: NamedDependency[AsyncSession],
         runtime: NamedDependency[Runtime],
         queue: NamedDependency[Queue],
@@ -206,7 +207,7 @@ class AdminSubscriptionActionController(Controller):
         self,
         request: Request[Any, Any, Any],
         subscription_id: FromPath[UUID],
-        data: URLEncodedBody[dict[str, str]],
+        data: FormData,
         db_session: NamedDependency[AsyncSession],
         runtime: NamedDependency[Runtime],
         queue: NamedDependency[Queue],
@@ -223,7 +224,7 @@ class AdminSubscriptionActionController(Controller):
         self,
         request: Request[Any, Any, Any],
         subscription_id: FromPath[UUID],
-        data: URLEncodedBody[dict[str, str]],
+        data: FormData,
         db_session: NamedDependency[AsyncSession],
         runtime: NamedDependency[Runtime],
         queue: NamedDependency[Queue],

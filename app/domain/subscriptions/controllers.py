@@ -10,7 +10,7 @@ import stripe
 import structlog
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, FromQuery, URLEncodedBody
+from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 from saq import Queue
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,6 +24,7 @@ from app.domain.promotions.services import PlanQuote, PromoError, normalize_code
 from app.domain.subscriptions.services import ProvinceError, SubscriptionError, SubscriptionService
 from app.domain.tax.services import PROVINCES
 from app.lib.exceptions import NotFoundError, RateLimitedError
+from app.lib.forms import FormData
 from app.lib.htmx import flash, redirect, render
 from app.lib.ratelimit import enforce
 from app.lib.runtime import Runtime
@@ -31,8 +32,6 @@ from app.lib.stripe_gateway import stripe_message
 from app.server.auth import current_user, requires_login
 
 log = structlog.get_logger()
-
-Form = URLEncodedBody[dict[str, str]]
 
 
 def provide_subscription_service(
@@ -156,7 +155,7 @@ class SubscriptionController(Controller):
         self,
         request: Request[Any, Any, Any],
         slug: FromPath[str],
-        data: Form,
+        data: FormData,
         db_session: NamedDependency[AsyncSession],
         subscriptions: NamedDependency[SubscriptionService],
         runtime: NamedDependency[Runtime],
@@ -330,7 +329,7 @@ class SubscriptionController(Controller):
     async def change_province(
         self,
         request: Request[Any, Any, Any],
-        data: Form,
+        data: FormData,
         db_session: NamedDependency[AsyncSession],
         subscriptions: NamedDependency[SubscriptionService],
         runtime: NamedDependency[Runtime],
@@ -472,7 +471,7 @@ class SubscriptionController(Controller):
     async def switch(
         self,
         request: Request[Any, Any, Any],
-        data: Form,
+        data: FormData,
         db_session: NamedDependency[AsyncSession],
         subscriptions: NamedDependency[SubscriptionService],
     ) -> Response[Any]:
