@@ -60,7 +60,7 @@ class FormReader:
         multiline: bool = False,
     ) -> str:
         """Free text. ``required``: the message when it is empty; ``max_length``: (limit, message). A ``multiline``
-        field (a textarea) has its browser line ends made "\n", so its length is counted as it will be stored."""
+        field (a textarea) has the browser's CRLF line ends made LF, so its length is counted as it will be stored."""
         value = self.raw(name, default)
         if multiline:
             value = value.replace("\r\n", "\n")
