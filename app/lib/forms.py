@@ -17,10 +17,11 @@ reading the others; nothing built from a failed reader is ever returned, since `
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import overload
+from uuid import UUID
 
 from litestar.params import URLEncodedBody
 
@@ -76,6 +77,17 @@ class FormReader:
         if value not in choices:
             self.error(name, message)
         return value
+
+    def one_of(self, name: str, ids: Iterable[UUID], message: str, *, required: bool = False) -> UUID | None:
+        """The id picked in a ``<select>`` of ``ids`` (a category, a credit type); empty gives None (or ``message``
+        when ``required``), an id not offered gives ``message``."""
+        text = self._filled(name, message, required=required)
+        if not text:
+            return None
+        picked = next((i for i in ids if str(i) == text), None)
+        if picked is None:
+            self.error(name, message)
+        return picked
 
     @overload
     def integer(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, date, datetime
+from uuid import uuid4
 
 import pytest
 
@@ -171,3 +172,13 @@ def test_the_product_form() -> None:
         "stock": "Enter a whole number of copies, or leave it blank for unlimited.",
         "download_limit": f"Enter how many downloads a buyer gets, from 1 to {MAX_DOWNLOAD_LIMIT}.",
     }
+
+
+def test_an_id_is_one_of_those_offered_and_empty_is_none_unless_required() -> None:
+    offered = [uuid4(), uuid4()]
+    read = FormReader({"pick": str(offered[1]), "forged": str(uuid4()), "blank": ""})
+    assert read.one_of("pick", offered, "Choose one.") == offered[1]
+    assert read.one_of("blank", offered, "Choose one.") is None
+    assert read.one_of("forged", offered, "Choose one of the listed.") is None
+    assert read.one_of("missing", offered, "A choice is needed.", required=True) is None
+    assert read.errors == {"forged": "Choose one of the listed.", "missing": "A choice is needed."}

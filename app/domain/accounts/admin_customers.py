@@ -187,9 +187,7 @@ class CreditAdjustment:
 def parse_credit_form(form: dict[str, str], credit_types: list[m.CreditType]) -> CreditAdjustment:
     """Validate a manual credit adjustment form; raises ``FormError`` with every field's problem at once."""
     read = FormReader(form)
-    type_id = {str(t.id): t.id for t in credit_types}.get(read.raw("credit_type_id"))
-    if type_id is None:
-        read.error("credit_type_id", "Choose a credit type.")
+    type_id = read.one_of("credit_type_id", (t.id for t in credit_types), "Choose a credit type.", required=True)
     amount = read.integer("amount", "Enter a whole number of credits, such as 3 or -2.", default=0, required=True)
     if amount == 0:
         read.error("amount", "Enter a number of credits other than zero.")

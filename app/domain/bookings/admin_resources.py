@@ -183,11 +183,8 @@ def parse_resource_form(form: dict[str, str], credit_type_ids: set[UUID]) -> Res
     capacity = read.integer(
         "capacity", "Enter the seats per slot, from 1 to 500.", minimum=1, maximum=500, default=1, required=True
     )
-    credit_type_id: UUID | None = None
-    if raw_type := read.raw("credit_type_id"):
-        credit_type_id = {str(t): t for t in credit_type_ids}.get(raw_type)  # as the form's <select> sends it
-        if credit_type_id is None:
-            read.error("credit_type_id", "Choose a credit type from the list, or none.")
+    credit_type_id = read.one_of("credit_type_id", credit_type_ids, "Choose a credit type from the list, or none.")
+    raw_type = read.raw("credit_type_id")  # a type was chosen, even one not offered: its cost is asked for too
     credit_cost = 1
     if raw_type:
         credit_cost = read.integer(

@@ -206,11 +206,7 @@ def parse_product_form(form: dict[str, str], categories: list[m.Category]) -> Pr
         read.error("price", "A price can't be negative.")
     elif price is not None and price > MAX_PRICE:
         read.error("price", f"At most {format_money(MAX_PRICE, CURRENCY)}.")
-    category_id: UUID | None = None
-    if raw_category := read.raw("category_id"):
-        category_id = {str(c.id): c.id for c in categories}.get(raw_category)
-        if category_id is None:
-            read.error("category_id", "Choose one of the listed categories.")
+    category_id = read.one_of("category_id", (c.id for c in categories), "Choose one of the listed categories.")
     stock = read.integer(
         "stock", "Enter a whole number of copies, or leave it blank for unlimited.", minimum=0, maximum=1_000_000
     )
