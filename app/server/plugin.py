@@ -130,6 +130,16 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+class WorkersCommand(CLIPluginProtocol):
+    """Registers our `cartwright workers run` over litestar-saq's (app/cli/workers.py says why). A plugin of its own
+    placed after litestar-saq's, since the CLI takes the last command registered under a name."""
+
+    def on_cli_init(self, cli: Group) -> None:
+        from app.cli.workers import workers_group
+
+        cli.add_command(workers_group)
+
+
 class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -183,6 +193,7 @@ class ApplicationCore(InitPluginProtocol, CLIPluginProtocol):
                 saq_plugin(
                     saq, grace_seconds=settings.worker_shutdown_grace_seconds, redis_timeout=settings.redis_timeout
                 ),
+                WorkersCommand(),
                 channels,
             ]
         )

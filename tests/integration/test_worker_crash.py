@@ -1,4 +1,5 @@
-"""Workers stopped mid-job, by ``kill -9`` (catalogue Q2) and by SIGTERM (Q4): the order is fulfilled once.
+"""Workers stopped mid-job, by ``kill -9`` (catalogue Q2) and by SIGTERM (Q4): the order is fulfilled once; and
+the email queue, in a further process of the same command, recovers a dead worker's job as quickly (Q2).
 
 Real ``cartwright workers run`` processes, started the way production starts them (tests/support.py's
 environment, which tests/conftest.py's ``test_env`` put in ``os.environ``). The job is held in progress by a row
@@ -30,6 +31,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db import models as m
+from app.domain.notifications.services import EmailService
 from app.domain.payments.webhooks import WebhookIntake, enqueue_event_job
 from app.lib import queues
 from app.lib.queues import RoutingQueue
@@ -46,6 +48,7 @@ from tests.integration.purchase_support import (
     open_pay_page,
     place_order,
 )
+from tests.support import Mailbox
 
 ROOT = Path(__file__).resolve().parents[2]
 CARTWRIGHT = Path(sys.executable).parent / "cartwright"
@@ -283,3 +286,33 @@ async def test_q4_a_job_that_outlives_the_grace_period_is_requeued_not_failed(
     finally:
         for proc in workers:
             stop_worker(proc)
+
+
+async def test_q2_an_email_a_dead_worker_took_off_the_queue_is_sent_within_seconds(
+    runtime: Runtime, queue: Queue, mailbox: Mailbox, tmp_path: Path
+) -> None:
+    """The email queue runs in a further process of `cartwright workers run`. A worker that took the job off the
+    queue (its BLMOVE) and died, or whose connection gave up just as Redis answered, left it in the active list,
+    still queued. That process's worker must sweep it back within seconds, as the first process's does; with
+    litestar-saq's own command it ran a plain SAQ worker, which swept once a minute (emails a minute late in CI)."""
+    async with runtime.db() as db:
+        await EmailService(db, queue).send(
+            "password_reset", "swept@example.com", {"name": "Sam", "reset_url": "http://x/r", "valid_minutes": 60}
+        )
+    emails = cast("RoutingQueue", queue).family[queues.EMAILS]
+    # What the lost worker's BLMOVE did, before any worker of this test runs.
+    assert await runtime.redis.lmove(emails.namespace("queued"), emails.namespace("active"), "LEFT", "RIGHT")
+    log = tmp_path / "worker.log"
+    worker = start_worker(log)
+    try:
+        started = time.monotonic()
+
+        async def delivered() -> bool:
+            return bool(mailbox.to("swept@example.com"))
+
+        await wait_until(delivered, what="the swept email delivered", worker=worker, log=log, timeout=30)
+        print(f"worker start to the lost email delivered: {time.monotonic() - started:.1f} s")  # noqa: T201
+        [message] = mailbox.to("swept@example.com")
+        assert message["Subject"] == "Reset your Cartwright password"
+    finally:
+        stop_worker(worker)
