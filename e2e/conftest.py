@@ -421,6 +421,13 @@ def request_password_reset(page: Page, email: str) -> None:
     expect(page.get_by_role("status").filter(has_text=f"If an account exists for {email}")).to_be_visible()
 
 
+def htmx_settled(page: Page) -> None:
+    """Wait until htmx has no request in flight and has settled what it swapped in. Content htmx swaps in shows at
+    once but is wired up (its own hx-* attributes) only when it settles, a moment later: a key pressed on it
+    before then does what the plain HTML does (the cart link opens /cart instead of the drawer)."""
+    expect(page.locator(".htmx-request, .htmx-swapping, .htmx-settling")).to_have_count(0)
+
+
 def images_loaded(page: Page) -> None:
     """Wait until every image in the viewport has loaded (lazy covers), so screenshots show them."""
     page.wait_for_function(

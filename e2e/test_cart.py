@@ -9,7 +9,7 @@ from playwright.sync_api import Page, expect
 
 from app.cli.seed_data import PRODUCTS
 from app.lib.money import format_money
-from e2e.conftest import CUSTOMER, sign_in
+from e2e.conftest import CUSTOMER, htmx_settled, sign_in
 
 pytestmark = pytest.mark.e2e
 
@@ -48,6 +48,7 @@ def test_cart_from_browsing_to_signed_in(page: Page, base_url: str) -> None:
     # The mini-cart drawer: opened from the header link with the keyboard, closed with Escape or its button.
     drawer = page.get_by_role("dialog", name="Your cart")
     expect(drawer).to_be_hidden()
+    htmx_settled(page)  # the badge the add swapped in is wired up
     badge.focus()
     page.keyboard.press("Enter")
     expect(drawer).to_be_visible()
