@@ -157,7 +157,7 @@ def app_environment(
         "CARTWRIGHT_VAR_DIR": str(var_dir),
         "SECRET_KEY": "test-secret-key-not-for-production",
         "BASE_URL": base_url,
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": os.environ.get("TEST_LOG_LEVEL", "WARNING"),
     }
 
 
